@@ -1,0 +1,96 @@
+/* Per-layer random-access index, built in one streaming pass over the compressed layer
+ * and read back through mmap without parsing.
+ *
+ * File format (ROOT/idx/sha256/HEX, little endian, versioned, checksummed): header (magic,
+ * version, layer digest, compression, sizes, section offsets, checksum of everything
+ * after the header), entry table (path, type, mode, uid, gid, mtime, size, rdev, link
+ * target, xattrs, hardlink target, data offset in the uncompressed tar stream, sparse
+ * segment map), string table, and access points: gzip checkpoints (zran-style: compressed
+ * bit offset, uncompressed offset, the 32 KiB window stored compressed), or the frame table
+ * of the seekable zstd copy of a zstd layer (stored beside the index as
+ * ROOT/idx/sha256/HEX.zst), or nothing for a plain tar layer.
+ *
+ * Paths are normalised: relative to the layer root, no leading "./" or "/", no empty, "."
+ * or ".." components (entries that would escape are dropped and counted, see
+ * docs/ARCHITECTURE.md "Hostile layers"). */
+#pragma once
+
+#include <stdint.h>
+#include <sys/types.h>
+#include "common/macros.h"
+
+#define LI_DEFAULT_SPAN (1u << 20)
+
+enum li_compression {
+	LI_AUTO = 0, /* detect from the first bytes */
+	LI_TAR,
+	LI_GZIP,
+	LI_ZSTD,
+};
+
+enum li_type {
+	LI_REG = 1,
+	LI_DIR,
+	LI_SYMLINK,
+	LI_HARDLINK, /* link target is another entry's path */
+	LI_CHR,
+	LI_BLK,
+	LI_FIFO,
+};
+
+/* One entry, as handed out by li_entry_get(); strings point into the mmap'ed index and
+ * stay valid as long as the index is open. */
+struct li_entry {
+	const char *path;
+	enum li_type type;
+	uint32_t mode; /* permission bits incl. setuid/setgid/sticky, no type bits */
+	uint32_t uid, gid;
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	uint64_t size;      /* apparent size (sparse files: the full size) */
+	uint32_t rdev_major, rdev_minor;
+	const char *link;   /* symlink target or hardlink target path, else NULL */
+	uint64_t data_off;  /* offset of the data in the uncompressed stream */
+	uint32_t n_xattrs;
+	uint32_t n_segments; /* sparse map: 0 means the data is stored contiguously */
+};
+
+struct li_builder;
+
+/* Starts an index for a layer with the given compression and span (0: default).
+ * data_fd: where the seekable zstd copy goes for a zstd layer (else ignored, may be -1).
+ * Thread safety: a builder is used by one thread at a time; it may run its own worker
+ * thread internally. */
+int li_builder_new(enum li_compression comp, uint32_t span, int data_fd, struct li_builder **ret);
+/* Feeds the next len bytes of the compressed layer, in order. Returns -EBADMSG on corrupt
+ * or truncated data, -EFBIG on a decompression bomb (limits in docs/ARCHITECTURE.md). */
+int li_builder_feed(struct li_builder *b, const void *buf, size_t len);
+/* Ends the input and serialises the index for layer_digest into a malloc'ed buffer,
+ * to be written atomically by the caller. -EBADMSG when the stream ended early. */
+int li_builder_finish(struct li_builder *b, const char *layer_digest, void **ret_buf,
+		      size_t *ret_len);
+void li_builder_free(struct li_builder *b);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct li_builder *, li_builder_free);
+
+struct li_index;
+
+/* Maps an index file and checks magic, version and checksum (-EBADMSG when wrong).
+ * data_fd is the layer blob (or the seekable zstd copy); both fds are dup'ed. */
+int li_open(int index_fd, int data_fd, struct li_index **ret);
+void li_close(struct li_index *idx);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct li_index *, li_close);
+
+size_t li_entry_count(const struct li_index *idx);
+int li_entry_get(const struct li_index *idx, size_t i, struct li_entry *ret);
+/* xattr k of entry i: name and value (binary, value_len bytes), pointers into the map. */
+int li_xattr_get(const struct li_index *idx, size_t i, uint32_t k, const char **ret_name,
+		 const void **ret_value, size_t *ret_value_len);
+
+/* Reads up to len bytes of regular entry i at file offset off (sparse holes read as zeros).
+ * Returns the number of bytes read (0 at EOF) or -errno. Thread-safe; decoded spans are
+ * kept in a bounded LRU cache shared by every index (size: li_cache_set_size()). */
+ssize_t li_read(struct li_index *idx, size_t i, void *buf, size_t len, uint64_t off);
+/* SEEK_DATA / SEEK_HOLE for entry i: returns the resulting offset or -ENXIO. */
+int64_t li_seek(struct li_index *idx, size_t i, uint64_t off, int whence);
+
+void li_cache_set_size(size_t bytes);

@@ -1,0 +1,55 @@
+/* The merged lower tree of an image: the layer indexes of a manifest merged at pull time
+ * (whiteouts `.wh.NAME`, opaque dirs `.wh..wh..opq`, later layers win, hardlinks resolved,
+ * including across layers) into one file (ROOT/trees/sha256/MANIFEST_HEX) that is mmap'ed
+ * at mount time, so mounting does no work proportional to the image.
+ *
+ * Nodes are numbered 0 (the root) .. n-1; a directory's children are contiguous and sorted
+ * by name (lookup is a binary search, readdir an index). Hardlinked nodes share one
+ * canonical node, which carries st_ino and st_nlink. Everything is read-only after
+ * tree_open(), so every function is thread-safe. */
+#pragma once
+
+#include <stdint.h>
+#include <sys/stat.h>
+#include "common/macros.h"
+
+#define TREE_ROOT 0u
+
+/* Builds the tree for the layers (bottom first), whose indexes are in
+ * store_fd/idx/sha256/HEX, and returns the serialised tree in a malloc'ed buffer that the
+ * caller writes atomically to trees/sha256/MANIFEST_HEX. */
+int tree_build(int store_fd, const char *const *layer_digests, size_t n_layers, void **ret_buf,
+	       size_t *ret_len);
+
+struct tree;
+
+/* Maps a tree file and opens the layer indexes and blobs it names, below store_fd. */
+int tree_open(int store_fd, int tree_fd, struct tree **ret);
+void tree_close(struct tree *t);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct tree *, tree_close);
+
+uint32_t tree_node_count(const struct tree *t);
+/* Child name of dir; -ENOENT, -ENOTDIR. */
+int tree_lookup(const struct tree *t, uint32_t dir, const char *name, uint32_t *ret);
+uint32_t tree_parent(const struct tree *t, uint32_t node);
+/* Attributes; st_ino is the canonical node + 1 (so the root is 1, FUSE_ROOT_ID). */
+int tree_stat(const struct tree *t, uint32_t node, struct stat *ret);
+/* The node that carries a hardlink group's identity (the node itself when not linked). */
+uint32_t tree_canonical(const struct tree *t, uint32_t node);
+
+/* Calls fn for the children of dir from position off on (0 = first child; "." and ".." are
+ * the caller's business); fn returns non-zero to stop. next_off is the position after it. */
+typedef int (*tree_dirent_fn)(const char *name, uint32_t node, uint64_t next_off, void *userdata);
+int tree_readdir(const struct tree *t, uint32_t dir, uint64_t off, tree_dirent_fn fn,
+		 void *userdata);
+
+/* Symlink target into buf (NUL-terminated); returns its length, -EINVAL if not a link. */
+int tree_readlink(const struct tree *t, uint32_t node, char *buf, size_t size);
+/* Extended attributes, with getxattr(2)/listxattr(2) conventions: size 0 asks for the
+ * length; -ERANGE when buf is too small; -ENODATA when missing. */
+ssize_t tree_getxattr(const struct tree *t, uint32_t node, const char *name, void *buf,
+		      size_t size);
+ssize_t tree_listxattr(const struct tree *t, uint32_t node, char *buf, size_t size);
+/* File data through the layer index span reader; thread-safe. */
+ssize_t tree_read(const struct tree *t, uint32_t node, void *buf, size_t size, uint64_t off);
+int64_t tree_seek(const struct tree *t, uint32_t node, uint64_t off, int whence);

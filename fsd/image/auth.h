@@ -1,0 +1,28 @@
+/* Registry credentials, looked up as podman does: $REGISTRY_AUTH_FILE,
+ * $XDG_RUNTIME_DIR/containers/auth.json, then $DOCKER_CONFIG/config.json or
+ * ~/.docker/config.json ("auths": {"HOST": {"auth": base64("user:password")}}).
+ * docker.io credentials may be stored under "https://index.docker.io/v1/" as well. */
+#pragma once
+
+#include "common/macros.h"
+
+/* Finds credentials for domain (as in struct image_ref). Returns 1 and sets both
+ * malloc'ed strings when found, 0 when none, -errno on a broken file (named in the log). */
+int auth_lookup(const char *domain, char **ret_user, char **ret_password);
+
+/* Stores credentials for domain in the Docker config file ($DOCKER_CONFIG/config.json or
+ * ~/.docker/config.json), keeping every other key of the file; written atomically, mode 0600. */
+int auth_store(const char *domain, const char *user, const char *password);
+
+/* Parses a WWW-Authenticate header value. Returns 0 and fills *ret (free with
+ * www_auth_clear()), -EINVAL on malformed input, -EOPNOTSUPP for schemes other than
+ * Bearer and Basic. */
+struct www_auth {
+	char *scheme; /* "Bearer" or "Basic", canonical case */
+	char *realm;
+	char *service;
+	char *scope;
+	char *error;  /* Bearer error="insufficient_scope" etc., or NULL */
+};
+int www_auth_parse(const char *header, struct www_auth *ret);
+void www_auth_clear(struct www_auth *a);

@@ -1,0 +1,83 @@
+/* The content-addressed store, an OCI image layout (skopeo, umoci, oras read it):
+ *
+ *   ROOT/oci-layout, ROOT/index.json   refs: annotation org.opencontainers.image.ref.name
+ *   ROOT/blobs/sha256/HEX              manifests, configs, layer blobs as served
+ *   ROOT/idx/sha256/HEX                per-layer index (core/layerindex), by layer digest
+ *   ROOT/trees/sha256/HEX              merged tree per manifest (core/tree)
+ *   ROOT/mounts/NAME/{upper,work,state} writable layers and live mounts
+ *   ROOT/tmp/                          partial downloads (resumable), temporary files
+ *   ROOT/lock                          flock: LOCK_SH while pulling, LOCK_EX by gc
+ *
+ * Every write is atomic (tmp file, fsync, rename, fsync dir). A blob appears in blobs/
+ * only after its digest was verified. index.json is rewritten under an exclusive flock
+ * of ROOT/index.lock, so concurrent processes never lose a ref.
+ * Thread safety: a struct store may be shared by threads; it holds no mutable state
+ * besides its fds. */
+#pragma once
+
+#include <stdint.h>
+#include "common/macros.h"
+#include "manifest.h"
+
+struct store {
+	char *root;
+	int root_fd;  /* O_PATH|O_DIRECTORY */
+	int lock_fd;  /* ROOT/lock, flock'ed LOCK_SH while the store is open */
+};
+
+/* Opens (creating the layout when missing) the store at root. Takes no lock: a pull calls
+ * store_lock_shared() for its duration; gc takes the lock exclusive. A live mount holds
+ * LOCK_SH on its ROOT/mounts/NAME/state file, which names the manifest it uses. */
+int store_open(const char *root, struct store **ret);
+void store_free(struct store *s);
+int store_lock_shared(struct store *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct store *, store_free);
+
+/* The default root: $IMGFS_ROOT, else /var/lib/imgfs (root) or $XDG_DATA_HOME/imgfs
+ * (~/.local/share/imgfs). Returns a malloc'ed string. */
+int store_default_root(char **ret);
+
+/* True when blobs/sha256/HEX of digest exists. */
+bool store_has_blob(struct store *s, const char *digest);
+/* Opens blobs/… read-only. */
+int store_open_blob(struct store *s, const char *digest, int *ret_fd);
+/* Reads a small blob (manifest, config) into memory; -EFBIG beyond max. */
+int store_read_blob(struct store *s, const char *digest, size_t max, char **ret_buf,
+		    size_t *ret_len);
+/* Verifies buf against digest and stores it atomically (no-op when present). -EBADMSG
+ * on mismatch. */
+int store_put_blob(struct store *s, const char *digest, const void *buf, size_t len);
+
+/* Opens (creating) ROOT/tmp/HEX.partial for a download of digest, O_RDWR, positioned
+ * nowhere in particular; *ret_size is its current size (bytes already downloaded).
+ * The caller holds an exclusive flock on the returned fd while writing, so two pulls of
+ * the same blob do not interleave: -EAGAIN-free, the second waits. */
+int store_open_partial(struct store *s, const char *digest, int *ret_fd, uint64_t *ret_size);
+/* fsyncs fd and renames the partial file of digest into blobs/, then fsyncs the dir.
+ * The caller verified the digest. */
+int store_commit_partial(struct store *s, const char *digest, int fd);
+/* Removes the partial file of digest (after a digest mismatch). */
+int store_discard_partial(struct store *s, const char *digest);
+
+/* Path relative to the root for kind "blobs", "idx" or "trees" of digest, in buf. */
+const char *store_path(const char *kind, const char *digest, char *buf, size_t size);
+
+/* Refs in index.json. name is the canonical reference (struct image_ref.name). */
+int store_ref_set(struct store *s, const char *name, const struct descriptor *manifest);
+/* Returns 0 and the manifest descriptor, -ENOENT when no such ref. */
+int store_ref_get(struct store *s, const char *name, struct descriptor *ret);
+int store_ref_remove(struct store *s, const char *name);
+struct store_ref {
+	char *name;
+	struct descriptor desc;
+};
+/* Lists every ref; *ret is an array of *ret_n entries (free with store_refs_free()). */
+int store_ref_list(struct store *s, struct store_ref **ret, size_t *ret_n);
+void store_refs_free(struct store_ref *refs, size_t n);
+void descriptor_clear(struct descriptor *d);
+
+/* Removes blobs, idx, trees and tmp files not reachable from a ref or from a live mount
+ * (ROOT/mounts/NAME/state names the manifest). Takes the store lock exclusive for the
+ * duration: waits for pulls and mounts to finish starting. Reports what it removed
+ * through *ret_removed / *ret_bytes (may be NULL). */
+int store_gc(struct store *s, unsigned *ret_removed, uint64_t *ret_bytes);
