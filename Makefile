@@ -92,15 +92,19 @@ $(BUILD)/imgfs: $(call obj,$(FSD_SRC)) $(LIBS_ALL)
 $(BUILD)/runner: $(call obj,runner/main.c) $(LIBRUNNER) $(LIBCOMMON)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIB_LIBS)
 
-# Unit tests: cmocka, no libfuse, no root; static archives pull in only what is used.
-$(BUILD)/tests/test_%: $(call obj,tests/unit/test_%.c) $(LIBS_ALL)
+# Unit tests: cmocka, no libfuse, no root. Each test links only its module(s) and common/:
+# tests/unit/test_NAME.mk sets test_NAME_SRC (the module sources it needs); likewise
+# tests/fuzz/fuzz_NAME.mk sets fuzz_NAME_SRC for the corpus replay binary.
+-include $(wildcard tests/unit/*.mk tests/fuzz/*.mk)
+.SECONDEXPANSION:
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $$(call obj,$$(test_$$*_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBS_ALL) $(CMOCKA_LIBS) $(LIB_LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCOMMON) $(CMOCKA_LIBS) $(LIB_LIBS)
 
 # Fuzz corpora are replayed under gcc in `make check`; `make fuzz` runs libFuzzer (clang).
-$(BUILD)/tests/replay_%: $(call obj,tests/fuzz/fuzz_%.c) $(call obj,tests/fuzz/replay_main.c) $(LIBS_ALL)
+$(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/replay_main.o $$(call obj,$$(fuzz_$$*_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBS_ALL) $(LIB_LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCOMMON) $(LIB_LIBS)
 
 # Probes run inside containers: static, no sanitizers.
 $(BUILD)/tests/probe/%: tests/probe/%.c
