@@ -1,0 +1,29 @@
+/* The one-pass pull pipeline: manifest negotiation, then per layer HTTP body → sha256 →
+ * blob file → layer index builder, layers in parallel; then the merged tree; then the ref.
+ * Also imports local sources (oci:DIR, docker-archive:FILE, rootfs tarballs) the same way. */
+#pragma once
+
+#include "common/macros.h"
+#include "manifest.h"
+#include "ref.h"
+#include "registry.h"
+#include "store.h"
+
+struct pull_opts {
+	const char *platform; /* "os/arch[/variant]" or NULL for the host's */
+	bool insecure;
+	bool quiet;           /* no progress output at all */
+	unsigned parallel;    /* concurrent layer downloads; 0: default (4) */
+	struct registry_opts reg;
+};
+
+/* Makes ref present in the store: pulls what is missing (or everything when force) and
+ * ensures the layer indexes and the merged tree exist. On success sets *ret_manifest to the
+ * image manifest's digest (malloc'ed) when ret_manifest is not NULL. Errors are logged once,
+ * naming the image, URL or digest, and returned as -errno. */
+int pull_image(struct store *s, const struct image_ref *ref, const struct pull_opts *opts,
+	       bool force, char **ret_manifest);
+
+/* Like pull_image() but never touches the network: the ref must be in the store already
+ * (local sources are imported). -ENOENT when it is not. */
+int pull_resolve_local(struct store *s, const struct image_ref *ref, char **ret_manifest);
