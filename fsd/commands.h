@@ -21,3 +21,7 @@ int cmd_run(int argc, char **argv);
 /* Opens the store at arg_root or the default root, logging the failure. */
 struct store;
 int open_store(struct store **ret);
+
+/* Parses REF for a subcommand, logging the reason on failure. Returns 0, or 2 (usage). */
+struct image_ref;
+int parse_ref_arg(const char *s, struct image_ref **ret);

@@ -12,8 +12,8 @@
 struct pull_opts {
 	const char *platform; /* "os/arch[/variant]" or NULL for the host's */
 	bool insecure;
-	bool quiet;           /* no progress output at all */
-	unsigned parallel;    /* concurrent layer downloads; 0: default (4) */
+	bool quiet;        /* no progress output at all */
+	unsigned parallel; /* concurrent layer downloads; 0: default (4) */
 	struct registry_opts reg;
 };
 
@@ -22,7 +22,7 @@ struct pull_opts {
  * image manifest's digest (malloc'ed) when ret_manifest is not NULL. Errors are logged once,
  * naming the image, URL or digest, and returned as -errno. */
 int pull_image(struct store *s, const struct image_ref *ref, const struct pull_opts *opts,
-	       bool force, char **ret_manifest);
+               bool force, char **ret_manifest);
 
 /* Like pull_image() but never touches the network: the ref must be in the store already
  * (local sources are imported). -ENOENT when it is not. */

@@ -1,0 +1,647 @@
+/* The pull pipeline. See pull.h.
+ *
+ * Per layer: bytes from the source → sha256 → ROOT/tmp/HEX.partial → layer index builder.
+ * The index is written before the blob is committed, so a blob in blobs/ always has its
+ * index (a crash in between leaves an index without a blob, which gc removes and the next
+ * pull rewrites). A partial file left by an interrupted pull is re-read through the hasher
+ * and the builder, then the download resumes with a Range request. */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include "common/digest.h"
+#include "common/fileio.h"
+#include "common/log.h"
+#include "fsd/core/layerindex.h"
+#include "fsd/core/tree.h"
+#include "progress.h"
+#include "pull.h"
+#include "source.h"
+
+#define DEFAULT_PARALLEL 4
+
+struct layer_job {
+	const struct descriptor *desc;
+	int slot; /* progress bar */
+	int result;
+	char err[REGISTRY_ERR_MAX];
+};
+
+struct pull_ctx {
+	struct store *store;
+	struct source *src;
+	struct progress *progress;
+	const char *image; /* the reference, for messages */
+	struct layer_job *jobs;
+	size_t n_jobs;
+	pthread_mutex_t lock; /* protects next_job and failed */
+	size_t next_job;
+	bool failed;
+};
+
+struct layer_stream {
+	struct sha256 *hash;
+	struct li_builder *builder;
+	int fd;
+	uint64_t done, limit;
+	struct progress *progress;
+	int slot;
+	int builder_err; /* first builder error: the data is not a valid layer */
+};
+
+static int stream_bytes(const void *buf, size_t len, void *userdata)
+{
+	struct layer_stream *ls = userdata;
+	int r;
+
+	if (ls->done + len > ls->limit)
+		return -EFBIG;
+	sha256_update(ls->hash, buf, len);
+	if (ls->fd >= 0) {
+		r = write_full(ls->fd, buf, len);
+		if (r < 0)
+			return r;
+	}
+	/* A builder error does not stop the download at once: the digest decides whether the
+	 * registry sent the wrong bytes (an error naming the digest) or a hostile layer. */
+	if (!ls->builder_err) {
+		r = li_builder_feed(ls->builder, buf, len);
+		if (r < 0)
+			ls->builder_err = r;
+	}
+	ls->done += len;
+	progress_update(ls->progress, ls->slot, ls->done);
+	return 0;
+}
+
+/* Feeds the bytes already on disk in fd (a partial download or a blob missing its index). */
+static int replay_file(struct layer_stream *ls, int fd, uint64_t size)
+{
+	char *buf = malloc(1u << 20);
+	uint64_t off = 0;
+	int saved = ls->fd, r = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	ls->fd = -1; /* the bytes are on disk already */
+	while (off < size) {
+		ssize_t n = pread_full(fd, buf, MIN((uint64_t)(1u << 20), size - off), (off_t)off);
+
+		if (n < 0) {
+			r = (int)n;
+			break;
+		}
+		if (n == 0) {
+			r = -EIO;
+			break;
+		}
+		r = stream_bytes(buf, (size_t)n, ls);
+		if (r < 0)
+			break;
+		off += (uint64_t)n;
+	}
+	ls->fd = saved;
+	free(buf);
+	return r;
+}
+
+static enum li_compression li_comp(enum layer_compression c)
+{
+	switch (c) {
+	case LAYER_GZIP:
+		return LI_GZIP;
+	case LAYER_ZSTD:
+		return LI_ZSTD;
+	case LAYER_TAR:
+		return LI_TAR;
+	}
+	return LI_AUTO;
+}
+
+static bool has_index(struct store *s, const char *digest)
+{
+	char path[128];
+
+	store_path("idx", digest, path, sizeof(path));
+	return faccessat(s->root_fd, path, F_OK, 0) == 0;
+}
+
+/* Opens a temporary file in ROOT/tmp for the seekable zstd copy of a layer. */
+static int open_zst_tmp(struct store *s, const char *digest, char *name, size_t size)
+{
+	int fd;
+
+	snprintf(name, size, "tmp/%s.zst.%d", digest_hex(digest), (int)getpid());
+	fd = openat(s->root_fd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	return fd < 0 ? -errno : fd;
+}
+
+static int write_index(struct store *s, const char *digest, struct li_builder *b, int zst_fd,
+                       const char *zst_tmp)
+{
+	_cleanup_free_ void *buf = NULL;
+	char path[128];
+	size_t len = 0;
+	int r;
+
+	r = li_builder_finish(b, digest, &buf, &len);
+	if (r < 0)
+		return r;
+	if (zst_fd >= 0) {
+		char zpath[140];
+
+		if (fsync(zst_fd) < 0)
+			return -errno;
+		store_path("idx", digest, path, sizeof(path));
+		snprintf(zpath, sizeof(zpath), "%s.zst", path);
+		if (renameat(s->root_fd, zst_tmp, s->root_fd, zpath) < 0)
+			return -errno;
+	}
+	store_path("idx", digest, path, sizeof(path));
+	return write_file_atomic(s->root_fd, path, buf, len, 0644);
+}
+
+/* Indexes a blob that is in the store but has no index (a pull killed in between). */
+static int index_existing_blob(struct pull_ctx *ctx, struct layer_job *job)
+{
+	const struct descriptor *d = job->desc;
+	_cleanup_(sha256_freep) struct sha256 *hash = sha256_new();
+	_cleanup_(li_builder_freep) struct li_builder *b = NULL;
+	_cleanup_close_ int fd = -1, zfd = -1;
+	char zname[160], got[DIGEST_STR_LEN + 1];
+	struct layer_stream ls = {0};
+	int r;
+
+	if (!hash)
+		return -ENOMEM;
+	r = store_open_blob(ctx->store, d->digest, &fd);
+	if (r < 0)
+		return r;
+	if (d->compression == LAYER_ZSTD) {
+		zfd = open_zst_tmp(ctx->store, d->digest, zname, sizeof(zname));
+		if (zfd < 0)
+			return zfd;
+	}
+	r = li_builder_new(li_comp(d->compression), 0, zfd, &b);
+	if (r < 0)
+		return r;
+	ls = (struct layer_stream){.hash = hash,
+	                           .builder = b,
+	                           .fd = -1,
+	                           .limit = d->size,
+	                           .progress = ctx->progress,
+	                           .slot = job->slot};
+	r = replay_file(&ls, fd, d->size);
+	if (r < 0)
+		return r;
+	sha256_final(hash, got);
+	if (!streq(got, d->digest))
+		return -EBADMSG;
+	if (ls.builder_err)
+		return ls.builder_err;
+	return write_index(ctx->store, d->digest, b, zfd, zname);
+}
+
+static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
+{
+	const struct descriptor *d = job->desc;
+	_cleanup_(sha256_freep) struct sha256 *hash = sha256_new();
+	_cleanup_(li_builder_freep) struct li_builder *b = NULL;
+	_cleanup_close_ int fd = -1, zfd = -1;
+	char zname[160] = "", got[DIGEST_STR_LEN + 1];
+	struct layer_stream ls;
+	uint64_t have = 0;
+	int r;
+
+	if (!hash)
+		return -ENOMEM;
+	r = store_open_partial(ctx->store, d->digest, &fd, &have);
+	if (r < 0) {
+		snprintf(job->err, sizeof(job->err), "cannot create a partial file for layer %s",
+		         d->digest);
+		return r;
+	}
+	/* Another pull may have finished this blob while we waited for the partial's lock. */
+	if (store_has_blob(ctx->store, d->digest) && has_index(ctx->store, d->digest)) {
+		store_discard_partial(ctx->store, d->digest);
+		return 1;
+	}
+	if (d->compression == LAYER_ZSTD) {
+		zfd = open_zst_tmp(ctx->store, d->digest, zname, sizeof(zname));
+		if (zfd < 0)
+			return zfd;
+	}
+	r = li_builder_new(li_comp(d->compression), 0, zfd, &b);
+	if (r < 0)
+		return r;
+	ls = (struct layer_stream){.hash = hash,
+	                           .builder = b,
+	                           .fd = fd,
+	                           .limit = d->size,
+	                           .progress = ctx->progress,
+	                           .slot = job->slot};
+	if (have > d->size)
+		have = 0; /* a partial longer than the blob is garbage */
+	if (have > 0) {
+		r = replay_file(&ls, fd, have);
+		if (r < 0)
+			have = 0;
+	}
+	if (have == 0) {
+		if (ftruncate(fd, 0) < 0)
+			return -errno;
+		sha256_free(hash);
+		hash = sha256_new();
+		li_builder_free(b);
+		b = NULL;
+		if (!hash)
+			return -ENOMEM;
+		r = li_builder_new(li_comp(d->compression), 0, zfd, &b);
+		if (r < 0)
+			return r;
+		if (zfd >= 0 && ftruncate(zfd, 0) < 0)
+			return -errno;
+		ls = (struct layer_stream){.hash = hash,
+		                           .builder = b,
+		                           .fd = fd,
+		                           .limit = d->size,
+		                           .progress = ctx->progress,
+		                           .slot = job->slot};
+	}
+	if (lseek(fd, (off_t)have, SEEK_SET) < 0)
+		return -errno;
+	if (have < d->size) {
+		r = source_get_blob(ctx->src, d, have, stream_bytes, &ls, job->err);
+		if (r < 0)
+			return r;
+	}
+	if (ls.done != d->size) {
+		snprintf(job->err, sizeof(job->err),
+		         "layer %s: got %" PRIu64 " bytes, expected %" PRIu64, d->digest, ls.done,
+		         d->size);
+		store_discard_partial(ctx->store, d->digest);
+		return -EBADMSG;
+	}
+	sha256_final(hash, got);
+	if (!streq(got, d->digest)) {
+		snprintf(job->err, sizeof(job->err),
+		         "layer %s: digest mismatch, the source sent content with digest %s",
+		         d->digest, got);
+		store_discard_partial(ctx->store, d->digest);
+		if (zname[0])
+			unlinkat(ctx->store->root_fd, zname, 0);
+		return -EBADMSG;
+	}
+	if (ls.builder_err) {
+		snprintf(job->err, sizeof(job->err), "layer %s is not a valid tar archive: %s",
+		         d->digest, strerror(-ls.builder_err));
+		store_discard_partial(ctx->store, d->digest);
+		if (zname[0])
+			unlinkat(ctx->store->root_fd, zname, 0);
+		return ls.builder_err;
+	}
+	r = write_index(ctx->store, d->digest, b, zfd, zname);
+	if (r < 0) {
+		snprintf(job->err, sizeof(job->err), "cannot index layer %s", d->digest);
+		return r;
+	}
+	r = store_commit_partial(ctx->store, d->digest, fd);
+	if (r < 0)
+		snprintf(job->err, sizeof(job->err), "cannot store layer %s", d->digest);
+	return r;
+}
+
+static void *layer_worker(void *userdata)
+{
+	struct pull_ctx *ctx = userdata;
+
+	for (;;) {
+		struct layer_job *job;
+		int r;
+
+		pthread_mutex_lock(&ctx->lock);
+		if (ctx->failed || ctx->next_job >= ctx->n_jobs) {
+			pthread_mutex_unlock(&ctx->lock);
+			return NULL;
+		}
+		job = &ctx->jobs[ctx->next_job++];
+		pthread_mutex_unlock(&ctx->lock);
+
+		if (store_has_blob(ctx->store, job->desc->digest)) {
+			if (has_index(ctx->store, job->desc->digest)) {
+				progress_finish(ctx->progress, job->slot, "exists");
+				continue;
+			}
+			r = index_existing_blob(ctx, job);
+			if (r < 0 && !job->err[0])
+				snprintf(job->err, sizeof(job->err), "cannot index layer %s",
+				         job->desc->digest);
+		} else {
+			r = fetch_layer(ctx, job);
+		}
+		job->result = r < 0 ? r : 0;
+		progress_finish(ctx->progress, job->slot,
+		                r < 0 ? "failed" : (r > 0 ? "exists" : "done"));
+		if (r < 0) {
+			pthread_mutex_lock(&ctx->lock);
+			ctx->failed = true;
+			pthread_mutex_unlock(&ctx->lock);
+		}
+	}
+}
+
+static int fetch_layers(struct pull_ctx *ctx, const struct manifest *m, unsigned parallel)
+{
+	pthread_t threads[16];
+	unsigned n_threads;
+	int r = 0;
+
+	ctx->jobs = calloc(m->n_layers ? m->n_layers : 1, sizeof(*ctx->jobs));
+	if (!ctx->jobs)
+		return -ENOMEM;
+	ctx->n_jobs = m->n_layers;
+	for (size_t i = 0; i < m->n_layers; i++) {
+		ctx->jobs[i].desc = &m->layers[i];
+		ctx->jobs[i].slot =
+		    progress_add(ctx->progress, m->layers[i].digest, m->layers[i].size);
+	}
+	n_threads = MIN(MAX(parallel, 1u), (unsigned)ARRAY_SIZE(threads));
+	n_threads = (unsigned)MIN((size_t)n_threads, MAX(m->n_layers, (size_t)1));
+	for (unsigned i = 0; i < n_threads; i++) {
+		if (pthread_create(&threads[i], NULL, layer_worker, ctx) != 0) {
+			n_threads = i;
+			ctx->failed = true;
+			r = -EAGAIN;
+			break;
+		}
+	}
+	for (unsigned i = 0; i < n_threads; i++)
+		pthread_join(threads[i], NULL);
+	for (size_t i = 0; i < ctx->n_jobs; i++) {
+		if (ctx->jobs[i].result < 0) {
+			if (ctx->jobs[i].err[0])
+				log_msg(LOG_ERR, "%s: %s", ctx->image, ctx->jobs[i].err);
+			else
+				log_errno(LOG_ERR, ctx->jobs[i].result, "%s: layer %s", ctx->image,
+				          ctx->jobs[i].desc->digest);
+			return ctx->jobs[i].result;
+		}
+	}
+	return r;
+}
+
+static int ensure_tree(struct store *s, const char *manifest_digest, const struct manifest *m)
+{
+	_cleanup_free_ const char **digests = NULL;
+	_cleanup_free_ void *buf = NULL;
+	char path[128];
+	size_t len = 0;
+	int r;
+
+	store_path("trees", manifest_digest, path, sizeof(path));
+	if (faccessat(s->root_fd, path, F_OK, 0) == 0)
+		return 0;
+	digests = calloc(m->n_layers + 1, sizeof(*digests));
+	if (!digests)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->n_layers; i++)
+		digests[i] = m->layers[i].digest;
+	r = tree_build(s->root_fd, digests, m->n_layers, &buf, &len);
+	if (r < 0)
+		return r;
+	return write_file_atomic(s->root_fd, path, buf, len, 0644);
+}
+
+/* Fetches a manifest blob by reference through src, verifying it against want_digest when
+ * given, and stores it. */
+static int fetch_manifest(struct pull_ctx *ctx, const char *reference, const char *want_digest,
+                          struct manifest **ret_m, char **ret_digest, char **ret_mt,
+                          size_t *ret_size)
+{
+	_cleanup_free_ char *body = NULL, *mt = NULL, *digest = NULL;
+	_cleanup_(manifest_freep) struct manifest *m = NULL;
+	char err[REGISTRY_ERR_MAX] = "";
+	const char *reason = NULL;
+	size_t len = 0;
+	int r;
+
+	r = source_get_manifest(ctx->src, reference, &body, &len, &mt, &digest, err);
+	if (r < 0) {
+		if (r == -EFBIG)
+			return log_errno(LOG_ERR, r, "%s: manifest larger than %u bytes",
+			                 ctx->image, MANIFEST_MAX_SIZE);
+		if (err[0])
+			log_msg(LOG_ERR, "%s: %s", ctx->image, err);
+		else
+			log_errno(LOG_ERR, r, "%s: cannot get manifest '%s'", ctx->image,
+			          reference);
+		return r;
+	}
+	if (want_digest && !streq(digest, want_digest))
+		return log_errno(LOG_ERR, -EBADMSG,
+		                 "%s: manifest %s has digest %s, not what was asked for",
+		                 ctx->image, want_digest, digest);
+	r = manifest_parse(body, len, mt, &m, &reason);
+	if (r < 0) {
+		log_msg(LOG_ERR, "%s: bad manifest %s: %s", ctx->image, digest,
+		        reason ? reason : strerror(-r));
+		return r;
+	}
+	r = store_put_blob(ctx->store, digest, body, len);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "%s: cannot store manifest %s", ctx->image, digest);
+	if (ret_mt)
+		*ret_mt = strdup(m->media_type);
+	*ret_size = len;
+	*ret_m = TAKE_PTR(m);
+	*ret_digest = TAKE_PTR(digest);
+	return 0;
+}
+
+static int fetch_config(struct pull_ctx *ctx, const struct manifest *m)
+{
+	_cleanup_free_ char *body = NULL;
+	_cleanup_(image_config_freep) struct image_config *cfg = NULL;
+	char err[REGISTRY_ERR_MAX] = "";
+	const char *reason = NULL;
+	size_t len = 0;
+	int r;
+
+	if (store_has_blob(ctx->store, m->config.digest)) {
+		r = store_read_blob(ctx->store, m->config.digest, CONFIG_MAX_SIZE, &body, &len);
+	} else {
+		if (m->config.size > CONFIG_MAX_SIZE)
+			return log_errno(LOG_ERR, -EFBIG, "%s: config %s is larger than %u bytes",
+			                 ctx->image, m->config.digest, CONFIG_MAX_SIZE);
+		r = source_get_blob_mem(ctx->src, m->config.digest, CONFIG_MAX_SIZE, &body, &len,
+		                        err);
+		if (r < 0) {
+			if (err[0])
+				return log_msg(LOG_ERR, "%s: %s", ctx->image, err), r;
+			return log_errno(LOG_ERR, r, "%s: cannot get config %s", ctx->image,
+			                 m->config.digest);
+		}
+		r = store_put_blob(ctx->store, m->config.digest, body, len);
+	}
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "%s: cannot store config %s", ctx->image,
+		                 m->config.digest);
+	r = image_config_parse(body, len, &cfg, &reason);
+	if (r < 0) {
+		log_msg(LOG_ERR, "%s: bad image config %s: %s", ctx->image, m->config.digest,
+		        reason ? reason : strerror(-r));
+		return r;
+	}
+	if (cfg->n_diff_ids != m->n_layers) {
+		log_msg(LOG_ERR, "%s: config %s lists %zu layers, the manifest %zu", ctx->image,
+		        m->config.digest, cfg->n_diff_ids, m->n_layers);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+/* True when the ref's manifest, config, layers, indexes and tree are all in the store. */
+static bool image_complete(struct store *s, const char *manifest_digest)
+{
+	_cleanup_free_ char *body = NULL;
+	_cleanup_(manifest_freep) struct manifest *m = NULL;
+	char path[128];
+	size_t len;
+
+	if (store_read_blob(s, manifest_digest, MANIFEST_MAX_SIZE, &body, &len) < 0)
+		return false;
+	if (manifest_parse(body, len, NULL, &m, NULL) < 0 || m->kind != MANIFEST_IMAGE)
+		return false;
+	if (!store_has_blob(s, m->config.digest))
+		return false;
+	for (size_t i = 0; i < m->n_layers; i++)
+		if (!store_has_blob(s, m->layers[i].digest) || !has_index(s, m->layers[i].digest))
+			return false;
+	store_path("trees", manifest_digest, path, sizeof(path));
+	return faccessat(s->root_fd, path, F_OK, 0) == 0;
+}
+
+int pull_resolve_local(struct store *s, const struct image_ref *ref, char **ret_manifest)
+{
+	struct descriptor d = {0};
+	char *digest;
+	int r;
+
+	r = store_ref_get(s, ref->name, &d);
+	if (r < 0)
+		return r;
+	if (!image_complete(s, d.digest)) {
+		descriptor_clear(&d);
+		return -ENOENT;
+	}
+	digest = TAKE_PTR(d.digest);
+	descriptor_clear(&d);
+	if (ret_manifest)
+		*ret_manifest = digest;
+	else
+		free(digest);
+	return 0;
+}
+
+int pull_image(struct store *s, const struct image_ref *ref, const struct pull_opts *opts,
+               bool force, char **ret_manifest)
+{
+	_cleanup_(source_freep) struct source *src = NULL;
+	_cleanup_(progress_freep) struct progress *progress = NULL;
+	_cleanup_(manifest_freep) struct manifest *top = NULL, *img = NULL;
+	_cleanup_free_ char *top_digest = NULL, *img_digest = NULL, *img_mt = NULL;
+	struct platform want = {0};
+	struct pull_ctx ctx = {.store = s, .image = ref->name};
+	struct descriptor ref_desc = {0};
+	size_t img_size = 0;
+	int r;
+
+	if (!force && pull_resolve_local(s, ref, ret_manifest) == 0)
+		return 0;
+	r = store_lock_shared(s);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "cannot lock the store '%s'", s->root);
+	progress = progress_new(opts->quiet ? PROGRESS_QUIET : PROGRESS_AUTO);
+	if (!progress)
+		return log_errno(LOG_ERR, -ENOMEM, "%s", ref->name);
+	r = source_open(ref, opts, &src);
+	if (r < 0)
+		return r; /* logged by source_open */
+	ctx.src = src;
+	ctx.progress = progress;
+	pthread_mutex_init(&ctx.lock, NULL);
+
+	r = opts->platform ? platform_parse(opts->platform, &want) : platform_host(&want);
+	if (r < 0) {
+		log_errno(LOG_ERR, r, "invalid platform '%s'",
+		          opts->platform ? opts->platform : "host");
+		goto out;
+	}
+	r = fetch_manifest(&ctx, source_reference(src), ref->digest, &top, &top_digest, NULL,
+	                   &img_size);
+	if (r < 0)
+		goto out;
+	if (top->kind == MANIFEST_INDEX) {
+		const struct descriptor *d = NULL;
+
+		r = manifest_select_platform(top, &want, &d);
+		if (r < 0) {
+			log_msg(LOG_ERR, "%s: no manifest for platform %s/%s%s%s", ref->name,
+			        want.os, want.architecture, want.variant ? "/" : "",
+			        want.variant ? want.variant : "");
+			goto out;
+		}
+		r = fetch_manifest(&ctx, d->digest, d->digest, &img, &img_digest, &img_mt,
+		                   &img_size);
+		if (r < 0)
+			goto out;
+		if (img->kind != MANIFEST_IMAGE) {
+			r = log_errno(LOG_ERR, -EBADMSG,
+			              "%s: index entry %s is not an image manifest", ref->name,
+			              d->digest);
+			goto out;
+		}
+	} else {
+		img = TAKE_PTR(top);
+		img_digest = TAKE_PTR(top_digest);
+		img_mt = strdup(img->media_type);
+	}
+	if (!img_mt) {
+		r = -ENOMEM;
+		goto out;
+	}
+	progress_note(progress, "%s: manifest %s, %zu layer%s", ref->name, img_digest,
+	              img->n_layers, img->n_layers == 1 ? "" : "s");
+	r = fetch_config(&ctx, img);
+	if (r < 0)
+		goto out;
+	r = fetch_layers(&ctx, img, opts->parallel ? opts->parallel : DEFAULT_PARALLEL);
+	if (r < 0)
+		goto out;
+	r = ensure_tree(s, img_digest, img);
+	if (r < 0) {
+		log_errno(LOG_ERR, r, "%s: cannot build the merged tree", ref->name);
+		goto out;
+	}
+	ref_desc.media_type = img_mt;
+	ref_desc.digest = img_digest;
+	ref_desc.size = img_size;
+	r = store_ref_set(s, ref->name, &ref_desc);
+	if (r < 0) {
+		log_errno(LOG_ERR, r, "%s: cannot record the reference", ref->name);
+		goto out;
+	}
+	progress_note(progress, "%s: pulled %s", ref->name, img_digest);
+	if (ret_manifest) {
+		*ret_manifest = strdup(img_digest);
+		if (!*ret_manifest)
+			r = -ENOMEM;
+	}
+out:
+	platform_clear(&want);
+	free(ctx.jobs);
+	pthread_mutex_destroy(&ctx.lock);
+	return r;
+}

@@ -1,0 +1,254 @@
+#include <fcntl.h>
+#include <jansson.h>
+#include <sys/stat.h>
+#include "common/digest.h"
+#include "common/fileio.h"
+#include "common/log.h"
+#include "source.h"
+
+#define OCI_INDEX_MAX (4u << 20)
+#define CHUNK (1u << 20)
+
+struct source {
+	const struct image_ref *ref;
+	struct registry *reg;  /* REF_REGISTRY */
+	int dir_fd;            /* REF_OCI: the layout directory */
+	char *first_reference; /* what source_reference() returns */
+};
+
+void source_free(struct source *s)
+{
+	if (!s)
+		return;
+	registry_free(s->reg);
+	if (s->dir_fd >= 0)
+		close(s->dir_fd);
+	free(s->first_reference);
+	free(s);
+}
+
+/* Finds the manifest that an OCI layout's index.json names for tag: the entry whose
+ * org.opencontainers.image.ref.name is tag, or the only entry when tag is NULL. */
+static int oci_find_tag(int dir_fd, const char *dir, const char *tag, char **ret_digest)
+{
+	_cleanup_free_ char *buf = NULL;
+	json_t *root, *manifests, *m;
+	json_error_t jerr;
+	const char *found = NULL;
+	size_t len, i, n_found = 0;
+	int r;
+
+	r = read_file_full(dir_fd, "index.json", OCI_INDEX_MAX, &buf, &len);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "cannot read '%s/index.json'", dir);
+	root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root)
+		return log_errno(LOG_ERR, -EINVAL, "'%s/index.json': %s (line %d)", dir, jerr.text,
+		                 jerr.line);
+	manifests = json_object_get(root, "manifests");
+	json_array_foreach(manifests, i, m)
+	{
+		const char *name = json_string_value(json_object_get(
+		    json_object_get(m, "annotations"), "org.opencontainers.image.ref.name"));
+		const char *digest = json_string_value(json_object_get(m, "digest"));
+
+		if (!digest)
+			continue;
+		if (tag ? (name && streq(name, tag)) : true) {
+			found = digest;
+			n_found++;
+		}
+	}
+	if (n_found == 0 || (!tag && n_found > 1)) {
+		json_decref(root);
+		if (tag)
+			return log_errno(LOG_ERR, -ENOENT, "'%s' has no image tagged '%s'", dir,
+			                 tag);
+		return log_errno(LOG_ERR, -ENOENT,
+		                 "'%s' holds %zu images: name one with oci:%s:TAG", dir, n_found,
+		                 dir);
+	}
+	if (!digest_valid(found)) {
+		json_decref(root);
+		return log_errno(LOG_ERR, -EINVAL, "'%s/index.json': unsupported digest '%s'", dir,
+		                 found);
+	}
+	*ret_digest = strdup(found);
+	json_decref(root);
+	return *ret_digest ? 0 : -ENOMEM;
+}
+
+int source_open(const struct image_ref *ref, const struct pull_opts *opts, struct source **ret)
+{
+	_cleanup_(source_freep) struct source *s = calloc(1, sizeof(*s));
+	int r;
+
+	if (!s)
+		return log_errno(LOG_ERR, -ENOMEM, "%s", ref->name);
+	s->ref = ref;
+	s->dir_fd = -1;
+	switch (ref->transport) {
+	case REF_REGISTRY: {
+		struct registry_opts ro = opts->reg;
+
+		ro.insecure = ro.insecure || opts->insecure;
+		r = registry_new(ref, &ro, &s->reg);
+		if (r < 0)
+			return log_errno(LOG_ERR, r, "%s: cannot set up the registry client",
+			                 ref->name);
+		s->first_reference = strdup(ref->digest ? ref->digest : ref->tag);
+		break;
+	}
+	case REF_OCI:
+		s->dir_fd = open(ref->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (s->dir_fd < 0)
+			return log_errno(LOG_ERR, -errno, "cannot open OCI layout '%s'", ref->path);
+		if (ref->digest) {
+			s->first_reference = strdup(ref->digest);
+		} else {
+			r = oci_find_tag(s->dir_fd, ref->path, ref->tag, &s->first_reference);
+			if (r < 0)
+				return r;
+		}
+		break;
+	default:
+		return log_errno(LOG_ERR, -EOPNOTSUPP,
+		                 "%s: this kind of source cannot be pulled yet", ref->name);
+	}
+	if (!s->first_reference)
+		return log_errno(LOG_ERR, -ENOMEM, "%s", ref->name);
+	*ret = TAKE_PTR(s);
+	return 0;
+}
+
+const char *source_reference(const struct source *s)
+{
+	return s->first_reference;
+}
+
+static int oci_open_blob(struct source *s, const char *digest, int *ret_fd, char *err)
+{
+	char path[128];
+	int fd;
+
+	if (!digest_valid(digest))
+		return -EINVAL;
+	snprintf(path, sizeof(path), "blobs/sha256/%s", digest_hex(digest));
+	fd = openat(s->dir_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		int r = -errno;
+
+		if (err)
+			snprintf(err, REGISTRY_ERR_MAX, "cannot open '%s/%s': %s", s->ref->path,
+			         path, strerror(-r));
+		return r;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+static int oci_read_blob(struct source *s, const char *digest, size_t max, char **ret_body,
+                         size_t *ret_len, char *err)
+{
+	_cleanup_free_ char *body = NULL;
+	char got[DIGEST_STR_LEN + 1], path[128];
+	size_t len = 0;
+	int r;
+
+	if (!digest_valid(digest))
+		return -EINVAL;
+	snprintf(path, sizeof(path), "blobs/sha256/%s", digest_hex(digest));
+	r = read_file_full(s->dir_fd, path, max, &body, &len);
+	if (r < 0) {
+		if (err)
+			snprintf(err, REGISTRY_ERR_MAX, "cannot read '%s/%s': %s", s->ref->path,
+			         path, strerror(-r));
+		return r;
+	}
+	sha256_buf(body, len, got);
+	if (!streq(got, digest)) {
+		if (err)
+			snprintf(err, REGISTRY_ERR_MAX, "'%s': blob %s has digest %s", s->ref->path,
+			         digest, got);
+		return -EBADMSG;
+	}
+	*ret_body = TAKE_PTR(body);
+	*ret_len = len;
+	return 0;
+}
+
+int source_get_manifest(struct source *s, const char *reference, char **ret_body, size_t *ret_len,
+                        char **ret_media_type, char **ret_digest, char *err)
+{
+	struct registry_error rerr = {""};
+	int r;
+
+	if (s->reg) {
+		r = registry_get_manifest(s->reg, reference, MANIFEST_MAX_SIZE, ret_body, ret_len,
+		                          ret_media_type, ret_digest, &rerr);
+		if (r < 0 && err)
+			memcpy(err, rerr.msg, REGISTRY_ERR_MAX);
+		return r;
+	}
+	r = oci_read_blob(s, reference, MANIFEST_MAX_SIZE, ret_body, ret_len, err);
+	if (r < 0)
+		return r;
+	*ret_media_type = NULL; /* the JSON's mediaType decides */
+	*ret_digest = strdup(reference);
+	if (!*ret_digest) {
+		free(*ret_body);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int source_get_blob(struct source *s, const struct descriptor *d, uint64_t offset,
+                    registry_data_fn fn, void *userdata, char *err)
+{
+	_cleanup_close_ int fd = -1;
+	_cleanup_free_ char *buf = NULL;
+	struct registry_error rerr = {""};
+	uint64_t off = offset;
+	int r;
+
+	if (s->reg) {
+		r = registry_get_blob(s->reg, d->digest, offset, d->size,
+		                      d->foreign ? d->urls : NULL, fn, userdata, &rerr);
+		if (r < 0 && err)
+			memcpy(err, rerr.msg, REGISTRY_ERR_MAX);
+		return r;
+	}
+	r = oci_open_blob(s, d->digest, &fd, err);
+	if (r < 0)
+		return r;
+	buf = malloc(CHUNK);
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t n = pread_full(fd, buf, CHUNK, (off_t)off);
+
+		if (n < 0)
+			return (int)n;
+		if (n == 0)
+			return 0;
+		r = fn(buf, (size_t)n, userdata);
+		if (r < 0)
+			return r;
+		off += (uint64_t)n;
+	}
+}
+
+int source_get_blob_mem(struct source *s, const char *digest, size_t max, char **ret_body,
+                        size_t *ret_len, char *err)
+{
+	struct registry_error rerr = {""};
+	int r;
+
+	if (s->reg) {
+		r = registry_get_blob_mem(s->reg, digest, max, ret_body, ret_len, &rerr);
+		if (r < 0 && err)
+			memcpy(err, rerr.msg, REGISTRY_ERR_MAX);
+		return r;
+	}
+	return oci_read_blob(s, digest, max, ret_body, ret_len, err);
+}

@@ -1,0 +1,26 @@
+/* Where a pull reads from: a registry, an OCI image layout directory (oci:DIR[:TAG]),
+ * a `docker save` archive or a rootfs tarball. Local sources look like a registry to the
+ * pull pipeline: manifests by reference, blobs by digest from an offset.
+ * err (REGISTRY_ERR_MAX bytes, may be NULL) receives a one-line message naming the URL or
+ * file that failed. A source may be used from several threads at once. */
+#pragma once
+
+#include "pull.h"
+
+struct source;
+
+/* Opens the source of ref. Errors are logged, naming the image. */
+int source_open(const struct image_ref *ref, const struct pull_opts *opts, struct source **ret);
+void source_free(struct source *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct source *, source_free);
+
+/* The reference to ask for first: a digest, a tag, or for local sources the digest of the
+ * manifest that the ref names. */
+const char *source_reference(const struct source *s);
+
+int source_get_manifest(struct source *s, const char *reference, char **ret_body, size_t *ret_len,
+                        char **ret_media_type, char **ret_digest, char *err);
+int source_get_blob(struct source *s, const struct descriptor *d, uint64_t offset,
+                    registry_data_fn fn, void *userdata, char *err);
+int source_get_blob_mem(struct source *s, const char *digest, size_t max, char **ret_body,
+                        size_t *ret_len, char *err);
