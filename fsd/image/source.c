@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include "common/digest.h"
 #include "common/fileio.h"
+#include "archive_source.h"
 #include "common/log.h"
 #include "source.h"
 
@@ -21,6 +22,7 @@ void source_free(struct source *s)
 	if (!s)
 		return;
 	registry_free(s->reg);
+	archive_image_free(s->archive);
 	if (s->dir_fd >= 0)
 		close(s->dir_fd);
 	free(s->first_reference);
@@ -190,7 +192,10 @@ int source_get_manifest(struct source *s, const char *reference, char **ret_body
 			memcpy(err, rerr.msg, REGISTRY_ERR_MAX);
 		return r;
 	}
-	r = oci_read_blob(s, reference, MANIFEST_MAX_SIZE, ret_body, ret_len, err);
+	if (s->archive)
+		r = archive_image_get_mem(s->archive, reference, ret_body, ret_len);
+	else
+		r = oci_read_blob(s, reference, MANIFEST_MAX_SIZE, ret_body, ret_len, err);
 	if (r < 0)
 		return r;
 	*ret_media_type = NULL; /* the JSON's mediaType decides */
@@ -218,6 +223,8 @@ int source_get_blob(struct source *s, const struct descriptor *d, uint64_t offse
 			memcpy(err, rerr.msg, REGISTRY_ERR_MAX);
 		return r;
 	}
+	if (s->archive)
+		return archive_image_get_layer(s->archive, d->digest, offset, fn, userdata, err);
 	r = oci_open_blob(s, d->digest, &fd, err);
 	if (r < 0)
 		return r;
@@ -250,5 +257,7 @@ int source_get_blob_mem(struct source *s, const char *digest, size_t max, char *
 			memcpy(err, rerr.msg, REGISTRY_ERR_MAX);
 		return r;
 	}
+	if (s->archive)
+		return archive_image_get_mem(s->archive, digest, ret_body, ret_len);
 	return oci_read_blob(s, digest, max, ret_body, ret_len, err);
 }
