@@ -12,9 +12,10 @@
 
 struct source {
 	const struct image_ref *ref;
-	struct registry *reg;  /* REF_REGISTRY */
-	int dir_fd;            /* REF_OCI: the layout directory */
-	char *first_reference; /* what source_reference() returns */
+	struct registry *reg;          /* REF_REGISTRY */
+	int dir_fd;                    /* REF_OCI: the layout directory */
+	struct archive_image *archive; /* REF_DOCKER_ARCHIVE, REF_TARBALL */
+	char *first_reference;         /* what source_reference() returns */
 };
 
 void source_free(struct source *s)
