@@ -1,6 +1,7 @@
 /* Replays every file of the corpus directories (or files) given as arguments through
  * LLVMFuzzerTestOneInput, so `make check` re-runs the fuzz corpora under gcc. */
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,0 +1,1 @@
+fuzz_ref_SRC := fsd/image/ref.c

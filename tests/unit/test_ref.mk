@@ -1,0 +1,1 @@
+test_ref_SRC := fsd/image/ref.c
