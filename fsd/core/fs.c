@@ -1,0 +1,737 @@
+/* The filesystem core: inode table and the read-only view of the lower tree.
+ * See fs.h for the contract. */
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include "common/log.h"
+#include "fs.h"
+
+/* An inode the kernel knows about, or one in use by an open file or a request. */
+struct inode {
+	uint64_t ino;        /* immutable */
+	uint64_t generation; /* immutable; 0 for lower inodes */
+	uint32_t lower;      /* canonical lower node; immutable */
+	uint64_t nlookup;    /* kernel lookups; protected by fs->lock */
+	uint64_t refs;       /* open files/dirs, requests in flight; protected by fs->lock */
+	struct inode *next;  /* hash chain; protected by fs->lock */
+};
+
+struct imgfs {
+	struct lower lower; /* immutable, thread-safe */
+	uint32_t n_nodes;   /* immutable */
+	bool ro;            /* immutable */
+
+	pthread_mutex_t lock;
+	struct inode **buckets; /* protected by lock */
+	size_t n_buckets;       /* power of two; protected by lock */
+	size_t n_inodes;        /* protected by lock */
+
+	pthread_mutex_t stats_lock;
+	bool stats_valid;     /* protected by stats_lock */
+	uint64_t stats_bytes; /* protected by stats_lock */
+};
+
+struct imgfs_file {
+	struct inode *inode; /* holds a reference */
+};
+
+struct imgfs_dir {
+	struct inode *inode; /* holds a reference */
+};
+
+static const uint64_t lower_generation = 0;
+
+bool imgfs_is_ro(const struct imgfs *fs)
+{
+	return fs->ro;
+}
+
+int imgfs_new(const struct lower *lower, const struct imgfs_opts *opts, struct imgfs **ret)
+{
+	struct imgfs *fs;
+
+	fs = calloc(1, sizeof(*fs));
+	if (!fs) {
+		if (lower->ops->close)
+			lower->ops->close(lower->data);
+		return -ENOMEM;
+	}
+	fs->lower = *lower;
+	fs->ro = opts ? opts->ro : true;
+	fs->n_nodes = lower->ops->node_count(lower->data);
+	pthread_mutex_init(&fs->lock, NULL);
+	pthread_mutex_init(&fs->stats_lock, NULL);
+	fs->n_buckets = 1024;
+	fs->buckets = calloc(fs->n_buckets, sizeof(*fs->buckets));
+	if (!fs->buckets) {
+		imgfs_free(fs);
+		return -ENOMEM;
+	}
+	if (fs->n_nodes == 0) {
+		/* Not even a root: a corrupt tree, refused before the kernel sees it. */
+		imgfs_free(fs);
+		return -EBADMSG;
+	}
+	*ret = fs;
+	return 0;
+}
+
+void imgfs_free(struct imgfs *fs)
+{
+	if (!fs)
+		return;
+	for (size_t i = 0; fs->buckets && i < fs->n_buckets; i++) {
+		struct inode *n, *next;
+
+		for (n = fs->buckets[i]; n; n = next) {
+			next = n->next;
+			free(n);
+		}
+	}
+	free(fs->buckets);
+	if (fs->lower.ops && fs->lower.ops->close)
+		fs->lower.ops->close(fs->lower.data);
+	pthread_mutex_destroy(&fs->lock);
+	pthread_mutex_destroy(&fs->stats_lock);
+	free(fs);
+}
+
+/* ---- inode table ---- */
+
+static size_t bucket_of(const struct imgfs *fs, uint64_t ino)
+{
+	/* Fibonacci hashing: consecutive numbers spread over the table. */
+	return (size_t)((ino * 0x9e3779b97f4a7c15ull) >> 32) & (fs->n_buckets - 1);
+}
+
+/* Called with fs->lock held. */
+static struct inode *table_find(struct imgfs *fs, uint64_t ino)
+{
+	for (struct inode *n = fs->buckets[bucket_of(fs, ino)]; n; n = n->next)
+		if (n->ino == ino)
+			return n;
+	return NULL;
+}
+
+/* Called with fs->lock held. Growing is best effort: a full table only gets slower. */
+static void table_grow(struct imgfs *fs)
+{
+	size_t old_n = fs->n_buckets, new_n = old_n * 2;
+	struct inode **old = fs->buckets, **nb;
+
+	nb = calloc(new_n, sizeof(*nb));
+	if (!nb)
+		return;
+	fs->buckets = nb;
+	fs->n_buckets = new_n;
+	for (size_t i = 0; i < old_n; i++) {
+		struct inode *n, *next;
+
+		for (n = old[i]; n; n = next) {
+			size_t b = bucket_of(fs, n->ino);
+
+			next = n->next;
+			n->next = nb[b];
+			nb[b] = n;
+		}
+	}
+	free(old);
+}
+
+/* Called with fs->lock held. */
+static void table_remove(struct imgfs *fs, struct inode *inode)
+{
+	struct inode **p = &fs->buckets[bucket_of(fs, inode->ino)];
+
+	for (; *p; p = &(*p)->next) {
+		if (*p == inode) {
+			*p = inode->next;
+			fs->n_inodes--;
+			free(inode);
+			return;
+		}
+	}
+}
+
+static bool is_lower_ino(const struct imgfs *fs, uint64_t ino)
+{
+	return ino >= 1 && ino <= fs->n_nodes;
+}
+
+/* Finds ino, creating the object for a lower inode that has none, and takes a reference.
+ * -ESTALE for numbers that name nothing. */
+static int inode_get(struct imgfs *fs, uint64_t ino, struct inode **ret)
+{
+	struct inode *inode;
+
+	pthread_mutex_lock(&fs->lock);
+	inode = table_find(fs, ino);
+	if (!inode) {
+		if (!is_lower_ino(fs, ino)) {
+			pthread_mutex_unlock(&fs->lock);
+			return -ESTALE;
+		}
+		inode = calloc(1, sizeof(*inode));
+		if (!inode) {
+			pthread_mutex_unlock(&fs->lock);
+			return -ENOMEM;
+		}
+		inode->ino = ino;
+		inode->generation = lower_generation;
+		inode->lower = (uint32_t)(ino - 1);
+		if (fs->n_inodes >= fs->n_buckets * 2)
+			table_grow(fs);
+		inode->next = fs->buckets[bucket_of(fs, ino)];
+		fs->buckets[bucket_of(fs, ino)] = inode;
+		fs->n_inodes++;
+	}
+	inode->refs++;
+	pthread_mutex_unlock(&fs->lock);
+	*ret = inode;
+	return 0;
+}
+
+/* Drops a reference taken by inode_get(); with count_lookup, turns it into a kernel lookup
+ * instead. */
+static void inode_put(struct imgfs *fs, struct inode *inode, bool count_lookup)
+{
+	if (!inode)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	if (count_lookup)
+		inode->nlookup++;
+	inode->refs--;
+	if (inode->refs == 0 && inode->nlookup == 0)
+		table_remove(fs, inode);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+void imgfs_forget(struct imgfs *fs, uint64_t ino, uint64_t nlookup)
+{
+	struct inode *inode;
+
+	pthread_mutex_lock(&fs->lock);
+	inode = table_find(fs, ino);
+	if (!inode) {
+		pthread_mutex_unlock(&fs->lock);
+		log_debug("forget of unknown inode %llu", (unsigned long long)ino);
+		return;
+	}
+	if (nlookup > inode->nlookup) {
+		log_debug("forget of %llu lookups of inode %llu, which has %llu",
+		          (unsigned long long)nlookup, (unsigned long long)ino,
+		          (unsigned long long)inode->nlookup);
+		nlookup = inode->nlookup;
+	}
+	inode->nlookup -= nlookup;
+	if (inode->refs == 0 && inode->nlookup == 0)
+		table_remove(fs, inode);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+uint64_t imgfs_lookup_count(struct imgfs *fs, uint64_t ino)
+{
+	struct inode *inode;
+	uint64_t n = 0;
+
+	pthread_mutex_lock(&fs->lock);
+	inode = table_find(fs, ino);
+	if (inode)
+		n = inode->nlookup;
+	pthread_mutex_unlock(&fs->lock);
+	return n;
+}
+
+size_t imgfs_inode_count(struct imgfs *fs)
+{
+	size_t n;
+
+	pthread_mutex_lock(&fs->lock);
+	n = fs->n_inodes;
+	pthread_mutex_unlock(&fs->lock);
+	return n;
+}
+
+/* ---- lower access, checked: a corrupt tree gives -EIO, never a crash ---- */
+
+static bool valid_type(mode_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG:
+	case S_IFDIR:
+	case S_IFLNK:
+	case S_IFCHR:
+	case S_IFBLK:
+	case S_IFIFO:
+	case S_IFSOCK:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* The canonical node of node, range-checked. */
+static int lower_canonical(struct imgfs *fs, uint32_t node, uint32_t *ret)
+{
+	uint32_t c;
+
+	if (node >= fs->n_nodes)
+		return -EIO;
+	c = fs->lower.ops->canonical(fs->lower.data, node);
+	if (c >= fs->n_nodes)
+		return -EIO;
+	*ret = c;
+	return 0;
+}
+
+/* Attributes of a canonical lower node, with st_ino forced to the inode number. */
+static int lower_stat(struct imgfs *fs, uint32_t node, struct stat *ret)
+{
+	struct stat st;
+	int r;
+
+	memset(&st, 0, sizeof(st));
+	r = fs->lower.ops->stat(fs->lower.data, node, &st);
+	if (r < 0)
+		return r;
+	if (!valid_type(st.st_mode)) {
+		log_debug("lower node %u has an invalid mode %o", node, (unsigned)st.st_mode);
+		return -EIO;
+	}
+	st.st_ino = (ino_t)node + 1;
+	if (st.st_nlink == 0)
+		st.st_nlink = 1;
+	if (st.st_blksize == 0)
+		st.st_blksize = 4096;
+	*ret = st;
+	return 0;
+}
+
+static int fill_entry(struct imgfs *fs, uint32_t node, struct imgfs_entry *ret)
+{
+	struct imgfs_entry e = {0};
+	uint32_t c;
+	int r;
+
+	r = lower_canonical(fs, node, &c);
+	if (r < 0)
+		return r;
+	r = lower_stat(fs, c, &e.st);
+	if (r < 0)
+		return r;
+	e.ino = (uint64_t)c + 1;
+	e.generation = lower_generation;
+	*ret = e;
+	return 0;
+}
+
+static int inode_stat(struct imgfs *fs, const struct inode *inode, struct stat *ret)
+{
+	return lower_stat(fs, inode->lower, ret);
+}
+
+static bool valid_name(const char *name)
+{
+	return name[0] && !strchr(name, '/') && !streq(name, ".") && !streq(name, "..") &&
+	       strlen(name) <= NAME_MAX;
+}
+
+/* ---- the operations ---- */
+
+int imgfs_lookup(struct imgfs *fs, uint64_t parent, const char *name, struct imgfs_entry *ret)
+{
+	struct inode *dir, *child;
+	struct imgfs_entry e;
+	uint32_t node;
+	int r;
+
+	if (strlen(name) > NAME_MAX)
+		return -ENAMETOOLONG;
+	if (!name[0] || strchr(name, '/'))
+		return -ENOENT;
+	r = inode_get(fs, parent, &dir);
+	if (r < 0)
+		return r;
+	if (streq(name, "."))
+		node = dir->lower;
+	else if (streq(name, "..")) {
+		/* Only asked for directories (NFS export's get_parent). */
+		node = fs->lower.ops->parent(fs->lower.data, dir->lower);
+	} else
+		r = fs->lower.ops->lookup(fs->lower.data, dir->lower, name, &node);
+	inode_put(fs, dir, false);
+	if (r < 0)
+		return r;
+	r = fill_entry(fs, node, &e);
+	if (r < 0)
+		return r;
+	r = inode_get(fs, e.ino, &child);
+	if (r < 0)
+		return r;
+	inode_put(fs, child, true);
+	*ret = e;
+	return 0;
+}
+
+int imgfs_getattr(struct imgfs *fs, uint64_t ino, struct stat *ret)
+{
+	struct inode *inode;
+	int r;
+
+	r = inode_get(fs, ino, &inode);
+	if (r < 0)
+		return r;
+	r = inode_stat(fs, inode, ret);
+	inode_put(fs, inode, false);
+	return r;
+}
+
+int imgfs_readlink(struct imgfs *fs, uint64_t ino, char *buf, size_t size)
+{
+	struct inode *inode;
+	int r;
+
+	if (size == 0)
+		return -ENAMETOOLONG;
+	r = inode_get(fs, ino, &inode);
+	if (r < 0)
+		return r;
+	r = fs->lower.ops->readlink(fs->lower.data, inode->lower, buf, size);
+	inode_put(fs, inode, false);
+	if (r < 0)
+		return r;
+	if ((size_t)r >= size)
+		return -ENAMETOOLONG;
+	buf[r] = '\0';
+	return r;
+}
+
+int imgfs_open(struct imgfs *fs, uint64_t ino, int flags, struct imgfs_file **ret)
+{
+	struct imgfs_file *f;
+	struct inode *inode;
+	struct stat st;
+	int r;
+
+	r = inode_get(fs, ino, &inode);
+	if (r < 0)
+		return r;
+	r = inode_stat(fs, inode, &st);
+	if (r < 0)
+		goto fail;
+	if (S_ISDIR(st.st_mode)) {
+		r = -EISDIR;
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		/* The kernel opens devices, fifos and sockets itself. */
+		r = -EINVAL;
+		goto fail;
+	}
+	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) {
+		r = -EROFS;
+		goto fail;
+	}
+	f = calloc(1, sizeof(*f));
+	if (!f) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	f->inode = inode;
+	*ret = f;
+	return 0;
+fail:
+	inode_put(fs, inode, false);
+	return r;
+}
+
+ssize_t imgfs_read(struct imgfs *fs, struct imgfs_file *f, void *buf, size_t size, uint64_t off)
+{
+	size_t done = 0;
+
+	if (size > SSIZE_MAX)
+		size = SSIZE_MAX;
+	while (done < size) {
+		ssize_t n = fs->lower.ops->read(fs->lower.data, f->inode->lower, (char *)buf + done,
+		                                size - done, off + done);
+		if (n < 0)
+			return done > 0 ? (ssize_t)done : n;
+		if (n == 0)
+			break;
+		if ((size_t)n > size - done)
+			return -EIO;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+int64_t imgfs_lseek(struct imgfs *fs, struct imgfs_file *f, uint64_t off, int whence)
+{
+	int64_t r;
+
+	if (whence != SEEK_DATA && whence != SEEK_HOLE)
+		return -EINVAL;
+	if (off > INT64_MAX)
+		return -ENXIO;
+	r = fs->lower.ops->seek(fs->lower.data, f->inode->lower, off, whence);
+	if (r >= 0 && (uint64_t)r < off)
+		return -EIO;
+	return r;
+}
+
+void imgfs_release(struct imgfs *fs, struct imgfs_file *f)
+{
+	if (!f)
+		return;
+	inode_put(fs, f->inode, false);
+	free(f);
+}
+
+int imgfs_opendir(struct imgfs *fs, uint64_t ino, struct imgfs_dir **ret)
+{
+	struct imgfs_dir *d;
+	struct inode *inode;
+	struct stat st;
+	int r;
+
+	r = inode_get(fs, ino, &inode);
+	if (r < 0)
+		return r;
+	r = inode_stat(fs, inode, &st);
+	if (r >= 0 && !S_ISDIR(st.st_mode))
+		r = -ENOTDIR;
+	if (r < 0) {
+		inode_put(fs, inode, false);
+		return r;
+	}
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		inode_put(fs, inode, false);
+		return -ENOMEM;
+	}
+	d->inode = inode;
+	*ret = d;
+	return 0;
+}
+
+void imgfs_releasedir(struct imgfs *fs, struct imgfs_dir *d)
+{
+	if (!d)
+		return;
+	inode_put(fs, d->inode, false);
+	free(d);
+}
+
+/* Directory offsets seen by the kernel: 0 ".", 1 "..", then 2 + the lower's offsets. */
+#define DIR_OFF_CHILDREN 2u
+
+struct readdir_ctx {
+	struct imgfs *fs;
+	bool plus;
+	imgfs_dirent_fn fn;
+	void *userdata;
+	uint64_t lower_off; /* offset of the entry being handed out */
+	int error;
+	bool full;
+};
+
+static int readdir_child(const char *name, uint32_t node, uint64_t next_off, void *userdata)
+{
+	struct readdir_ctx *c = userdata;
+	struct imgfs *fs = c->fs;
+	struct inode *inode = NULL;
+	struct imgfs_entry e;
+	int r;
+
+	/* Offsets must move forward, or a corrupt tree would make getdents loop forever. */
+	if (next_off <= c->lower_off || next_off > UINT64_MAX - DIR_OFF_CHILDREN) {
+		c->error = -EIO;
+		return 1;
+	}
+	c->lower_off = next_off;
+	if (!valid_name(name)) {
+		log_debug("skipping directory entry with an invalid name");
+		return 0;
+	}
+	r = fill_entry(fs, node, &e);
+	if (r < 0) {
+		log_debug("skipping entry '%s': corrupt lower node %u", name, node);
+		return 0;
+	}
+	if (c->plus) {
+		/* Hold the inode while the entry is handed out, so that the lookup it
+		 * counts once taken cannot fail. */
+		r = inode_get(fs, e.ino, &inode);
+		if (r < 0) {
+			c->error = r;
+			return 1;
+		}
+	}
+	if (c->fn(name, &e, next_off + DIR_OFF_CHILDREN, c->userdata)) {
+		inode_put(fs, inode, false);
+		c->full = true;
+		return 1;
+	}
+	inode_put(fs, inode, true);
+	return 0;
+}
+
+int imgfs_readdir(struct imgfs *fs, struct imgfs_dir *d, uint64_t off, bool plus,
+                  imgfs_dirent_fn fn, void *userdata)
+{
+	struct readdir_ctx c = {.fs = fs, .plus = plus, .fn = fn, .userdata = userdata};
+	struct imgfs_entry dot = {0};
+	int r;
+
+	/* No lookup is counted for "." and "..": the kernel does not link them. */
+	for (; off < DIR_OFF_CHILDREN; off++) {
+		uint32_t node = d->inode->lower;
+
+		if (off == 1) {
+			node = fs->lower.ops->parent(fs->lower.data, node);
+			if (node >= fs->n_nodes)
+				node = d->inode->lower;
+		}
+		memset(&dot, 0, sizeof(dot));
+		if (plus) {
+			r = lower_stat(fs, node, &dot.st);
+			if (r < 0)
+				return r;
+		} else {
+			dot.st.st_ino = (ino_t)node + 1;
+			dot.st.st_mode = S_IFDIR;
+		}
+		if (fn(off == 0 ? "." : "..", &dot, off + 1, userdata))
+			return 0;
+	}
+	c.lower_off = off - DIR_OFF_CHILDREN;
+	r = fs->lower.ops->readdir(fs->lower.data, d->inode->lower, c.lower_off, readdir_child, &c);
+	if (c.error < 0)
+		return c.error;
+	if (r < 0 && !c.full)
+		return r;
+	return 0;
+}
+
+ssize_t imgfs_getxattr(struct imgfs *fs, uint64_t ino, const char *name, void *buf, size_t size)
+{
+	struct inode *inode;
+	ssize_t r;
+
+	r = inode_get(fs, ino, &inode);
+	if (r < 0)
+		return r;
+	r = fs->lower.ops->getxattr(fs->lower.data, inode->lower, name, buf, size);
+	inode_put(fs, inode, false);
+	if (r > 0 && size > 0 && (size_t)r > size)
+		return -EIO;
+	return r;
+}
+
+ssize_t imgfs_listxattr(struct imgfs *fs, uint64_t ino, char *buf, size_t size)
+{
+	struct inode *inode;
+	ssize_t r;
+
+	r = inode_get(fs, ino, &inode);
+	if (r < 0)
+		return r;
+	r = fs->lower.ops->listxattr(fs->lower.data, inode->lower, buf, size);
+	inode_put(fs, inode, false);
+	if (r < 0)
+		return r;
+	if (size > 0) {
+		/* The kernel expects a list of NUL-terminated names. */
+		if ((size_t)r > size || (r > 0 && buf[r - 1] != '\0'))
+			return -EIO;
+	}
+	return r;
+}
+
+/* Sums the blocks of the image once: proportional to the image, so not done at mount. */
+static uint64_t image_bytes(struct imgfs *fs)
+{
+	uint64_t total = 0;
+
+	pthread_mutex_lock(&fs->stats_lock);
+	if (!fs->stats_valid) {
+		for (uint32_t n = 0; n < fs->n_nodes; n++) {
+			struct stat st;
+			uint32_t c;
+
+			if (lower_canonical(fs, n, &c) < 0 || c != n)
+				continue;
+			if (fs->lower.ops->stat(fs->lower.data, n, &st) < 0)
+				continue;
+			if (st.st_blocks > 0)
+				total += (uint64_t)st.st_blocks * 512;
+			else if (S_ISREG(st.st_mode) && st.st_size > 0)
+				total += ((uint64_t)st.st_size + 4095) & ~4095ull;
+		}
+		fs->stats_bytes = total;
+		fs->stats_valid = true;
+	}
+	total = fs->stats_bytes;
+	pthread_mutex_unlock(&fs->stats_lock);
+	return total;
+}
+
+int imgfs_statfs(struct imgfs *fs, uint64_t ino, struct statvfs *ret)
+{
+	struct statvfs sv = {0};
+
+	(void)ino;
+	sv.f_bsize = 4096;
+	sv.f_frsize = 4096;
+	sv.f_blocks = image_bytes(fs) / 4096;
+	sv.f_files = fs->n_nodes;
+	sv.f_namemax = NAME_MAX;
+	sv.f_flag = fs->ro ? ST_RDONLY : 0;
+	*ret = sv;
+	return 0;
+}
+
+static bool in_group(const struct imgfs_cred *cred, gid_t gid)
+{
+	if (cred->gid == gid)
+		return true;
+	for (size_t i = 0; cred->groups && i < cred->n_groups; i++)
+		if (cred->groups[i] == gid)
+			return true;
+	return false;
+}
+
+int imgfs_access(struct imgfs *fs, uint64_t ino, const struct imgfs_cred *cred, int mask)
+{
+	struct stat st;
+	mode_t bits;
+	int r;
+
+	r = imgfs_getattr(fs, ino, &st);
+	if (r < 0)
+		return r;
+	if (mask == F_OK)
+		return 0;
+	if ((mask & W_OK) && fs->ro && !S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode) &&
+	    !S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode))
+		return -EROFS;
+	if (cred->uid == 0) {
+		/* Root passes everything but executing a file nobody may execute. */
+		if ((mask & X_OK) && !S_ISDIR(st.st_mode) && !(st.st_mode & 0111))
+			return -EACCES;
+		return 0;
+	}
+	if (cred->uid == st.st_uid)
+		bits = (st.st_mode >> 6) & 7;
+	else if (in_group(cred, st.st_gid))
+		bits = (st.st_mode >> 3) & 7;
+	else
+		bits = st.st_mode & 7;
+	if ((mask & R_OK) && !(bits & 4))
+		return -EACCES;
+	if ((mask & W_OK) && !(bits & 2))
+		return -EACCES;
+	if ((mask & X_OK) && !(bits & 1))
+		return -EACCES;
+	return 0;
+}

@@ -1,0 +1,1 @@
+test_fs_SRC := fsd/core/fs.c
