@@ -1,0 +1,1 @@
+fuzz_wwwauth_SRC := fsd/image/auth.c

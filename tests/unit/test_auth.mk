@@ -1,0 +1,1 @@
+test_auth_SRC := fsd/image/auth.c
