@@ -1,0 +1,646 @@
+/* FUSE low-level callbacks (op_<op>) over the filesystem core. See fuse_ops.h. */
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <sys/xattr.h>
+#include "common/log.h"
+#include "fsd/fuse_ops.h"
+
+/* The lower layer never changes, so the kernel may cache names, attributes, negative
+ * lookups and file data for as long as it likes; changes made through this filesystem
+ * later (the writable layer) invalidate the kernel's copies by themselves. */
+#define LOWER_TIMEOUT 86400.0
+
+#define DEFAULT_MAX_THREADS 16
+
+struct fuse_ops_session {
+	struct fuse_session *se;
+	bool mounted;
+	bool signals;
+	unsigned max_threads;
+};
+
+static struct imgfs *req_fs(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static struct imgfs_file *file_of(struct fuse_file_info *fi)
+{
+	return (struct imgfs_file *)(uintptr_t)fi->fh;
+}
+
+static struct imgfs_dir *dir_of(struct fuse_file_info *fi)
+{
+	return (struct imgfs_dir *)(uintptr_t)fi->fh;
+}
+
+static void reply_error(fuse_req_t req, int r)
+{
+	/* A negative errno from the core; anything else would be a bug, never a success. */
+	fuse_reply_err(req, r < 0 ? -r : EIO);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	const unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_EXPORT_SUPPORT | FUSE_CAP_READDIRPLUS |
+	                      FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_CACHE_SYMLINKS;
+
+	(void)userdata;
+	conn->want |= conn->capable & want;
+	/* Attributes are cheap here: always send them with the listing (ls -l, find). */
+	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+	/* Replies are memory buffers (inflated data), not fds: splicing would only add
+	 * copies. Locks are left to the kernel (local locks suffice on a private view). */
+	conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+	conn->max_background = 64;
+	conn->congestion_threshold = 48;
+	conn->time_gran = 1;
+	log_debug("fuse: kernel protocol %u.%u, capable 0x%x, want 0x%x, max_write %u",
+	          conn->proto_major, conn->proto_minor, conn->capable, conn->want, conn->max_write);
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct imgfs_entry ent;
+	int r;
+
+	r = imgfs_lookup(req_fs(req), parent, name, &ent);
+	log_debug("lookup %llu '%s': %d", (unsigned long long)parent, name, r);
+	if (r == -ENOENT) {
+		/* A negative entry: the kernel remembers the name is missing. */
+		fuse_reply_entry(req, &(struct fuse_entry_param){.entry_timeout = LOWER_TIMEOUT});
+		return;
+	}
+	if (r < 0) {
+		reply_error(req, r);
+		return;
+	}
+	fuse_reply_entry(req, &(struct fuse_entry_param){
+	                          .ino = ent.ino,
+	                          .generation = ent.generation,
+	                          .attr = ent.st,
+	                          .attr_timeout = LOWER_TIMEOUT,
+	                          .entry_timeout = LOWER_TIMEOUT,
+	                      });
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	imgfs_forget(req_fs(req), ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		imgfs_forget(req_fs(req), forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct stat st;
+	int r;
+
+	(void)fi;
+	r = imgfs_getattr(req_fs(req), ino, &st);
+	if (r < 0) {
+		reply_error(req, r);
+		return;
+	}
+	fuse_reply_attr(req, &st, LOWER_TIMEOUT);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	char buf[PATH_MAX + 1];
+	int r;
+
+	r = imgfs_readlink(req_fs(req), ino, buf, sizeof(buf));
+	if (r < 0) {
+		reply_error(req, r);
+		return;
+	}
+	fuse_reply_readlink(req, buf);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct imgfs_file *f;
+	int r;
+
+	r = imgfs_open(req_fs(req), ino, fi->flags, &f);
+	log_debug("open %llu flags 0%o: %d", (unsigned long long)ino, (unsigned)fi->flags, r);
+	if (r < 0) {
+		reply_error(req, r);
+		return;
+	}
+	fi->fh = (uintptr_t)f;
+	/* Lower files never change: keep their pages across opens. */
+	fi->keep_cache = 1;
+	fi->direct_io = 0;
+	fi->noflush = 1;
+	if (fuse_reply_open(req, fi) < 0)
+		imgfs_release(req_fs(req), f); /* the open was interrupted */
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+	_cleanup_free_ char *buf = NULL;
+	ssize_t n;
+
+	(void)ino;
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = imgfs_read(req_fs(req), file_of(fi), buf, size, (uint64_t)off);
+	if (n < 0) {
+		reply_error(req, (int)n);
+		return;
+	}
+	fuse_reply_buf(req, buf, (size_t)n);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	imgfs_release(req_fs(req), file_of(fi));
+	fuse_reply_err(req, 0);
+}
+
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+                     struct fuse_file_info *fi)
+{
+	int64_t r;
+
+	(void)ino;
+	if (off < 0) {
+		fuse_reply_err(req, ENXIO);
+		return;
+	}
+	r = imgfs_lseek(req_fs(req), file_of(fi), (uint64_t)off, whence);
+	if (r < 0) {
+		reply_error(req, (int)r);
+		return;
+	}
+	fuse_reply_lseek(req, (off_t)r);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct imgfs_dir *d;
+	int r;
+
+	r = imgfs_opendir(req_fs(req), ino, &d);
+	if (r < 0) {
+		reply_error(req, r);
+		return;
+	}
+	fi->fh = (uintptr_t)d;
+	if (imgfs_is_ro(req_fs(req))) {
+		/* Immutable listing: the kernel may cache it and keep it across opens. */
+		fi->cache_readdir = 1;
+		fi->keep_cache = 1;
+	}
+	if (fuse_reply_open(req, fi) < 0)
+		imgfs_releasedir(req_fs(req), d);
+}
+
+struct dirbuf {
+	fuse_req_t req;
+	char *buf;
+	size_t size, pos;
+	bool plus;
+};
+
+static int add_dirent(const char *name, const struct imgfs_entry *ent, uint64_t next_off,
+                      void *userdata)
+{
+	struct dirbuf *b = userdata;
+	size_t need;
+
+	if (next_off > INT64_MAX)
+		return 1;
+	if (b->plus) {
+		struct fuse_entry_param e = {
+		    .ino = ent->ino,
+		    .generation = ent->generation,
+		    .attr = ent->st,
+		    .attr_timeout = LOWER_TIMEOUT,
+		    .entry_timeout = LOWER_TIMEOUT,
+		};
+		need = fuse_add_direntry_plus(b->req, NULL, 0, name, NULL, 0);
+		if (b->pos + need > b->size)
+			return 1;
+		fuse_add_direntry_plus(b->req, b->buf + b->pos, b->size - b->pos, name, &e,
+		                       (off_t)next_off);
+	} else {
+		need = fuse_add_direntry(b->req, NULL, 0, name, NULL, 0);
+		if (b->pos + need > b->size)
+			return 1;
+		fuse_add_direntry(b->req, b->buf + b->pos, b->size - b->pos, name, &ent->st,
+		                  (off_t)next_off);
+	}
+	b->pos += need;
+	return 0;
+}
+
+static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi, bool plus)
+{
+	_cleanup_free_ char *buf = NULL;
+	struct dirbuf b = {.req = req, .size = size, .plus = plus};
+	int r;
+
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	b.buf = buf;
+	r = imgfs_readdir(req_fs(req), dir_of(fi), (uint64_t)off, plus, add_dirent, &b);
+	/* Entries already placed were counted as lookups in plus mode: they must reach the
+	 * kernel even when a later entry failed. */
+	if (r < 0 && b.pos == 0) {
+		reply_error(req, r);
+		return;
+	}
+	fuse_reply_buf(req, buf, b.pos);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+	(void)ino;
+	do_readdir(req, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                           struct fuse_file_info *fi)
+{
+	(void)ino;
+	do_readdir(req, size, off, fi, true);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	imgfs_releasedir(req_fs(req), dir_of(fi));
+	fuse_reply_err(req, 0);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	_cleanup_free_ char *buf = NULL;
+	ssize_t r;
+
+	if (size == 0) {
+		r = imgfs_getxattr(req_fs(req), ino, name, NULL, 0);
+		if (r < 0)
+			reply_error(req, (int)r);
+		else
+			fuse_reply_xattr(req, (size_t)r);
+		return;
+	}
+	size = MIN(size, (size_t)XATTR_SIZE_MAX);
+	buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = imgfs_getxattr(req_fs(req), ino, name, buf, size);
+	if (r < 0) {
+		reply_error(req, (int)r);
+		return;
+	}
+	fuse_reply_buf(req, buf, (size_t)r);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	_cleanup_free_ char *buf = NULL;
+	ssize_t r;
+
+	if (size == 0) {
+		r = imgfs_listxattr(req_fs(req), ino, NULL, 0);
+		if (r < 0)
+			reply_error(req, (int)r);
+		else
+			fuse_reply_xattr(req, (size_t)r);
+		return;
+	}
+	size = MIN(size, (size_t)XATTR_LIST_MAX);
+	buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = imgfs_listxattr(req_fs(req), ino, buf, size);
+	if (r < 0) {
+		reply_error(req, (int)r);
+		return;
+	}
+	fuse_reply_buf(req, buf, (size_t)r);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv;
+	int r;
+
+	r = imgfs_statfs(req_fs(req), ino, &sv);
+	if (r < 0) {
+		reply_error(req, r);
+		return;
+	}
+	fuse_reply_statfs(req, &sv);
+}
+
+static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	gid_t groups[64];
+	struct imgfs_cred cred = {.uid = ctx->uid, .gid = ctx->gid, .groups = groups};
+	int n;
+
+	/* Only asked without default_permissions (a user's -o choice), so rarely. */
+	n = fuse_req_getgroups(req, (int)ARRAY_SIZE(groups), groups);
+	if (n > 0)
+		cred.n_groups = MIN((size_t)n, ARRAY_SIZE(groups));
+	fuse_reply_err(req, -imgfs_access(req_fs(req), ino, &cred, mask));
+}
+
+static void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+                     struct fuse_file_info *fi, unsigned flags, const void *in_buf, size_t in_bufsz,
+                     size_t out_bufsz)
+{
+	(void)ino, (void)cmd, (void)arg, (void)fi, (void)flags, (void)in_buf, (void)in_bufsz;
+	(void)out_bufsz;
+	fuse_reply_err(req, ENOTTY);
+}
+
+/* Changes: the read-only view refuses them all (the kernel already does for a mount made
+ * with -o ro; these answer when it was not). */
+static void reply_rofs(fuse_req_t req)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi)
+{
+	(void)ino, (void)attr, (void)to_set, (void)fi;
+	reply_rofs(req);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	(void)parent, (void)name, (void)mode, (void)rdev;
+	reply_rofs(req);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	(void)parent, (void)name, (void)mode;
+	reply_rofs(req);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	(void)parent, (void)name;
+	reply_rofs(req);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	(void)link, (void)parent, (void)name;
+	reply_rofs(req);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                      const char *newname, unsigned int flags)
+{
+	(void)parent, (void)name, (void)newparent, (void)newname, (void)flags;
+	reply_rofs(req);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	(void)ino, (void)newparent, (void)newname;
+	reply_rofs(req);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      struct fuse_file_info *fi)
+{
+	(void)parent, (void)name, (void)mode, (void)fi;
+	reply_rofs(req);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                     struct fuse_file_info *fi)
+{
+	(void)ino, (void)buf, (void)size, (void)off, (void)fi;
+	reply_rofs(req);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                        size_t size, int flags)
+{
+	(void)ino, (void)name, (void)value, (void)size, (void)flags;
+	reply_rofs(req);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	(void)ino, (void)name;
+	reply_rofs(req);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                         struct fuse_file_info *fi)
+{
+	(void)ino, (void)mode, (void)offset, (void)length, (void)fi;
+	reply_rofs(req);
+}
+
+static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+                               struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+                               struct fuse_file_info *fi_out, size_t len, int flags)
+{
+	(void)ino_in, (void)off_in, (void)fi_in, (void)ino_out, (void)off_out, (void)fi_out;
+	(void)len, (void)flags;
+	reply_rofs(req);
+}
+
+static const struct fuse_lowlevel_ops imgfs_ll_ops = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = op_getattr,
+    .readlink = op_readlink,
+    .open = op_open,
+    .read = op_read,
+    .release = op_release,
+    .lseek = op_lseek,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
+    .releasedir = op_releasedir,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .statfs = op_statfs,
+    .access = op_access,
+    .ioctl = op_ioctl,
+    .setattr = op_setattr,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_unlink,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .create = op_create,
+    .write = op_write,
+    .setxattr = op_setxattr,
+    .removexattr = op_removexattr,
+    .fallocate = op_fallocate,
+    .copy_file_range = op_copy_file_range,
+};
+
+static void fuse_log_sink(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	char msg[1024];
+	size_t n;
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n > 0 && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	if (n > 0)
+		log_msg((int)level, "fuse: %s", msg);
+}
+
+void fuse_ops_route_logs(void)
+{
+	fuse_set_log_func(fuse_log_sink);
+}
+
+/* Appends ",opt" to the option string, escaping the characters libfuse splits on. */
+static int opt_add(char **opts, const char *opt, bool escape)
+{
+	size_t len = *opts ? strlen(*opts) : 0, add = strlen(opt);
+	char *s, *p;
+
+	s = realloc(*opts, len + 2 * add + 2);
+	if (!s)
+		return -ENOMEM;
+	p = s + len;
+	if (len > 0)
+		*p++ = ',';
+	for (const char *q = opt; *q; q++) {
+		if (escape && (*q == ',' || *q == '\\'))
+			*p++ = '\\';
+		*p++ = *q;
+	}
+	*p = '\0';
+	*opts = s;
+	return 0;
+}
+
+int fuse_ops_mount(struct imgfs *fs, const struct fuse_ops_opts *o, struct fuse_ops_session **ret)
+{
+	_cleanup_free_ char *opts = NULL, *fsname = NULL;
+	struct fuse_ops_session *s;
+	int r;
+
+	fsname = malloc(strlen("fsname=") + strlen(o->fsname) + 1);
+	if (!fsname)
+		return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", o->mountpoint);
+	strcpy(fsname, "fsname=");
+	strcat(fsname, o->fsname);
+	r = opt_add(&opts, fsname, true);
+	if (r >= 0)
+		r = opt_add(&opts, "subtype=imgfs,default_permissions", false);
+	if (r >= 0 && imgfs_is_ro(fs))
+		r = opt_add(&opts, "ro", false);
+	if (r >= 0 && o->allow_other)
+		r = opt_add(&opts, "allow_other", false);
+	if (r >= 0 && o->suid_dev)
+		r = opt_add(&opts, "suid,dev", false);
+	if (r >= 0 && o->extra && o->extra[0])
+		r = opt_add(&opts, o->extra, false);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "cannot mount '%s'", o->mountpoint);
+
+	char *argv[] = {(char *)"imgfs", (char *)"-o", opts, NULL};
+	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", o->mountpoint);
+	s->max_threads = o->max_threads ? o->max_threads : DEFAULT_MAX_THREADS;
+	log_debug("fuse options: %s", opts);
+	s->se = fuse_session_new(&args, &imgfs_ll_ops, sizeof(imgfs_ll_ops), fs);
+	fuse_opt_free_args(&args);
+	if (!s->se) {
+		free(s);
+		log_msg(LOG_ERR, "cannot mount '%s': invalid FUSE options '%s'", o->mountpoint,
+		        opts);
+		return -EINVAL;
+	}
+	if (fuse_set_signal_handlers(s->se) == 0)
+		s->signals = true;
+	errno = 0;
+	if (fuse_session_mount(s->se, o->mountpoint) != 0) {
+		r = negative_errno();
+		fuse_ops_free(s);
+		return log_errno(LOG_ERR, r, "cannot mount '%s'", o->mountpoint);
+	}
+	s->mounted = true;
+	*ret = s;
+	return 0;
+}
+
+int fuse_ops_loop(struct fuse_ops_session *s)
+{
+	struct fuse_loop_config *cfg;
+	int r;
+
+	cfg = fuse_loop_cfg_create();
+	if (!cfg)
+		return -ENOMEM;
+	/* One /dev/fuse fd per worker thread: requests are read in parallel. */
+	fuse_loop_cfg_set_clone_fd(cfg, 1);
+	fuse_loop_cfg_set_max_threads(cfg, s->max_threads);
+	fuse_loop_cfg_set_idle_threads(cfg, 4);
+	r = fuse_session_loop_mt(s->se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	/* A positive result is the signal that ended the loop: a clean exit. */
+	return r < 0 ? r : 0;
+}
+
+void fuse_ops_free(struct fuse_ops_session *s)
+{
+	if (!s)
+		return;
+	if (s->mounted)
+		fuse_session_unmount(s->se);
+	if (s->signals)
+		fuse_remove_signal_handlers(s->se);
+	fuse_session_destroy(s->se);
+	free(s);
+}

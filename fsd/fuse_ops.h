@@ -1,0 +1,35 @@
+/* The FUSE glue: the only module that speaks libfuse. It mounts a struct imgfs (core/fs.h)
+ * with the libfuse low-level API and serves it with the multithreaded loop, translating
+ * each request into a core call and the result into a fuse_reply_*. No filesystem logic
+ * lives here. This header does not include libfuse, so its users need not either. */
+#pragma once
+
+#include "common/macros.h"
+#include "fsd/core/fs.h"
+
+struct fuse_ops_opts {
+	const char *mountpoint;
+	const char *fsname;   /* shown in mountinfo, e.g. "imgfs:docker.io/library/alpine:latest" */
+	bool allow_other;     /* let every user see the mount (a container rootfs needs it) */
+	bool suid_dev;        /* honour setuid bits and device nodes (root only) */
+	const char *extra;    /* more -o options from the user, or NULL */
+	unsigned max_threads; /* worker threads; 0: default */
+};
+
+struct fuse_ops_session;
+
+/* Routes libfuse's own messages into common/log.h. */
+void fuse_ops_route_logs(void);
+
+/* Creates a session for fs and mounts it at o->mountpoint (read-only when fs is). fs is
+ * borrowed and must outlive the session. SIGINT, SIGTERM and SIGHUP end the loop.
+ * Errors are logged, naming the mountpoint, and returned as -errno. */
+int fuse_ops_mount(struct imgfs *fs, const struct fuse_ops_opts *o, struct fuse_ops_session **ret);
+
+/* Serves requests until the filesystem is unmounted or a signal ends the session.
+ * Returns 0, or -errno when the loop failed. */
+int fuse_ops_loop(struct fuse_ops_session *s);
+
+/* Unmounts (when still mounted) and frees the session. */
+void fuse_ops_free(struct fuse_ops_session *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct fuse_ops_session *, fuse_ops_free);
