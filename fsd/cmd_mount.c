@@ -295,6 +295,7 @@ static void notify_ready(int *notify_fd)
 static int run_daemon(struct mount_ctx *c, int notify_fd)
 {
 	_cleanup_close_ int dirfd = -1, state_fd = -1, log_fd = -1;
+	_cleanup_free_ char *fsname = NULL;
 	_cleanup_(fuse_ops_freep) struct fuse_ops_session *session = NULL;
 	_cleanup_(imgfs_freep) struct imgfs *fs = NULL;
 	struct tree *t = NULL;
@@ -344,11 +345,15 @@ static int run_daemon(struct mount_ctx *c, int notify_fd)
 	}
 	(void)flock(c->s->lock_fd, LOCK_UN);
 
+	if (asprintf(&fsname, "imgfs:%s", c->ref->name) < 0) {
+		r = log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", c->mountpoint);
+		goto fail;
+	}
 	fuse_ops_route_logs();
 	r = fuse_ops_mount(fs,
 	                   &(struct fuse_ops_opts){
 	                       .mountpoint = c->mountpoint,
-	                       .fsname = c->ref->name,
+	                       .fsname = fsname,
 	                       .allow_other = geteuid() == 0 || user_allow_other(),
 	                       .suid_dev = geteuid() == 0,
 	                       .extra = c->extra_opts,

@@ -521,17 +521,30 @@ static const struct fuse_lowlevel_ops imgfs_ll_ops = {
     .copy_file_range = op_copy_file_range,
 };
 
+/* libfuse builds some lines with several calls: collect them per thread up to the newline. */
+static __thread char log_pending[1024];
+static __thread size_t log_pending_len;
+
 static void fuse_log_sink(enum fuse_log_level level, const char *fmt, va_list ap)
 {
-	char msg[1024];
-	size_t n;
+	char *nl;
+	int n;
 
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	n = strlen(msg);
-	while (n > 0 && msg[n - 1] == '\n')
-		msg[--n] = '\0';
+	n = vsnprintf(log_pending + log_pending_len, sizeof(log_pending) - log_pending_len, fmt,
+	              ap);
 	if (n > 0)
-		log_msg((int)level, "fuse: %s", msg);
+		log_pending_len = MIN(log_pending_len + (size_t)n, sizeof(log_pending) - 1);
+	while ((nl = memchr(log_pending, '\n', log_pending_len)) ||
+	       log_pending_len == sizeof(log_pending) - 1) {
+		size_t line = nl ? (size_t)(nl - log_pending) : log_pending_len;
+
+		log_pending[line] = '\0';
+		if (line > 0)
+			log_msg((int)level, "%s", log_pending);
+		line = MIN(line + 1, log_pending_len);
+		memmove(log_pending, log_pending + line, log_pending_len - line);
+		log_pending_len -= line;
+	}
 }
 
 void fuse_ops_route_logs(void)
@@ -567,11 +580,8 @@ int fuse_ops_mount(struct imgfs *fs, const struct fuse_ops_opts *o, struct fuse_
 	struct fuse_ops_session *s;
 	int r;
 
-	fsname = malloc(strlen("fsname=") + strlen(o->fsname) + 1);
-	if (!fsname)
+	if (asprintf(&fsname, "fsname=%s", o->fsname) < 0)
 		return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", o->mountpoint);
-	strcpy(fsname, "fsname=");
-	strcat(fsname, o->fsname);
 	r = opt_add(&opts, fsname, true);
 	if (r >= 0)
 		r = opt_add(&opts, "subtype=imgfs,default_permissions", false);
