@@ -20,7 +20,7 @@ for t in $tests; do
 	[ -f "$t" ] || t="$t.sh"
 	name=$(basename "$t" .sh)
 	start=$(date +%s)
-	timeout -k 10 900 sh "$t" >"$logdir/$name.log" 2>&1 </dev/null
+	timeout -k 10 900 bash "$t" >"$logdir/$name.log" 2>&1 </dev/null
 	rc=$?
 	secs=$(($(date +%s) - start))
 	case $rc in
