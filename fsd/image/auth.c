@@ -78,6 +78,21 @@ static char *base64_encode(const void *data, size_t len)
 	return out;
 }
 
+int auth_basic_encode(const char *user, const char *password, char **ret)
+{
+	_cleanup_free_ char *pair = NULL;
+	char *out;
+
+	if (asprintf(&pair, "%s:%s", user, password) < 0)
+		return -ENOMEM;
+	out = base64_encode(pair, strlen(pair));
+	explicit_bzero(pair, strlen(pair));
+	if (!out)
+		return -ENOMEM;
+	*ret = out;
+	return 0;
+}
+
 /* "https://index.docker.io/v1/" -> "docker.io", "http://host:5000/x" -> "host:5000". */
 static char *normalize_key(const char *key)
 {
@@ -222,7 +237,7 @@ int auth_lookup(const char *domain, char **ret_user, char **ret_password)
 
 int auth_store(const char *domain, const char *user, const char *password)
 {
-	_cleanup_free_ char *path = docker_config_path(), *buf = NULL, *pair = NULL, *b64 = NULL;
+	_cleanup_free_ char *path = docker_config_path(), *buf = NULL, *b64 = NULL;
 	_cleanup_free_ char *dir = NULL, *out = NULL;
 	_cleanup_(json_decrefp) json_t *root = NULL;
 	json_t *auths, *entry;
@@ -263,13 +278,10 @@ int auth_store(const char *domain, const char *user, const char *password)
 		if (!entry || json_object_set_new(auths, key, entry) < 0)
 			return -ENOMEM;
 	}
-	if (asprintf(&pair, "%s:%s", user, password) < 0) {
-		pair = NULL;
-		return -ENOMEM;
-	}
-	b64 = base64_encode(pair, strlen(pair));
-	explicit_bzero(pair, strlen(pair));
-	if (!b64 || json_object_set_new(entry, "auth", json_string(b64)) < 0)
+	r = auth_basic_encode(user, password, &b64);
+	if (r < 0)
+		return r;
+	if (json_object_set_new(entry, "auth", json_string(b64)) < 0)
 		return -ENOMEM;
 	out = json_dumps(root, JSON_INDENT(8));
 	if (!out)

@@ -14,6 +14,10 @@ int auth_lookup(const char *domain, char **ret_user, char **ret_password);
  * ~/.docker/config.json), keeping every other key of the file; written atomically, mode 0600. */
 int auth_store(const char *domain, const char *user, const char *password);
 
+/* Sets *ret to the malloc'ed base64 of "user:password", as sent after "Basic " in an
+ * Authorization header. Returns 0 or -ENOMEM. */
+int auth_basic_encode(const char *user, const char *password, char **ret);
+
 /* Parses a WWW-Authenticate header value. Returns 0 and fills *ret (free with
  * www_auth_clear()), -EINVAL on malformed input, -EOPNOTSUPP for schemes other than
  * Bearer and Basic. */
@@ -22,7 +26,7 @@ struct www_auth {
 	char *realm;
 	char *service;
 	char *scope;
-	char *error;  /* Bearer error="insufficient_scope" etc., or NULL */
+	char *error; /* Bearer error="insufficient_scope" etc., or NULL */
 };
 int www_auth_parse(const char *header, struct www_auth *ret);
 void www_auth_clear(struct www_auth *a);
