@@ -1,6 +1,10 @@
 /* OCI / Docker manifests, indexes and image configs (JSON via jansson).
- * Parsers assume hostile input: sizes are bounded by the caller, unknown media types and
- * malformed descriptors are -EINVAL / -EPROTONOSUPPORT with a static reason. */
+ * Parsers assume hostile input: sizes are bounded (MANIFEST_MAX_SIZE, CONFIG_MAX_SIZE),
+ * duplicate JSON keys are refused, malformed documents and descriptors are -EINVAL and
+ * what is well-formed but not supported (Docker schema 1, unknown media types, digest
+ * algorithms other than sha256) is -EPROTONOSUPPORT. On failure *ret_reason (when not
+ * NULL) is set to a one-line reason naming the offending value; it lives in a
+ * thread-local buffer valid until the next parse call of the same thread. */
 #pragma once
 
 #include <stdint.h>
@@ -16,6 +20,9 @@
 #define MANIFEST_MAX_SIZE (4u << 20) /* as containerd: manifests and indexes up to 4 MiB */
 #define CONFIG_MAX_SIZE (8u << 20)
 #define MANIFEST_MAX_LAYERS 1024 /* more is refused: overlayfs and Docker stop near 128 */
+#define INDEX_MAX_MANIFESTS 4096 /* entries of one index */
+#define CONFIG_MAX_ARGS 4096     /* Entrypoint, Cmd */
+#define CONFIG_MAX_ENV 4096
 
 enum layer_compression {
 	LAYER_TAR,
@@ -31,13 +38,13 @@ struct platform {
 
 struct descriptor {
 	char *media_type;
-	char *digest;   /* validated "sha256:…" */
+	char *digest; /* validated "sha256:…" */
 	uint64_t size;
-	char **urls;    /* NULL-terminated, or NULL */
+	char **urls; /* NULL-terminated, or NULL */
 	bool has_platform;
 	struct platform platform;
 	enum layer_compression compression; /* layers only */
-	bool foreign;   /* non-distributable layer media type */
+	bool foreign;                       /* non-distributable layer media type */
 };
 
 enum manifest_kind {
@@ -57,25 +64,42 @@ struct manifest {
 	size_t n_manifests;
 };
 
-/* Parses a manifest or index. content_type (may be NULL) is the HTTP Content-Type; the
- * JSON's own mediaType wins when present and they must not contradict. */
+/* Parses a manifest or index: OCI index, OCI manifest, Docker manifest list, Docker schema
+ * 2. content_type (may be NULL, parameters ignored) is the HTTP Content-Type; a generic one
+ * (application/json, application/octet-stream, text/plain) says nothing. The JSON's own
+ * mediaType wins when present and must not contradict a specific Content-Type; with
+ * neither, the document's shape decides (OCI allows an absent mediaType). schemaVersion
+ * must be 2. An index must not carry layers/config and a manifest no manifests list.
+ * Layers map their media type to compression + foreign; the config must be an OCI or
+ * Docker image config. Returns 0 and *ret (free with manifest_free()), or -errno. */
 int manifest_parse(const char *buf, size_t len, const char *content_type, struct manifest **ret,
-		   const char **ret_reason);
+                   const char **ret_reason);
 void manifest_free(struct manifest *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct manifest *, manifest_free);
+/* Frees the members of d and zeroes it; accepts a zeroed descriptor. */
+void descriptor_clear(struct descriptor *d);
+/* Deep copy of src into *ret (clear with descriptor_clear()). -EINVAL without digest. */
+int descriptor_copy(const struct descriptor *src, struct descriptor *ret);
 
 /* Parses "os/arch[/variant]"; missing variant for arm64 means "v8", for arm "v7"
- * (as containerd's platform matcher does). */
+ * (as containerd's platform matcher does). Aliases are normalised to GOARCH names
+ * (x86_64 -> amd64, aarch64 -> arm64, armhf -> arm/v7); amd64 "v1" is no variant.
+ * Returns 0 and fills *ret (clear with platform_clear()), -EINVAL when malformed. */
 int platform_parse(const char *s, struct platform *ret);
 /* The platform of this host (uname machine mapped to GOARCH names). */
 int platform_host(struct platform *ret);
 void platform_clear(struct platform *p);
+/* "os/arch[/variant]" as a malloc'ed string, or NULL (ENOMEM or incomplete platform). */
+char *platform_format(const struct platform *p);
 
 /* Picks the best manifest of an index for want: exact os/arch, then variant compatible
- * (arm64 v8 accepts no variant), skipping attestation manifests ("unknown/unknown").
- * Returns 0 and a pointer into m, or -ENOENT. */
+ * (arm64 v8 accepts no variant; an arm vN host accepts older arm variants, the newest
+ * first), skipping attestation manifests ("unknown/unknown") and entries that are not
+ * manifests or indexes. Ties go to the first entry. want is normalised (platform_parse /
+ * platform_host). Returns 0 and a pointer into m (valid while m lives), -ENOENT when
+ * nothing fits, -EINVAL when m is not an index. */
 int manifest_select_platform(const struct manifest *m, const struct platform *want,
-			     const struct descriptor **ret);
+                             const struct descriptor **ret);
 
 /* The parts of an image config that imgfs uses. */
 struct image_config {
@@ -85,11 +109,15 @@ struct image_config {
 	char **env;
 	char *working_dir;
 	char *user;
-	char **diff_ids;   /* NULL-terminated */
+	char **diff_ids; /* NULL-terminated */
 	size_t n_diff_ids;
 };
 
+/* Parses an OCI / Docker image config: os/architecture/variant (normalised),
+ * config.Entrypoint/Cmd/Env (arrays of strings, null = absent), WorkingDir, User,
+ * rootfs.diff_ids (sha256 digests; an empty array when absent). Counts are bounded.
+ * Returns 0 and *ret (free with image_config_free()), or -errno with a reason. */
 int image_config_parse(const char *buf, size_t len, struct image_config **ret,
-		       const char **ret_reason);
+                       const char **ret_reason);
 void image_config_free(struct image_config *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct image_config *, image_config_free);

@@ -21,8 +21,8 @@
 
 struct store {
 	char *root;
-	int root_fd;  /* O_PATH|O_DIRECTORY */
-	int lock_fd;  /* ROOT/lock, flock'ed LOCK_SH while the store is open */
+	int root_fd; /* O_PATH|O_DIRECTORY */
+	int lock_fd; /* ROOT/lock, flock'ed LOCK_SH while the store is open */
 };
 
 /* Opens (creating the layout when missing) the store at root. Takes no lock: a pull calls
@@ -43,7 +43,7 @@ bool store_has_blob(struct store *s, const char *digest);
 int store_open_blob(struct store *s, const char *digest, int *ret_fd);
 /* Reads a small blob (manifest, config) into memory; -EFBIG beyond max. */
 int store_read_blob(struct store *s, const char *digest, size_t max, char **ret_buf,
-		    size_t *ret_len);
+                    size_t *ret_len);
 /* Verifies buf against digest and stores it atomically (no-op when present). -EBADMSG
  * on mismatch. */
 int store_put_blob(struct store *s, const char *digest, const void *buf, size_t len);
@@ -74,7 +74,6 @@ struct store_ref {
 /* Lists every ref; *ret is an array of *ret_n entries (free with store_refs_free()). */
 int store_ref_list(struct store *s, struct store_ref **ret, size_t *ret_n);
 void store_refs_free(struct store_ref *refs, size_t n);
-void descriptor_clear(struct descriptor *d);
 
 /* Removes blobs, idx, trees and tmp files not reachable from a ref or from a live mount
  * (ROOT/mounts/NAME/state names the manifest). Takes the store lock exclusive for the

@@ -1,0 +1,1 @@
+fuzz_manifest_SRC := fsd/image/manifest.c

@@ -1,0 +1,1 @@
+test_manifest_SRC := fsd/image/manifest.c
