@@ -19,6 +19,7 @@
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include "common/digest.h"
@@ -182,6 +183,39 @@ static int find_mount(const char *path, bool *ret_mounted, bool *ret_imgfs)
 	*ret_mounted = mounted;
 	*ret_imgfs = imgfs;
 	return 0;
+}
+
+/* Whether the FUSE mount at path lost its daemon. stat() may still succeed from the
+ * kernel's attribute cache; statfs always asks the daemon. */
+static bool mount_is_dead(const char *path)
+{
+	struct statfs sf;
+
+	return statfs(path, &sf) < 0 && errno == ENOTCONN;
+}
+
+/* Refuses to stack a mount on an imgfs mount, live or dead. */
+static int check_mountpoint_free(const char *path)
+{
+	bool mounted, is_imgfs;
+	int r;
+
+	r = find_mount(path, &mounted, &is_imgfs);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "cannot mount '%s': cannot read the mount table",
+		                 path);
+	if (!mounted || !is_imgfs)
+		return 0;
+	if (mount_is_dead(path))
+		log_msg(
+		    LOG_ERR,
+		    "cannot mount '%s': a dead imgfs mount is in the way; run 'imgfs umount %s' "
+		    "first",
+		    path, path);
+	else
+		log_msg(LOG_ERR, "cannot mount '%s': already mounted; run 'imgfs umount %s' first",
+		        path, path);
+	return -EBUSY;
 }
 
 /* Whether a non-root user may ask for allow_other (fusermount3 reads /etc/fuse.conf). */
@@ -512,6 +546,9 @@ int cmd_mount(int argc, char **argv)
 		log_errno(LOG_ERR, -errno, "cannot mount '%s'", argv[optind + 1]);
 		return 1;
 	}
+	r = check_mountpoint_free(mountpoint);
+	if (r < 0)
+		return 1;
 	if (open_store(&s) < 0)
 		return 1;
 	r = pull_image(s, ref, &po, false, &manifest);
@@ -615,6 +652,34 @@ static int wait_lock(int fd, int timeout_ms)
 	}
 }
 
+/* Whether pid is still running (a zombie has exited). */
+static bool pid_running(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	_cleanup_close_ int fd = -1;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	/* "pid (comm) S ...": the state follows the last ')' */
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+/* The daemon drops its lock just before it exits: wait for that too, so that umount
+ * returns only once the process is gone. */
+static void wait_pid_exit(pid_t pid, int timeout_ms)
+{
+	for (int waited = 0; pid > 0 && waited < timeout_ms && pid_running(pid); waited += 5)
+		(void)poll(NULL, 0, 5);
+}
+
 int cmd_umount(int argc, char **argv)
 {
 	static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {}};
@@ -625,7 +690,6 @@ int cmd_umount(int argc, char **argv)
 	bool mounted = false, is_imgfs = false, daemon_alive = false;
 	const char *arg;
 	pid_t pid = 0;
-	struct stat st;
 	int c, r;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
@@ -678,7 +742,7 @@ int cmd_umount(int argc, char **argv)
 	if (mounted) {
 		/* A daemon that died leaves a mount that answers ENOTCONN; nothing can be
 		 * flushed through it any more, so detach it even when processes still use it. */
-		bool dead = !daemon_alive || (stat(path, &st) < 0 && errno == ENOTCONN);
+		bool dead = !daemon_alive || mount_is_dead(path);
 
 		r = unmount_path(path, dead);
 		if (r == -EBUSY) {
@@ -705,6 +769,7 @@ int cmd_umount(int argc, char **argv)
 			          (int)pid);
 			return 1;
 		}
+		wait_pid_exit(pid, 5000);
 	}
 	r = rm_rf_at(s->root_fd, dir);
 	if (r < 0) {

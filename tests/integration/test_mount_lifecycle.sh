@@ -1,0 +1,95 @@
+#!/bin/sh
+# imgfs mount/umount life cycle: the daemon is live when mount returns and gone when umount
+# returns, its state is cleaned up; a second mount of the same mountpoint, a busy umount,
+# a writable mount (not there yet) and a missing image fail clearly; a daemon killed with
+# SIGKILL leaves a dead mount that umount removes and that mounts again.
+set -u
+. "$(dirname "$0")/mount_lib.sh"
+
+layout=$WORK/layout
+sh "$TOP/contrib/mkimage.sh" busybox "$layout:bb" >/dev/null || fail "mkimage.sh failed"
+ref="oci:$layout:bb"
+mnt=$WORK/mnt
+
+# expect_fail PATTERN CMD...: CMD exits 1 and its one-line error matches PATTERN.
+expect_fail() {
+	pattern=$1
+	shift
+	out=$("$@" 2>&1)
+	rc=$?
+	[ $rc -eq 1 ] || fail "'$*' exited $rc, expected 1 ($out)"
+	echo "$out" | grep -q -- "$pattern" || fail "'$*' said '$out', expected '$pattern'"
+}
+
+daemon_pid() {
+	python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' \
+		"$(ls "$IMGFS_ROOT"/mounts/*/state)"
+}
+
+mount_ro "$ref" "$mnt"
+pid=$(daemon_pid)
+pid_alive "$pid" || fail "daemon $pid not running after mount returned"
+[ -s "$(ls -d "$IMGFS_ROOT"/mounts/*)/log" ] || fail "daemon log is empty"
+[ "$(cat "$mnt/etc/os-release" | head -n 1)" = 'NAME="imgfs test image"' ] ||
+	fail "cannot read through the mount"
+
+expect_fail "already mounted" "$IMGFS" mount --ro "$ref" "$mnt"
+expect_fail "writable layer not implemented yet, use --ro" "$IMGFS" mount "$ref" "$WORK"
+expect_fail "nosuchimage" "$IMGFS" mount --ro "oci:$layout:nosuchimage" "$WORK"
+expect_fail "not mounted" "$IMGFS" umount "$WORK"
+
+# Busy: a process has its cwd in the mount.
+(cd "$mnt" && sleep 30) &
+busy=$!
+sleep 0.3
+expect_fail "busy" "$IMGFS" umount "$mnt"
+kill $busy
+wait $busy 2>/dev/null
+
+"$IMGFS" umount "$mnt" || fail "umount failed"
+pid_alive "$pid" && fail "daemon $pid still running after umount returned"
+is_imgfs_mount "$mnt" && fail "still mounted after umount"
+[ -z "$(ls "$IMGFS_ROOT/mounts")" ] || fail "umount left $(ls "$IMGFS_ROOT/mounts")"
+
+# A daemon killed with SIGKILL, with a process still inside the dead mount.
+mount_ro "$ref" "$mnt"
+pid=$(daemon_pid)
+(cd "$mnt" && sleep 30) &
+busy=$!
+sleep 0.3
+kill -KILL "$pid"
+sleep 0.2
+ls "$mnt" >/dev/null 2>&1 && fail "mount still answers after its daemon was killed"
+expect_fail "imgfs umount" "$IMGFS" mount --ro "$ref" "$mnt"
+"$IMGFS" umount "$mnt" || fail "umount of a dead mount failed"
+is_imgfs_mount "$mnt" && fail "dead mount still there"
+[ -z "$(ls "$IMGFS_ROOT/mounts")" ] || fail "umount left $(ls "$IMGFS_ROOT/mounts")"
+kill $busy
+wait $busy 2>/dev/null
+mount_ro "$ref" "$mnt"
+[ -x "$mnt/bin/busybox" ] || fail "remount after SIGKILL does not work"
+
+# SIGTERM to the daemon unmounts cleanly, as umount does.
+pid=$(daemon_pid)
+kill -TERM "$pid"
+i=0
+while pid_alive "$pid" && [ $i -lt 100 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+pid_alive "$pid" && fail "daemon ignored SIGTERM"
+is_imgfs_mount "$mnt" && fail "SIGTERM left the mount"
+[ -z "$(ls "$IMGFS_ROOT/mounts")" ] || fail "SIGTERM left $(ls "$IMGFS_ROOT/mounts")"
+
+# Foreground mode serves until unmounted.
+"$IMGFS" mount -f --ro "$ref" "$mnt" 2>"$WORK/fg.log" &
+fg=$!
+i=0
+until is_imgfs_mount "$mnt" || [ $i -ge 100 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+[ -x "$mnt/bin/busybox" ] || fail "foreground mount not serving"
+"$IMGFS" umount "$mnt" || fail "umount of a foreground mount failed"
+wait $fg || fail "foreground daemon exited $?"
+echo "ok"
