@@ -1,0 +1,269 @@
+#!/usr/bin/python3
+"""An HTTP reverse proxy with programmable faults, for testing registry clients.
+
+    faultproxy.py --listen 127.0.0.1:PORT --upstream http://127.0.0.1:5000 \\
+                  --rules rules.json --log requests.log
+
+Every request is forwarded to the upstream (Host header and Range included, so Location
+headers and partial reads work), unless a rule says otherwise. The rules file is a JSON
+list, read again whenever its contents change (hit counters then start again at 0). For
+each request the first rule that matches and still has budget applies:
+
+  {"match": REGEX,      searched in "METHOD PATH?QUERY", e.g. "GET /v2/.*/blobs/"
+   "times": N,          apply to N matching requests, then pass them through (default: all)
+   "skip": M,           let the first M matching requests through untouched (default 0)
+   "action": ..., params}
+
+  "status"    answer with "status" (default 500) without asking upstream; "retry_after"
+              adds a Retry-After header (use with 429/503)
+  "cut"       forward, send the headers and the first "after" bytes of the body, then
+              close the connection (the client sees a short body and may resume with Range)
+  "corrupt"   forward, XOR one byte of the body at "offset" (default 4: the MTIME field of
+              a gzip header, which decompressors ignore, so only the digest check can tell)
+  "body"      answer 200 with the contents of "file", Content-Type "content_type", and a
+              Docker-Content-Digest of those bytes (for oversized or odd manifests)
+  "delay"     wait "seconds" and then forward
+  "throttle"  forward, sending the body at "rate" bytes per second
+
+One line per request is appended to --log when the response is done:
+    METHOD PATH range=<Range header or -> auth=<Authorization scheme or -> status=N
+    action=<action or pass> bytes=<body bytes sent>
+Request bodies (pushes) are forwarded only with a Content-Length; chunked uploads are not
+supported, so push fixtures to the registry directly.
+"""
+
+import argparse
+import hashlib
+import http.client
+import json
+import re
+import socket
+import ssl
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+              "trailers", "transfer-encoding", "upgrade"}
+CHUNK = 64 * 1024
+
+
+class Rules:
+    """The rules file and the hit counter of each rule, shared by the handler threads."""
+
+    def __init__(self, path):
+        self.path = path
+        self.lock = threading.Lock()
+        self.text = None
+        self.rules = []
+        self.hits = []
+
+    def _reload(self):
+        try:
+            with open(self.path) as f:
+                text = f.read()
+        except FileNotFoundError:
+            text = "[]"
+        if text == self.text:
+            return
+        try:
+            rules = json.loads(text or "[]")
+        except ValueError as e:
+            sys.stderr.write("faultproxy: ignoring malformed rules file: %s\n" % e)
+            return
+        self.text = text
+        self.rules = [dict(r, _re=re.compile(r["match"])) for r in rules]
+        self.hits = [0] * len(self.rules)
+
+    def pick(self, request_line):
+        """The rule to apply to request_line, or None to pass it through."""
+        with self.lock:
+            self._reload()
+            for i, rule in enumerate(self.rules):
+                if not rule["_re"].search(request_line):
+                    continue
+                self.hits[i] += 1
+                n = self.hits[i] - rule.get("skip", 0)
+                if n <= 0:
+                    return None
+                if "times" in rule and n > rule["times"]:
+                    continue
+                return rule
+            return None
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "imgfs-test-faultproxy"
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("faultproxy: " + fmt % args + "\n")
+
+    def record(self, status, action, nbytes):
+        auth = self.headers.get("Authorization", "-").split(" ")[0] or "-"
+        line = "%s %s range=%s auth=%s status=%d action=%s bytes=%d\n" % (
+            self.command, self.path, (self.headers.get("Range") or "-").replace(" ", ""),
+            auth, status, action, nbytes)
+        with self.server.log_lock, open(self.server.args.log, "a") as f:
+            f.write(line)
+
+    def handle_any(self):
+        rule = self.server.rules.pick("%s %s" % (self.command, self.path))
+        action = rule["action"] if rule else "pass"
+        body = None
+        length = self.headers.get("Content-Length")
+        if length:
+            body = self.rfile.read(int(length))
+        elif self.headers.get("Transfer-Encoding"):
+            self.send_error(501, "chunked request bodies are not supported")
+            self.record(501, action, 0)
+            return
+
+        if action == "status":
+            self.answer_status(rule)
+            return
+        if action == "body":
+            self.answer_file(rule)
+            return
+        if action == "delay":
+            time.sleep(float(rule.get("seconds", 1)))
+        self.forward(rule, action, body)
+
+    def answer_status(self, rule):
+        status = int(rule.get("status", 500))
+        data = json.dumps({"errors": [{"code": "UNAVAILABLE",
+                                       "message": "injected fault %d" % status}]}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if "retry_after" in rule:
+            self.send_header("Retry-After", str(rule["retry_after"]))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        self.record(status, "status", len(data))
+
+    def answer_file(self, rule):
+        with open(rule["file"], "rb") as f:
+            data = f.read()
+        self.send_response(200)
+        self.send_header("Content-Type", rule.get("content_type", "application/octet-stream"))
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Docker-Content-Digest", "sha256:" + hashlib.sha256(data).hexdigest())
+        self.end_headers()
+        sent = 0
+        if self.command != "HEAD":
+            self.wfile.write(data)
+            sent = len(data)
+        self.record(200, "body", sent)
+
+    def upstream(self):
+        u = self.server.upstream
+        if u.scheme == "https":
+            return http.client.HTTPSConnection(u.hostname, u.port or 443, timeout=60,
+                                               context=ssl._create_unverified_context())
+        return http.client.HTTPConnection(u.hostname, u.port or 80, timeout=60)
+
+    def forward(self, rule, action, body):
+        conn = self.upstream()
+        try:
+            # Header by header: a client may repeat one (Accept), which a dict would lose.
+            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for k, v in self.headers.items():
+                if k.lower() not in HOP_BY_HOP:
+                    conn.putheader(k, v)
+            conn.endheaders(body)
+            resp = conn.getresponse()
+        except OSError as e:
+            self.send_error(502, "upstream: %s" % e)
+            self.record(502, action, 0)
+            return
+        try:
+            self.relay(resp, rule, action)
+        finally:
+            conn.close()
+
+    def relay(self, resp, rule, action):
+        length = resp.getheader("Content-Length")
+        if self.command == "HEAD" or resp.status in (204, 304):
+            data = b""
+            length = length or "0"
+        elif length is None:
+            data = resp.read()
+            length = str(len(data))
+        else:
+            data = None  # streamed below
+        self.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
+                self.send_header(k, v)
+        if self.command == "HEAD" and resp.getheader("Content-Length") is not None:
+            self.send_header("Content-Length", resp.getheader("Content-Length"))
+        elif self.command != "HEAD":
+            self.send_header("Content-Length", length)
+        self.end_headers()
+
+        cut = int(rule.get("after", 0)) if action == "cut" else None
+        rate = float(rule.get("rate", 1 << 20)) if action == "throttle" else None
+        corrupt_at = int(rule.get("offset", 4)) if action == "corrupt" else None
+        step = max(1024, min(CHUNK, int(rate / 20))) if rate else CHUNK
+        sent = 0
+        start = time.monotonic()
+        try:
+            while True:
+                if data is not None:
+                    chunk, data = data, b""
+                else:
+                    chunk = resp.read(step)
+                if not chunk:
+                    break
+                if corrupt_at is not None and sent <= corrupt_at < sent + len(chunk):
+                    i = corrupt_at - sent
+                    chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1:]
+                if cut is not None and sent + len(chunk) >= cut:
+                    self.wfile.write(chunk[:cut - sent])
+                    sent = cut
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.record(resp.status, "cut", sent)
+                    return
+                self.wfile.write(chunk)
+                sent += len(chunk)
+                if rate:
+                    ahead = sent / rate - (time.monotonic() - start)
+                    if ahead > 0:
+                        time.sleep(ahead)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+            self.record(resp.status, action + "(client gone)", sent)
+            return
+        self.record(resp.status, action, sent)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = handle_any
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--listen", required=True, help="HOST:PORT")
+    p.add_argument("--upstream", required=True, help="http[s]://HOST:PORT")
+    p.add_argument("--rules", required=True, help="JSON rules file (see above)")
+    p.add_argument("--log", required=True, help="append one line per request")
+    args = p.parse_args()
+    host, _, port = args.listen.rpartition(":")
+    server = ThreadingHTTPServer((host, int(port)), Handler)
+    server.daemon_threads = True
+    server.args = args
+    server.upstream = urlsplit(args.upstream)
+    server.rules = Rules(args.rules)
+    server.log_lock = threading.Lock()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
