@@ -6,6 +6,7 @@
 #include <cmocka.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sys/sysmacros.h>
 #include "fsd/core/fs.h"
 
@@ -643,6 +644,56 @@ static void test_empty_lower(void **state)
 	assert_int_equal(mem.closed, 1);
 }
 
+static void *hammer(void *arg)
+{
+	struct imgfs *fs = arg;
+	struct imgfs_entry e;
+	struct imgfs_file *f;
+	struct imgfs_dir *d;
+	struct listing l;
+	char buf[16];
+
+	for (int i = 0; i < 2000; i++) {
+		if (imgfs_lookup(fs, 3, "passwd", &e) != 0 || e.ino != 8)
+			return (void *)1;
+		if (imgfs_open(fs, 8, O_RDONLY, &f) != 0)
+			return (void *)1;
+		imgfs_forget(fs, 8, 1);
+		if (imgfs_read(fs, f, buf, sizeof(buf), 0) != 11)
+			return (void *)1;
+		imgfs_release(fs, f);
+		if (imgfs_opendir(fs, 2, &d) != 0)
+			return (void *)1;
+		l = (struct listing){.limit = 16};
+		if (imgfs_readdir(fs, d, 0, true, collect, &l) != 0 || l.n != 5)
+			return (void *)1;
+		imgfs_releasedir(fs, d);
+		imgfs_forget(fs, 4, 1);
+		imgfs_forget(fs, 5, 1);
+		imgfs_forget(fs, 6, 1);
+	}
+	return NULL;
+}
+
+static void test_concurrent_counts(void **state)
+{
+	struct imgfs *fs = new_fs();
+	pthread_t threads[4];
+
+	(void)state;
+	/* Lookups, opens, listings and forgets from several threads balance out. */
+	for (size_t i = 0; i < ARRAY_SIZE(threads); i++)
+		assert_int_equal(pthread_create(&threads[i], NULL, hammer, fs), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(threads); i++) {
+		void *ret;
+
+		assert_int_equal(pthread_join(threads[i], &ret), 0);
+		assert_null(ret);
+	}
+	assert_int_equal(imgfs_inode_count(fs), 0);
+	imgfs_free(fs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -658,6 +709,7 @@ int main(void)
 	    cmocka_unit_test(test_access_statfs),
 	    cmocka_unit_test(test_corrupt_lower),
 	    cmocka_unit_test(test_empty_lower),
+	    cmocka_unit_test(test_concurrent_counts),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
