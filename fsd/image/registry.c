@@ -321,6 +321,7 @@ struct xfer {
 	char *content_type;
 	struct buf errbody;
 	char curl_err[CURL_ERROR_SIZE];
+	char url[512]; /* the URL of the last hop, for messages */
 };
 
 static void xfer_reset_response(struct xfer *x)
@@ -610,6 +611,7 @@ static int exchange(struct xfer *x, const char *url0, const char *extra_auth, in
 				return -ENOMEM;
 			hdrs = t;
 		}
+		snprintf(x->url, sizeof(x->url), "%s", url);
 		curl_easy_setopt(c, CURLOPT_URL, url);
 		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 		curl_easy_setopt(c, CURLOPT_USERAGENT, USER_AGENT);
@@ -735,6 +737,8 @@ static void http_error(struct registry_error *err, const char *url, const struct
 
 	if (!err)
 		return;
+	if (x->url[0])
+		url = x->url;
 	if (x->errbody.len)
 		root = json_loadb(x->errbody.data, x->errbody.len, 0, NULL);
 	e = json_array_get(json_object_get(root, "errors"), 0);
@@ -852,6 +856,7 @@ static int fetch_token_locked(struct registry *r, const struct www_auth *wa,
 	if (k < 0) {
 		set_err(err, "GET %s: %s", wa->realm, x.curl_err[0] ? x.curl_err : strerror(-k));
 	} else if (!is_2xx(k)) {
+		x.url[0] = '\0'; /* name the realm, not the query with the scope */
 		http_error(err, wa->realm, &x);
 		k = status_errno(k);
 	} else {

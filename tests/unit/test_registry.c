@@ -1,0 +1,461 @@
+/* The registry client against a scripted HTTP server in a thread: token flow, Basic,
+ * redirects without Authorization, Range resume, retries, size limits, error messages. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include "common/digest.h"
+#include "common/fileio.h"
+#include "common/log.h"
+#include "fsd/image/registry.h"
+
+/* A request as the server saw it. */
+struct seen {
+	char path[256];
+	char auth[128];
+	char range[64];
+	char origin[64]; /* Host header */
+};
+
+struct server;
+typedef void (*handler_fn)(struct server *s, int fd, const struct seen *q, unsigned n);
+
+struct server {
+	int lfd;
+	unsigned port;
+	pthread_t thread;
+	handler_fn handler;
+	pthread_mutex_t lock;
+	struct seen log[64];
+	unsigned n;
+	const char *blob;
+	size_t blob_len;
+};
+
+static struct server srv;
+
+static void header_value(const char *req, const char *name, char *out, size_t size)
+{
+	const char *p = strcasestr(req, name);
+
+	out[0] = '\0';
+	if (!p)
+		return;
+	p += strlen(name);
+	while (*p == ' ')
+		p++;
+	snprintf(out, size, "%.*s", (int)strcspn(p, "\r\n"), p);
+}
+
+static void *serve(void *arg)
+{
+	struct server *s = arg;
+
+	for (;;) {
+		char req[8192];
+		size_t len = 0;
+		struct seen q;
+		int fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+		unsigned n;
+
+		if (fd < 0)
+			return NULL;
+		/* One request per connection (responses say Connection: close). */
+		while (len < sizeof(req) - 1 && !memmem(req, len, "\r\n\r\n", 4)) {
+			ssize_t k = read(fd, req + len, sizeof(req) - 1 - len);
+
+			if (k <= 0)
+				break;
+			len += (size_t)k;
+		}
+		req[len] = '\0';
+		memset(&q, 0, sizeof(q));
+		sscanf(req, "GET %255s", q.path);
+		header_value(req, "\nAuthorization:", q.auth, sizeof(q.auth));
+		header_value(req, "\nRange:", q.range, sizeof(q.range));
+		header_value(req, "\nHost:", q.origin, sizeof(q.origin));
+		pthread_mutex_lock(&s->lock);
+		n = s->n;
+		if (s->n < ARRAY_SIZE(s->log))
+			s->log[s->n++] = q;
+		pthread_mutex_unlock(&s->lock);
+		s->handler(s, fd, &q, n);
+		close(fd);
+	}
+}
+
+static void reply(int fd, const char *status, const char *headers, const void *body, size_t len)
+{
+	char h[1024];
+	int n = snprintf(h, sizeof(h), "HTTP/1.1 %s\r\nConnection: close\r\n%s\r\n", status,
+	                 headers ?: "");
+
+	assert_int_equal(write_full(fd, h, (size_t)n), 0);
+	if (len)
+		(void)write_full(fd, body, len);
+}
+
+static void reply_str(int fd, const char *status, const char *headers, const char *body)
+{
+	char h[1024];
+
+	snprintf(h, sizeof(h), "%sContent-Length: %zu\r\n", headers ?: "", strlen(body));
+	reply(fd, status, h, body, strlen(body));
+}
+
+static char big_blob[300000];
+
+static int setup(void **state)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t alen = sizeof(a);
+
+	(void)state;
+	memset(&srv, 0, sizeof(srv));
+	pthread_mutex_init(&srv.lock, NULL);
+	srv.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (srv.lfd < 0 || bind(srv.lfd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    listen(srv.lfd, 16) < 0 || getsockname(srv.lfd, (struct sockaddr *)&a, &alen) < 0)
+		return -1;
+	srv.port = ntohs(a.sin_port);
+	for (size_t i = 0; i < sizeof(big_blob); i++)
+		big_blob[i] = (char)(i * 7 + i / 251);
+	srv.blob = big_blob;
+	srv.blob_len = sizeof(big_blob);
+	/* No credentials from the machine running the tests. */
+	setenv("HOME", "/nonexistent", 1);
+	unsetenv("DOCKER_CONFIG");
+	unsetenv("XDG_RUNTIME_DIR");
+	unsetenv("REGISTRY_AUTH_FILE");
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	shutdown(srv.lfd, SHUT_RDWR);
+	close(srv.lfd);
+	if (srv.handler)
+		pthread_join(srv.thread, NULL);
+	return 0;
+}
+
+static void start(handler_fn h)
+{
+	srv.handler = h;
+	assert_int_equal(pthread_create(&srv.thread, NULL, serve, &srv), 0);
+}
+
+static struct registry *client(const char *user, const char *password)
+{
+	_cleanup_(ref_freep) struct image_ref *ref = NULL;
+	struct registry_opts o = {.username = user,
+	                          .password = password,
+	                          .backoff_ms = 1,
+	                          .timeout_s = 5,
+	                          .max_retries = 3};
+	struct registry *r = NULL;
+	char s[64];
+
+	snprintf(s, sizeof(s), "127.0.0.1:%u/ns/app:v1", srv.port);
+	assert_int_equal(ref_parse(s, &ref, NULL), 0);
+	assert_int_equal(registry_new(ref, &o, &r), 0);
+	return r;
+}
+
+static const char manifest[] = "{\"schemaVersion\":2}";
+
+/* Bearer flow: 401 → token with Basic credentials → the manifest. */
+static void h_token(struct server *s, int fd, const struct seen *q, unsigned n)
+{
+	char h[256];
+
+	(void)n;
+	if (startswith(q->path, "/token")) {
+		if (!streq(q->auth, "Basic dXNlcjpwYXNz") ||
+		    !strstr(q->path, "scope=repository%3Ans%2Fapp%3Apull") ||
+		    !strstr(q->path, "service=reg"))
+			return reply_str(fd, "401 Unauthorized", NULL, "{\"error\":\"no\"}");
+		return reply_str(fd, "200 OK", NULL,
+		                 "{\"access_token\":\"T1\",\"expires_in\":300}");
+	}
+	if (!streq(q->auth, "Bearer T1")) {
+		snprintf(h, sizeof(h),
+		         "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:%u/token\","
+		         "service=\"reg\"\r\n",
+		         s->port);
+		return reply_str(
+		    fd, "401 Unauthorized", h,
+		    "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"token\"}]}");
+	}
+	if (strstr(q->path, "/manifests/v1") || strstr(q->path, "/manifests/sha256:"))
+		return reply_str(fd, "200 OK",
+		                 "Content-Type: application/vnd.oci.image.manifest.v1+json; "
+		                 "charset=utf-8\r\n",
+		                 manifest);
+	reply_str(
+	    fd, "404 Not Found", NULL,
+	    "{\"errors\":[{\"code\":\"MANIFEST_UNKNOWN\",\"message\":\"manifest unknown\"}]}");
+}
+
+static void test_token_flow(void **state)
+{
+	_cleanup_(registry_freep) struct registry *r = client("user", "pass");
+	_cleanup_free_ char *body = NULL, *mt = NULL, *dig = NULL;
+	struct registry_error err = {""};
+	char want[DIGEST_STR_LEN + 1], url[128];
+	size_t len = 0;
+
+	(void)state;
+	start(h_token);
+	assert_int_equal(registry_get_manifest(r, "v1", 4096, &body, &len, &mt, &dig, &err), 0);
+	assert_int_equal(len, strlen(manifest));
+	assert_memory_equal(body, manifest, len);
+	assert_string_equal(mt, "application/vnd.oci.image.manifest.v1+json");
+	sha256_buf(manifest, strlen(manifest), want);
+	assert_string_equal(dig, want);
+	assert_int_equal(srv.n, 3); /* 401, token, manifest */
+	assert_string_equal(srv.log[2].auth, "Bearer T1");
+	free(TAKE_PTR(body));
+	free(TAKE_PTR(mt));
+	free(TAKE_PTR(dig));
+
+	/* The token is reused; a missing manifest names the registry's error. */
+	assert_int_equal(registry_get_manifest(r, "v2", 4096, &body, &len, &mt, &dig, &err),
+	                 -ENOENT);
+	assert_int_equal(srv.n, 4);
+	snprintf(url, sizeof(url), "GET http://127.0.0.1:%u/v2/ns/app/manifests/v2: 404 ",
+	         srv.port);
+	assert_true(startswith(err.msg, url));
+	assert_string_equal(err.msg + strlen(url), "MANIFEST_UNKNOWN: manifest unknown");
+
+	/* By digest: the body must match it. */
+	assert_int_equal(registry_get_manifest(r, want, 4096, &body, &len, &mt, &dig, &err), 0);
+	free(TAKE_PTR(body));
+	free(TAKE_PTR(mt));
+	free(TAKE_PTR(dig));
+	want[8] = want[8] == '0' ? '1' : '0';
+	assert_int_equal(registry_get_manifest(r, want, 4096, &body, &len, &mt, &dig, &err),
+	                 -EBADMSG);
+	assert_non_null(strstr(err.msg, "digest mismatch"));
+	assert_null(body);
+	assert_int_equal(registry_get_manifest(r, "../../etc", 4096, &body, &len, &mt, &dig, &err),
+	                 -EINVAL);
+}
+
+static void test_token_wrong_password(void **state)
+{
+	_cleanup_(registry_freep) struct registry *r = client("user", "nope");
+	struct registry_error err = {""};
+
+	(void)state;
+	start(h_token);
+	assert_int_equal(registry_ping(r, &err), -EACCES);
+	assert_non_null(strstr(err.msg, "/token: 401"));
+}
+
+/* Plain Basic auth. */
+static void h_basic(struct server *s, int fd, const struct seen *q, unsigned n)
+{
+	(void)s, (void)n;
+	if (!streq(q->auth, "Basic dXNlcjpwYXNz"))
+		return reply_str(
+		    fd, "401 Unauthorized", "WWW-Authenticate: Basic realm=\"r\"\r\n",
+		    "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication "
+		    "required\"}]}");
+	reply_str(fd, "200 OK", NULL, "{}");
+}
+
+static void test_basic(void **state)
+{
+	struct registry_error err = {""};
+	struct registry *r;
+
+	(void)state;
+	start(h_basic);
+	r = client(NULL, NULL);
+	assert_int_equal(registry_ping(r, &err), -EACCES);
+	assert_non_null(strstr(err.msg, "401 UNAUTHORIZED: authentication required"));
+	registry_free(r);
+	r = client("user", "wrong");
+	assert_int_equal(registry_ping(r, &err), -EACCES);
+	assert_non_null(strstr(err.msg, "credentials of 'user' rejected"));
+	registry_free(r);
+	r = client("user", "pass");
+	assert_int_equal(registry_ping(r, &err), 0);
+	registry_free(r);
+}
+
+/* Blob: the first answer breaks off after a third, the registry redirects to storage on
+ * another origin ("localhost" instead of "127.0.0.1"), which must get no Authorization. */
+static bool ignore_range;
+
+static void h_blob(struct server *s, int fd, const struct seen *q, unsigned n)
+{
+	char h[256];
+	unsigned long long from = 0;
+
+	if (startswith(q->path, "/v2/")) {
+		if (!streq(q->auth, "Basic dXNlcjpwYXNz"))
+			return reply_str(fd, "401 Unauthorized", "WWW-Authenticate: Basic\r\n", "");
+		snprintf(h, sizeof(h), "Location: http://localhost:%u/storage/b\r\n", s->port);
+		return reply_str(fd, "307 Temporary Redirect", h, "");
+	}
+	if (q->auth[0])
+		return reply_str(fd, "400 Bad Request", NULL, "leaked");
+	if (q->range[0] && !ignore_range) {
+		assert_int_equal(sscanf(q->range, "bytes=%llu-", &from), 1);
+		snprintf(
+		    h, sizeof(h), "Content-Length: %llu\r\nContent-Range: bytes %llu-%zu/%zu\r\n",
+		    (unsigned long long)(s->blob_len - from), from, s->blob_len - 1, s->blob_len);
+		if (n < 6) /* break off again, half way */
+			return reply(fd, "206 Partial Content", h, s->blob + from,
+			             (s->blob_len - from) / 2);
+		return reply(fd, "206 Partial Content", h, s->blob + from, s->blob_len - from);
+	}
+	snprintf(h, sizeof(h), "Content-Length: %zu\r\n", s->blob_len);
+	reply(fd, "200 OK", h, s->blob, n < 6 ? s->blob_len / 3 + n * 1000 : s->blob_len);
+}
+
+struct hashing {
+	struct sha256 *h;
+	uint64_t n;
+};
+
+static int hash_cb(const void *buf, size_t len, void *userdata)
+{
+	struct hashing *x = userdata;
+
+	sha256_update(x->h, buf, len);
+	x->n += len;
+	return 0;
+}
+
+static void blob_case(bool ignore, uint64_t offset)
+{
+	_cleanup_(registry_freep) struct registry *r = client("user", "pass");
+	struct registry_error err = {""};
+	struct hashing x = {sha256_new(), 0};
+	char want[DIGEST_STR_LEN + 1], got[DIGEST_STR_LEN + 1];
+
+	ignore_range = ignore;
+	start(h_blob);
+	sha256_buf(big_blob, sizeof(big_blob), want);
+	sha256_update(x.h, big_blob, offset);
+	if (registry_get_blob(r, want, offset, sizeof(big_blob), NULL, hash_cb, &x, &err) < 0)
+		fail_msg("%s", err.msg);
+	sha256_final(x.h, got);
+	sha256_free(x.h);
+	assert_int_equal(x.n, sizeof(big_blob) - offset);
+	assert_string_equal(got, want);
+	for (unsigned i = 0; i < srv.n; i++) {
+		if (startswith(srv.log[i].path, "/storage"))
+			assert_string_equal(srv.log[i].auth, "");
+	}
+	assert_true(srv.n > 6); /* it did break off and resume */
+}
+
+static void test_blob_resume_206(void **state)
+{
+	(void)state;
+	blob_case(false, 0);
+	assert_non_null(strstr(srv.log[srv.n - 1].range, "bytes="));
+}
+
+static void test_blob_resume_200(void **state)
+{
+	(void)state;
+	blob_case(true, 0);
+}
+
+static void test_blob_offset(void **state)
+{
+	(void)state;
+	blob_case(false, 1234);
+	assert_string_equal(srv.log[1].range, "bytes=1234-");
+}
+
+/* Retries: 429 with Retry-After 0, then 503, then the answer; then a permanent 503. */
+static void h_retry(struct server *s, int fd, const struct seen *q, unsigned n)
+{
+	(void)s;
+	if (strstr(q->path, "/manifests/v1")) {
+		if (n == 0)
+			return reply_str(fd, "429 Too Many Requests", "Retry-After: 0\r\n", "");
+		if (n == 1)
+			return reply_str(fd, "503 Service Unavailable", NULL, "");
+		return reply_str(fd, "200 OK", NULL, manifest);
+	}
+	if (strstr(q->path, "/manifests/loop"))
+		return reply_str(fd, "302 Found", "Location: /v2/ns/app/manifests/loop\r\n", "");
+	if (strstr(q->path, "/manifests/big"))
+		return reply_str(fd, "200 OK", NULL, "[                                        ]");
+	if (strstr(q->path, "/manifests/chunked")) {
+		reply(fd, "200 OK", "Transfer-Encoding: chunked\r\n", NULL, 0);
+		for (int i = 0; i < 10; i++)
+			(void)write_full(fd, "10\r\n0123456789abcdef\r\n", 22);
+		(void)write_full(fd, "0\r\n\r\n", 5);
+		return;
+	}
+	if (strstr(q->path, "/blobs/"))
+		return reply_str(fd, "200 OK", NULL, "0123456789");
+	reply_str(fd, "503 Service Unavailable", NULL, "");
+}
+
+static void test_retries_and_limits(void **state)
+{
+	_cleanup_(registry_freep) struct registry *r = client(NULL, NULL);
+	_cleanup_free_ char *body = NULL, *mt = NULL, *dig = NULL;
+	struct registry_error err = {""};
+	struct hashing x = {sha256_new(), 0};
+	size_t len;
+
+	(void)state;
+	start(h_retry);
+	assert_int_equal(registry_get_manifest(r, "v1", 4096, &body, &len, &mt, &dig, &err), 0);
+	assert_int_equal(srv.n, 3);
+	assert_null(mt);
+	free(TAKE_PTR(body));
+	free(TAKE_PTR(dig));
+
+	assert_int_equal(registry_ping(r, &err), -EIO);
+	assert_non_null(strstr(err.msg, "503 Service Unavailable"));
+	assert_int_equal(srv.n, 3 + 4); /* max_retries 3: four attempts */
+
+	assert_int_equal(registry_get_manifest(r, "loop", 4096, &body, &len, &mt, &dig, &err),
+	                 -ELOOP);
+	assert_non_null(strstr(err.msg, "redirects"));
+	assert_int_equal(registry_get_manifest(r, "big", 16, &body, &len, &mt, &dig, &err), -EFBIG);
+	assert_int_equal(registry_get_manifest(r, "chunked", 100, &body, &len, &mt, &dig, &err),
+	                 -EFBIG);
+	assert_int_equal(registry_get_manifest(r, "chunked", 160, &body, &len, &mt, &dig, &err), 0);
+	assert_int_equal(len, 160);
+
+	/* A blob longer than its descriptor says. */
+	assert_int_equal(
+	    registry_get_blob(
+	        r, "sha256:0000000000000000000000000000000000000000000000000000000000000000", 0, 5,
+	        NULL, hash_cb, &x, &err),
+	    -EFBIG);
+	sha256_free(x.h);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_token_flow, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_token_wrong_password, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_basic, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_blob_resume_206, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_blob_resume_200, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_blob_offset, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_retries_and_limits, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
