@@ -10,7 +10,8 @@
 struct inode {
 	uint64_t ino;        /* immutable */
 	uint64_t generation; /* immutable; 0 for lower inodes */
-	uint32_t lower;      /* canonical lower node; immutable */
+	uint32_t lower;      /* lower node of the name looked up; immutable */
+	uint32_t data;       /* its canonical node: attributes and content; immutable */
 	uint64_t nlookup;    /* kernel lookups; protected by fs->lock */
 	uint64_t refs;       /* open files/dirs, requests in flight; protected by fs->lock */
 	struct inode *next;  /* hash chain; protected by fs->lock */
@@ -158,16 +159,39 @@ static bool is_lower_ino(const struct imgfs *fs, uint64_t ino)
 	return ino >= 1 && ino <= fs->n_nodes;
 }
 
+/* The canonical node of node, range-checked. */
+static int lower_canonical(struct imgfs *fs, uint32_t node, uint32_t *ret)
+{
+	uint32_t c;
+
+	if (node >= fs->n_nodes)
+		return -EIO;
+	c = fs->lower.ops->canonical(fs->lower.data, node);
+	if (c >= fs->n_nodes)
+		return -EIO;
+	*ret = c;
+	return 0;
+}
+
 /* Finds ino, creating the object for a lower inode that has none, and takes a reference.
  * -ESTALE for numbers that name nothing. */
 static int inode_get(struct imgfs *fs, uint64_t ino, struct inode **ret)
 {
 	struct inode *inode;
+	bool lower = is_lower_ino(fs, ino);
+	uint32_t data = 0;
 
+	/* Asked of the lower before locking: the table lock never waits for the lower. */
+	if (lower) {
+		int r = lower_canonical(fs, (uint32_t)(ino - 1), &data);
+
+		if (r < 0)
+			return r;
+	}
 	pthread_mutex_lock(&fs->lock);
 	inode = table_find(fs, ino);
 	if (!inode) {
-		if (!is_lower_ino(fs, ino)) {
+		if (!lower) {
 			pthread_mutex_unlock(&fs->lock);
 			return -ESTALE;
 		}
@@ -179,6 +203,7 @@ static int inode_get(struct imgfs *fs, uint64_t ino, struct inode **ret)
 		inode->ino = ino;
 		inode->generation = lower_generation;
 		inode->lower = (uint32_t)(ino - 1);
+		inode->data = data;
 		if (fs->n_inodes >= fs->n_buckets * 2)
 			table_grow(fs);
 		inode->next = fs->buckets[bucket_of(fs, ino)];
@@ -270,26 +295,15 @@ static bool valid_type(mode_t mode)
 	}
 }
 
-/* The canonical node of node, range-checked. */
-static int lower_canonical(struct imgfs *fs, uint32_t node, uint32_t *ret)
-{
-	uint32_t c;
-
-	if (node >= fs->n_nodes)
-		return -EIO;
-	c = fs->lower.ops->canonical(fs->lower.data, node);
-	if (c >= fs->n_nodes)
-		return -EIO;
-	*ret = c;
-	return 0;
-}
-
-/* Attributes of a canonical lower node, with st_ino forced to the inode number. */
+/* Attributes of a lower node: those of its canonical node, whose number + 1 is st_ino. */
 static int lower_stat(struct imgfs *fs, uint32_t node, struct stat *ret)
 {
 	struct stat st;
 	int r;
 
+	r = lower_canonical(fs, node, &node);
+	if (r < 0)
+		return r;
 	memset(&st, 0, sizeof(st));
 	r = fs->lower.ops->stat(fs->lower.data, node, &st);
 	if (r < 0)
@@ -310,16 +324,12 @@ static int lower_stat(struct imgfs *fs, uint32_t node, struct stat *ret)
 static int fill_entry(struct imgfs *fs, uint32_t node, struct imgfs_entry *ret)
 {
 	struct imgfs_entry e = {0};
-	uint32_t c;
 	int r;
 
-	r = lower_canonical(fs, node, &c);
+	r = lower_stat(fs, node, &e.st);
 	if (r < 0)
 		return r;
-	r = lower_stat(fs, c, &e.st);
-	if (r < 0)
-		return r;
-	e.ino = (uint64_t)c + 1;
+	e.ino = (uint64_t)node + 1;
 	e.generation = lower_generation;
 	*ret = e;
 	return 0;
@@ -327,7 +337,7 @@ static int fill_entry(struct imgfs *fs, uint32_t node, struct imgfs_entry *ret)
 
 static int inode_stat(struct imgfs *fs, const struct inode *inode, struct stat *ret)
 {
-	return lower_stat(fs, inode->lower, ret);
+	return lower_stat(fs, inode->data, ret);
 }
 
 static bool valid_name(const char *name)
@@ -396,7 +406,7 @@ int imgfs_readlink(struct imgfs *fs, uint64_t ino, char *buf, size_t size)
 	r = inode_get(fs, ino, &inode);
 	if (r < 0)
 		return r;
-	r = fs->lower.ops->readlink(fs->lower.data, inode->lower, buf, size);
+	r = fs->lower.ops->readlink(fs->lower.data, inode->data, buf, size);
 	inode_put(fs, inode, false);
 	if (r < 0)
 		return r;
@@ -452,7 +462,7 @@ ssize_t imgfs_read(struct imgfs *fs, struct imgfs_file *f, void *buf, size_t siz
 	if (size > SSIZE_MAX)
 		size = SSIZE_MAX;
 	while (done < size) {
-		ssize_t n = fs->lower.ops->read(fs->lower.data, f->inode->lower, (char *)buf + done,
+		ssize_t n = fs->lower.ops->read(fs->lower.data, f->inode->data, (char *)buf + done,
 		                                size - done, off + done);
 		if (n < 0)
 			return done > 0 ? (ssize_t)done : n;
@@ -473,7 +483,7 @@ int64_t imgfs_lseek(struct imgfs *fs, struct imgfs_file *f, uint64_t off, int wh
 		return -EINVAL;
 	if (off > INT64_MAX)
 		return -ENXIO;
-	r = fs->lower.ops->seek(fs->lower.data, f->inode->lower, off, whence);
+	r = fs->lower.ops->seek(fs->lower.data, f->inode->data, off, whence);
 	if (r >= 0 && (uint64_t)r < off)
 		return -EIO;
 	return r;
@@ -621,7 +631,7 @@ ssize_t imgfs_getxattr(struct imgfs *fs, uint64_t ino, const char *name, void *b
 	r = inode_get(fs, ino, &inode);
 	if (r < 0)
 		return r;
-	r = fs->lower.ops->getxattr(fs->lower.data, inode->lower, name, buf, size);
+	r = fs->lower.ops->getxattr(fs->lower.data, inode->data, name, buf, size);
 	inode_put(fs, inode, false);
 	if (r > 0 && size > 0 && (size_t)r > size)
 		return -EIO;
@@ -636,7 +646,7 @@ ssize_t imgfs_listxattr(struct imgfs *fs, uint64_t ino, char *buf, size_t size)
 	r = inode_get(fs, ino, &inode);
 	if (r < 0)
 		return r;
-	r = fs->lower.ops->listxattr(fs->lower.data, inode->lower, buf, size);
+	r = fs->lower.ops->listxattr(fs->lower.data, inode->data, buf, size);
 	inode_put(fs, inode, false);
 	if (r < 0)
 		return r;

@@ -1,10 +1,13 @@
 /* The filesystem of a mount, without FUSE: an inode table over the lower tree (later the
  * writable upper layer too), answering the questions a FUSE daemon is asked.
  *
- * Inodes are named by 64-bit numbers, as the kernel sees them. A lower node n is inode
- * canonical(n) + 1, so the root is inode 1 (IMGFS_ROOT_INO == FUSE_ROOT_ID) and every
- * member of a hardlink group is the same inode. Inode numbers of the lower are stable for
- * the life of the image (generation 0); inodes that can be reused carry a generation.
+ * Inodes are named by 64-bit numbers, as the kernel sees them (FUSE node ids). A lower
+ * node n is inode n + 1, so the root is inode 1 (IMGFS_ROOT_INO == FUSE_ROOT_ID); its
+ * st_ino is canonical(n) + 1, so the names of a hardlink group share st_ino and st_nlink
+ * (what stat(2) users see) while each name is its own inode for the kernel: the writable
+ * layer can copy one name up and break it out of the group, as overlayfs does without an
+ * index. Lower inode numbers are stable for the life of the image (generation 0); inodes
+ * that can be reused carry a generation.
  *
  * Reference counting: imgfs_lookup() (and each entry that imgfs_readdir() in plus mode
  * hands out and the caller accepts) counts one kernel lookup of that inode;
