@@ -579,9 +579,11 @@ int cmd_mount(int argc, char **argv)
 	}
 	if (pid == 0) {
 		/* The daemon: its own session, so the terminal's signals do not reach it;
-		 * messages go to the parent until the mount is live. */
+		 * messages go to the parent until the mount is live. A parent interrupted
+		 * meanwhile must not kill it half-way with SIGPIPE. */
 		close(pipefd[0]);
 		setsid();
+		signal(SIGPIPE, SIG_IGN);
 		log_set_fd(pipefd[1], false);
 		r = run_daemon(&ctx, pipefd[1]);
 		_exit(r < 0 ? 1 : 0);
