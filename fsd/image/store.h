@@ -10,7 +10,16 @@
  *
  * Every write is atomic (tmp file, fsync, rename, fsync dir). A blob appears in blobs/
  * only after its digest was verified. index.json is rewritten under an exclusive flock
- * of ROOT/index.lock, so concurrent processes never lose a ref.
+ * of ROOT/index.lock, so concurrent processes never lose a ref. Whoever writes to blobs/,
+ * idx/, trees/ or tmp/ holds the store lock shared (store_lock_shared()): gc, holding it
+ * exclusive, treats whatever it finds there as finished or abandoned.
+ *
+ * Refs: an index.json entry carries org.opencontainers.image.ref.name = the canonical
+ * reference when that fits the OCI ref.name grammar (every registry reference except IPv6
+ * hosts and Docker names with "__"), so `skopeo inspect oci:ROOT:NAME` and
+ * `umoci unpack --image ROOT:NAME` find it. Other names (oci:…, docker-archive:…, tarball
+ * paths) get a valid alias (store_ref_annotation()) as ref.name and the canonical name in
+ * io.imgfs.ref.name. Entries written by other tools are kept and known by their ref.name.
  * Thread safety: a struct store may be shared by threads; it holds no mutable state
  * besides its fds. */
 #pragma once
@@ -30,6 +39,7 @@ struct store {
  * LOCK_SH on its ROOT/mounts/NAME/state file, which names the manifest it uses. */
 int store_open(const char *root, struct store **ret);
 void store_free(struct store *s);
+/* Takes the store lock shared (waits for a running gc); held until store_free(). */
 int store_lock_shared(struct store *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct store *, store_free);
 
@@ -41,11 +51,12 @@ int store_default_root(char **ret);
 bool store_has_blob(struct store *s, const char *digest);
 /* Opens blobs/… read-only. */
 int store_open_blob(struct store *s, const char *digest, int *ret_fd);
-/* Reads a small blob (manifest, config) into memory; -EFBIG beyond max. */
+/* Reads a small blob (manifest, config) into memory (NUL-terminated, free()); -EFBIG
+ * beyond max, -EBADMSG when the content no longer matches its digest. */
 int store_read_blob(struct store *s, const char *digest, size_t max, char **ret_buf,
                     size_t *ret_len);
 /* Verifies buf against digest and stores it atomically (no-op when present). -EBADMSG
- * on mismatch. */
+ * on mismatch, and nothing is written. */
 int store_put_blob(struct store *s, const char *digest, const void *buf, size_t len);
 
 /* Opens (creating) ROOT/tmp/HEX.partial for a download of digest, O_RDWR, positioned
@@ -59,10 +70,14 @@ int store_commit_partial(struct store *s, const char *digest, int fd);
 /* Removes the partial file of digest (after a digest mismatch). */
 int store_discard_partial(struct store *s, const char *digest);
 
-/* Path relative to the root for kind "blobs", "idx" or "trees" of digest, in buf. */
+/* Path relative to the root for kind "blobs", "idx" or "trees" of digest, in buf.
+ * Returns buf, or NULL (and buf "") when digest is not a valid sha256 digest. */
 const char *store_path(const char *kind, const char *digest, char *buf, size_t size);
 
-/* Refs in index.json. name is the canonical reference (struct image_ref.name). */
+/* Refs in index.json. name is the canonical reference (struct image_ref.name).
+ * store_ref_set replaces any entry of that name (and any entry of another tool with the
+ * same ref.name) in place, else appends; only media_type, digest and size of manifest are
+ * recorded. Read-modify-write under the index lock; never loses a concurrent update. */
 int store_ref_set(struct store *s, const char *name, const struct descriptor *manifest);
 /* Returns 0 and the manifest descriptor, -ENOENT when no such ref. */
 int store_ref_get(struct store *s, const char *name, struct descriptor *ret);
@@ -75,8 +90,30 @@ struct store_ref {
 int store_ref_list(struct store *s, struct store_ref **ret, size_t *ret_n);
 void store_refs_free(struct store_ref *refs, size_t n);
 
+/* True when s fits the OCI org.opencontainers.image.ref.name grammar (which skopeo and
+ * umoci enforce): components of alphanumerics joined by one of -._:@+ or "--", separated
+ * by '/'. */
+bool store_ref_name_valid(const char *s);
+/* The ref.name recorded for the canonical name: name itself when valid, else its runs of
+ * alphanumerics joined by '-' plus '-' and 16 hex digits of sha256(name)
+ * ("/srv/rootfs.tar.gz" -> "srv-rootfs-tar-gz-0123456789abcdef"). Malloc'ed. */
+int store_ref_annotation(const char *name, char **ret);
+
+/* Registers a live mount: writes ROOT/mounts/NAME/state ({"manifest": digest})
+ * atomically, opens it and takes LOCK_SH on it. The returned fd (O_CLOEXEC) keeps the
+ * mount live for gc until it is closed (also across fork: keep it in the daemon). Call it
+ * while holding the store lock shared, so that a gc cannot run in between. -EBUSY when a
+ * live mount already has that name; -EINVAL for a name with '/' or a bad digest. */
+int store_mount_register(struct store *s, const char *name, const char *manifest_digest,
+                         int *ret_fd);
+
 /* Removes blobs, idx, trees and tmp files not reachable from a ref or from a live mount
- * (ROOT/mounts/NAME/state names the manifest). Takes the store lock exclusive for the
- * duration: waits for pulls and mounts to finish starting. Reports what it removed
- * through *ret_removed / *ret_bytes (may be NULL). */
+ * (ROOT/mounts/NAME/state names the manifest). Reachable: every index.json entry (named
+ * or not), and recursively every descriptor of a stored manifest or index (config,
+ * layers, child manifests, subject); idx/HEX and idx/HEX.zst belong to layer HEX,
+ * trees/HEX to manifest HEX. Partial files locked by a pull are kept, other tmp/ files
+ * removed; mounts/ is never touched. Takes the store lock exclusive for the duration
+ * (waits for pulls and mounts to finish starting) and releases it at the end (a shared
+ * lock held before by this store is released too). Reports what it removed through
+ * *ret_removed / *ret_bytes (may be NULL). */
 int store_gc(struct store *s, unsigned *ret_removed, uint64_t *ret_bytes);

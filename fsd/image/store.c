@@ -1,0 +1,1028 @@
+/* The OCI-layout store. The layout is what skopeo, umoci and oras read; idx/, trees/,
+ * mounts/, tmp/ and the two lock files are ours and ignored by them. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include "common/digest.h"
+#include "common/fileio.h"
+#include "store.h"
+
+#define ANNOTATION_REF "org.opencontainers.image.ref.name"
+#define ANNOTATION_IMGFS_REF "io.imgfs.ref.name"
+#define INDEX_MAX_SIZE (64u << 20)
+#define STATE_MAX_SIZE 4096
+#define REF_NAME_MAX 4096
+#define GC_MAX_DEPTH 8
+
+static const char *const store_dirs[] = {"blobs/sha256", "idx/sha256", "trees/sha256", "mounts",
+                                         "tmp"};
+
+static int flock_retry(int fd, int op)
+{
+	while (flock(fd, op) < 0) {
+		if (errno != EINTR)
+			return -errno;
+	}
+	return 0;
+}
+
+void store_free(struct store *s)
+{
+	if (!s)
+		return;
+	if (s->root_fd >= 0)
+		close(s->root_fd);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd);
+	free(s->root);
+	free(s);
+}
+
+const char *store_path(const char *kind, const char *digest, char *buf, size_t size)
+{
+	int n;
+
+	if (!digest_valid(digest))
+		goto bad;
+	n = snprintf(buf, size, "%s/sha256/%s", kind, digest_hex(digest));
+	if (n < 0 || (size_t)n >= size)
+		goto bad;
+	return buf;
+bad:
+	if (size)
+		buf[0] = '\0';
+	return NULL;
+}
+
+static int open_index_lock(struct store *s, int *ret_fd)
+{
+	_cleanup_close_ int fd =
+	    openat(s->root_fd, "index.lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	int r;
+
+	if (fd < 0)
+		return -errno;
+	r = flock_retry(fd, LOCK_EX);
+	if (r < 0)
+		return r;
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+static int write_json_atomic(struct store *s, const char *path, json_t *j)
+{
+	_cleanup_free_ char *buf = json_dumps(j, JSON_COMPACT);
+
+	if (!buf)
+		return -ENOMEM;
+	return write_file_atomic(s->root_fd, path, buf, strlen(buf), 0644);
+}
+
+static json_t *empty_index(void)
+{
+	return json_pack("{s:i, s:s, s:[]}", "schemaVersion", 2, "mediaType", MT_OCI_INDEX,
+	                 "manifests");
+}
+
+/* Reads index.json. The caller holds the index lock when it will write it back. A store
+ * without one yet reads as an empty index. */
+static int index_load(struct store *s, json_t **ret)
+{
+	_cleanup_free_ char *buf = NULL;
+	json_error_t jerr;
+	json_t *root, *manifests;
+	size_t len = 0;
+	int r;
+
+	r = read_file_full(s->root_fd, "index.json", INDEX_MAX_SIZE, &buf, &len);
+	if (r == -ENOENT) {
+		root = empty_index();
+		if (!root)
+			return -ENOMEM;
+		*ret = root;
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	root = json_loadb(buf, len, 0, &jerr);
+	if (!root)
+		return -EBADMSG;
+	manifests = json_object_get(root, "manifests");
+	if (!json_is_object(root) || (manifests && !json_is_array(manifests))) {
+		json_decref(root);
+		return -EBADMSG;
+	}
+	if (!manifests && json_object_set_new(root, "manifests", json_array()) < 0) {
+		json_decref(root);
+		return -ENOMEM;
+	}
+	*ret = root;
+	return 0;
+}
+
+static int ensure_layout(struct store *s)
+{
+	_cleanup_free_ char *buf = NULL;
+	static const char layout[] = "{\"imageLayoutVersion\":\"1.0.0\"}";
+	_cleanup_close_ int lfd = -1;
+	json_error_t jerr;
+	json_t *j;
+	bool ok;
+	int r;
+
+	for (size_t i = 0; i < ARRAY_SIZE(store_dirs); i++) {
+		r = mkdir_p_at(s->root_fd, store_dirs[i], 0755);
+		if (r < 0)
+			return r;
+	}
+	r = read_file_full(s->root_fd, "oci-layout", 4096, &buf, NULL);
+	if (r == -ENOENT) {
+		r = write_file_atomic(s->root_fd, "oci-layout", layout, strlen(layout), 0644);
+		if (r < 0)
+			return r;
+	} else if (r < 0) {
+		return r;
+	} else {
+		j = json_loads(buf, 0, &jerr);
+		ok = j && json_is_string(json_object_get(j, "imageLayoutVersion")) &&
+		     startswith(json_string_value(json_object_get(j, "imageLayoutVersion")), "1.");
+		json_decref(j);
+		if (!ok)
+			return -EPROTONOSUPPORT;
+	}
+	if (faccessat(s->root_fd, "index.json", F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		return 0;
+	r = open_index_lock(s, &lfd);
+	if (r < 0)
+		return r;
+	if (faccessat(s->root_fd, "index.json", F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		return 0;
+	j = empty_index();
+	if (!j)
+		return -ENOMEM;
+	r = write_json_atomic(s, "index.json", j);
+	json_decref(j);
+	return r;
+}
+
+int store_open(const char *root, struct store **ret)
+{
+	_cleanup_(store_freep) struct store *s = NULL;
+	int r;
+
+	if (!root || !*root)
+		return -EINVAL;
+	r = mkdir_p_at(AT_FDCWD, root, 0700);
+	if (r < 0)
+		return r;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->root_fd = s->lock_fd = -1;
+	s->root = strdup(root);
+	if (!s->root)
+		return -ENOMEM;
+	s->root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (s->root_fd < 0)
+		return -errno;
+	r = ensure_layout(s);
+	if (r < 0)
+		return r;
+	s->lock_fd = openat(s->root_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (s->lock_fd < 0)
+		return -errno;
+	*ret = TAKE_PTR(s);
+	return 0;
+}
+
+int store_lock_shared(struct store *s)
+{
+	return flock_retry(s->lock_fd, LOCK_SH);
+}
+
+int store_default_root(char **ret)
+{
+	const char *e = getenv("IMGFS_ROOT");
+	char *r;
+
+	if (e && *e)
+		r = strdup(e);
+	else if (geteuid() == 0)
+		r = strdup("/var/lib/imgfs");
+	else if ((e = getenv("XDG_DATA_HOME")) && e[0] == '/')
+		r = path_join(e, "imgfs");
+	else if ((e = getenv("HOME")) && e[0] == '/')
+		r = path_join(e, ".local/share/imgfs");
+	else
+		return -ENOENT;
+	if (!r)
+		return -ENOMEM;
+	*ret = r;
+	return 0;
+}
+
+/* Blobs */
+
+bool store_has_blob(struct store *s, const char *digest)
+{
+	char path[128];
+	struct stat st;
+
+	if (!store_path("blobs", digest, path, sizeof(path)))
+		return false;
+	return fstatat(s->root_fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
+}
+
+int store_open_blob(struct store *s, const char *digest, int *ret_fd)
+{
+	char path[128];
+	int fd;
+
+	if (!store_path("blobs", digest, path, sizeof(path)))
+		return -EINVAL;
+	fd = openat(s->root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	*ret_fd = fd;
+	return 0;
+}
+
+int store_read_blob(struct store *s, const char *digest, size_t max, char **ret_buf,
+                    size_t *ret_len)
+{
+	_cleanup_free_ char *buf = NULL;
+	char path[128], got[DIGEST_STR_LEN + 1];
+	size_t len = 0;
+	int r;
+
+	if (!store_path("blobs", digest, path, sizeof(path)))
+		return -EINVAL;
+	r = read_file_full(s->root_fd, path, max, &buf, &len);
+	if (r < 0)
+		return r;
+	/* Small blobs are checked again: a flipped bit in a manifest must not become a
+	 * different image. */
+	sha256_buf(buf, len, got);
+	if (!streq(got, digest))
+		return -EBADMSG;
+	*ret_buf = TAKE_PTR(buf);
+	if (ret_len)
+		*ret_len = len;
+	return 0;
+}
+
+int store_put_blob(struct store *s, const char *digest, const void *buf, size_t len)
+{
+	char path[128], got[DIGEST_STR_LEN + 1];
+
+	if (!store_path("blobs", digest, path, sizeof(path)))
+		return -EINVAL;
+	sha256_buf(buf, len, got);
+	if (!streq(got, digest))
+		return -EBADMSG;
+	if (store_has_blob(s, digest))
+		return 0;
+	return write_file_atomic(s->root_fd, path, buf, len, 0644);
+}
+
+static void partial_path(const char *digest, char *buf, size_t size)
+{
+	snprintf(buf, size, "tmp/%s.partial", digest_hex(digest));
+}
+
+int store_open_partial(struct store *s, const char *digest, int *ret_fd, uint64_t *ret_size)
+{
+	char path[128];
+
+	if (!digest_valid(digest))
+		return -EINVAL;
+	partial_path(digest, path, sizeof(path));
+	for (;;) {
+		_cleanup_close_ int fd = -1;
+		struct stat st, st_path;
+		int r;
+
+		fd = openat(s->root_fd, path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+		if (fd < 0)
+			return -errno;
+		r = flock_retry(fd, LOCK_EX);
+		if (r < 0)
+			return r;
+		/* The previous holder may have committed (renamed) or discarded (unlinked) the
+		 * file we waited on: then lock whatever the path names now. */
+		if (fstat(fd, &st) < 0)
+			return -errno;
+		if (fstatat(s->root_fd, path, &st_path, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT)
+				continue;
+			return -errno;
+		}
+		if (st.st_dev != st_path.st_dev || st.st_ino != st_path.st_ino)
+			continue;
+		if (!S_ISREG(st.st_mode))
+			return -EINVAL;
+		*ret_size = (uint64_t)st.st_size;
+		*ret_fd = TAKE_FD(fd);
+		return 0;
+	}
+}
+
+int store_commit_partial(struct store *s, const char *digest, int fd)
+{
+	char from[128], to[128];
+	struct stat st, st_path;
+	int r;
+
+	if (!store_path("blobs", digest, to, sizeof(to)))
+		return -EINVAL;
+	partial_path(digest, from, sizeof(from));
+	if (fstat(fd, &st) < 0 || fstatat(s->root_fd, from, &st_path, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (st.st_dev != st_path.st_dev || st.st_ino != st_path.st_ino)
+		return -ESTALE;
+	if (fsync(fd) < 0)
+		return -errno;
+	if (renameat(s->root_fd, from, s->root_fd, to) < 0)
+		return -errno;
+	r = fsync_dir_at(s->root_fd, "blobs/sha256");
+	if (r < 0)
+		return r;
+	return fsync_dir_at(s->root_fd, "tmp");
+}
+
+int store_discard_partial(struct store *s, const char *digest)
+{
+	char path[128];
+
+	if (!digest_valid(digest))
+		return -EINVAL;
+	partial_path(digest, path, sizeof(path));
+	if (unlinkat(s->root_fd, path, 0) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+/* Refs */
+
+/* The grammar of org.opencontainers.image.ref.name (image-spec annotations.md), which
+ * skopeo's and umoci's oci: readers enforce:
+ *   ref ::= component ("/" component)*; component ::= alnum (separator alnum)*;
+ *   alnum ::= [A-Za-z0-9]+; separator ::= [-._:@+] | "--" */
+bool store_ref_name_valid(const char *s)
+{
+	bool need_alnum = true;
+
+	if (!s || !*s)
+		return false;
+	for (const char *p = s; *p;) {
+		char c = *p;
+
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
+			need_alnum = false;
+			p++;
+			continue;
+		}
+		if (need_alnum)
+			return false;
+		if (c == '-' && p[1] == '-')
+			p += 2;
+		else if (c == '/' || strchr("-._:@+", c))
+			p++;
+		else
+			return false;
+		need_alnum = true;
+	}
+	return !need_alnum;
+}
+
+int store_ref_annotation(const char *name, char **ret)
+{
+	char digest[DIGEST_STR_LEN + 1];
+	char *out, *o;
+	size_t n = 0;
+	bool sep = false;
+
+	if (!name || !*name)
+		return -EINVAL;
+	if (store_ref_name_valid(name)) {
+		out = strdup(name);
+		if (!out)
+			return -ENOMEM;
+		*ret = out;
+		return 0;
+	}
+	/* Runs of alphanumerics joined by '-', then a hash of the whole name so that two names
+	 * that differ only in punctuation stay apart. */
+	sha256_buf(name, strlen(name), digest);
+	out = malloc(96 + 1 + 16 + 1);
+	if (!out)
+		return -ENOMEM;
+	o = out;
+	for (const char *p = name; *p && n < 96; p++) {
+		char c = *p;
+
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
+			if (sep && o != out) {
+				*o++ = '-';
+				n++;
+			}
+			sep = false;
+			*o++ = c;
+			n++;
+		} else {
+			sep = true;
+		}
+	}
+	if (o != out)
+		*o++ = '-';
+	memcpy(o, digest_hex(digest), 16);
+	o[16] = '\0';
+	*ret = out;
+	return 0;
+}
+
+static const char *json_str(json_t *obj, const char *key)
+{
+	json_t *v = json_object_get(obj, key);
+
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/* The name imgfs knows an index.json entry by: our own annotation when the canonical
+ * name could not be the ref.name, else the ref.name (also for entries of other tools). */
+static const char *entry_name(json_t *entry)
+{
+	json_t *ann = json_object_get(entry, "annotations");
+	const char *n;
+
+	if (!json_is_object(ann))
+		return NULL;
+	n = json_str(ann, ANNOTATION_IMGFS_REF);
+	return n ? n : json_str(ann, ANNOTATION_REF);
+}
+
+static const char *entry_ref_annotation(json_t *entry)
+{
+	return json_str(json_object_get(entry, "annotations"), ANNOTATION_REF);
+}
+
+static int entry_descriptor(json_t *entry, struct descriptor *ret)
+{
+	const char *mt = json_str(entry, "mediaType"), *digest = json_str(entry, "digest");
+	json_t *size = json_object_get(entry, "size");
+	struct descriptor d = {0};
+
+	if (!mt || !digest_valid(digest) || !json_is_integer(size) || json_integer_value(size) < 0)
+		return -EBADMSG;
+	d.media_type = strdup(mt);
+	d.digest = strdup(digest);
+	d.size = (uint64_t)json_integer_value(size);
+	if (!d.media_type || !d.digest) {
+		descriptor_clear(&d);
+		return -ENOMEM;
+	}
+	*ret = d;
+	return 0;
+}
+
+static bool ref_name_ok(const char *name)
+{
+	size_t n;
+
+	if (!name)
+		return false;
+	n = strlen(name);
+	if (n == 0 || n > REF_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+			return false;
+	return true;
+}
+
+int store_ref_set(struct store *s, const char *name, const struct descriptor *manifest)
+{
+	_cleanup_close_ int lfd = -1;
+	_cleanup_free_ char *ann_name = NULL;
+	json_auto_t *root = NULL;
+	json_t *manifests, *entry, *ann;
+	size_t i, pos = SIZE_MAX;
+	int r;
+
+	if (!ref_name_ok(name) || !manifest || !manifest->media_type ||
+	    !digest_valid(manifest->digest) || manifest->size > (UINT64_C(1) << 53))
+		return -EINVAL;
+	r = store_ref_annotation(name, &ann_name);
+	if (r < 0)
+		return r;
+	entry = json_pack("{s:s, s:s, s:I}", "mediaType", manifest->media_type, "digest",
+	                  manifest->digest, "size", (json_int_t)manifest->size);
+	ann = json_object();
+	if (!entry || !ann || json_object_set_new(entry, "annotations", ann) < 0) {
+		json_decref(entry);
+		return -ENOMEM;
+	}
+	if (json_object_set_new(ann, ANNOTATION_REF, json_string(ann_name)) < 0 ||
+	    (!streq(ann_name, name) &&
+	     json_object_set_new(ann, ANNOTATION_IMGFS_REF, json_string(name)) < 0)) {
+		json_decref(entry);
+		return -ENOMEM;
+	}
+
+	r = open_index_lock(s, &lfd);
+	if (r >= 0)
+		r = index_load(s, &root);
+	if (r < 0) {
+		json_decref(entry);
+		return r;
+	}
+	manifests = json_object_get(root, "manifests");
+	/* One entry per name, and one per ref.name: an entry of another tool with the same
+	 * ref.name would make `oci:ROOT:NAME` ambiguous for skopeo and umoci. */
+	for (i = 0; i < json_array_size(manifests);) {
+		json_t *e = json_array_get(manifests, i);
+		const char *en = entry_name(e), *er = entry_ref_annotation(e);
+
+		if ((en && streq(en, name)) || (er && streq(er, ann_name))) {
+			if (pos == SIZE_MAX)
+				pos = i;
+			json_array_remove(manifests, i);
+			continue;
+		}
+		i++;
+	}
+	if (pos == SIZE_MAX)
+		r = json_array_append_new(manifests, entry);
+	else
+		r = json_array_insert_new(manifests, pos, entry);
+	if (r < 0)
+		return -ENOMEM;
+	return write_json_atomic(s, "index.json", root);
+}
+
+int store_ref_get(struct store *s, const char *name, struct descriptor *ret)
+{
+	json_auto_t *root = NULL;
+	json_t *manifests;
+	int r;
+
+	if (!name)
+		return -EINVAL;
+	r = index_load(s, &root);
+	if (r < 0)
+		return r;
+	manifests = json_object_get(root, "manifests");
+	for (size_t i = 0; i < json_array_size(manifests); i++) {
+		json_t *e = json_array_get(manifests, i);
+		const char *en = entry_name(e);
+
+		if (en && streq(en, name))
+			return entry_descriptor(e, ret);
+	}
+	return -ENOENT;
+}
+
+int store_ref_remove(struct store *s, const char *name)
+{
+	_cleanup_close_ int lfd = -1;
+	json_auto_t *root = NULL;
+	json_t *manifests;
+	bool found = false;
+	int r;
+
+	if (!name)
+		return -EINVAL;
+	r = open_index_lock(s, &lfd);
+	if (r < 0)
+		return r;
+	r = index_load(s, &root);
+	if (r < 0)
+		return r;
+	manifests = json_object_get(root, "manifests");
+	for (size_t i = 0; i < json_array_size(manifests);) {
+		const char *en = entry_name(json_array_get(manifests, i));
+
+		if (en && streq(en, name)) {
+			json_array_remove(manifests, i);
+			found = true;
+			continue;
+		}
+		i++;
+	}
+	if (!found)
+		return -ENOENT;
+	return write_json_atomic(s, "index.json", root);
+}
+
+void store_refs_free(struct store_ref *refs, size_t n)
+{
+	if (!refs)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(refs[i].name);
+		descriptor_clear(&refs[i].desc);
+	}
+	free(refs);
+}
+
+int store_ref_list(struct store *s, struct store_ref **ret, size_t *ret_n)
+{
+	json_auto_t *root = NULL;
+	json_t *manifests;
+	struct store_ref *refs;
+	size_t n = 0, cap;
+	int r;
+
+	r = index_load(s, &root);
+	if (r < 0)
+		return r;
+	manifests = json_object_get(root, "manifests");
+	cap = json_array_size(manifests);
+	refs = calloc(cap ? cap : 1, sizeof(*refs));
+	if (!refs)
+		return -ENOMEM;
+	for (size_t i = 0; i < cap; i++) {
+		json_t *e = json_array_get(manifests, i);
+		const char *en = entry_name(e);
+
+		if (!en)
+			continue; /* an unnamed entry is no ref */
+		r = entry_descriptor(e, &refs[n].desc);
+		if (r == -EBADMSG)
+			continue; /* another tool's entry we cannot use (sha512 …) */
+		if (r < 0)
+			goto fail;
+		refs[n].name = strdup(en);
+		n++;
+		if (!refs[n - 1].name) {
+			r = -ENOMEM;
+			goto fail;
+		}
+	}
+	*ret = refs;
+	*ret_n = n;
+	return 0;
+fail:
+	store_refs_free(refs, n);
+	return r;
+}
+
+/* Mounts */
+
+static bool mount_name_ok(const char *name)
+{
+	if (!name || !*name || streq(name, ".") || streq(name, "..") || strlen(name) > 255)
+		return false;
+	return !strchr(name, '/');
+}
+
+int store_mount_register(struct store *s, const char *name, const char *manifest_digest,
+                         int *ret_fd)
+{
+	_cleanup_free_ char *dir = NULL, *state = NULL;
+	_cleanup_close_ int fd = -1;
+	json_auto_t *j = NULL;
+	int r;
+
+	if (!mount_name_ok(name) || !digest_valid(manifest_digest))
+		return -EINVAL;
+	if (asprintf(&dir, "mounts/%s", name) < 0) {
+		dir = NULL;
+		return -ENOMEM;
+	}
+	if (asprintf(&state, "mounts/%s/state", name) < 0) {
+		state = NULL;
+		return -ENOMEM;
+	}
+	r = mkdir_p_at(s->root_fd, dir, 0700);
+	if (r < 0)
+		return r;
+	/* A live mount of that name keeps its state: two daemons must not share an upper. */
+	fd = openat(s->root_fd, state, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0)
+		return errno == EWOULDBLOCK ? -EBUSY : -errno;
+	if (fd >= 0)
+		close(TAKE_FD(fd));
+	j = json_pack("{s:s}", "manifest", manifest_digest);
+	if (!j)
+		return -ENOMEM;
+	r = write_json_atomic(s, state, j);
+	if (r < 0)
+		return r;
+	fd = openat(s->root_fd, state, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	r = flock_retry(fd, LOCK_SH);
+	if (r < 0)
+		return r;
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+/* gc */
+
+struct digest_set {
+	char (*hex)[DIGEST_HEX_LEN + 1];
+	size_t n, cap;
+	bool sorted; /* after marking: looked up by bsearch */
+};
+
+static int hex_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, DIGEST_HEX_LEN);
+}
+
+static bool set_has(const struct digest_set *set, const char *hex)
+{
+	if (set->sorted)
+		return bsearch(hex, set->hex, set->n, sizeof(*set->hex), hex_cmp) != NULL;
+	for (size_t i = 0; i < set->n; i++)
+		if (memcmp(set->hex[i], hex, DIGEST_HEX_LEN) == 0)
+			return true;
+	return false;
+}
+
+/* Adds hex; returns 1 when it was new. */
+static int set_add(struct digest_set *set, const char *hex)
+{
+	if (set_has(set, hex))
+		return 0;
+	if (set->n == set->cap) {
+		size_t cap = set->cap ? set->cap * 2 : 64;
+		void *p = realloc(set->hex, cap * sizeof(*set->hex));
+
+		if (!p)
+			return -ENOMEM;
+		set->hex = p;
+		set->cap = cap;
+	}
+	memcpy(set->hex[set->n], hex, DIGEST_HEX_LEN);
+	set->hex[set->n][DIGEST_HEX_LEN] = '\0';
+	set->n++;
+	return 1;
+}
+
+static int mark_digest(struct store *s, struct digest_set *set, const char *digest, int depth);
+
+/* Marks every descriptor found in a JSON document (config, layers, manifests, subject…),
+ * so that artifacts of other tools survive as well as our images. */
+static int mark_json(struct store *s, struct digest_set *set, json_t *j, int depth)
+{
+	const char *key;
+	json_t *v;
+	size_t i;
+	int r;
+
+	if (json_is_array(j)) {
+		json_array_foreach(j, i, v)
+		{
+			r = mark_json(s, set, v, depth);
+			if (r < 0)
+				return r;
+		}
+		return 0;
+	}
+	if (!json_is_object(j))
+		return 0;
+	if (json_is_string(json_object_get(j, "mediaType")) &&
+	    digest_valid(json_str(j, "digest"))) {
+		r = mark_digest(s, set, json_str(j, "digest"), depth + 1);
+		if (r < 0)
+			return r;
+	}
+	json_object_foreach(j, key, v)
+	{
+		if (json_is_object(v) || json_is_array(v)) {
+			r = mark_json(s, set, v, depth);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+static int mark_digest(struct store *s, struct digest_set *set, const char *digest, int depth)
+{
+	_cleanup_free_ char *buf = NULL;
+	json_auto_t *j = NULL;
+	json_error_t jerr;
+	size_t len = 0;
+	int r;
+
+	r = set_add(set, digest_hex(digest));
+	if (r <= 0)
+		return r;
+	if (depth > GC_MAX_DEPTH)
+		return 0;
+	/* Manifests and indexes are small JSON; layers are not read (they fail the size cap or
+	 * the parse cheaply: only the first bytes are inspected). */
+	{
+		char path[128], first;
+		_cleanup_close_ int fd = -1;
+
+		store_path("blobs", digest, path, sizeof(path));
+		fd = openat(s->root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0 || pread(fd, &first, 1, 0) != 1 || first != '{')
+			return 0;
+	}
+	if (store_read_blob(s, digest, MANIFEST_MAX_SIZE, &buf, &len) < 0)
+		return 0;
+	j = json_loadb(buf, len, 0, &jerr);
+	if (!j)
+		return 0;
+	/* Only manifests and indexes reference blobs; a config is a leaf. */
+	if (!json_object_get(j, "layers") && !json_object_get(j, "manifests") &&
+	    !json_object_get(j, "blobs") && !json_object_get(j, "subject"))
+		return 0;
+	return mark_json(s, set, j, depth);
+}
+
+static int mark_mounts(struct store *s, struct digest_set *set)
+{
+	_cleanup_close_ int dfd = openat(s->root_fd, "mounts", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d;
+	struct dirent *de;
+	int r = 0;
+
+	if (dfd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	d = fdopendir(dfd);
+	if (!d)
+		return -errno;
+	TAKE_FD(dfd);
+	while (r >= 0 && (de = readdir(d))) {
+		_cleanup_free_ char *path = NULL, *buf = NULL;
+		_cleanup_close_ int fd = -1;
+		json_auto_t *j = NULL;
+		json_error_t jerr;
+		const char *m;
+
+		if (de->d_name[0] == '.')
+			continue;
+		if (asprintf(&path, "%s/state", de->d_name) < 0) {
+			path = NULL;
+			r = -ENOMEM;
+			break;
+		}
+		fd = openat(dirfd(d), path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
+			continue;
+		/* Live when a daemon holds LOCK_SH on it. */
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			continue;
+		if (errno != EWOULDBLOCK) {
+			r = -errno;
+			break;
+		}
+		if (read_file_full(dirfd(d), path, STATE_MAX_SIZE, &buf, NULL) < 0)
+			continue;
+		j = json_loads(buf, 0, &jerr);
+		m = json_str(j, "manifest");
+		if (digest_valid(m))
+			r = mark_digest(s, set, m, 0);
+	}
+	closedir(d);
+	return r;
+}
+
+struct sweep {
+	struct store *s;
+	struct digest_set *live;
+	unsigned removed;
+	uint64_t bytes;
+};
+
+static bool is_hex64(const char *name, size_t len)
+{
+	if (len < DIGEST_HEX_LEN)
+		return false;
+	for (size_t i = 0; i < DIGEST_HEX_LEN; i++)
+		if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+			return false;
+	return true;
+}
+
+enum sweep_kind {
+	SWEEP_BLOBS, /* HEX */
+	SWEEP_IDX,   /* HEX, HEX.zst */
+	SWEEP_TREES, /* HEX */
+	SWEEP_TMP,   /* HEX.partial unless locked, anything else */
+};
+
+static bool keep_entry(struct sweep *sw, enum sweep_kind kind, int dfd, const char *name)
+{
+	size_t len = strlen(name);
+
+	switch (kind) {
+	case SWEEP_BLOBS:
+	case SWEEP_TREES:
+		return len == DIGEST_HEX_LEN && is_hex64(name, len) && set_has(sw->live, name);
+	case SWEEP_IDX:
+		return is_hex64(name, len) &&
+		       (len == DIGEST_HEX_LEN || streq(name + DIGEST_HEX_LEN, ".zst")) &&
+		       set_has(sw->live, name);
+	case SWEEP_TMP: {
+		_cleanup_close_ int fd = -1;
+
+		if (!(len > 8 && streq(name + len - 8, ".partial")))
+			return false;
+		fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		/* A partial being written is locked by its pull. */
+		return fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0;
+	}
+	}
+	return true;
+}
+
+static int sweep_dir(struct sweep *sw, const char *dir, enum sweep_kind kind)
+{
+	_cleanup_close_ int dfd = openat(sw->s->root_fd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d;
+	struct dirent *de;
+	int r = 0;
+
+	if (dfd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	d = fdopendir(dfd);
+	if (!d)
+		return -errno;
+	TAKE_FD(dfd);
+	while ((errno = 0, de = readdir(d))) {
+		struct stat st;
+
+		if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+			continue;
+		if (keep_entry(sw, kind, dirfd(d), de->d_name))
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			int k = rm_rf_at(dirfd(d), de->d_name);
+
+			if (k < 0 && r == 0)
+				r = k;
+		} else if (unlinkat(dirfd(d), de->d_name, 0) < 0) {
+			if (errno != ENOENT && r == 0)
+				r = -errno;
+			continue;
+		}
+		sw->removed++;
+		sw->bytes += (uint64_t)st.st_size;
+	}
+	closedir(d);
+	if (r == 0)
+		r = fsync_dir_at(sw->s->root_fd, dir);
+	return r;
+}
+
+int store_gc(struct store *s, unsigned *ret_removed, uint64_t *ret_bytes)
+{
+	struct digest_set live = {0};
+	struct sweep sw = {.s = s, .live = &live};
+	json_auto_t *root = NULL;
+	json_t *manifests;
+	int r;
+
+	r = flock_retry(s->lock_fd, LOCK_EX);
+	if (r < 0)
+		return r;
+	r = index_load(s, &root);
+	if (r < 0)
+		goto out;
+	/* Every entry of index.json is a root, named or not, ours or another tool's. */
+	manifests = json_object_get(root, "manifests");
+	for (size_t i = 0; r >= 0 && i < json_array_size(manifests); i++) {
+		const char *digest = json_str(json_array_get(manifests, i), "digest");
+
+		if (digest_valid(digest))
+			r = mark_digest(s, &live, digest, 0);
+	}
+	if (r >= 0)
+		r = mark_mounts(s, &live);
+	if (r < 0)
+		goto out;
+	if (live.n)
+		qsort(live.hex, live.n, sizeof(*live.hex), hex_cmp);
+	live.sorted = true;
+	r = sweep_dir(&sw, "blobs/sha256", SWEEP_BLOBS);
+	if (r >= 0)
+		r = sweep_dir(&sw, "idx/sha256", SWEEP_IDX);
+	if (r >= 0)
+		r = sweep_dir(&sw, "trees/sha256", SWEEP_TREES);
+	if (r >= 0)
+		r = sweep_dir(&sw, "tmp", SWEEP_TMP);
+	if (r >= 0) {
+		if (ret_removed)
+			*ret_removed = sw.removed;
+		if (ret_bytes)
+			*ret_bytes = sw.bytes;
+	}
+out:
+	free(live.hex);
+	flock(s->lock_fd, LOCK_UN);
+	return r;
+}

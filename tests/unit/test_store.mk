@@ -1,0 +1,1 @@
+test_store_SRC := fsd/image/store.c fsd/image/manifest.c
