@@ -738,6 +738,98 @@ static void test_bad_layout(void **state)
 	rm_rf_at(AT_FDCWD, dir);
 }
 
+/* Copies blob digest of an OCI layout (dirfd) into the store the way a pull does: through a
+ * partial file, verified, committed. */
+static void import_blob(struct store *s, int src, const char *digest)
+{
+	_cleanup_(sha256_freep) struct sha256 *h = sha256_new();
+	_cleanup_close_ int in = -1, out = -1;
+	char path[128], got[DIGEST_STR_LEN + 1], buf[65536];
+	uint64_t have = 0;
+	ssize_t n;
+
+	assert_non_null(h);
+	if (store_has_blob(s, digest))
+		return;
+	assert_non_null(store_path("blobs", digest, path, sizeof(path)));
+	in = openat(src, path, O_RDONLY | O_CLOEXEC);
+	assert_true(in >= 0);
+	assert_int_equal(store_open_partial(s, digest, &out, &have), 0);
+	assert_int_equal(ftruncate(out, 0), 0);
+	while ((n = read(in, buf, sizeof(buf))) > 0) {
+		sha256_update(h, buf, (size_t)n);
+		assert_int_equal(write_full(out, buf, (size_t)n), 0);
+	}
+	assert_int_equal(n, 0);
+	sha256_final(h, got);
+	assert_string_equal(got, digest);
+	assert_int_equal(store_commit_partial(s, digest, out), 0);
+}
+
+/* Not a unit test: with STORE_IMPORT_SRC=LAYOUT:TAG and STORE_IMPORT_DST=DIR, imports that
+ * image into a store at DIR under each name of STORE_IMPORT_REFS (space-separated), so
+ * that tests/integration/test_store_oci.sh can read the store with skopeo and umoci. */
+static void test_import_layout(void **state)
+{
+	const char *src = getenv("STORE_IMPORT_SRC"), *dst = getenv("STORE_IMPORT_DST");
+	const char *refs = getenv("STORE_IMPORT_REFS"), *colon;
+	_cleanup_(store_freep) struct store *s = NULL;
+	_cleanup_(manifest_freep) struct manifest *m = NULL;
+	_cleanup_free_ char *dir = NULL, *index = NULL, *body = NULL, *names = NULL;
+	_cleanup_close_ int sfd = -1;
+	json_auto_t *j = NULL;
+	json_t *e = NULL, *v;
+	const char *reason = NULL, *tag;
+	struct descriptor d = {0};
+	unsigned removed = 1;
+	size_t i, len = 0;
+
+	(void)state;
+	assert_non_null(src);
+	assert_non_null(dst);
+	assert_non_null(refs);
+	colon = strrchr(src, ':');
+	assert_non_null(colon);
+	dir = strndup(src, (size_t)(colon - src));
+	tag = colon + 1;
+	sfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(sfd >= 0);
+	assert_int_equal(read_file_full(sfd, "index.json", 1 << 20, &index, NULL), 0);
+	j = json_loads(index, 0, NULL);
+	assert_non_null(j);
+	json_array_foreach(json_object_get(j, "manifests"), i, v)
+	{
+		json_t *name = json_object_get(json_object_get(v, "annotations"),
+		                               "org.opencontainers.image.ref.name");
+
+		if (json_is_string(name) && streq(json_string_value(name), tag))
+			e = v;
+	}
+	assert_non_null(e);
+	d.media_type = (char *)json_string_value(json_object_get(e, "mediaType"));
+	d.digest = (char *)json_string_value(json_object_get(e, "digest"));
+	d.size = (uint64_t)json_integer_value(json_object_get(e, "size"));
+
+	assert_int_equal(store_open(dst, &s), 0);
+	assert_int_equal(store_lock_shared(s), 0);
+	import_blob(s, sfd, d.digest);
+	assert_int_equal(store_read_blob(s, d.digest, MANIFEST_MAX_SIZE, &body, &len), 0);
+	assert_int_equal(manifest_parse(body, len, d.media_type, &m, &reason), 0);
+	assert_int_equal(m->kind, MANIFEST_IMAGE);
+	import_blob(s, sfd, m->config.digest);
+	for (i = 0; i < m->n_layers; i++)
+		import_blob(s, sfd, m->layers[i].digest);
+	names = strdup(refs);
+	assert_non_null(names);
+	for (char *save = NULL, *n = strtok_r(names, " ", &save); n; n = strtok_r(NULL, " ", &save))
+		assert_int_equal(store_ref_set(s, n, &d), 0);
+	store_free(TAKE_PTR(s));
+	/* A gc right after keeps every blob of the image. */
+	assert_int_equal(store_open(dst, &s), 0);
+	assert_int_equal(store_gc(s, &removed, NULL), 0);
+	assert_int_equal(removed, 0);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -758,5 +850,9 @@ int main(void)
 	    cmocka_unit_test(test_bad_layout),
 	};
 
+	const struct CMUnitTest import[] = {cmocka_unit_test(test_import_layout)};
+
+	if (getenv("STORE_IMPORT_DST"))
+		return cmocka_run_group_tests(import, NULL, NULL);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
