@@ -26,8 +26,10 @@ each request the first rule that matches and still has budget applies:
   "throttle"  forward, sending the body at "rate" bytes per second
 
 One line per request is appended to --log when the response is done:
-    METHOD PATH range=<Range header or -> auth=<Authorization scheme or -> status=N
+    UNIXTIME METHOD PATH range=<Range header or -> auth=<Authorization scheme or -> status=N
     action=<action or pass> bytes=<body bytes sent>
+A "cut" or "corrupt" rule whose request the upstream answers with an error (say 401) is
+not counted against "times" and the response passes unchanged.
 Request bodies (pushes) are forwarded only with a Content-Length; chunked uploads are not
 supported, so push fixtures to the registry directly.
 """
@@ -82,6 +84,7 @@ class Rules:
         with self.lock:
             self._reload()
             for i, rule in enumerate(self.rules):
+                rule["_index"] = i
                 if not rule["_re"].search(request_line):
                     continue
                 self.hits[i] += 1
@@ -93,6 +96,15 @@ class Rules:
                 return rule
             return None
 
+    def refund(self, rule):
+        """Gives back the hit of a body fault that found no body to act on (the upstream
+        answered an error, e.g. 401 before a token refresh), so that "times" counts the
+        bodies actually cut or corrupted."""
+        with self.lock:
+            i = rule["_index"]
+            if i < len(self.rules) and self.rules[i] is rule:
+                self.hits[i] -= 1
+
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -103,9 +115,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def record(self, status, action, nbytes):
         auth = self.headers.get("Authorization", "-").split(" ")[0] or "-"
-        line = "%s %s range=%s auth=%s status=%d action=%s bytes=%d\n" % (
-            self.command, self.path, (self.headers.get("Range") or "-").replace(" ", ""),
-            auth, status, action, nbytes)
+        rng = (self.headers.get("Range") or "-").replace(" ", "")
+        line = "%.3f %s %s range=%s auth=%s status=%d action=%s bytes=%d\n" % (
+            time.time(), self.command, self.path, rng, auth, status, action, nbytes)
         with self.server.log_lock, open(self.server.args.log, "a") as f:
             f.write(line)
 
@@ -186,6 +198,9 @@ class Handler(BaseHTTPRequestHandler):
             conn.close()
 
     def relay(self, resp, rule, action):
+        if action in ("cut", "corrupt") and not 200 <= resp.status < 300:
+            self.server.rules.refund(rule)
+            rule, action = None, "pass"
         length = resp.getheader("Content-Length")
         if self.command == "HEAD" or resp.status in (204, 304):
             data = b""

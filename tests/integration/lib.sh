@@ -73,7 +73,11 @@ assert_not_contains() {
 
 # assert_file FILE / assert_no_file FILE
 assert_file() { [ -e "$1" ] || fail "missing: $1"; }
-assert_no_file() { [ ! -e "$1" ] && [ ! -L "$1" ] || fail "should not exist: $1"; }
+assert_no_file() {
+	if [ -e "$1" ] || [ -L "$1" ]; then
+		fail "should not exist: $1"
+	fi
+}
 
 # assert_ok CMD...: runs CMD; fails the test with its stderr when it fails.
 # Its stdout is in $OUT, its stderr in $ERR.
@@ -134,6 +138,16 @@ spawn() {
 	"$@" >"$TESTDIR/$name.log" 2>&1 &
 	SPAWNED_PID=$!
 	_pids+=("$SPAWNED_PID")
+}
+
+# with_default_signals CMD...: runs CMD with SIGINT and SIGQUIT at their default disposition.
+# bash starts background commands of a script with both ignored; a test that sends SIGINT
+# to one (as Ctrl-C would) starts it through this.
+with_default_signals() {
+	"$PYTHON" -c 'import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+os.execvp(sys.argv[1], sys.argv[1:])' "$@"
 }
 
 # stop_pid PID: SIGTERM, then SIGKILL after 5 s; reaps it.
@@ -391,9 +405,17 @@ proxy_rules() {
 # ---------------------------------------------------------------------------------------
 # Store checks
 
-# store_ref_digest REF: the manifest digest stored for REF in $IMGFS_ROOT/index.json.
+# use_store NAME: switches $IMGFS_ROOT to a new empty store $TESTDIR/NAME.
+use_store() {
+	export IMGFS_ROOT="$TESTDIR/$1"
+	[ ! -e "$IMGFS_ROOT" ] || fail "store $1 already used"
+}
+
+# store_ref_digest REF: the manifest digest stored for REF in $IMGFS_ROOT/index.json. A ref
+# that is not a valid OCI ref name (oci:/dir:tag) is found by its io.imgfs.ref.name.
 store_ref_digest() {
-	oci_digest "$IMGFS_ROOT" "$1"
+	jq -er --arg r "$1" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $r
+		or .annotations["io.imgfs.ref.name"] == $r) | .digest' "$IMGFS_ROOT/index.json"
 }
 
 # store_nrefs: the number of refs in the store's index.json (0 when there is none).
@@ -413,8 +435,8 @@ store_view() {
 	view=$(mktemp -d "$TESTDIR/view.XXXX")
 	ln -s "$IMGFS_ROOT/blobs" "$view/blobs"
 	cp "$IMGFS_ROOT/oci-layout" "$view/oci-layout"
-	jq -c --arg r "$1" --arg d "$digest" \
-		'.manifests |= map(select(.digest == $d) | .annotations = {"org.opencontainers.image.ref.name": "view"}) | .manifests |= .[:1]' \
+	jq -c --arg d "$digest" '.manifests |= (map(select(.digest == $d)) | .[:1]) |
+		.manifests[0].annotations = {"org.opencontainers.image.ref.name": "view"}' \
 		"$IMGFS_ROOT/index.json" >"$view/index.json"
 	echo "$view"
 }
@@ -460,4 +482,41 @@ check_store_consistent() {
 # blob_count: the number of blobs in the store.
 blob_count() {
 	find "$IMGFS_ROOT/blobs" -type f 2>/dev/null | wc -l
+}
+
+# ---------------------------------------------------------------------------------------
+# TLS
+
+# add_test_address: adds a non-loopback address 10.213.X.Y/32 to the lo interface and sets
+# TEST_IP. A registry listening there is reachable only from this host, yet is not on
+# loopback for imgfs, which therefore speaks HTTPS to it. Removed when the test exits.
+add_test_address() {
+	local i
+	require_cmd ip
+	for i in $(seq 20); do
+		TEST_IP=10.213.$((RANDOM % 254 + 1)).$((RANDOM % 254 + 1))
+		ip -4 -o addr show | grep -qF " $TEST_IP/" && continue
+		ip addr add "$TEST_IP/32" dev lo || skip "cannot add an address to lo (needs CAP_NET_ADMIN)"
+		defer ip addr del "$TEST_IP/32" dev lo
+		return 0
+	done
+	fail "no free address in 10.213.0.0/16"
+}
+
+# install_ca HOST:PORT CA_FILE [BASE]: trusts CA_FILE for HOST:PORT the way podman and
+# imgfs look for it (BASE/HOST:PORT/ca.crt, BASE /etc/containers/certs.d by default, or
+# /etc/docker/certs.d), until the test exits (or uninstall_ca).
+install_ca() {
+	local d=${3:-/etc/containers/certs.d}/$1 top
+	[ ! -e "$d" ] || fail "$d already exists"
+	top=$d # the outermost directory created here, removed at exit
+	while [ ! -e "$(dirname "$top")" ]; do top=$(dirname "$top"); done
+	mkdir -p "$d"
+	defer rm -rf "$top"
+	cp "$2" "$d/ca.crt"
+}
+
+# uninstall_ca HOST:PORT [BASE]
+uninstall_ca() {
+	rm -rf "${2:-/etc/containers/certs.d}/$1"
 }
