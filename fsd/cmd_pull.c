@@ -1,5 +1,6 @@
 /* imgfs pull */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include "common/log.h"
 #include "fsd/commands.h"
@@ -45,6 +46,13 @@ int parse_ref_arg(const char *s, struct image_ref **ret)
 	return 0;
 }
 
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+	interrupted = sig;
+}
+
 int cmd_pull(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -88,8 +96,17 @@ int cmd_pull(int argc, char **argv)
 		return r;
 	if (open_store(&s) < 0)
 		return 1;
+	/* Stop cleanly on SIGINT/SIGTERM: the partial files stay in ROOT/tmp and a new pull
+	 * resumes them; nothing unverified reaches the store. */
+	po.cancel = &interrupted;
+	sigaction(SIGINT, &(struct sigaction){.sa_handler = on_interrupt}, NULL);
+	sigaction(SIGTERM, &(struct sigaction){.sa_handler = on_interrupt}, NULL);
 	/* A tag may have moved: ask the source again. A digest names fixed content. */
 	r = pull_image(s, ref, &po, !ref->digest, &digest);
+	if (interrupted) {
+		log_msg(LOG_ERR, "pull of '%s' interrupted; run it again to resume", ref->name);
+		return 128 + interrupted;
+	}
 	if (r < 0)
 		return 1;
 	printf("%s\n", digest);

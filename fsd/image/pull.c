@@ -33,6 +33,7 @@ struct pull_ctx {
 	struct store *store;
 	struct source *src;
 	struct progress *progress;
+	const volatile sig_atomic_t *cancel;
 	const char *image; /* the reference, for messages */
 	struct layer_job *jobs;
 	size_t n_jobs;
@@ -48,6 +49,7 @@ struct layer_stream {
 	uint64_t done, limit;
 	struct progress *progress;
 	int slot;
+	const volatile sig_atomic_t *cancel;
 	int builder_err; /* first builder error: the data is not a valid layer */
 };
 
@@ -56,6 +58,8 @@ static int stream_bytes(const void *buf, size_t len, void *userdata)
 	struct layer_stream *ls = userdata;
 	int r;
 
+	if (ls->cancel && *ls->cancel)
+		return -EINTR;
 	if (ls->done + len > ls->limit)
 		return -EFBIG;
 	sha256_update(ls->hash, buf, len);
@@ -192,7 +196,8 @@ static int index_existing_blob(struct pull_ctx *ctx, struct layer_job *job)
 	                           .fd = -1,
 	                           .limit = d->size,
 	                           .progress = ctx->progress,
-	                           .slot = job->slot};
+	                           .slot = job->slot,
+	                           .cancel = ctx->cancel};
 	r = replay_file(&ls, fd, d->size);
 	if (r < 0)
 		return r;
@@ -241,7 +246,8 @@ static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 	                           .fd = fd,
 	                           .limit = d->size,
 	                           .progress = ctx->progress,
-	                           .slot = job->slot};
+	                           .slot = job->slot,
+	                           .cancel = ctx->cancel};
 	if (have > d->size)
 		have = 0; /* a partial longer than the blob is garbage */
 	if (have > 0) {
@@ -268,7 +274,8 @@ static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 		                           .fd = fd,
 		                           .limit = d->size,
 		                           .progress = ctx->progress,
-		                           .slot = job->slot};
+		                           .slot = job->slot,
+	                           .cancel = ctx->cancel};
 	}
 	if (lseek(fd, (off_t)have, SEEK_SET) < 0)
 		return -errno;
@@ -571,6 +578,7 @@ int pull_image(struct store *s, const struct image_ref *ref, const struct pull_o
 		return r; /* logged by source_open */
 	ctx.src = src;
 	ctx.progress = progress;
+	ctx.cancel = opts->cancel;
 	pthread_mutex_init(&ctx.lock, NULL);
 
 	r = opts->platform ? platform_parse(opts->platform, &want) : platform_host(&want);

@@ -3,6 +3,7 @@
  * Also imports local sources (oci:DIR, docker-archive:FILE, rootfs tarballs) the same way. */
 #pragma once
 
+#include <signal.h>
 #include "common/macros.h"
 #include "manifest.h"
 #include "ref.h"
@@ -14,6 +15,9 @@ struct pull_opts {
 	bool insecure;
 	bool quiet;        /* no progress output at all */
 	unsigned parallel; /* concurrent layer downloads; 0: default (4) */
+	/* When not NULL and set (by a signal handler), downloads stop with -EINTR; partial
+	 * files stay for the next pull to resume. */
+	const volatile sig_atomic_t *cancel;
 	struct registry_opts reg;
 };
 

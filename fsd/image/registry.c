@@ -49,6 +49,8 @@ struct registry {
 	char *domain;
 	char *repo;
 	char *origin; /* "http://127.0.0.1:5000": URLs under origin + "/" get Authorization */
+	bool insecure; /* TLS without verification, and plain HTTP when TLS is not spoken */
+	pthread_once_t origin_once; /* the insecure HTTPS-or-HTTP probe, done once */
 	unsigned max_retries, timeout_s, backoff_ms;
 	char *ca_blob; /* system CAs + certs.d/HOST/ *.crt, or NULL when there are no extras */
 	size_t ca_blob_len;
@@ -266,8 +268,13 @@ int registry_new(const struct image_ref *ref, const struct registry_opts *opts,
 	host = ref_registry_host(ref);
 	r->domain = strdup(ref->domain);
 	r->repo = strdup(ref->path);
-	if (asprintf(&r->origin, "%s://%s",
-	             ref_registry_is_loopback(ref) || opts->insecure ? "http" : "https", host) < 0)
+	/* Loopback registries speak plain HTTP (as Docker's default insecure 127.0.0.0/8);
+	 * --insecure means HTTPS without verification first, plain HTTP when the registry
+	 * does not speak TLS, as podman's --tls-verify=false does. */
+	r->insecure = opts->insecure && !ref_registry_is_loopback(ref);
+	r->origin_once = (pthread_once_t)PTHREAD_ONCE_INIT;
+	if (asprintf(&r->origin, "%s://%s", ref_registry_is_loopback(ref) ? "http" : "https",
+	             host) < 0)
 		r->origin = NULL;
 	if (!r->domain || !r->repo || !r->origin)
 		return -ENOMEM;
@@ -628,6 +635,10 @@ static int exchange(struct xfer *x, const char *url0, const char *extra_auth, in
 		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
 		curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
 		curl_easy_setopt(c, CURLOPT_ERRORBUFFER, x->curl_err);
+		if (r->insecure) {
+			curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+			curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+		}
 		if (r->ca_blob) {
 			struct curl_blob blob = {
 			    .data = r->ca_blob, .len = r->ca_blob_len, .flags = CURL_BLOB_NOCOPY};
@@ -1060,6 +1071,59 @@ static void reset_mem(struct xfer *x)
 	x->offset = 0;
 }
 
+/* pthread_once has no argument: the registry being probed is handed over in a thread-local. */
+static __thread struct registry *probing;
+
+static size_t discard_cb(char *p, size_t size, size_t n, void *ud)
+{
+	(void)p;
+	(void)ud;
+	return size * n;
+}
+
+/* For an insecure registry: keeps https:// when the registry answers TLS at all (any HTTP
+ * status), switches to http:// when the TLS handshake fails. */
+static void probe_origin(void)
+{
+	struct registry *r = probing;
+	_cleanup_free_ char *url = NULL;
+	CURL *c;
+	CURLcode rc;
+
+	if (asprintf(&url, "%s/v2/", r->origin) < 0)
+		return;
+	c = curl_easy_init();
+	if (!c)
+		return;
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)r->timeout_s);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)r->timeout_s);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard_cb);
+	rc = curl_easy_perform(c);
+	curl_easy_cleanup(c);
+	if (rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_GOT_NOTHING || rc == CURLE_RECV_ERROR) {
+		char *http = NULL;
+
+		if (asprintf(&http, "http://%s", r->origin + strlen("https://")) >= 0) {
+			free(r->origin);
+			r->origin = http;
+		}
+	}
+}
+
+/* The origin to build URLs on; probes an insecure registry once. */
+static const char *origin(struct registry *r)
+{
+	if (r->insecure) {
+		probing = r;
+		pthread_once(&r->origin_once, probe_origin);
+	}
+	return r->origin;
+}
+
 int registry_ping(struct registry *r, struct registry_error *err)
 {
 	_cleanup_free_ char *url = NULL;
@@ -1071,7 +1135,7 @@ int registry_ping(struct registry *r, struct registry_error *err)
 	                 .limit_err = -EFBIG};
 	int k;
 
-	if (asprintf(&url, "%s/v2/", r->origin) < 0)
+	if (asprintf(&url, "%s/v2/", origin(r)) < 0)
 		return -ENOMEM;
 	k = request(r, &x, url, reset_mem, 0, err);
 	buf_free(&body);
@@ -1113,7 +1177,7 @@ int registry_get_manifest(struct registry *r, const char *reference, size_t max,
 		set_err(err, "invalid manifest reference '%.100s'", reference);
 		return -EINVAL;
 	}
-	if (asprintf(&url, "%s/v2/%s/manifests/%s", r->origin, r->repo, reference) < 0)
+	if (asprintf(&url, "%s/v2/%s/manifests/%s", origin(r), r->repo, reference) < 0)
 		return -ENOMEM;
 	k = request(r, &x, url, reset_mem, 0, err);
 	if (k < 0)
@@ -1185,7 +1249,7 @@ int registry_get_blob(struct registry *r, const char *digest, uint64_t offset,
 	}
 	if (expected_size && offset >= expected_size)
 		return offset == expected_size ? 0 : -EINVAL;
-	if (asprintf(&url, "%s/v2/%s/blobs/%s", r->origin, r->repo, digest) < 0)
+	if (asprintf(&url, "%s/v2/%s/blobs/%s", origin(r), r->repo, digest) < 0)
 		return -ENOMEM;
 	k = get_blob_url(r, &x, url, expected_size, err);
 	/* Foreign layers: the registry may not have them; their URLs get no credentials. */
@@ -1216,7 +1280,7 @@ int registry_get_blob_mem(struct registry *r, const char *digest, size_t max, ch
 		set_err(err, "invalid blob digest '%.100s'", digest);
 		return -EINVAL;
 	}
-	if (asprintf(&url, "%s/v2/%s/blobs/%s", r->origin, r->repo, digest) < 0)
+	if (asprintf(&url, "%s/v2/%s/blobs/%s", origin(r), r->repo, digest) < 0)
 		return -ENOMEM;
 	k = request(r, &x, url, NULL, 0, err);
 	if (k >= 0) {
