@@ -1,0 +1,727 @@
+#!/bin/sh
+# make bench: imgfs against skopeo + umoci + runc, archivemount, bwrap, fuse-overlayfs and
+# the local disk, side by side in one run. Writes bench/RESULTS.md and bench/cold-start.svg.
+#
+#   sh bench/run.sh            full run (about 10 minutes; the first run also builds the
+#                              Debian images with debootstrap, cached in build/bench-cache)
+#   sh bench/run.sh --quick    small images only, few repetitions, no debootstrap (under
+#                              2 minutes); writes $BUILD/bench-quick/RESULTS.md instead
+#   BENCH_QUICK=1              same as --quick
+#
+# Environment: BUILD (build dir holding imgfs and runner, default build), IMGFS, RUNNER
+# (binaries), BENCH_REPS (repetitions), BENCH_CACHE (image cache), BENCH_OUT (where
+# RESULTS.md and the chart go).
+#
+# Needs root (mounts, namespaces, dropping the page cache). Every measurement is
+# independent: what cannot run is reported as n/a with the reason. Timings are reported,
+# never judged: the exit status is non-zero only when the harness itself is broken (an
+# alternative tool fails, images cannot be built, the report cannot be written).
+[ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
+set -euo pipefail
+
+QUICK=${BENCH_QUICK:-0}
+case ${1:-} in
+--quick) QUICK=1 ;;
+"") ;;
+-h | --help)
+	sed -n '2,18s/^# \{0,1\}//p' "$0"
+	exit 0
+	;;
+*)
+	echo "usage: bench/run.sh [--quick]" >&2
+	exit 2
+	;;
+esac
+
+. "$(dirname "$0")/lib.sh"
+cd "$BENCH_TOP"
+
+if [ "$QUICK" = 1 ]; then
+	RAW=$BENCH_TOP/$BUILD/bench-quick
+	REPORT_DIR=${BENCH_OUT:-$RAW}
+	REPS=${BENCH_REPS:-2}
+	HF_RUNS=3
+else
+	RAW=$BENCH_TOP/$BUILD/bench
+	REPORT_DIR=${BENCH_OUT:-$BENCH_TOP/bench}
+	REPS=${BENCH_REPS:-5}
+	HF_RUNS=$((REPS * 2))
+fi
+DATA=$RAW/data
+LOGS=$RAW/logs
+WORK=$RAW/work
+OUT=$RAW
+MLOG=/dev/null
+FAILED_GROUPS=()
+
+[ "$(id -u)" -eq 0 ] || die "needs root (FUSE mounts, namespaces, dropping the page cache)"
+for c in skopeo umoci runc bwrap archivemount fuse-overlayfs hyperfine jq gnuplot \
+	docker-registry curl fusermount3 openssl; do
+	command -v "$c" >/dev/null || die "$c not installed (make deps)"
+done
+
+cleanup() {
+	set +e
+	unmount_under "$WORK"
+	stop_bg
+	rm -rf --one-file-system "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+unmount_under "$WORK" 2>/dev/null || true
+rm -rf --one-file-system "$DATA" "$LOGS" "$WORK" "$RAW/hyperfine"
+mkdir -p "$DATA" "$LOGS" "$WORK" "$REPORT_DIR"
+chmod 755 "$WORK"
+: >"$RAW/rows.tsv"
+START_US=$(now_us)
+
+# ---------------------------------------------------------------------------------------
+# The result table: row GROUP LABEL IMGFS_KEY ALT_LABEL ALT_KEY UNIT [GOAL]
+# UNIT: time (seconds), tput:BYTES (seconds to move BYTES), bytes.
+
+row() {
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "${7:-}" >>"$RAW/rows.tsv"
+}
+
+# measure GROUP: runs m_GROUP in a subshell with its own directory $WORK/GROUP and log
+# $LOGS/GROUP.log. A failure (an alternative or the harness broke: imgfs failures are
+# caught inside and become n/a) is recorded and makes the bench exit non-zero at the end.
+measure() {
+	local g=$1 t0 rc=0
+	log "measuring $g"
+	t0=$(now_us)
+	mkdir -p "$WORK/$g"
+	# In the background, not in an `||` list: set -e must stay in force inside.
+	(
+		MLOG=$LOGS/$g.log
+		W=$WORK/$g
+		cd "$W"
+		"m_$g"
+	) >>"$LOGS/$g.log" 2>&1 &
+	wait $! || rc=$?
+	unmount_under "$WORK/$g"
+	rm -rf --one-file-system "$WORK/$g"
+	if [ "$rc" -ne 0 ]; then
+		tail -n 1 "$LOGS/$g.log" >"$DATA/_failed_$g"
+		FAILED_GROUPS+=("$g")
+		log "  $g FAILED (exit $rc): $(cat "$DATA/_failed_$g")"
+	fi
+	log "  $g took $((($(now_us) - t0) / 1000000)) s"
+}
+
+# ---------------------------------------------------------------------------------------
+# What of imgfs works today: probed once on the busybox image.
+
+HAVE_PULL="" HAVE_MOUNT="" HAVE_RW="" HAVE_RUNNER="" HAVE_RUN=""
+
+# first_err FILE: the last non-empty line of FILE (an error message), or "no message".
+first_err() {
+	local l
+	l=$(grep -v '^\s*$' "$1" 2>/dev/null | tail -n 1 | cut -c1-160 || true)
+	echo "${l:-no message}"
+}
+
+probe() {
+	local p=$WORK/probe mnt
+	mkdir -p "$p/mnt"
+	mnt=$p/mnt
+	export IMGFS_ROOT=$p/store
+	if [ ! -x "$IMGFS" ]; then
+		NA_PULL="imgfs not built ($BUILD/imgfs)"
+	elif ! "$IMGFS" pull -q "$(ref busybox)" >"$p/err" 2>&1; then
+		NA_PULL="imgfs pull failed: $(first_err "$p/err")"
+	else
+		HAVE_PULL=1
+	fi
+	NA_MOUNT=${NA_PULL:-}
+	if [ -n "$HAVE_PULL" ]; then
+		if "$IMGFS" mount --ro "$(ref busybox)" "$mnt" >"$p/err" 2>&1 &&
+			[ -x "$mnt/bin/busybox" ]; then
+			HAVE_MOUNT=1
+		else
+			NA_MOUNT="imgfs mount --ro failed: $(first_err "$p/err")"
+		fi
+		unmount_under "$mnt"
+	fi
+	local tree
+	tree=$(unpack_tree busybox)
+	if [ ! -x "$RUNNER" ]; then
+		NA_RUNNER="runner not built ($BUILD/runner)"
+	elif "$RUNNER" "$tree/rootfs" /bin/true >"$p/err" 2>&1; then
+		HAVE_RUNNER=1
+	else
+		NA_RUNNER="runner failed: $(first_err "$p/err")"
+	fi
+	NA_RUN=${NA_PULL:-}
+	if [ -n "$HAVE_PULL" ]; then
+		if "$IMGFS" run "$(ref busybox)" /bin/true </dev/null >"$p/err" 2>&1; then
+			HAVE_RUN=1
+		else
+			NA_RUN="imgfs run failed: $(first_err "$p/err")"
+		fi
+	fi
+	NA_RW=${NA_PULL:-}
+	if [ -n "$HAVE_PULL" ]; then
+		if "$IMGFS" mount "$(ref busybox)" "$mnt" >"$p/err" 2>&1 &&
+			echo probe >"$mnt/tmp/bench-probe" 2>>"$p/err" &&
+			[ "$(cat "$mnt/tmp/bench-probe")" = probe ]; then
+			HAVE_RW=1
+		else
+			NA_RW="writable layer not available: $(first_err "$p/err")"
+		fi
+		unmount_under "$mnt"
+	fi
+	unset IMGFS_ROOT
+	rm -rf --one-file-system "$p"
+	log "imgfs: pull ${HAVE_PULL:-no} mount ${HAVE_MOUNT:-no} writable ${HAVE_RW:-no}" \
+		"runner ${HAVE_RUNNER:-no} run ${HAVE_RUN:-no}"
+	for v in NA_PULL NA_MOUNT NA_RUNNER NA_RUN NA_RW; do
+		[ -z "${!v:-}" ] || log "  $v: ${!v}"
+	done
+}
+
+# ---------------------------------------------------------------------------------------
+# Images of this run
+
+if [ "$QUICK" = 1 ]; then
+	COLD_IMG=busybox COLD_CMD=(sh -c 'echo 1') COLD_DESC="\`sh -c 'echo 1'\` (busybox)"
+	SMALL_IMG=small5 LARGE_IMG=big64 PULL_IMGS=(big64) WALK_IMG=busybox RSS_IMG=big64
+	RSS_AM_IMG=busybox
+	STORE_IMGS=(busybox small5 big64) WRITE_MB=64 NFILES=1000 NFILES_DESC=1,000
+else
+	COLD_IMG=debian COLD_CMD=(python3 -c 'print(1)') COLD_DESC="\`python3 -c 'print(1)'\` (debian)"
+	SMALL_IMG=small5 LARGE_IMG=big300 PULL_IMGS=(big300 debian debian-multi) WALK_IMG=debian
+	RSS_IMG=big300 RSS_AM_IMG=debian
+	STORE_IMGS=(busybox small5 big64 debian debian-multi big300) WRITE_MB=256 NFILES=10000 NFILES_DESC=10,000
+fi
+READ_IMG=big64 READ_FILE=big/random-1.bin READ_BYTES=$((64 * 1024 * 1024))
+
+# imgfs_store NAME TAG...: a store $WORK/NAME-store (exported as IMGFS_ROOT) holding the
+# given images, pulled untimed. Fails (with the reason on stderr) when imgfs cannot pull.
+imgfs_store() {
+	local t
+	export IMGFS_ROOT=$W/$1-store
+	shift
+	for t in "$@"; do
+		"$IMGFS" pull -q "$(ref "$t")" || return 1
+	done
+}
+
+# side_failed KEY... : marks imgfs KEYs n/a with the last error in the log.
+side_failed() {
+	local reason k
+	reason="imgfs failed: $({ grep -v '^timed: ' "$MLOG" || true; } | first_err /dev/stdin)"
+	for k in "$@"; do na "$k" "$reason"; done
+}
+
+# ---------------------------------------------------------------------------------------
+# Cold start: empty store (or empty directories), page cache dropped, to the command's exit.
+
+cold_check() {
+	[ "$(tr -d '\n' <"$W/out")" = 1 ] || {
+		echo "unexpected output: $(head -c 200 "$W/out")"
+		return 1
+	}
+}
+
+# run_phases PREFIX CMD1 -- CMD2 -- CMD3: times three phases; CMD3's stdout goes to $W/out.
+cold_imgfs_once() {
+	local m=$W/mnt t0 t1 t2 t3
+	unmount_under "$m"
+	rm -rf --one-file-system "$W/cold-store"
+	mkdir -p "$m"
+	export IMGFS_ROOT=$W/cold-store
+	drop_caches
+	t0=$(now_us)
+	"$IMGFS" pull -q "$(ref "$COLD_IMG")" >>"$MLOG" 2>&1 || return 1
+	t1=$(now_us)
+	"$IMGFS" mount --ro "$(ref "$COLD_IMG")" "$m" >>"$MLOG" 2>&1 || return 1
+	t2=$(now_us)
+	"$RUNNER" "$m" "${COLD_CMD[@]}" >"$W/out" 2>>"$MLOG" || return 1
+	t3=$(now_us)
+	cold_check >>"$MLOG" || return 1
+	add_time cold_imgfs "$t0" "$t3"
+	add_time cold_imgfs_p1 "$t0" "$t1"
+	add_time cold_imgfs_p2 "$t1" "$t2"
+	add_time cold_imgfs_p3 "$t2" "$t3"
+	"$IMGFS" umount "$m" >>"$MLOG" 2>&1
+}
+
+cold_imgfs_run_once() {
+	local t0 t1
+	rm -rf --one-file-system "$W/run-store"
+	export IMGFS_ROOT=$W/run-store
+	drop_caches
+	t0=$(now_us)
+	"$IMGFS" run "$(ref "$COLD_IMG")" "${COLD_CMD[@]}" </dev/null >"$W/out" 2>>"$MLOG" || return 1
+	t1=$(now_us)
+	cold_check >>"$MLOG" || return 1
+	add_time cold_imgfs_run "$t0" "$t1"
+}
+
+cold_runc_once() {
+	local i=$1 t0 t1 t2 t3
+	rm -rf "$W/oci" "$W/bundle"
+	drop_caches
+	t0=$(now_us)
+	skopeo copy -q --src-tls-verify=false "docker://$(ref "$COLD_IMG")" "oci:$W/oci:img" >>"$MLOG"
+	t1=$(now_us)
+	umoci unpack --image "$W/oci:img" "$W/bundle" >>"$MLOG"
+	cp "$W/config.json" "$W/bundle/config.json"
+	t2=$(now_us)
+	runc run --bundle "$W/bundle" "imgfs-bench-$$-$i" </dev/null >"$W/out" 2>>"$MLOG"
+	t3=$(now_us)
+	cold_check
+	add_time cold_runc "$t0" "$t3"
+	add_time cold_runc_p1 "$t0" "$t1"
+	add_time cold_runc_p2 "$t1" "$t2"
+	add_time cold_runc_p3 "$t2" "$t3"
+}
+
+cold_am_once() {
+	local m=$W/am t0 t1 t2 t3 blob
+	unmount_under "$m"
+	rm -rf "$W/oci-am"
+	mkdir -p "$m"
+	drop_caches
+	t0=$(now_us)
+	skopeo copy -q --src-tls-verify=false "docker://$(ref "$COLD_IMG")" "oci:$W/oci-am:img" >>"$MLOG"
+	t1=$(now_us)
+	blob=$W/oci-am/blobs/sha256/$(jq -r '.layers[0].digest | ltrimstr("sha256:")' \
+		"$W/oci-am/blobs/sha256/$(jq -r '.manifests[0].digest | ltrimstr("sha256:")' "$W/oci-am/index.json")")
+	archivemount -o ro,readonly "$blob" "$m" >>"$MLOG" 2>&1
+	t2=$(now_us)
+	# shellcheck disable=SC2046
+	bwrap $(bwrap_args "$m") "${COLD_CMD[@]}" </dev/null >"$W/out" 2>>"$MLOG"
+	t3=$(now_us)
+	cold_check
+	add_time cold_am "$t0" "$t3"
+	add_time cold_am_p1 "$t0" "$t1"
+	add_time cold_am_p2 "$t1" "$t2"
+	add_time cold_am_p3 "$t2" "$t3"
+	fusermount -u "$m" 2>/dev/null || umount "$m"
+}
+
+m_cold() {
+	local i ok_imgfs=1 ok_run=1
+	runc_config rootfs "${COLD_CMD[@]}" >"$W/config.json"
+	[ -n "$HAVE_PULL" ] && [ -n "$HAVE_MOUNT" ] && [ -n "$HAVE_RUNNER" ] || {
+		ok_imgfs=0
+		na cold_imgfs "${NA_MOUNT:-${NA_RUNNER:-}}"
+	}
+	[ -n "$HAVE_RUN" ] || {
+		ok_run=0
+		na cold_imgfs_run "$NA_RUN"
+	}
+	for i in $(seq "$REPS"); do
+		if [ "$ok_imgfs" = 1 ] && ! cold_imgfs_once; then
+			ok_imgfs=0
+			side_failed cold_imgfs
+		fi
+		if [ "$ok_run" = 1 ] && ! cold_imgfs_run_once; then
+			ok_run=0
+			side_failed cold_imgfs_run
+		fi
+		cold_runc_once "$i"
+		cold_am_once
+	done
+}
+
+# ---------------------------------------------------------------------------------------
+# Warm start: image present (pulled / extracted), mount + /bin/true + umount.
+
+m_warm() {
+	local tree cmds=()
+	tree=$(unpack_tree "$WALK_IMG")
+	mkdir -p "$W/bundle" "$W/mnt"
+	runc_config "$tree/rootfs" /bin/true >"$W/bundle/config.json"
+	if [ -n "$HAVE_MOUNT" ] && [ -n "$HAVE_RUNNER" ] && imgfs_store warm "$WALK_IMG"; then
+		cmds+=("warm_imgfs=$IMGFS mount --ro $(ref "$WALK_IMG") $W/mnt && { $RUNNER $W/mnt /bin/true; r=\$?; $IMGFS umount $W/mnt; exit \$r; }")
+	elif [ -z "$HAVE_MOUNT" ] || [ -z "$HAVE_RUNNER" ]; then
+		na warm_imgfs "${NA_MOUNT:-${NA_RUNNER:-}}"
+	else
+		side_failed warm_imgfs
+	fi
+	cmds+=("warm_runc=runc run --bundle $W/bundle imgfs-bench-warm-$$ </dev/null")
+	cmds+=("warm_bwrap=bwrap $(bwrap_args "$tree/rootfs") /bin/true")
+	bench_sides warm "$HF_RUNS" "${cmds[@]}"
+}
+
+# ---------------------------------------------------------------------------------------
+# Mount time: command start to mount usable (a file under it stat'ed), page cache warm;
+# against umoci unpack of the same image from a local OCI layout.
+
+m_mount() {
+	local i tag size ok=1 m=$W/mnt reps
+	mkdir -p "$m"
+	if [ -z "$HAVE_MOUNT" ]; then
+		ok=0
+		na mount_small "$NA_MOUNT"
+		na mount_large "$NA_MOUNT"
+	elif ! imgfs_store mount "$SMALL_IMG" "$LARGE_IMG"; then
+		ok=0
+		side_failed mount_small mount_large
+	fi
+	for size in small large; do
+		[ $size = small ] && tag=$SMALL_IMG || tag=$LARGE_IMG
+		reps=$REPS
+		[ $size = small ] || [ "$QUICK" = 1 ] || reps=3
+		for i in $(seq "$reps"); do
+			if [ "$ok" = 1 ]; then
+				if timed "mount_$size" sh -c "\"\$1\" mount --ro \"\$2\" \"\$3\" && stat \"\$3/bin/sh\" >/dev/null" \
+					sh "$IMGFS" "$(ref "$tag")" "$m"; then
+					"$IMGFS" umount "$m" >>"$MLOG" 2>&1
+				else
+					ok=0
+					side_failed "mount_$size"
+					unmount_under "$m"
+				fi
+			fi
+			rm -rf "$W/unpack"
+			timed "unpack_$size" umoci unpack --image "$LAYOUT:$tag" "$W/unpack"
+			rm -rf "$W/unpack"
+		done
+	done
+}
+
+# ---------------------------------------------------------------------------------------
+# Pull: registry → store, against skopeo copy docker:// → oci: (page cache warm).
+
+m_pull() {
+	local i tag key ok
+	for tag in "${PULL_IMGS[@]}"; do
+		key=${tag//-/_}
+		ok=1
+		[ -n "$HAVE_PULL" ] || {
+			ok=0
+			na "pull_$key" "$NA_PULL"
+		}
+		for i in $(seq "$REPS"); do
+			if [ "$ok" = 1 ]; then
+				rm -rf --one-file-system "$W/store"
+				export IMGFS_ROOT=$W/store
+				timed "pull_$key" "$IMGFS" pull -q "$(ref "$tag")" || {
+					ok=0
+					side_failed "pull_$key"
+				}
+			fi
+			rm -rf "$W/oci"
+			timed "skopeo_$key" skopeo copy -q --src-tls-verify=false \
+				"docker://$(ref "$tag")" "oci:$W/oci:img"
+		done
+		rm -rf --one-file-system "$W/store" "$W/oci"
+	done
+}
+
+# ---------------------------------------------------------------------------------------
+# Read throughput of a 64 MiB file: cold (page cache dropped, fresh mount) and warm
+# (read again), imgfs against the extracted file on local disk and archivemount.
+
+read_file() {
+	dd if="$1" of=/dev/null bs=1M 2>>"$MLOG"
+}
+
+m_read() {
+	local i ok=1 tree blob m=$W/mnt a=$W/am
+	tree=$(unpack_tree "$READ_IMG")
+	blob=$(layer_blob "$(layer_digests "$READ_IMG" | tail -n 1)")
+	mkdir -p "$m" "$a"
+	if [ -z "$HAVE_MOUNT" ]; then
+		ok=0
+		na read_cold_imgfs "$NA_MOUNT"
+		na read_warm_imgfs "$NA_MOUNT"
+	elif ! imgfs_store read "$READ_IMG"; then
+		ok=0
+		side_failed read_cold_imgfs read_warm_imgfs
+	fi
+	for i in $(seq "$REPS"); do
+		if [ "$ok" = 1 ]; then
+			unmount_under "$m"
+			drop_caches
+			if "$IMGFS" mount --ro "$(ref "$READ_IMG")" "$m" >>"$MLOG" 2>&1 &&
+				timed read_cold_imgfs read_file "$m/$READ_FILE" &&
+				timed read_warm_imgfs read_file "$m/$READ_FILE"; then
+				"$IMGFS" umount "$m" >>"$MLOG" 2>&1
+			else
+				ok=0
+				side_failed read_cold_imgfs read_warm_imgfs
+				unmount_under "$m"
+			fi
+		fi
+		drop_caches
+		timed read_cold_local read_file "$tree/rootfs/$READ_FILE"
+		timed read_warm_local read_file "$tree/rootfs/$READ_FILE"
+		drop_caches
+		archivemount -o ro,readonly "$blob" "$a" >>"$MLOG" 2>&1
+		timed read_cold_am read_file "$a/$READ_FILE"
+		timed read_warm_am read_file "$a/$READ_FILE"
+		fusermount -u "$a" 2>/dev/null || umount "$a"
+	done
+}
+
+# ---------------------------------------------------------------------------------------
+# Metadata walk over the whole image, warm: find and ls -lR, imgfs against local disk.
+
+m_walk() {
+	local tree m=$W/mnt cmds=()
+	tree=$(unpack_tree "$WALK_IMG")
+	mkdir -p "$m"
+	if [ -z "$HAVE_MOUNT" ]; then
+		na walk_find_imgfs "$NA_MOUNT"
+		na walk_ls_imgfs "$NA_MOUNT"
+	elif imgfs_store walk "$WALK_IMG" && "$IMGFS" mount --ro "$(ref "$WALK_IMG")" "$m"; then
+		cmds+=("walk_find_imgfs=find $m >/dev/null" "walk_ls_imgfs=ls -lR $m >/dev/null")
+	else
+		side_failed walk_find_imgfs walk_ls_imgfs
+	fi
+	cmds+=("walk_find_local=find $tree/rootfs >/dev/null"
+		"walk_ls_local=ls -lR $tree/rootfs >/dev/null")
+	bench_sides walk "$HF_RUNS" "${cmds[@]}"
+	unmount_under "$m"
+}
+
+# ---------------------------------------------------------------------------------------
+# Writable layer: copy-up of a 64 MiB lower file, sequential write, creating and deleting
+# 10,000 small files (1,000 in quick mode); imgfs against local disk and fuse-overlayfs (lower = extracted tree).
+
+# rw_ops SIDE DIR FILE: the four operations in DIR (a writable root), FILE a 64 MiB file in
+# it that is not yet copied up (for local disk: the source of a cp).
+rw_copyup() {
+	case $1 in
+	local) timed copyup_local cp "$3" "$2/copy.bin" ;;
+	*) timed "copyup_$1" dd if=/dev/zero of="$3" bs=1 count=1 conv=notrunc ;;
+	esac
+}
+
+rw_rest() {
+	local side=$1 d=$2
+	timed "write_$side" dd if=/dev/zero of="$d/seq.bin" bs=1M count="$WRITE_MB" conv=fsync || return 1
+	mkdir -p "$d/many" || return 1
+	timed "create_$side" "$PYTHON" -c 'import sys
+d = sys.argv[1]
+for i in range(int(sys.argv[2])):
+    with open("%s/f%05d" % (d, i), "w") as f:
+        f.write("x")' "$d/many" "$NFILES" || return 1
+	timed "delete_$side" rm -rf "$d/many"
+}
+
+m_rw() {
+	local i tree ok=1 m=$W/mnt o=$W/fov k
+	tree=$(unpack_tree "$READ_IMG")
+	mkdir -p "$m" "$o"
+	if [ -z "$HAVE_RW" ]; then
+		ok=0
+		for k in copyup write create delete; do na "${k}_imgfs" "$NA_RW"; done
+	elif ! imgfs_store rw "$READ_IMG"; then
+		ok=0
+		side_failed copyup_imgfs write_imgfs create_imgfs delete_imgfs
+	fi
+	for i in $(seq "$REPS"); do
+		if [ "$ok" = 1 ]; then
+			unmount_under "$m"
+			if ! { "$IMGFS" mount "$(ref "$READ_IMG")" "$m" >>"$MLOG" 2>&1 &&
+				rw_copyup imgfs "$m/tmp" "$m/$READ_FILE" && rw_rest imgfs "$m/tmp"; }; then
+				ok=0
+				side_failed copyup_imgfs write_imgfs create_imgfs delete_imgfs
+			fi
+			unmount_under "$m"
+		fi
+		rm -rf "$W/local"
+		mkdir -p "$W/local"
+		rw_copyup local "$W/local" "$tree/rootfs/$READ_FILE"
+		rw_rest local "$W/local"
+		rm -rf "$W/local" "$W/upper" "$W/work"
+		mkdir -p "$W/upper" "$W/work"
+		fuse-overlayfs -o "lowerdir=$tree/rootfs,upperdir=$W/upper,workdir=$W/work" "$o"
+		rw_copyup fov "$o/tmp" "$o/$READ_FILE"
+		rw_rest fov "$o/tmp"
+		fusermount3 -u "$o"
+	done
+}
+
+# ---------------------------------------------------------------------------------------
+# Runner alone on an extracted tree, against bwrap and runc; imgfs run of a pulled image.
+
+m_runner() {
+	local tree cmds=()
+	tree=$(unpack_tree "$WALK_IMG")
+	mkdir -p "$W/bundle"
+	runc_config "$tree/rootfs" /bin/true >"$W/bundle/config.json"
+	if [ -n "$HAVE_RUNNER" ]; then
+		cmds+=("runner_true=$RUNNER $tree/rootfs /bin/true")
+	else
+		na runner_true "$NA_RUNNER"
+	fi
+	if [ -z "$HAVE_RUN" ]; then
+		na run_true "$NA_RUN"
+	elif imgfs_store run "$WALK_IMG"; then
+		cmds+=("run_true=$IMGFS run $(ref "$WALK_IMG") /bin/true </dev/null")
+	else
+		side_failed run_true
+	fi
+	cmds+=("bwrap_true=bwrap $(bwrap_args "$tree/rootfs") /bin/true")
+	cmds+=("runc_true=runc run --bundle $W/bundle imgfs-bench-true-$$ </dev/null")
+	bench_sides runner "$HF_RUNS" "${cmds[@]}"
+}
+
+# ---------------------------------------------------------------------------------------
+# Daemon memory: VmHWM of the mount daemon after reading every file of the image once;
+# against archivemount (which holds its whole index in memory) on a one-layer image.
+
+read_all() {
+	find "$1" -type f -exec cat {} + >/dev/null
+}
+
+m_rss() {
+	local m=$W/mnt a=$W/am pid blob
+	mkdir -p "$m" "$a"
+	if [ -z "$HAVE_MOUNT" ]; then
+		na rss_imgfs "$NA_MOUNT"
+		na rss_imgfs_am "$NA_MOUNT"
+	else
+		for tag in "$RSS_IMG" "$RSS_AM_IMG"; do
+			local key=rss_imgfs
+			[ "$tag" = "$RSS_IMG" ] || key=rss_imgfs_am
+			if imgfs_store "rss-$tag" "$tag" &&
+				"$IMGFS" mount --ro "$(ref "$tag")" "$m" >>"$MLOG" 2>&1 &&
+				pid=$(mount_pid "$m") && read_all "$m" 2>>"$MLOG"; then
+				add_sample "$key" "$(($(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status") * 1024))"
+			else
+				side_failed "$key"
+			fi
+			unmount_under "$m"
+		done
+	fi
+	blob=$(layer_blob "$(layer_digests "$RSS_AM_IMG" | head -n 1)")
+	archivemount -o ro,readonly "$blob" "$a"
+	pid=$(pgrep -n -x archivemount)
+	read_all "$a"
+	add_sample rss_am "$(($(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status") * 1024))"
+	fusermount -u "$a" 2>/dev/null || umount "$a"
+}
+
+# ---------------------------------------------------------------------------------------
+# Store size per image: imgfs store (blobs + indexes + tree) against the compressed layers
+# and the extracted tree (du).
+
+m_store() {
+	local tag key tree
+	for tag in "${STORE_IMGS[@]}"; do
+		key=${tag//-/_}
+		add_sample "compressed_$key" "$(compressed_bytes "$tag")"
+		tree=$(unpack_tree "$tag")
+		add_sample "extracted_$key" "$(du -s --block-size=1 "$tree/rootfs" | cut -f1)"
+		if [ -z "$HAVE_PULL" ]; then
+			na "store_$key" "$NA_PULL"
+		elif imgfs_store "store-$key" "$tag"; then
+			add_sample "store_$key" "$(du -s --block-size=1 --exclude=tmp --exclude=mounts \
+				"$IMGFS_ROOT" | cut -f1)"
+			rm -rf --one-file-system "$IMGFS_ROOT"
+		else
+			side_failed "store_$key"
+		fi
+	done
+}
+
+# ---------------------------------------------------------------------------------------
+# The table
+
+desc_size() {
+	awk -v b="$(compressed_bytes "$1")" 'BEGIN { printf "%.0f MB", b / 1e6 }'
+}
+
+declare_rows() {
+	local alt_c="skopeo copy + umoci unpack + runc run" alt_a="skopeo copy + archivemount + bwrap"
+	local big="$LARGE_IMG, $(desc_size "$LARGE_IMG") compressed"
+	local t
+	row cold "Cold start → $COLD_DESC: pull + mount --ro + runner" cold_imgfs "$alt_c" cold_runc time
+	row cold "Cold start → $COLD_DESC: pull + mount --ro + runner" cold_imgfs "$alt_a" cold_am time
+	row cold "Cold start → $COLD_DESC: imgfs run" cold_imgfs_run "$alt_c" cold_runc time
+	row warm "Warm start ($WALK_IMG): mount --ro + runner /bin/true + umount" warm_imgfs \
+		"runc run, extracted tree" warm_runc time
+	row warm "Warm start ($WALK_IMG): mount --ro + runner /bin/true + umount" warm_imgfs \
+		"bwrap, extracted tree" warm_bwrap time
+	row mount "Mount time, $SMALL_IMG ($(desc_size "$SMALL_IMG") compressed), to first stat" \
+		mount_small "umoci unpack" unpack_small time
+	row mount "Mount time, $big, to first stat" mount_large "umoci unpack" unpack_large time
+	for t in "${PULL_IMGS[@]}"; do
+		row pull "Pull $t ($(desc_size "$t") compressed, $(layer_digests "$t" | wc -l) layers)" \
+			"pull_${t//-/_}" "skopeo copy docker:// → oci:" "skopeo_${t//-/_}" time "≤ 1.0×"
+	done
+	row read "Read 64 MiB file, cold (caches dropped, fresh mount)" read_cold_imgfs \
+		"local disk (extracted)" read_cold_local "tput:$READ_BYTES"
+	row read "Read 64 MiB file, cold (caches dropped, fresh mount)" read_cold_imgfs \
+		"archivemount" read_cold_am "tput:$READ_BYTES"
+	row read "Read 64 MiB file, warm" read_warm_imgfs "local disk (extracted)" read_warm_local \
+		"tput:$READ_BYTES"
+	row read "Read 64 MiB file, warm" read_warm_imgfs "archivemount" read_warm_am "tput:$READ_BYTES"
+	row walk "\`find\` over $WALK_IMG, warm" walk_find_imgfs "local disk (extracted)" walk_find_local time
+	row walk "\`ls -lR\` over $WALK_IMG, warm" walk_ls_imgfs "local disk (extracted)" walk_ls_local time
+	row rw "Copy-up of a 64 MiB lower file (1-byte write)" copyup_imgfs "cp on local disk" copyup_local time
+	row rw "Copy-up of a 64 MiB lower file (1-byte write)" copyup_imgfs "fuse-overlayfs" copyup_fov time
+	row rw "Sequential write $WRITE_MB MiB + fsync into the upper" write_imgfs "local disk" write_local \
+		"tput:$((WRITE_MB * 1024 * 1024))"
+	row rw "Sequential write $WRITE_MB MiB + fsync into the upper" write_imgfs "fuse-overlayfs" write_fov \
+		"tput:$((WRITE_MB * 1024 * 1024))"
+	row rw "Create $NFILES_DESC small files" create_imgfs "local disk" create_local time
+	row rw "Create $NFILES_DESC small files" create_imgfs "fuse-overlayfs" create_fov time
+	row rw "Delete $NFILES_DESC small files" delete_imgfs "local disk" delete_local time
+	row rw "Delete $NFILES_DESC small files" delete_imgfs "fuse-overlayfs" delete_fov time
+	row runner "runner ROOTFS /bin/true ($WALK_IMG tree)" runner_true "bwrap" bwrap_true time
+	row runner "runner ROOTFS /bin/true ($WALK_IMG tree)" runner_true "runc run" runc_true time
+	row runner "imgfs run REF /bin/true (image pulled)" run_true "runc run, extracted tree" runc_true time
+	row rss "Daemon VmHWM after reading all of $big" rss_imgfs "" "" bytes
+	row rss "Daemon VmHWM after reading all of $RSS_AM_IMG" rss_imgfs_am \
+		"archivemount of its layer" rss_am bytes
+	for t in "${STORE_IMGS[@]}"; do
+		row store "Store size, $t" "store_${t//-/_}" "compressed layers" "compressed_${t//-/_}" bytes
+		row store "Store size, $t" "store_${t//-/_}" "extracted tree (du)" "extracted_${t//-/_}" bytes
+	done
+}
+
+# ---------------------------------------------------------------------------------------
+
+log "bench: $([ "$QUICK" = 1 ] && echo quick || echo full) run, $REPS repetitions, raw data in $RAW"
+build_images "$QUICK"
+start_registry
+log "registry at $REGISTRY; pushing the bench images"
+for t in busybox "$SMALL_IMG" "$LARGE_IMG" "$READ_IMG" "$WALK_IMG" "$COLD_IMG" "${PULL_IMGS[@]}" \
+	"${STORE_IMGS[@]}"; do
+	echo "$t"
+done | sort -u | while read -r t; do push "$t"; done
+probe
+declare_rows
+
+for g in ${BENCH_ONLY:-cold warm mount pull read walk rw runner rss store}; do
+	measure "$g"
+done
+
+cat >"$RAW/machine.env" <<-EOF
+	cores=$(nproc)
+	memory=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+	cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+	kernel=$(uname -r)
+	os=$(. /etc/os-release && echo "$PRETTY_NAME")
+	date=$(date -u +%Y-%m-%d)
+	mode=$([ "$QUICK" = 1 ] && echo quick || echo full)
+	reps=$REPS
+	hyperfine_runs=$HF_RUNS
+	duration_s=$((($(now_us) - START_US) / 1000000))
+	imgfs=$(git -C "$BENCH_TOP" describe --always --dirty 2>/dev/null || echo unknown)
+	versions=$(printf '%s; ' "skopeo $(skopeo --version | awk '{ print $3 }')" \
+		"umoci $(umoci --version | awk '{ print $3 }')" "runc $(runc --version | awk 'NR == 1 { print $3 }')" \
+		"bwrap $(bwrap --version | awk '{ print $2 }')" \
+		"archivemount $(archivemount --version 2>&1 | awk 'NR == 1 { print $3 }')" \
+		"fuse-overlayfs $(fuse-overlayfs --version 2>&1 | awk '/^fuse-overlayfs: version/ { print $3 }')")
+EOF
+"$PYTHON" "$BENCH_TOP/bench/report.py" --raw "$RAW" --out "$REPORT_DIR/RESULTS.md" \
+	--chart-data "$RAW/cold-start.dat" || die "report.py failed"
+gnuplot -e "datafile='$RAW/cold-start.dat'; outfile='$REPORT_DIR/cold-start.svg'" \
+	"$BENCH_TOP/bench/cold-start.gp" || die "gnuplot failed"
+log "wrote $REPORT_DIR/RESULTS.md and $REPORT_DIR/cold-start.svg"
+if [ "${#FAILED_GROUPS[@]}" -gt 0 ]; then
+	log "harness failures in: ${FAILED_GROUPS[*]} (see $LOGS)"
+	exit 1
+fi
