@@ -47,13 +47,26 @@ struct li_entry {
 	uint32_t uid, gid;
 	int64_t mtime_sec;
 	uint32_t mtime_nsec;
-	uint64_t size;      /* apparent size (sparse files: the full size) */
+	uint64_t size; /* apparent size (sparse files: the full size) */
 	uint32_t rdev_major, rdev_minor;
-	const char *link;   /* symlink target or hardlink target path, else NULL */
-	uint64_t data_off;  /* offset of the data in the uncompressed stream */
+	const char *link;  /* symlink target or hardlink target path, else NULL */
+	uint64_t data_off; /* offset of the data in the uncompressed stream */
 	uint32_t n_xattrs;
 	uint32_t n_segments; /* sparse map: 0 means the data is stored contiguously */
 };
+
+/* Limits against decompression bombs and absurd layers; exceeding one fails the build
+ * with -EFBIG. Defaults in li_limits_default(). */
+struct li_limits {
+	uint64_t max_out;      /* uncompressed bytes of the tar stream (64 GiB) */
+	uint32_t max_entries;  /* tar entries (4 Mi) */
+	uint32_t max_path;     /* bytes of a path or link target (4096) */
+	uint64_t max_meta;     /* bytes of strings, xattrs and sparse maps together (512 MiB) */
+	uint32_t max_xattrs;   /* xattrs of one entry (1024) */
+	uint32_t max_segments; /* sparse segments of one entry (1 Mi) */
+};
+
+void li_limits_default(struct li_limits *ret);
 
 struct li_builder;
 
@@ -68,29 +81,51 @@ int li_builder_feed(struct li_builder *b, const void *buf, size_t len);
 /* Ends the input and serialises the index for layer_digest into a malloc'ed buffer,
  * to be written atomically by the caller. -EBADMSG when the stream ended early. */
 int li_builder_finish(struct li_builder *b, const char *layer_digest, void **ret_buf,
-		      size_t *ret_len);
+                      size_t *ret_len);
+/* Replaces the limits; only before the first li_builder_feed(). */
+int li_builder_set_limits(struct li_builder *b, const struct li_limits *lim);
 void li_builder_free(struct li_builder *b);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct li_builder *, li_builder_free);
 
 struct li_index;
 
 /* Maps an index file and checks magic, version and checksum (-EBADMSG when wrong).
- * data_fd is the layer blob (or the seekable zstd copy); both fds are dup'ed. */
+ * data_fd is the layer blob (or the seekable zstd copy); both fds are dup'ed. data_fd may
+ * be -1 for metadata-only use (tree_build); reads then fail with -EBADF. */
 int li_open(int index_fd, int data_fd, struct li_index **ret);
 void li_close(struct li_index *idx);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct li_index *, li_close);
 
+/* Opens the index of layer digest below a store: store_fd/idx/sha256/HEX, with its data
+ * in store_fd/idx/sha256/HEX.zst for a zstd layer, else store_fd/blobs/sha256/HEX. */
+int li_open_store(int store_fd, const char *digest, struct li_index **ret);
+
+struct li_info {
+	enum li_compression compression;
+	uint32_t span;
+	uint64_t total_in, total_out; /* compressed and uncompressed bytes of the layer */
+	uint32_t n_entries, n_points;
+	uint32_t dropped; /* hostile entries left out of the index */
+	const char *digest;
+};
+
+void li_get_info(const struct li_index *idx, struct li_info *ret);
 size_t li_entry_count(const struct li_index *idx);
 int li_entry_get(const struct li_index *idx, size_t i, struct li_entry *ret);
 /* xattr k of entry i: name and value (binary, value_len bytes), pointers into the map. */
 int li_xattr_get(const struct li_index *idx, size_t i, uint32_t k, const char **ret_name,
-		 const void **ret_value, size_t *ret_value_len);
+                 const void **ret_value, size_t *ret_value_len);
 
 /* Reads up to len bytes of regular entry i at file offset off (sparse holes read as zeros).
  * Returns the number of bytes read (0 at EOF) or -errno. Thread-safe; decoded spans are
  * kept in a bounded LRU cache shared by every index (size: li_cache_set_size()). */
 ssize_t li_read(struct li_index *idx, size_t i, void *buf, size_t len, uint64_t off);
+/* Reads len bytes of the uncompressed tar stream at off (for checks and tools). */
+ssize_t li_read_stream(struct li_index *idx, void *buf, size_t len, uint64_t off);
 /* SEEK_DATA / SEEK_HOLE for entry i: returns the resulting offset or -ENXIO. */
 int64_t li_seek(struct li_index *idx, size_t i, uint64_t off, int whence);
 
+/* The span cache: one process-wide LRU of decoded spans (gzip: from one checkpoint to the
+ * next; zstd: one frame), 32 MiB by default; 0 disables caching. Safe to call any time;
+ * a smaller size evicts at once (spans being copied out stay alive until done). */
 void li_cache_set_size(size_t bytes);
