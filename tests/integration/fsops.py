@@ -205,6 +205,7 @@ def populate(rootfs):
     made.append(sparse)
     os.makedirs(os.path.join(w, "dev"))
     os.mknod(os.path.join(w, "dev/null"), 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.chmod(os.path.join(w, "dev/null"), 0o666)
     os.mkfifo(os.path.join(w, "dev/fifo"), 0o644)
     made += [os.path.join(w, "dev"), os.path.join(w, "dev/null"), os.path.join(w, "dev/fifo")]
     mkfile("rnd/n0", b"rnd n0\n")
