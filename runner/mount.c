@@ -1,0 +1,525 @@
+/* Setup plan executor: mounts by file descriptor, inside the rootfs only.
+ *
+ * Why by fd: an image is hostile input. Its /proc, /dev or /etc/hosts may be symlinks to
+ * host paths ("/etc/hosts -> /tmp/HOSTFILE"); a mount given a path string would follow them
+ * out of the rootfs onto the host. Every target is therefore opened with
+ * openat2(RESOLVE_IN_ROOT), which resolves symlinks as if the rootfs were "/", and the mount
+ * is made on that fd (through /proc/self/fd/N, or move_mount() for clones). */
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <linux/openat2.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <limits.h>
+#include "common/fileio.h"
+#include "runner/mount.h"
+#include "runner/util.h"
+
+#define MAX_SYMLINK_HOPS 40
+
+static int openat2_in_root(int root_fd, const char *path, int *ret_fd)
+{
+	struct open_how how = {
+	    .flags = O_PATH | O_CLOEXEC,
+	    .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+	};
+	int fd;
+
+	do
+		fd = (int)syscall(SYS_openat2, root_fd, path, &how, sizeof(how));
+	while (fd < 0 && errno == EAGAIN);
+	if (fd < 0)
+		return -errno;
+	*ret_fd = fd;
+	return 0;
+}
+
+/* Splits path into its parent ("/" at least) and last component, in buffers of PATH_MAX. */
+static int split_path(const char *path, char *dir, char *base)
+{
+	size_t len = strlen(path);
+	const char *slash;
+
+	while (len > 1 && path[len - 1] == '/')
+		len--;
+	if (len == 0 || len >= PATH_MAX)
+		return -EINVAL;
+	memcpy(dir, path, len);
+	dir[len] = '\0';
+	slash = strrchr(dir, '/');
+	snprintf(base, PATH_MAX, "%s", slash ? slash + 1 : dir);
+	if (!base[0] || streq(base, ".") || streq(base, ".."))
+		return -EINVAL;
+	if (!slash)
+		strcpy(dir, ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		dir[slash - dir] = '\0';
+	return 0;
+}
+
+static int root_open_depth(int root_fd, const char *path, enum root_want want, int depth,
+                           int *ret_fd)
+{
+	_cleanup_free_ char *cur = NULL, *dir = NULL, *base = NULL, *link = NULL;
+	int r;
+
+	if (depth > PATH_MAX / 2)
+		return -ELOOP;
+	cur = strdup(path);
+	dir = malloc(PATH_MAX);
+	base = malloc(PATH_MAX);
+	link = malloc(PATH_MAX);
+	if (!cur || !dir || !base || !link)
+		return -ENOMEM;
+	for (int hops = 0; hops < MAX_SYMLINK_HOPS; hops++) {
+		_cleanup_close_ int dfd = -1;
+		ssize_t n;
+
+		r = openat2_in_root(root_fd, cur, ret_fd);
+		if (r != -ENOENT || want == ROOT_EXISTING)
+			return r;
+		r = split_path(cur, dir, base);
+		if (r < 0)
+			return r;
+		r = root_open_depth(root_fd, dir, ROOT_DIR, depth + 1, &dfd);
+		if (r < 0)
+			return r;
+		if (want == ROOT_FILE) {
+			int fd = openat(dfd, base,
+			                O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+			r = fd < 0 ? -errno : 0;
+			if (fd >= 0)
+				close(fd);
+		} else {
+			r = mkdirat(dfd, base, 0755) < 0 ? -errno : 0;
+		}
+		if (r == 0)
+			continue;
+		if (r != -EEXIST)
+			return r;
+		/* It exists but did not resolve: a dangling symlink. Create its target,
+		 * resolved inside the root like everything else. */
+		n = readlinkat(dfd, base, link, PATH_MAX - 1);
+		if (n < 0)
+			return -errno;
+		link[n] = '\0';
+		free(cur);
+		if (link[0] == '/')
+			cur = strdup(link);
+		else if (asprintf(&cur, "%s/%s", dir, link) < 0)
+			cur = NULL;
+		if (!cur)
+			return -ENOMEM;
+	}
+	return -ELOOP;
+}
+
+int root_open(int root_fd, const char *path, enum root_want want, int *ret_fd)
+{
+	return root_open_depth(root_fd, path, want, 0, ret_fd);
+}
+
+static bool same_inode(int a, int b)
+{
+	struct stat sa, sb;
+
+	return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+	       sa.st_ino == sb.st_ino;
+}
+
+/* Opens a step's target, refusing one that resolves to the root itself (a "/proc -> /"
+ * symlink would otherwise bury the whole rootfs under proc). */
+static int open_target(int root_fd, const struct setup_step *s, enum root_want want, int *ret_fd)
+{
+	_cleanup_close_ int fd = -1;
+	int r = root_open(root_fd, s->target, want, &fd);
+
+	if (r < 0)
+		return r;
+	if (same_inode(fd, root_fd))
+		return -ELOOP;
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+static void fd_path(int fd, char buf[32])
+{
+	snprintf(buf, 32, "/proc/self/fd/%d", fd);
+}
+
+static int attach(int tree_fd, int target_fd)
+{
+	if (move_mount(tree_fd, "", target_fd, "",
+	               MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		return -errno;
+	return 0;
+}
+
+static int set_rdonly(int fd, bool recursive)
+{
+	struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
+
+	if (mount_setattr(fd, "", AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), &attr,
+	                  sizeof(attr)) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Clones the tree at (dirfd, path) and, when rdonly, makes the clone read-only before it
+ * becomes visible anywhere. */
+static int clone_tree(int dirfd, const char *path, bool recursive, bool rdonly, int *ret_fd)
+{
+	_cleanup_close_ int t = -1;
+	int r;
+
+	t = open_tree(dirfd, path,
+	              OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (path[0] ? 0 : AT_EMPTY_PATH) |
+	                  (recursive ? AT_RECURSIVE : 0));
+	if (t < 0)
+		return -errno;
+	if (rdonly) {
+		r = set_rdonly(t, recursive);
+		if (r < 0)
+			return r;
+	}
+	*ret_fd = TAKE_FD(t);
+	return 0;
+}
+
+static int do_mount(int root_fd, const struct setup_step *s)
+{
+	_cleanup_close_ int fd = -1;
+	char p[32];
+	int r = open_target(root_fd, s, ROOT_DIR, &fd);
+
+	if (r < 0)
+		return r;
+	fd_path(fd, p);
+	if (mount(s->source, p, s->fstype, s->flags, s->data) < 0)
+		return -errno;
+	return 0;
+}
+
+static int do_bind(int root_fd, const struct setup_step *s)
+{
+	_cleanup_close_ int fd = -1, src = -1;
+	struct stat st;
+	int r;
+
+	r = clone_tree(AT_FDCWD, s->source, s->opts & STEP_REC, s->opts & STEP_RDONLY, &src);
+	if (r < 0)
+		return r;
+	if (fstat(src, &st) < 0)
+		return -errno;
+	r = open_target(root_fd, s, S_ISDIR(st.st_mode) ? ROOT_DIR : ROOT_FILE, &fd);
+	if (r < 0)
+		return r;
+	return attach(src, fd);
+}
+
+static int do_mknod(int root_fd, const struct setup_step *s)
+{
+	_cleanup_free_ char *dir = malloc(PATH_MAX), *base = malloc(PATH_MAX);
+	_cleanup_close_ int dfd = -1;
+	int r;
+
+	if (!dir || !base)
+		return -ENOMEM;
+	r = split_path(s->target, dir, base);
+	if (r < 0)
+		return r;
+	r = root_open(root_fd, dir, ROOT_DIR, &dfd);
+	if (r < 0)
+		return r;
+	if (mknodat(dfd, base, s->mode, s->dev) < 0)
+		return -errno;
+	/* mknod is subject to the umask; the devices must be 0666. */
+	if (fchmodat(dfd, base, s->mode & 07777, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+static int do_symlink(int root_fd, const struct setup_step *s)
+{
+	_cleanup_free_ char *dir = malloc(PATH_MAX), *base = malloc(PATH_MAX);
+	_cleanup_close_ int dfd = -1;
+	int r;
+
+	if (!dir || !base)
+		return -ENOMEM;
+	r = split_path(s->target, dir, base);
+	if (r < 0)
+		return r;
+	r = root_open(root_fd, dir, ROOT_DIR, &dfd);
+	if (r < 0)
+		return r;
+	if (symlinkat(s->source, dfd, base) < 0)
+		return -errno;
+	return 0;
+}
+
+static int do_mask(int root_fd, const struct setup_step *s)
+{
+	_cleanup_close_ int fd = -1, null_fd = -1, tree = -1;
+	struct stat st;
+	char p[32];
+	int r;
+
+	r = open_target(root_fd, s, ROOT_EXISTING, &fd);
+	if (r < 0)
+		return r;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (S_ISDIR(st.st_mode)) {
+		fd_path(fd, p);
+		if (mount("tmpfs", p, "tmpfs", MS_RDONLY, NULL) < 0)
+			return -errno;
+		return 0;
+	}
+	r = root_open(root_fd, "/dev/null", ROOT_EXISTING, &null_fd);
+	if (r < 0)
+		return r;
+	r = clone_tree(null_fd, "", false, false, &tree);
+	if (r < 0)
+		return r;
+	return attach(tree, fd);
+}
+
+static int do_readonly(int root_fd, const struct setup_step *s)
+{
+	_cleanup_close_ int fd = -1, tree = -1;
+	int r;
+
+	r = open_target(root_fd, s, ROOT_EXISTING, &fd);
+	if (r < 0)
+		return r;
+	r = clone_tree(fd, "", true, true, &tree);
+	if (r < 0)
+		return r;
+	return attach(tree, fd);
+}
+
+static int do_remount_ro(int root_fd, const struct setup_step *s)
+{
+	_cleanup_close_ int fd = -1;
+	int r = open_target(root_fd, s, ROOT_EXISTING, &fd);
+
+	if (r < 0)
+		return r;
+	return set_rdonly(fd, false);
+}
+
+/* Generated files live on one detached tmpfs that is never attached anywhere: each file is
+ * cloned from it onto its target, so nothing of it is left on the host. */
+static int do_file(int root_fd, const struct setup_step *s, size_t idx, int *files_fs)
+{
+	_cleanup_close_ int fd = -1, f = -1, tree = -1;
+	struct statfs sfs;
+	char name[32];
+	int r;
+
+	if (*files_fs < 0) {
+		_cleanup_close_ int fsfd = fsopen("tmpfs", FSOPEN_CLOEXEC);
+
+		if (fsfd < 0)
+			return -errno;
+		if (fsconfig(fsfd, FSCONFIG_SET_STRING, "mode", "0755", 0) < 0 ||
+		    fsconfig(fsfd, FSCONFIG_SET_STRING, "size", "1m", 0) < 0 ||
+		    fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+			return -errno;
+		*files_fs = fsmount(fsfd, FSMOUNT_CLOEXEC,
+		                    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+		if (*files_fs < 0)
+			return -errno;
+	}
+	r = open_target(root_fd, s, ROOT_FILE, &fd);
+	if (r < 0)
+		return r;
+	/* A symlink into /proc or /sys would put our file over a kernel interface. */
+	if (fstatfs(fd, &sfs) < 0)
+		return -errno;
+	if (sfs.f_type == PROC_SUPER_MAGIC || sfs.f_type == SYSFS_MAGIC)
+		return -EPERM;
+	snprintf(name, sizeof(name), "step%zu", idx);
+	f = openat(*files_fs, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+	if (f < 0)
+		return -errno;
+	r = write_full(f, s->source, strlen(s->source));
+	if (r < 0)
+		return r;
+	r = clone_tree(*files_fs, name, false, false, &tree);
+	if (r < 0)
+		return r;
+	return attach(tree, fd);
+}
+
+static const char *step_name(enum step_type t)
+{
+	switch (t) {
+	case STEP_MOUNT:
+		return "mount";
+	case STEP_BIND:
+		return "bind";
+	case STEP_MKNOD:
+		return "mknod";
+	case STEP_SYMLINK:
+		return "symlink";
+	case STEP_MKDIR:
+		return "mkdir";
+	case STEP_MASK:
+		return "mask";
+	case STEP_READONLY:
+		return "make read-only";
+	case STEP_REMOUNT_RO:
+		return "remount read-only";
+	case STEP_FILE:
+		return "bind generated file on";
+	}
+	return "?";
+}
+
+int mount_run_plan(int root_fd, const struct setup_plan *p, struct runner_error *e)
+{
+	_cleanup_close_ int files_fs = -1;
+
+	for (size_t i = 0; i < p->n; i++) {
+		const struct setup_step *s = &p->steps[i];
+		_cleanup_close_ int fd = -1;
+		int r = 0;
+
+		switch (s->type) {
+		case STEP_MOUNT:
+			r = do_mount(root_fd, s);
+			break;
+		case STEP_BIND:
+			r = do_bind(root_fd, s);
+			break;
+		case STEP_MKNOD:
+			r = do_mknod(root_fd, s);
+			break;
+		case STEP_SYMLINK:
+			r = do_symlink(root_fd, s);
+			break;
+		case STEP_MKDIR:
+			r = root_open(root_fd, s->target, ROOT_DIR, &fd);
+			break;
+		case STEP_MASK:
+			r = do_mask(root_fd, s);
+			break;
+		case STEP_READONLY:
+			r = do_readonly(root_fd, s);
+			break;
+		case STEP_REMOUNT_RO:
+			r = do_remount_ro(root_fd, s);
+			break;
+		case STEP_FILE:
+			r = do_file(root_fd, s, i, &files_fs);
+			break;
+		}
+		if (r == -ENOENT && (s->opts & STEP_OPTIONAL))
+			continue;
+		if (r == -EROFS)
+			return runner_errf(e, r, "cannot create '%s' in the rootfs for %s",
+			                   s->target, step_name(s->type));
+		if (r == -ELOOP)
+			return runner_errf(e, r,
+			                   "cannot %s '%s': it resolves to the rootfs itself "
+			                   "or through too many symlinks",
+			                   step_name(s->type), s->target);
+		if (r < 0) {
+			if (s->type == STEP_MOUNT)
+				return runner_errf(e, r, "cannot mount %s on '%s'", s->fstype,
+				                   s->target);
+			if (s->type == STEP_BIND)
+				return runner_errf(e, r, "cannot bind '%s' on '%s'", s->source,
+				                   s->target);
+			return runner_errf(e, r, "cannot %s '%s'", step_name(s->type), s->target);
+		}
+	}
+	return 0;
+}
+
+int mount_prepare_root(int rootfs_fd, int *ret_root_fd, struct runner_error *e)
+{
+	_cleanup_close_ int tree = -1;
+	int r;
+
+	_cleanup_close_ int fd = -1;
+	char link[32], path[PATH_MAX];
+	ssize_t n;
+
+	if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+		return runner_errf(e, -errno, "cannot make '/' a slave mount");
+	/* rootfs_fd names a mount of the namespace we were cloned from, which open_tree()
+	 * refuses: reopen the same directory by path in ours, and check it is the same. */
+	fd_path(rootfs_fd, link);
+	n = readlink(link, path, sizeof(path) - 1);
+	if (n < 0)
+		return runner_errf(e, -errno, "cannot find the rootfs");
+	path[n] = '\0';
+	fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || !same_inode(fd, rootfs_fd))
+		return runner_errf(e, fd < 0 ? -errno : -ESTALE, "cannot reopen the rootfs '%s'",
+		                   path);
+	r = clone_tree(fd, "", true, false, &tree);
+	if (r < 0)
+		return runner_errf(e, r, "cannot bind the rootfs onto itself");
+	r = attach(tree, fd);
+	if (r < 0)
+		return runner_errf(e, r, "cannot bind the rootfs onto itself");
+	/* The clone's fd now names the root of the attached bind mount: everything below is
+	 * resolved from it, so nothing lands on the mount it covers. */
+	*ret_root_fd = TAKE_FD(tree);
+	return 0;
+}
+
+int mount_pivot(int root_fd, struct runner_error *e)
+{
+	if (fchdir(root_fd) < 0)
+		return runner_errf(e, -errno, "cannot enter the rootfs");
+	if (syscall(SYS_pivot_root, ".", ".") < 0)
+		return runner_errf(e, -errno, "cannot pivot_root into the rootfs");
+	/* The old root is stacked on "/" now; it is a slave, so detaching it does not
+	 * propagate to the host. */
+	if (umount2(".", MNT_DETACH) < 0)
+		return runner_errf(e, -errno, "cannot detach the old root");
+	if (chdir("/") < 0)
+		return runner_errf(e, -errno, "cannot chdir to '/'");
+	return 0;
+}
+
+int root_read_file(int root_fd, const char *path, size_t max, char **ret)
+{
+	struct open_how how = {
+	    .flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
+	    .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+	};
+	_cleanup_close_ int fd = -1;
+	struct stat st;
+
+	/* O_NONBLOCK: a FIFO planted at /etc/passwd must not hang us. */
+	fd = (int)syscall(SYS_openat2, root_fd, path, &how, sizeof(how));
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	if ((uint64_t)st.st_size > max)
+		return -EFBIG;
+	_cleanup_free_ char *buf = malloc(max + 1);
+	if (!buf)
+		return -ENOMEM;
+	ssize_t n = read_full(fd, buf, max + 1);
+	if (n < 0)
+		return (int)n;
+	if ((size_t)n > max)
+		return -EFBIG;
+	buf[n] = '\0';
+	*ret = TAKE_PTR(buf);
+	return 0;
+}
