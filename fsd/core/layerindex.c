@@ -448,8 +448,20 @@ static size_t meta_bytes(const struct li_builder *b)
 	return b->strings.len + b->xattrs.len + b->segments.len + b->entries.len;
 }
 
+static struct lix_xattr *find_xattr(struct li_builder *b, const struct lix_entry *e,
+                                    const char *name)
+{
+	struct lix_xattr *x = (struct lix_xattr *)b->xattrs.p + e->xattr_first;
+
+	for (uint32_t k = 0; k < e->n_xattrs; k++)
+		if (streq((const char *)b->strings.p + x[k].name, name))
+			return &x[k];
+	return NULL;
+}
+
 static int add_xattrs(struct li_builder *b, struct archive_entry *ae, struct lix_entry *e)
 {
+	struct lix_xattr *old;
 	const char *name;
 	const void *value;
 	size_t size;
@@ -462,15 +474,23 @@ static int add_xattrs(struct li_builder *b, struct archive_entry *ae, struct lix
 
 		if (!name || !*name || strlen(name) > 255 || size > 65536 || (!value && size))
 			return -EBADMSG; /* the kernel's XATTR_NAME_MAX and XATTR_SIZE_MAX */
+		r = add_string(b, value, size, &x.value);
+		if (r < 0)
+			return r;
+		x.value_len = (uint32_t)size;
+		/* libarchive's pax writer stores each xattr twice (LIBARCHIVE.xattr and
+		 * SCHILY.xattr) and the reader returns both: one name, the last value. */
+		old = find_xattr(b, e, name);
+		if (old) {
+			old->value = x.value;
+			old->value_len = x.value_len;
+			continue;
+		}
 		if (e->n_xattrs >= b->lim.max_xattrs || b->n_xattrs == UINT32_MAX)
 			return -EFBIG;
 		r = add_string(b, name, strlen(name), &x.name);
 		if (r < 0)
 			return r;
-		r = add_string(b, value, size, &x.value);
-		if (r < 0)
-			return r;
-		x.value_len = (uint32_t)size;
 		r = dynbuf_append(&b->xattrs, &x, sizeof(x));
 		if (r < 0)
 			return r;

@@ -53,6 +53,7 @@ struct li_entry {
 	uint64_t data_off; /* offset of the data in the uncompressed stream */
 	uint32_t n_xattrs;
 	uint32_t n_segments; /* sparse map: 0 means the data is stored contiguously */
+	uint64_t stored;     /* bytes stored in the stream (sparse files: their segments) */
 };
 
 /* Limits against decompression bombs and absurd layers; exceeding one fails the build

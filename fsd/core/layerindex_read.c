@@ -228,6 +228,7 @@ int li_entry_get(const struct li_index *idx, size_t i, struct li_entry *ret)
 	    .data_off = e->data_off,
 	    .n_xattrs = e->n_xattrs,
 	    .n_segments = e->n_segments,
+	    .stored = e->type == LI_REG ? e->stored : 0,
 	};
 	return 0;
 }

@@ -19,7 +19,7 @@
  * store_fd/idx/sha256/HEX, and returns the serialised tree in a malloc'ed buffer that the
  * caller writes atomically to trees/sha256/MANIFEST_HEX. */
 int tree_build(int store_fd, const char *const *layer_digests, size_t n_layers, void **ret_buf,
-	       size_t *ret_len);
+               size_t *ret_len);
 
 struct tree;
 
@@ -41,14 +41,14 @@ uint32_t tree_canonical(const struct tree *t, uint32_t node);
  * the caller's business); fn returns non-zero to stop. next_off is the position after it. */
 typedef int (*tree_dirent_fn)(const char *name, uint32_t node, uint64_t next_off, void *userdata);
 int tree_readdir(const struct tree *t, uint32_t dir, uint64_t off, tree_dirent_fn fn,
-		 void *userdata);
+                 void *userdata);
 
 /* Symlink target into buf (NUL-terminated); returns its length, -EINVAL if not a link. */
 int tree_readlink(const struct tree *t, uint32_t node, char *buf, size_t size);
 /* Extended attributes, with getxattr(2)/listxattr(2) conventions: size 0 asks for the
  * length; -ERANGE when buf is too small; -ENODATA when missing. */
 ssize_t tree_getxattr(const struct tree *t, uint32_t node, const char *name, void *buf,
-		      size_t size);
+                      size_t size);
 ssize_t tree_listxattr(const struct tree *t, uint32_t node, char *buf, size_t size);
 /* File data through the layer index span reader; thread-safe. */
 ssize_t tree_read(const struct tree *t, uint32_t node, void *buf, size_t size, uint64_t off);

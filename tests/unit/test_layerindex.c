@@ -520,8 +520,7 @@ static void check_entry(struct li_index *li, const struct file_spec *f, size_t n
 		}
 		assert_true(found);
 	}
-	if (!f->xattrs[0].name)
-		assert_int_equal(e.n_xattrs, 0);
+	assert_int_equal(e.n_xattrs, f->xattrs[1].name ? 2 : f->xattrs[0].name ? 1 : 0);
 	if (f->type == LI_REG) {
 		assert_int_equal(e.size, f->size);
 		check_file_data(li, (size_t)i, f);
