@@ -140,15 +140,15 @@ spawn() {
 	_pids+=("$SPAWNED_PID")
 }
 
-# with_default_signals CMD...: runs CMD with SIGINT and SIGQUIT at their default disposition.
-# bash starts background commands of a script with both ignored; a test that sends SIGINT
-# to one (as Ctrl-C would) starts it through this.
-with_default_signals() {
-	"$PYTHON" -c 'import os, signal, sys
+# "${WITH_DEFAULT_SIGNALS[@]}" CMD...: runs CMD with SIGINT and SIGQUIT at their default
+# disposition. bash starts background commands of a script with both ignored; a test that
+# sends SIGINT to one (as Ctrl-C would) starts it through this. It is an array, not a
+# function, so that `... &` makes $! the command's own pid (a function would run in a
+# subshell that swallows the signal).
+WITH_DEFAULT_SIGNALS=("$PYTHON" -c 'import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_DFL)
 signal.signal(signal.SIGQUIT, signal.SIG_DFL)
-os.execvp(sys.argv[1], sys.argv[1:])' "$@"
-}
+os.execvp(sys.argv[1], sys.argv[1:])')
 
 # stop_pid PID: SIGTERM, then SIGKILL after 5 s; reaps it.
 stop_pid() {

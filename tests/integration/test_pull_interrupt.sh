@@ -13,7 +13,7 @@ digest=$(oci_digest "$TESTDIR/images" big)
 
 log "SIGINT while downloading"
 proxy_rules '[{"match": "GET /v2/test/big/blobs/", "action": "throttle", "rate": 1000000}]'
-with_default_signals "$IMGFS_BIN" pull -q "$ref" >"$TESTDIR/interrupted.out" 2>"$TESTDIR/interrupted.err" &
+"${WITH_DEFAULT_SIGNALS[@]}" "$IMGFS_BIN" pull -q "$ref" >"$TESTDIR/interrupted.out" 2>"$TESTDIR/interrupted.err" &
 pid=$!
 for _ in $(seq 100); do # until some layer bytes are on disk
 	[ -n "$(find "$IMGFS_ROOT/tmp" -type f -size +200k 2>/dev/null)" ] && break
