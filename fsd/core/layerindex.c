@@ -511,6 +511,7 @@ static int add_segments(struct li_builder *b, struct archive_entry *ae, struct l
 		e->stored = e->size;
 		return 0;
 	}
+	e->flags |= LIX_F_SPARSE;
 	while (archive_entry_sparse_next(ae, &off, &len) == ARCHIVE_OK) {
 		struct lix_segment s;
 

@@ -52,8 +52,8 @@ struct li_entry {
 	const char *link;  /* symlink target or hardlink target path, else NULL */
 	uint64_t data_off; /* offset of the data in the uncompressed stream */
 	uint32_t n_xattrs;
-	uint32_t n_segments; /* sparse map: 0 means the data is stored contiguously */
-	uint64_t stored;     /* bytes stored in the stream (sparse files: their segments) */
+	uint32_t n_segments; /* segments of a sparse file (0 and stored < size: all hole) */
+	uint64_t stored;     /* bytes stored in the stream: size, or the sum of the segments */
 };
 
 /* Limits against decompression bombs and absurd layers; exceeding one fails the build

@@ -27,6 +27,7 @@
 #define LIX_MAGIC "IMGFSLIX"
 #define LIX_VERSION 1u
 #define LIX_NONE UINT32_MAX
+#define LIX_F_SPARSE 1u /* data is segments[] (possibly none: all hole), not contiguous */
 
 struct lix_header {
 	char magic[8];
@@ -47,11 +48,11 @@ struct lix_header {
 };
 
 struct lix_entry {
-	uint32_t path; /* string offset */
-	uint32_t link; /* string offset or LIX_NONE */
-	uint16_t type; /* enum li_type */
-	uint16_t pad;
-	uint32_t mode; /* permission bits incl. setuid/setgid/sticky */
+	uint32_t path;  /* string offset */
+	uint32_t link;  /* string offset or LIX_NONE */
+	uint16_t type;  /* enum li_type */
+	uint16_t flags; /* LIX_F_* */
+	uint32_t mode;  /* permission bits incl. setuid/setgid/sticky */
 	uint32_t uid, gid;
 	uint32_t mtime_nsec;
 	uint32_t rdev_major, rdev_minor;

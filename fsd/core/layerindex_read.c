@@ -202,7 +202,8 @@ static const struct lix_entry *entry_at(const struct li_index *idx, size_t i)
 		return NULL;
 	if (e->data_off > h->total_out || e->stored > h->total_out - e->data_off)
 		return NULL;
-	if (e->type == LI_REG && e->n_segments == 0 && e->stored != e->size)
+	if (e->type == LI_REG && !(e->flags & LIX_F_SPARSE) &&
+	    (e->n_segments != 0 || e->stored != e->size))
 		return NULL;
 	return e;
 }
@@ -621,7 +622,7 @@ ssize_t li_read(struct li_index *idx, size_t i, void *buf, size_t len, uint64_t 
 	if (off >= e->size)
 		return 0;
 	len = (size_t)MIN((uint64_t)MIN(len, (size_t)SSIZE_MAX), e->size - off);
-	if (e->n_segments == 0) {
+	if (!(e->flags & LIX_F_SPARSE)) {
 		r = read_stream(idx, out, len, e->data_off + off);
 		return r < 0 ? r : (ssize_t)len;
 	}
@@ -663,7 +664,7 @@ int64_t li_seek(struct li_index *idx, size_t i, uint64_t off, int whence)
 		return -EINVAL;
 	if (off >= e->size || e->type != LI_REG)
 		return -ENXIO;
-	if (e->n_segments == 0)
+	if (!(e->flags & LIX_F_SPARSE))
 		return whence == SEEK_DATA ? (int64_t)off : (int64_t)e->size;
 	seg = &idx->segments[e->seg_first];
 	k = find_segment(seg, e->n_segments, off);

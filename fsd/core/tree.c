@@ -470,7 +470,7 @@ static int fill_node(const struct builder *b, const struct mnode *m, struct tree
 	switch (e.type) {
 	case LI_REG:
 		t->size = e.size;
-		t->blocks = blocks_of(e.n_segments ? e.stored : e.size);
+		t->blocks = blocks_of(e.stored);
 		break;
 	case LI_DIR:
 		t->size = DIR_SIZE;
