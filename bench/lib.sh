@@ -274,6 +274,18 @@ debian_rootfs() {
 	mv "$r.tmp" "$r"
 }
 
+# debian_etc ROOTFS: the files a container runtime binds over exist, empty (debootstrap
+# copies the build host's hostname and resolv.conf and writes no hosts file), so that a
+# read-only view of the image can host a container without an init layer.
+debian_etc() {
+	local f
+	for f in hostname hosts resolv.conf; do
+		rm -f "$1/etc/$f"
+		: >"$1/etc/$f"
+		chmod 644 "$1/etc/$f"
+	done
+}
+
 # set_image_config TAG CMD...: entrypoint-less config with CMD and Debian's PATH.
 set_image_config() {
 	local tag=$1 a args=()
@@ -301,6 +313,7 @@ build_debian() {
 	rm -rf "$b"
 	umoci unpack --image "$LAYOUT:debian.tmp" "$b" >/dev/null
 	cp -a "$CACHE/debian-rootfs/." "$b/rootfs/"
+	debian_etc "$b/rootfs"
 	umoci repack --image "$LAYOUT:debian.tmp" "$b" >/dev/null
 	rm -rf "$b"
 	set_image_config debian.tmp /bin/bash
@@ -320,6 +333,7 @@ build_debian_multi() {
 	umoci unpack --image "$LAYOUT:debian-multi.tmp" "$b" >/dev/null
 	(cd "$r" && tar --exclude=./usr/lib/* --exclude=./usr/share/* --exclude=./var/* \
 		-cf - .) | (cd "$b/rootfs" && tar -xpf -)
+	debian_etc "$b/rootfs"
 	umoci repack --image "$LAYOUT:debian-multi.tmp" "$b" >/dev/null
 	rm -rf "$b"
 	for d in usr/lib usr/share var; do
@@ -376,6 +390,15 @@ unpack_tree() {
 		umoci unpack --image "$LAYOUT:$1" "$t" >/dev/null || die "umoci unpack $1 failed"
 	fi
 	echo "$t"
+}
+
+# private_tree TAG DIR: a copy of the extracted tree of TAG at DIR (runtimes create their
+# mount points in a rootfs; the cached tree must stay as umoci unpack left it).
+private_tree() {
+	local t
+	t=$(unpack_tree "$1") || return 1
+	rm -rf "$2"
+	cp -a "$t/rootfs" "$2"
 }
 
 # runc_config ROOTFS_DIR ARGS...: prints a runc config.json (from `runc spec`) running ARGS

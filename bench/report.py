@@ -30,7 +30,7 @@ GROUP_TITLES = {
 
 # The chart: approach label, total key, phase keys (fetch, prepare rootfs, run).
 COLD_BARS = [
-    ("imgfs: pull + mount + runner", "cold_imgfs", "imgfs pull\\n+ mount --ro\\n+ runner"),
+    ("imgfs: pull + mount + runner", "cold_imgfs", "imgfs pull\\n+ imgfs mount\\n+ runner"),
     ("skopeo + umoci unpack + runc", "cold_runc", "skopeo copy\\n+ umoci unpack\\n+ runc run"),
     ("skopeo + archivemount + bwrap", "cold_am", "skopeo copy\\n+ archivemount\\n+ bwrap"),
 ]
@@ -87,13 +87,23 @@ def summary(vals, unit):
     )
 
 
+# Paths in error messages, replaced so that the report names no directory of the machine.
+PATH_SUBST = []
+
+
+def scrub(msg):
+    for path, name in PATH_SUBST:
+        msg = msg.replace(path, name)
+    return msg
+
+
 def why(data, key, group):
     r = read_text(os.path.join(data, key + ".na"))
     if r:
-        return "n/a (%s)" % r
+        return "n/a (%s)" % scrub(r)
     f = read_text(os.path.join(data, "_failed_" + group))
     if f is not None:
-        return "n/a (measurement failed: %s; see logs/%s.log)" % (f, group)
+        return "n/a (measurement failed: %s; see logs/%s.log)" % (scrub(f), group)
     return "n/a (not measured)"
 
 
@@ -106,8 +116,12 @@ def main():
     ap.add_argument("--raw", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--chart-data", required=True)
+    ap.add_argument("--top", help="source tree, removed from paths in messages")
     a = ap.parse_args()
     data = os.path.join(a.raw, "data")
+    PATH_SUBST.append((os.path.join(os.path.abspath(a.raw), "work"), "WORKDIR"))
+    if a.top:
+        PATH_SUBST.append((os.path.abspath(a.top) + "/", ""))
 
     machine = {}
     for line in (read_text(os.path.join(a.raw, "machine.env")) or "").splitlines():
@@ -206,7 +220,7 @@ def main():
         )
     w("")
     w(
-        "fetch = `imgfs pull` / `skopeo copy`; prepare rootfs = `imgfs mount --ro` / "
+        "fetch = `imgfs pull` / `skopeo copy`; prepare rootfs = `imgfs mount` / "
         "`umoci unpack` / `archivemount`; run = `runner` / `runc run` / `bwrap`. Each "
         "repetition starts from an empty store and a dropped page cache."
     )
