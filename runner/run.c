@@ -484,7 +484,11 @@ static int status_of(int status)
 static int supervise(pid_t pid, int sfd, struct terminal *t)
 {
 	bool in_open = t->master >= 0, out_open = t->master >= 0;
-	int status = -1;
+	int status = -1, st;
+
+	/* A SIGCHLD may have been consumed while the setup messages were read. */
+	if (waitpid(pid, &st, WNOHANG) == pid)
+		status = status_of(st);
 
 	while (status < 0 || out_open) {
 		struct pollfd p[3] = {
@@ -513,8 +517,6 @@ static int supervise(pid_t pid, int sfd, struct terminal *t)
 
 			if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
 				if (si.ssi_signo == SIGCHLD) {
-					int st;
-
 					if (waitpid(pid, &st, WNOHANG) == pid)
 						status = status_of(st);
 				} else if (si.ssi_signo == SIGWINCH) {
@@ -530,8 +532,6 @@ static int supervise(pid_t pid, int sfd, struct terminal *t)
 			out_open = pump(t->master, STDOUT_FILENO);
 	}
 	if (status < 0) {
-		int st;
-
 		if (waitpid(pid, &st, 0) < 0)
 			return -errno;
 		status = status_of(st);

@@ -67,6 +67,8 @@ static void status_fields(void)
 				for (char *t = v; *t; t++)
 					if (*t == '\t')
 						*t = ' ';
+				for (size_t l = strlen(v); l > 0 && v[l - 1] == ' '; l--)
+					v[l - 1] = '\0';
 				printf("status.%.*s: %s\n", (int)strlen(keys[i]) - 1, keys[i], v);
 			}
 	fclose(f);
