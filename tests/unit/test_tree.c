@@ -337,6 +337,14 @@ static void test_single_layer_attributes(void **state)
 	assert_int_equal(st.st_mtim.tv_nsec, 123);
 	assert_int_equal(st.st_blocks, 8);
 	assert_content(t, "etc/passwd", "root:x:0:0\n");
+	n = must(t, "etc/passwd");
+	assert_int_equal(tree_read(t, n, buf, sizeof(buf), 5), 6);
+	assert_memory_equal(buf, "x:0:0\n", 6);
+	assert_int_equal(tree_read(t, n, buf, sizeof(buf), 11), 0);
+	assert_int_equal(tree_seek(t, n, 3, SEEK_DATA), 3);
+	assert_int_equal(tree_seek(t, n, 3, SEEK_HOLE), 11);
+	assert_int_equal(tree_seek(t, n, 11, SEEK_DATA), -ENXIO);
+	assert_int_equal(tree_seek(t, must(t, "etc"), 0, SEEK_DATA), -EINVAL);
 
 	assert_int_equal(tree_stat(t, must(t, "bin/ping"), &st), 0);
 	assert_int_equal(st.st_mode, S_IFREG | 04755);
