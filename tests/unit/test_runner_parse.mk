@@ -1,0 +1,1 @@
+test_runner_parse_SRC := runner/parse.c

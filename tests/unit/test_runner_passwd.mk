@@ -1,0 +1,1 @@
+test_runner_passwd_SRC := runner/passwd.c

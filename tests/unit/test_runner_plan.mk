@@ -1,0 +1,1 @@
+test_runner_plan_SRC := runner/plan.c
