@@ -599,7 +599,8 @@ static int read_messages(int sock, int sfd, pid_t pid, struct terminal *t, int *
 			runner_errf(e, -m.err, "cannot execute '%s'", m.text);
 			return 1;
 		}
-		snprintf(e ? e->msg : m.text, sizeof(m.text), "%s", m.text);
+		if (e)
+			snprintf(e->msg, sizeof(e->msg), "%s", m.text);
 		return -EIO;
 	}
 }
