@@ -321,6 +321,25 @@ build_debian() {
 	umoci rm --image "$LAYOUT:debian.tmp"
 }
 
+# add_layer TAG DIR PATH...: a new layer on TAG holding PATHs (relative to DIR, with all
+# below them). umoci insert is not used: umoci 0.4.7 writes truncated layers with it.
+add_layer() {
+	local tag=$1 dir=$2
+	shift 2
+	tar --numeric-owner --xattrs --xattrs-include='*' -C "$dir" -cf "$WORK/layer.tar" "$@" &&
+		umoci raw add-layer --image "$LAYOUT:$tag" "$WORK/layer.tar" >/dev/null || return 1
+	rm -f "$WORK/layer.tar"
+}
+
+# check_layers TAG: every layer of TAG inflates to a complete tar archive.
+check_layers() {
+	local d
+	for d in $(layer_digests "$1"); do
+		gzip -dc "$(layer_blob "$d")" | tar -tf - >/dev/null ||
+			die "image $1: layer $d is not a complete tar.gz"
+	done
+}
+
 # build_debian_multi: the same tree in four layers: the base system without /usr/lib,
 # /usr/share and /var, then each of those three directories as its own layer.
 build_debian_multi() {
@@ -337,7 +356,7 @@ build_debian_multi() {
 	umoci repack --image "$LAYOUT:debian-multi.tmp" "$b" >/dev/null
 	rm -rf "$b"
 	for d in usr/lib usr/share var; do
-		umoci insert --image "$LAYOUT:debian-multi.tmp" "$r/$d" "/$d" >/dev/null
+		add_layer debian-multi.tmp "$r" "$d" || die "cannot add layer $d to debian-multi"
 	done
 	set_image_config debian-multi.tmp /bin/bash
 	umoci tag --image "$LAYOUT:debian-multi.tmp" debian-multi
@@ -346,7 +365,7 @@ build_debian_multi() {
 
 # build_big300: debian plus a layer of incompressible data up to about 300 MB compressed.
 build_big300() {
-	local d=$WORK/big300-data base fill
+	local d=$WORK/bench-data base fill
 	have_tag big300 && return 0
 	build_debian
 	log "building image big300 (debian + random data)"
@@ -360,16 +379,34 @@ build_big300() {
 			-iv 00000000000000000000000000000000 >"$d/random.bin"
 	! have_tag big300.tmp || umoci rm --image "$LAYOUT:big300.tmp"
 	umoci tag --image "$LAYOUT:debian" big300.tmp
-	umoci insert --image "$LAYOUT:big300.tmp" "$d" /bench-data >/dev/null
+	add_layer big300.tmp "$WORK" bench-data || die "cannot add the data layer to big300"
 	rm -rf "$d"
 	umoci tag --image "$LAYOUT:big300.tmp" big300
 	umoci rm --image "$LAYOUT:big300.tmp"
+}
+
+# build_busybox_rt: busybox plus the empty /etc files a runtime binds over (as debian_etc),
+# the container image of quick mode.
+build_busybox_rt() {
+	local d=$WORK/busybox-rt
+	have_tag busybox-rt && return 0
+	log "building image busybox-rt"
+	mkdir -p "$d/etc"
+	debian_etc "$d"
+	! have_tag busybox-rt.tmp || umoci rm --image "$LAYOUT:busybox-rt.tmp"
+	umoci tag --image "$LAYOUT:busybox" busybox-rt.tmp
+	add_layer busybox-rt.tmp "$d" etc/hostname etc/hosts etc/resolv.conf ||
+		die "cannot build busybox-rt"
+	rm -rf "$d"
+	umoci tag --image "$LAYOUT:busybox-rt.tmp" busybox-rt
+	umoci rm --image "$LAYOUT:busybox-rt.tmp"
 }
 
 # build_images QUICK: the images the bench needs (QUICK=1: the small ones only).
 build_images() {
 	mkdir -p "$CACHE"
 	have_tag busybox || { log "building image busybox"; mkimage busybox "$LAYOUT:busybox"; }
+	build_busybox_rt
 	have_tag small5 || { log "building image small5"; mkimage big "$LAYOUT:small5" 4; }
 	have_tag big64 || { log "building image big64"; mkimage big "$LAYOUT:big64" 64; }
 	if [ "$1" != 1 ]; then
@@ -378,6 +415,19 @@ build_images() {
 		build_big300
 	fi
 	umoci gc --layout "$LAYOUT"
+}
+
+# check_images QUICK: check_layers of every image of the run (once per image: a stamp
+# file records the manifest digests already checked).
+check_images() {
+	local t m stamp=$CACHE/checked
+	touch "$stamp"
+	for t in busybox busybox-rt small5 big64 $([ "$1" = 1 ] || echo debian debian-multi big300); do
+		m=$(jq -r --arg t "$t" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $t) | .digest' "$LAYOUT/index.json")
+		grep -qxF "$m" "$stamp" && continue
+		check_layers "$t"
+		echo "$m" >>"$stamp"
+	done
 }
 
 # unpack_tree TAG DIR: umoci unpack of a bench image (the "extracted tree" of the

@@ -185,8 +185,8 @@ probe() {
 # Images of this run
 
 if [ "$QUICK" = 1 ]; then
-	COLD_IMG=busybox COLD_CMD=(sh -c 'echo 1') COLD_DESC="\`sh -c 'echo 1'\` (busybox)"
-	SMALL_IMG=small5 LARGE_IMG=big64 PULL_IMGS=(big64) WALK_IMG=busybox RSS_IMG=big64
+	COLD_IMG=busybox-rt COLD_CMD=(sh -c 'echo 1') COLD_DESC="\`sh -c 'echo 1'\` (busybox-rt)"
+	SMALL_IMG=small5 LARGE_IMG=big64 PULL_IMGS=(big64) WALK_IMG=busybox-rt RSS_IMG=big64
 	RSS_AM_IMG=busybox
 	STORE_IMGS=(busybox small5 big64) WRITE_MB=64 NFILES=1000 NFILES_DESC=1,000
 else
@@ -698,6 +698,7 @@ declare_rows() {
 
 log "bench: $([ "$QUICK" = 1 ] && echo quick || echo full) run, $REPS repetitions, raw data in $RAW"
 build_images "$QUICK"
+check_images "$QUICK"
 start_registry
 log "registry at $REGISTRY; pushing the bench images"
 for t in busybox "$SMALL_IMG" "$LARGE_IMG" "$READ_IMG" "$WALK_IMG" "$COLD_IMG" "${PULL_IMGS[@]}" \
