@@ -114,6 +114,17 @@ int source_open(const struct image_ref *ref, const struct pull_opts *opts, struc
 				return r;
 		}
 		break;
+	case REF_DOCKER_ARCHIVE:
+	case REF_TARBALL: {
+		char err[REGISTRY_ERR_MAX] = "";
+
+		r = archive_image_open(ref->path, ref->transport == REF_DOCKER_ARCHIVE, ref->tag,
+		                       &s->archive, err);
+		if (r < 0)
+			return log_errno(LOG_ERR, r, "%s", err[0] ? err : ref->name);
+		s->first_reference = strdup(archive_image_manifest_digest(s->archive));
+		break;
+	}
 	default:
 		return log_errno(LOG_ERR, -EOPNOTSUPP,
 		                 "%s: this kind of source cannot be pulled yet", ref->name);
