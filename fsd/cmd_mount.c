@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
@@ -28,6 +29,7 @@
 #include "fsd/commands.h"
 #include "fsd/core/fs.h"
 #include "fsd/core/tree.h"
+#include "fsd/core/upper.h"
 #include "fsd/fuse_ops.h"
 #include "fsd/image/pull.h"
 #include "fsd/image/store.h"
@@ -69,6 +71,7 @@ struct mount_ctx {
 	const char *mountpoint; /* canonical path */
 	char name[MOUNT_NAME_MAX];
 	const char *extra_opts;
+	const char *upper; /* canonical --upper DIR, or NULL: ROOT/mounts/NAME/upper */
 	bool foreground;
 	bool ro;
 };
@@ -270,15 +273,16 @@ static int lock_mount_dir(struct store *s, const char *name, int *ret_fd)
 }
 
 /* Writes the state file atomically, locked LOCK_SH before it becomes visible. */
-static int write_state(int dirfd, const struct mount_ctx *c, int *ret_fd)
+static int write_state(int dirfd, const struct mount_ctx *c, const char *upper_path, int *ret_fd)
 {
 	_cleanup_close_ int fd = -1;
 	_cleanup_free_ char *text = NULL;
 	json_t *o;
 
-	o = json_pack("{s:s, s:s, s:s, s:I, s:n, s:b, s:b}", "manifest", c->manifest, "ref",
+	o = json_pack("{s:s, s:s, s:s, s:I, s:o, s:b, s:b}", "manifest", c->manifest, "ref",
 	              c->ref->name, "mountpoint", c->mountpoint, "pid", (json_int_t)getpid(),
-	              "upper", "upper_given", 0, "ro", c->ro);
+	              "upper", c->ro ? json_null() : json_string(upper_path), "upper_given",
+	              c->upper != NULL, "ro", c->ro);
 	if (!o)
 		return -ENOMEM;
 	text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -313,6 +317,68 @@ static int open_image_tree(struct store *s, const char *manifest, struct tree **
 	return tree_open(s->root_fd, fd, ret);
 }
 
+/* Opens the writable layer: c->upper (kept across mounts) or ROOT/mounts/NAME/upper
+ * (thrown away at umount), and a work directory on the same filesystem for atomic
+ * copy-up: ROOT/mounts/NAME/work when it is, else a hidden sibling of the upper directory
+ * (removed at umount). Logs its errors. */
+static int open_upper(struct mount_ctx *c, int dirfd, const char *dir, char **ret_upper,
+                      char **ret_work, struct upper **ret)
+{
+	_cleanup_free_ char *upper_path = NULL, *work_path = NULL;
+	_cleanup_close_ int ufd = -1, wfd = -1;
+	struct stat us, ws;
+	struct rlimit rl;
+	int r;
+
+	/* Directories of the writable layer are held open while the kernel knows them. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (c->upper)
+		upper_path = strdup(c->upper);
+	else if (asprintf(&upper_path, "%s/%s/upper", c->s->root, dir) < 0)
+		upper_path = NULL;
+	if (!upper_path)
+		return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", c->mountpoint);
+	if (!c->upper && mkdirat(dirfd, "upper", 0755) < 0 && errno != EEXIST)
+		return log_errno(LOG_ERR, -errno, "cannot create '%s'", upper_path);
+	ufd = open(upper_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (ufd < 0 || fstat(ufd, &us) < 0)
+		return log_errno(LOG_ERR, -errno, "cannot open the upper directory '%s'",
+		                 upper_path);
+	if (mkdirat(dirfd, "work", 0700) < 0 && errno != EEXIST)
+		return log_errno(LOG_ERR, -errno, "cannot create %s/%s/work", c->s->root, dir);
+	wfd = openat(dirfd, "work", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (wfd < 0 || fstat(wfd, &ws) < 0)
+		return log_errno(LOG_ERR, -errno, "cannot open %s/%s/work", c->s->root, dir);
+	if (ws.st_dev != us.st_dev) {
+		_cleanup_free_ char *parent = strdup(upper_path);
+		char *slash = parent ? strrchr(parent, '/') : NULL;
+
+		if (!slash)
+			return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", c->mountpoint);
+		*slash = '\0';
+		close(wfd);
+		if (asprintf(&work_path, "%s/.%s.imgfs-work", parent[0] ? parent : "", slash + 1) <
+		    0)
+			return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", c->mountpoint);
+		if (mkdir(work_path, 0700) < 0 && errno != EEXIST)
+			return log_errno(LOG_ERR, -errno, "cannot create the work directory '%s'",
+			                 work_path);
+		wfd = open(work_path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (wfd < 0)
+			return log_errno(LOG_ERR, -errno, "cannot open '%s'", work_path);
+	}
+	r = upper_open(TAKE_FD(ufd), TAKE_FD(wfd),
+	               geteuid() == 0 ? UPPER_XATTR_TRUSTED : UPPER_XATTR_USER, ret);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "cannot use the upper directory '%s'", upper_path);
+	*ret_upper = TAKE_PTR(upper_path);
+	*ret_work = TAKE_PTR(work_path);
+	return 0;
+}
+
 /* Tells the waiting parent the mount is live (a NUL byte after any log lines). */
 static void notify_ready(int *notify_fd)
 {
@@ -332,6 +398,8 @@ static int run_daemon(struct mount_ctx *c, int notify_fd)
 	_cleanup_free_ char *fsname = NULL;
 	_cleanup_(fuse_ops_freep) struct fuse_ops_session *session = NULL;
 	_cleanup_(imgfs_freep) struct imgfs *fs = NULL;
+	_cleanup_free_ char *upper_path = NULL, *work_path = NULL;
+	struct upper *upper = NULL;
 	struct tree *t = NULL;
 	struct lower lower;
 	char dir[sizeof("mounts/") + MOUNT_NAME_MAX];
@@ -367,12 +435,19 @@ static int run_daemon(struct mount_ctx *c, int notify_fd)
 		goto fail;
 	}
 	lower_from_tree(t, &lower);
-	r = imgfs_new(&lower, &(struct imgfs_opts){.ro = c->ro}, &fs);
+	if (!c->ro) {
+		r = open_upper(c, dirfd, dir, &upper_path, &work_path, &upper);
+		if (r < 0) {
+			tree_close(t);
+			goto fail; /* logged */
+		}
+	}
+	r = imgfs_new(&lower, &(struct imgfs_opts){.ro = c->ro, .upper = upper}, &fs);
 	if (r < 0) {
 		log_errno(LOG_ERR, r, "%s: cannot open the tree of %s", c->ref->name, c->manifest);
 		goto fail;
 	}
-	r = write_state(dirfd, c, &state_fd);
+	r = write_state(dirfd, c, upper_path, &state_fd);
 	if (r < 0) {
 		log_errno(LOG_ERR, r, "cannot write %s/%s/state", c->s->root, dir);
 		goto fail;
@@ -422,10 +497,14 @@ static int run_daemon(struct mount_ctx *c, int notify_fd)
 	log_msg(LOG_INFO, "unmounted %s", c->mountpoint);
 	/* Still holding the directory lock: nobody else uses it. umount waits for the lock
 	 * and finds it gone. */
+	if (work_path && c->upper)
+		(void)rm_rf_at(AT_FDCWD, work_path);
 	(void)rm_rf_at(c->s->root_fd, dir);
 	return r;
 
 fail:
+	if (work_path && c->upper)
+		(void)rm_rf_at(AT_FDCWD, work_path);
 	(void)rm_rf_at(c->s->root_fd, dir);
 	return r;
 }
@@ -474,7 +553,7 @@ int cmd_mount(int argc, char **argv)
 	};
 	_cleanup_(ref_freep) struct image_ref *ref = NULL;
 	_cleanup_(store_freep) struct store *s = NULL;
-	_cleanup_free_ char *manifest = NULL, *mountpoint = NULL, *extra = NULL;
+	_cleanup_free_ char *manifest = NULL, *mountpoint = NULL, *extra = NULL, *upper_real = NULL;
 	struct mount_ctx ctx = {0};
 	const char *upper = NULL;
 	struct pull_opts po = {0};
@@ -515,15 +594,21 @@ int cmd_mount(int argc, char **argv)
 		fputs(mount_usage, stderr);
 		return 2;
 	}
-	if (!ctx.ro) {
-		log_msg(LOG_ERR, "cannot mount '%s': writable layer not implemented yet, use --ro",
-		        argv[optind + 1]);
-		return 1;
-	}
-	if (upper) {
+	if (upper && ctx.ro) {
 		log_msg(LOG_ERR, "cannot mount '%s': --upper needs a writable mount",
 		        argv[optind + 1]);
 		return 2;
+	}
+	if (upper) {
+		if (mkdir(upper, 0755) < 0 && errno != EEXIST) {
+			log_errno(LOG_ERR, -errno, "cannot create the upper directory '%s'", upper);
+			return 1;
+		}
+		upper_real = realpath(upper, NULL);
+		if (!upper_real) {
+			log_errno(LOG_ERR, -errno, "cannot use the upper directory '%s'", upper);
+			return 1;
+		}
 	}
 	if (parse_ref_arg(argv[optind], &ref))
 		return 2;
@@ -560,6 +645,7 @@ int cmd_mount(int argc, char **argv)
 	ctx.manifest = manifest;
 	ctx.mountpoint = mountpoint;
 	ctx.extra_opts = extra;
+	ctx.upper = upper_real;
 	mount_name(mountpoint, ctx.name, sizeof(ctx.name));
 
 	if (ctx.foreground)

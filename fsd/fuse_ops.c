@@ -3,6 +3,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/xattr.h>
 #include "common/log.h"
 #include "fsd/fuse_ops.h"
@@ -54,6 +55,14 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* Replies are memory buffers (inflated data), not fds: splicing would only add
 	 * copies. Locks are left to the kernel (local locks suffice on a private view). */
 	conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+	/* O_TRUNC reaches open, so a copy-up for it skips the data; the kernel clears
+	 * setuid bits and security.capability itself on write and chown. */
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	conn->want &= ~(FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
+#ifdef FUSE_CAP_HANDLE_KILLPRIV_V2
+	conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV_V2;
+#endif
 	conn->max_background = 64;
 	conn->congestion_threshold = 48;
 	conn->time_gran = 1;
@@ -104,8 +113,8 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct stat st;
 	int r;
 
-	(void)fi;
-	r = imgfs_getattr(req_fs(req), ino, &st);
+	r = fi ? imgfs_fgetattr(req_fs(req), ino, file_of(fi), &st)
+	       : imgfs_getattr(req_fs(req), ino, &st);
 	if (r < 0) {
 		reply_error(req, r);
 		return;
@@ -391,89 +400,214 @@ static void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg
 	fuse_reply_err(req, ENOTTY);
 }
 
-/* Changes: the read-only view refuses them all (the kernel already does for a mount made
- * with -o ro; these answer when it was not). */
-static void reply_rofs(fuse_req_t req)
+/* ---- changes (the core answers -EROFS on a read-only mount) ---- */
+
+static struct imgfs_cred req_cred(fuse_req_t req)
 {
-	fuse_reply_err(req, EROFS);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+
+	return (struct imgfs_cred){.uid = ctx->uid, .gid = ctx->gid};
+}
+
+static void reply_entry(fuse_req_t req, int r, const struct imgfs_entry *ent)
+{
+	if (r < 0) {
+		reply_error(req, r);
+		return;
+	}
+	if (fuse_reply_entry(req, &(struct fuse_entry_param){
+	                              .ino = ent->ino,
+	                              .generation = ent->generation,
+	                              .attr = ent->st,
+	                              .attr_timeout = LOWER_TIMEOUT,
+	                              .entry_timeout = LOWER_TIMEOUT,
+	                          }) < 0)
+		imgfs_forget(req_fs(req), ent->ino, 1); /* interrupted: the kernel never saw it */
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                        struct fuse_file_info *fi)
 {
-	(void)ino, (void)attr, (void)to_set, (void)fi;
-	reply_rofs(req);
+	unsigned valid = 0;
+	struct stat st;
+	int r;
+
+	if (to_set & FUSE_SET_ATTR_MODE)
+		valid |= IMGFS_SET_MODE;
+	if (to_set & FUSE_SET_ATTR_UID)
+		valid |= IMGFS_SET_UID;
+	if (to_set & FUSE_SET_ATTR_GID)
+		valid |= IMGFS_SET_GID;
+	if (to_set & FUSE_SET_ATTR_SIZE)
+		valid |= IMGFS_SET_SIZE;
+	if (to_set & FUSE_SET_ATTR_ATIME)
+		valid |= IMGFS_SET_ATIME;
+	if (to_set & FUSE_SET_ATTR_MTIME)
+		valid |= IMGFS_SET_MTIME;
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+		valid |= IMGFS_SET_ATIME_NOW;
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+		valid |= IMGFS_SET_MTIME_NOW;
+	if (valid == 0) {
+		/* ctime alone: nothing we can set; answer with the attributes. */
+		r = imgfs_getattr(req_fs(req), ino, &st);
+	} else
+		r = imgfs_setattr(req_fs(req), ino, fi ? file_of(fi) : NULL, attr, valid, &st);
+	log_debug("setattr %llu 0x%x: %d", (unsigned long long)ino, (unsigned)to_set, r);
+	if (r < 0) {
+		reply_error(req, r);
+		return;
+	}
+	fuse_reply_attr(req, &st, LOWER_TIMEOUT);
 }
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
-	(void)parent, (void)name, (void)mode, (void)rdev;
-	reply_rofs(req);
+	struct imgfs_cred cred = req_cred(req);
+	struct imgfs_entry ent;
+	int r;
+
+	r = imgfs_mknod(req_fs(req), parent, name, mode, rdev, &cred, &ent);
+	reply_entry(req, r, &ent);
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-	(void)parent, (void)name, (void)mode;
-	reply_rofs(req);
-}
+	struct imgfs_cred cred = req_cred(req);
+	struct imgfs_entry ent;
+	int r;
 
-static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-	(void)parent, (void)name;
-	reply_rofs(req);
+	r = imgfs_mkdir(req_fs(req), parent, name, mode, &cred, &ent);
+	reply_entry(req, r, &ent);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
-	(void)link, (void)parent, (void)name;
-	reply_rofs(req);
+	struct imgfs_cred cred = req_cred(req);
+	struct imgfs_entry ent;
+	int r;
+
+	r = imgfs_symlink(req_fs(req), parent, name, link, &cred, &ent);
+	reply_entry(req, r, &ent);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct imgfs_entry ent;
+	int r;
+
+	r = imgfs_link(req_fs(req), ino, newparent, newname, &ent);
+	reply_entry(req, r, &ent);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -imgfs_unlink(req_fs(req), parent, name));
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -imgfs_rmdir(req_fs(req), parent, name));
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
                       const char *newname, unsigned int flags)
 {
-	(void)parent, (void)name, (void)newparent, (void)newname, (void)flags;
-	reply_rofs(req);
-}
+	unsigned f = 0;
 
-static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
-{
-	(void)ino, (void)newparent, (void)newname;
-	reply_rofs(req);
+	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (flags & RENAME_NOREPLACE)
+		f |= IMGFS_RENAME_NOREPLACE;
+	if (flags & RENAME_EXCHANGE)
+		f |= IMGFS_RENAME_EXCHANGE;
+	fuse_reply_err(req, -imgfs_rename(req_fs(req), parent, name, newparent, newname, f));
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                       struct fuse_file_info *fi)
 {
-	(void)parent, (void)name, (void)mode, (void)fi;
-	reply_rofs(req);
+	struct imgfs_cred cred = req_cred(req);
+	struct imgfs_entry ent;
+	struct imgfs_file *f;
+	int r;
+
+	r = imgfs_create(req_fs(req), parent, name, mode, fi->flags, &cred, &ent, &f);
+	log_debug("create %llu '%s' 0%o: %d", (unsigned long long)parent, name, (unsigned)mode, r);
+	if (r < 0) {
+		reply_error(req, r);
+		return;
+	}
+	fi->fh = (uintptr_t)f;
+	fi->keep_cache = 1;
+	fi->noflush = 1;
+	if (fuse_reply_create(req,
+	                      &(struct fuse_entry_param){
+	                          .ino = ent.ino,
+	                          .generation = ent.generation,
+	                          .attr = ent.st,
+	                          .attr_timeout = LOWER_TIMEOUT,
+	                          .entry_timeout = LOWER_TIMEOUT,
+	                      },
+	                      fi) < 0) {
+		imgfs_release(req_fs(req), f);
+		imgfs_forget(req_fs(req), ent.ino, 1);
+	}
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
-	(void)ino, (void)buf, (void)size, (void)off, (void)fi;
-	reply_rofs(req);
+	ssize_t n;
+
+	(void)ino;
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	n = imgfs_write(req_fs(req), file_of(fi), buf, size, (uint64_t)off);
+	if (n < 0) {
+		reply_error(req, (int)n);
+		return;
+	}
+	fuse_reply_write(req, (size_t)n);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)ino;
+	fuse_reply_err(req, -imgfs_fsync(req_fs(req), file_of(fi), datasync != 0));
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)ino;
+	fuse_reply_err(req, -imgfs_fsyncdir(req_fs(req), dir_of(fi), datasync != 0));
 }
 
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                         size_t size, int flags)
 {
-	(void)ino, (void)name, (void)value, (void)size, (void)flags;
-	reply_rofs(req);
+	fuse_reply_err(req, -imgfs_setxattr(req_fs(req), ino, name, value, size, flags));
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	(void)ino, (void)name;
-	reply_rofs(req);
+	fuse_reply_err(req, -imgfs_removexattr(req_fs(req), ino, name));
 }
 
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
                          struct fuse_file_info *fi)
 {
-	(void)ino, (void)mode, (void)offset, (void)length, (void)fi;
-	reply_rofs(req);
+	(void)ino;
+	if (offset < 0 || length <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	fuse_reply_err(req, -imgfs_fallocate(req_fs(req), file_of(fi), mode, (uint64_t)offset,
+	                                     (uint64_t)length));
 }
 
 static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
@@ -482,7 +616,8 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 {
 	(void)ino_in, (void)off_in, (void)fi_in, (void)ino_out, (void)off_out, (void)fi_out;
 	(void)len, (void)flags;
-	reply_rofs(req);
+	/* The kernel copies through read and write instead. */
+	fuse_reply_err(req, imgfs_is_ro(req_fs(req)) ? EROFS : ENOSYS);
 }
 
 static const struct fuse_lowlevel_ops imgfs_ll_ops = {
@@ -509,7 +644,9 @@ static const struct fuse_lowlevel_ops imgfs_ll_ops = {
     .mknod = op_mknod,
     .mkdir = op_mkdir,
     .unlink = op_unlink,
-    .rmdir = op_unlink,
+    .rmdir = op_rmdir,
+    .fsync = op_fsync,
+    .fsyncdir = op_fsyncdir,
     .symlink = op_symlink,
     .rename = op_rename,
     .link = op_link,
@@ -574,6 +711,18 @@ static int opt_add(char **opts, const char *opt, bool escape)
 	return 0;
 }
 
+/* Attributes of an inode changed behind the kernel's back (see imgfs_set_notify()). Only
+ * the attributes are dropped (offset -1): that takes no lock the kernel could be holding
+ * for the request in progress. */
+static void notify_inval(void *userdata, uint64_t ino)
+{
+	struct fuse_ops_session *s = userdata;
+	int r = fuse_lowlevel_notify_inval_inode(s->se, ino, -1, 0);
+
+	if (r < 0 && r != -ENOENT)
+		log_debug("invalidating inode %llu: %d", (unsigned long long)ino, r);
+}
+
 int fuse_ops_mount(struct imgfs *fs, const struct fuse_ops_opts *o, struct fuse_ops_session **ret)
 {
 	_cleanup_free_ char *opts = NULL, *fsname = NULL;
@@ -612,6 +761,7 @@ int fuse_ops_mount(struct imgfs *fs, const struct fuse_ops_opts *o, struct fuse_
 		        opts);
 		return -EINVAL;
 	}
+	imgfs_set_notify(fs, notify_inval, s);
 	if (fuse_set_signal_handlers(s->se) == 0)
 		s->signals = true;
 	errno = 0;

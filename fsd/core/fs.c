@@ -1,70 +1,100 @@
-/* The filesystem core: inode table and the read-only view of the lower tree.
+/* The filesystem core: inode table, the read-only view of the lower tree and the merged
+ * view of a writable mount (lookup and listing); changes live in fs_write.c.
  * See fs.h for the contract. */
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sys/statvfs.h>
 #include "common/log.h"
-#include "fs.h"
-
-/* An inode the kernel knows about, or one in use by an open file or a request. */
-struct inode {
-	uint64_t ino;        /* immutable */
-	uint64_t generation; /* immutable; 0 for lower inodes */
-	uint32_t lower;      /* lower node of the name looked up; immutable */
-	uint32_t data;       /* its canonical node: attributes and content; immutable */
-	uint64_t nlookup;    /* kernel lookups; protected by fs->lock */
-	uint64_t refs;       /* open files/dirs, requests in flight; protected by fs->lock */
-	struct inode *next;  /* hash chain; protected by fs->lock */
-};
-
-struct imgfs {
-	struct lower lower; /* immutable, thread-safe */
-	uint32_t n_nodes;   /* immutable */
-	bool ro;            /* immutable */
-
-	pthread_mutex_t lock;
-	struct inode **buckets; /* protected by lock */
-	size_t n_buckets;       /* power of two; protected by lock */
-	size_t n_inodes;        /* protected by lock */
-
-	pthread_mutex_t stats_lock;
-	bool stats_valid;     /* protected by stats_lock */
-	uint64_t stats_bytes; /* protected by stats_lock */
-};
-
-struct imgfs_file {
-	struct inode *inode; /* holds a reference */
-};
-
-struct imgfs_dir {
-	struct inode *inode; /* holds a reference */
-};
+#include "fs_internal.h"
 
 static const uint64_t lower_generation = 0;
+
+static void inode_free(struct inode *inode);
+static void table_insert(struct imgfs *fs, struct inode *inode);
 
 bool imgfs_is_ro(const struct imgfs *fs)
 {
 	return fs->ro;
 }
 
+void imgfs_set_notify(struct imgfs *fs, void (*fn)(void *userdata, uint64_t ino), void *userdata)
+{
+	fs->notify = fn;
+	fs->notify_data = userdata;
+}
+
+void notify_attr(struct imgfs *fs, uint64_t ino)
+{
+	if (fs->notify)
+		fs->notify(fs->notify_data, ino);
+}
+
+static int make_root(struct imgfs *fs)
+{
+	struct inode *root;
+	struct stat st;
+	int r;
+
+	root = calloc(1, sizeof(*root));
+	if (!root)
+		return -ENOMEM;
+	root->ino = IMGFS_ROOT_INO;
+	root->lower = 0;
+	root->type = S_IFDIR;
+	root->pathfd = -1;
+	root->dirfd = -1;
+	r = lower_canonical(fs, 0, &root->data);
+	if (r >= 0)
+		r = upper_open_dir(upper_root_fd(fs->upper), ".", &root->dirfd);
+	if (r >= 0 && fstat(root->dirfd, &st) < 0)
+		r = -errno;
+	if (r < 0) {
+		inode_free(root);
+		return r;
+	}
+	root->upper = true;
+	root->opaque = upper_is_opaque(fs->upper, root->dirfd);
+	root->lower_dir = root->opaque ? NO_NODE : 0;
+	root->st_ino = (uint64_t)root->data + 1;
+	/* The kernel never forgets the root: one permanent reference. */
+	root->refs = 1;
+	fs->root = root;
+	pthread_mutex_lock(&fs->lock);
+	table_insert(fs, root);
+	pthread_mutex_unlock(&fs->lock);
+	inode_set_upper(fs, root, st.st_ino);
+	return 0;
+}
+
 int imgfs_new(const struct lower *lower, const struct imgfs_opts *opts, struct imgfs **ret)
 {
 	struct imgfs *fs;
+	int r;
 
 	fs = calloc(1, sizeof(*fs));
 	if (!fs) {
 		if (lower->ops->close)
 			lower->ops->close(lower->data);
+		upper_free(opts ? opts->upper : NULL);
 		return -ENOMEM;
 	}
 	fs->lower = *lower;
-	fs->ro = opts ? opts->ro : true;
+	fs->upper = opts ? opts->upper : NULL;
+	fs->ro = fs->upper ? false : opts ? opts->ro : true;
+	if (!fs->upper)
+		fs->ro = true;
 	fs->n_nodes = lower->ops->node_count(lower->data);
+	fs->next_ino = (uint64_t)fs->n_nodes + 1;
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->stats_lock, NULL);
+	pthread_rwlock_init(&fs->ns, NULL);
 	fs->n_buckets = 1024;
 	fs->buckets = calloc(fs->n_buckets, sizeof(*fs->buckets));
-	if (!fs->buckets) {
+	fs->n_ubuckets = 4096;
+	fs->ubuckets = calloc(fs->n_ubuckets, sizeof(*fs->ubuckets));
+	if (!fs->buckets || !fs->ubuckets) {
 		imgfs_free(fs);
 		return -ENOMEM;
 	}
@@ -73,8 +103,25 @@ int imgfs_new(const struct lower *lower, const struct imgfs_opts *opts, struct i
 		imgfs_free(fs);
 		return -EBADMSG;
 	}
+	if (fs->upper) {
+		r = make_root(fs);
+		if (r < 0) {
+			imgfs_free(fs);
+			return r;
+		}
+	}
 	*ret = fs;
 	return 0;
+}
+
+static void inode_free(struct inode *inode)
+{
+	if (inode->dirfd >= 0)
+		close(inode->dirfd);
+	if (inode->pathfd >= 0)
+		close(inode->pathfd);
+	free(inode->name);
+	free(inode);
 }
 
 void imgfs_free(struct imgfs *fs)
@@ -86,23 +133,31 @@ void imgfs_free(struct imgfs *fs)
 
 		for (n = fs->buckets[i]; n; n = next) {
 			next = n->next;
-			free(n);
+			inode_free(n);
 		}
 	}
 	free(fs->buckets);
+	free(fs->ubuckets);
 	if (fs->lower.ops && fs->lower.ops->close)
 		fs->lower.ops->close(fs->lower.data);
+	upper_free(fs->upper);
 	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->stats_lock);
+	pthread_rwlock_destroy(&fs->ns);
 	free(fs);
 }
 
 /* ---- inode table ---- */
 
-static size_t bucket_of(const struct imgfs *fs, uint64_t ino)
+static size_t hash_of(uint64_t key, size_t n)
 {
 	/* Fibonacci hashing: consecutive numbers spread over the table. */
-	return (size_t)((ino * 0x9e3779b97f4a7c15ull) >> 32) & (fs->n_buckets - 1);
+	return (size_t)((key * 0x9e3779b97f4a7c15ull) >> 32) & (n - 1);
+}
+
+static size_t bucket_of(const struct imgfs *fs, uint64_t ino)
+{
+	return hash_of(ino, fs->n_buckets);
 }
 
 /* Called with fs->lock held. */
@@ -140,18 +195,102 @@ static void table_grow(struct imgfs *fs)
 }
 
 /* Called with fs->lock held. */
-static void table_remove(struct imgfs *fs, struct inode *inode)
+static void table_insert(struct imgfs *fs, struct inode *inode)
 {
-	struct inode **p = &fs->buckets[bucket_of(fs, inode->ino)];
+	size_t b;
 
-	for (; *p; p = &(*p)->next) {
+	if (fs->n_inodes >= fs->n_buckets * 2)
+		table_grow(fs);
+	b = bucket_of(fs, inode->ino);
+	inode->next = fs->buckets[b];
+	fs->buckets[b] = inode;
+	fs->n_inodes++;
+}
+
+/* Called with fs->lock held. The upper index does not grow: chains get longer. */
+static struct inode *uindex_find(struct imgfs *fs, ino_t uino)
+{
+	for (struct inode *n = fs->ubuckets[hash_of(uino, fs->n_ubuckets)]; n; n = n->unext)
+		if (n->upper_ino == uino)
+			return n;
+	return NULL;
+}
+
+static void uindex_remove(struct imgfs *fs, struct inode *inode)
+{
+	struct inode **p;
+
+	if (!inode->indexed)
+		return;
+	for (p = &fs->ubuckets[hash_of(inode->upper_ino, fs->n_ubuckets)]; *p; p = &(*p)->unext) {
 		if (*p == inode) {
-			*p = inode->next;
-			fs->n_inodes--;
-			free(inode);
-			return;
+			*p = inode->unext;
+			break;
 		}
 	}
+	inode->indexed = false;
+}
+
+/* Records the upper entry of inode (copied up or created). Called with fs->ns held for
+ * writing (or the inode not yet visible). */
+void inode_set_upper(struct imgfs *fs, struct inode *inode, ino_t upper_ino)
+{
+	pthread_mutex_lock(&fs->lock);
+	uindex_remove(fs, inode);
+	inode->upper = true;
+	inode->upper_ino = upper_ino;
+	inode->unext = fs->ubuckets[hash_of(upper_ino, fs->n_ubuckets)];
+	fs->ubuckets[hash_of(upper_ino, fs->n_ubuckets)] = inode;
+	inode->indexed = true;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+void inode_unindex(struct imgfs *fs, struct inode *inode)
+{
+	pthread_mutex_lock(&fs->lock);
+	uindex_remove(fs, inode);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+/* Called with fs->lock held; frees inode and drops the reference it held on its parent
+ * (which may free that one too). */
+static void table_remove(struct imgfs *fs, struct inode *inode)
+{
+	while (inode) {
+		struct inode **p = &fs->buckets[bucket_of(fs, inode->ino)];
+		struct inode *parent = inode->parent;
+
+		for (; *p; p = &(*p)->next) {
+			if (*p == inode) {
+				*p = inode->next;
+				fs->n_inodes--;
+				break;
+			}
+		}
+		uindex_remove(fs, inode);
+		inode_free(inode);
+		inode = NULL;
+		if (parent) {
+			parent->refs--;
+			if (parent->refs == 0 && parent->nlookup == 0)
+				inode = parent;
+		}
+	}
+}
+
+struct inode *table_find_locked(struct imgfs *fs, uint64_t ino)
+{
+	return table_find(fs, ino);
+}
+
+struct inode *uindex_find_locked(struct imgfs *fs, ino_t uino)
+{
+	return uindex_find(fs, uino);
+}
+
+void table_insert_locked(struct imgfs *fs, struct inode *inode)
+{
+	table_insert(fs, inode);
 }
 
 static bool is_lower_ino(const struct imgfs *fs, uint64_t ino)
@@ -160,7 +299,7 @@ static bool is_lower_ino(const struct imgfs *fs, uint64_t ino)
 }
 
 /* The canonical node of node, range-checked. */
-static int lower_canonical(struct imgfs *fs, uint32_t node, uint32_t *ret)
+int lower_canonical(struct imgfs *fs, uint32_t node, uint32_t *ret)
 {
 	uint32_t c;
 
@@ -173,12 +312,12 @@ static int lower_canonical(struct imgfs *fs, uint32_t node, uint32_t *ret)
 	return 0;
 }
 
-/* Finds ino, creating the object for a lower inode that has none, and takes a reference.
- * -ESTALE for numbers that name nothing. */
-static int inode_get(struct imgfs *fs, uint64_t ino, struct inode **ret)
+/* Finds ino and takes a reference. In a read-only mount the object of a lower inode is
+ * created when missing; a writable mount knows only what it handed out (-ESTALE). */
+int inode_get(struct imgfs *fs, uint64_t ino, struct inode **ret)
 {
 	struct inode *inode;
-	bool lower = is_lower_ino(fs, ino);
+	bool lower = is_lower_ino(fs, ino) && !fs->upper;
 	uint32_t data = 0;
 
 	/* Asked of the lower before locking: the table lock never waits for the lower. */
@@ -204,11 +343,10 @@ static int inode_get(struct imgfs *fs, uint64_t ino, struct inode **ret)
 		inode->generation = lower_generation;
 		inode->lower = (uint32_t)(ino - 1);
 		inode->data = data;
-		if (fs->n_inodes >= fs->n_buckets * 2)
-			table_grow(fs);
-		inode->next = fs->buckets[bucket_of(fs, ino)];
-		fs->buckets[bucket_of(fs, ino)] = inode;
-		fs->n_inodes++;
+		inode->dirfd = -1;
+		inode->pathfd = -1;
+		inode->lower_dir = NO_NODE;
+		table_insert(fs, inode);
 	}
 	inode->refs++;
 	pthread_mutex_unlock(&fs->lock);
@@ -216,9 +354,16 @@ static int inode_get(struct imgfs *fs, uint64_t ino, struct inode **ret)
 	return 0;
 }
 
+void inode_ref(struct imgfs *fs, struct inode *inode)
+{
+	pthread_mutex_lock(&fs->lock);
+	inode->refs++;
+	pthread_mutex_unlock(&fs->lock);
+}
+
 /* Drops a reference taken by inode_get(); with count_lookup, turns it into a kernel lookup
  * instead. */
-static void inode_put(struct imgfs *fs, struct inode *inode, bool count_lookup)
+void inode_put(struct imgfs *fs, struct inode *inode, bool count_lookup)
 {
 	if (!inode)
 		return;
@@ -296,7 +441,7 @@ static bool valid_type(mode_t mode)
 }
 
 /* Attributes of a lower node: those of its canonical node, whose number + 1 is st_ino. */
-static int lower_stat(struct imgfs *fs, uint32_t node, struct stat *ret)
+int lower_stat(struct imgfs *fs, uint32_t node, struct stat *ret)
 {
 	struct stat st;
 	int r;
@@ -340,7 +485,7 @@ static int inode_stat(struct imgfs *fs, const struct inode *inode, struct stat *
 	return lower_stat(fs, inode->data, ret);
 }
 
-static bool valid_name(const char *name)
+bool valid_name(const char *name)
 {
 	return name[0] && !strchr(name, '/') && !streq(name, ".") && !streq(name, "..") &&
 	       strlen(name) <= NAME_MAX;
@@ -348,7 +493,7 @@ static bool valid_name(const char *name)
 
 /* ---- the operations ---- */
 
-int imgfs_lookup(struct imgfs *fs, uint64_t parent, const char *name, struct imgfs_entry *ret)
+static int ro_lookup(struct imgfs *fs, uint64_t parent, const char *name, struct imgfs_entry *ret)
 {
 	struct inode *dir, *child;
 	struct imgfs_entry e;
@@ -383,7 +528,7 @@ int imgfs_lookup(struct imgfs *fs, uint64_t parent, const char *name, struct img
 	return 0;
 }
 
-int imgfs_getattr(struct imgfs *fs, uint64_t ino, struct stat *ret)
+static int ro_getattr(struct imgfs *fs, uint64_t ino, struct stat *ret)
 {
 	struct inode *inode;
 	int r;
@@ -396,7 +541,7 @@ int imgfs_getattr(struct imgfs *fs, uint64_t ino, struct stat *ret)
 	return r;
 }
 
-int imgfs_readlink(struct imgfs *fs, uint64_t ino, char *buf, size_t size)
+static int ro_readlink(struct imgfs *fs, uint64_t ino, char *buf, size_t size)
 {
 	struct inode *inode;
 	int r;
@@ -416,9 +561,22 @@ int imgfs_readlink(struct imgfs *fs, uint64_t ino, char *buf, size_t size)
 	return r;
 }
 
-int imgfs_open(struct imgfs *fs, uint64_t ino, int flags, struct imgfs_file **ret)
+static int file_new(struct inode *inode, int fd, bool writable, struct imgfs_file **ret)
 {
-	struct imgfs_file *f;
+	struct imgfs_file *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return -ENOMEM;
+	f->inode = inode;
+	f->fd = fd;
+	f->writable = writable;
+	pthread_mutex_init(&f->lock, NULL);
+	*ret = f;
+	return 0;
+}
+
+static int ro_open(struct imgfs *fs, uint64_t ino, int flags, struct imgfs_file **ret)
+{
 	struct inode *inode;
 	struct stat st;
 	int r;
@@ -442,25 +600,114 @@ int imgfs_open(struct imgfs *fs, uint64_t ino, int flags, struct imgfs_file **re
 		r = -EROFS;
 		goto fail;
 	}
-	f = calloc(1, sizeof(*f));
-	if (!f) {
-		r = -ENOMEM;
+	r = file_new(inode, -1, false, ret);
+	if (r < 0)
 		goto fail;
-	}
-	f->inode = inode;
-	*ret = f;
 	return 0;
 fail:
 	inode_put(fs, inode, false);
 	return r;
 }
 
+int imgfs_open(struct imgfs *fs, uint64_t ino, int flags, struct imgfs_file **ret)
+{
+	struct inode *inode;
+	bool write = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+	int fd = -1, r;
+
+	if (!fs->upper)
+		return ro_open(fs, ino, flags, ret);
+	r = inode_get(fs, ino, &inode);
+	if (r < 0)
+		return r;
+	if (S_ISDIR(inode->type)) {
+		r = -EISDIR;
+		goto fail;
+	}
+	if (!S_ISREG(inode->type)) {
+		r = -EINVAL;
+		goto fail;
+	}
+	if (write)
+		pthread_rwlock_wrlock(&fs->ns);
+	else
+		pthread_rwlock_rdlock(&fs->ns);
+	if (write && !inode->upper)
+		/* O_TRUNC: the data is about to go, copy none of it. */
+		r = copy_up(fs, inode, !(flags & O_TRUNC));
+	if (r >= 0 && inode->upper) {
+		int oflags = (flags & (O_ACCMODE | O_TRUNC | O_SYNC | O_DSYNC | O_NOATIME)) |
+		             O_NOFOLLOW | O_CLOEXEC;
+		int dfd;
+		const char *name;
+
+		if ((oflags & O_ACCMODE) == O_ACCMODE)
+			oflags &= ~O_ACCMODE;
+		r = upper_ref(inode, &dfd, &name);
+		if (r >= 0) {
+			if (name[0])
+				fd = openat(dfd, name, oflags);
+			else {
+				char path[40];
+
+				snprintf(path, sizeof(path), "/proc/self/fd/%d", dfd);
+				fd = open(path, oflags & ~O_NOFOLLOW);
+			}
+			if (fd < 0)
+				r = -errno;
+		}
+	}
+	pthread_rwlock_unlock(&fs->ns);
+	if (r < 0)
+		goto fail;
+	r = file_new(inode, fd, write, ret);
+	if (r < 0) {
+		if (fd >= 0)
+			close(fd);
+		goto fail;
+	}
+	return 0;
+fail:
+	inode_put(fs, inode, false);
+	return r;
+}
+
+/* The fd of the upper file for f, opened when the file was copied up after f was opened
+ * (readers then see the new data, as on overlayfs); -1 while it is a lower file. */
+static int file_fd(struct imgfs *fs, struct imgfs_file *f)
+{
+	int fd;
+
+	pthread_mutex_lock(&f->lock);
+	fd = f->fd;
+	if (fd < 0 && fs->upper) {
+		pthread_rwlock_rdlock(&fs->ns);
+		if (f->inode->upper) {
+			int dfd;
+			const char *name;
+
+			if (upper_ref(f->inode, &dfd, &name) >= 0 && name[0])
+				fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+			f->fd = fd;
+		}
+		pthread_rwlock_unlock(&fs->ns);
+	}
+	pthread_mutex_unlock(&f->lock);
+	return fd;
+}
+
 ssize_t imgfs_read(struct imgfs *fs, struct imgfs_file *f, void *buf, size_t size, uint64_t off)
 {
 	size_t done = 0;
+	int fd = file_fd(fs, f);
 
 	if (size > SSIZE_MAX)
 		size = SSIZE_MAX;
+	if (fd >= 0) {
+		ssize_t n = pread(fd, buf, size, (off_t)off);
+
+		return n < 0 ? -errno : n;
+	}
 	while (done < size) {
 		ssize_t n = fs->lower.ops->read(fs->lower.data, f->inode->data, (char *)buf + done,
 		                                size - done, off + done);
@@ -477,12 +724,18 @@ ssize_t imgfs_read(struct imgfs *fs, struct imgfs_file *f, void *buf, size_t siz
 
 int64_t imgfs_lseek(struct imgfs *fs, struct imgfs_file *f, uint64_t off, int whence)
 {
+	int fd = file_fd(fs, f);
 	int64_t r;
 
 	if (whence != SEEK_DATA && whence != SEEK_HOLE)
 		return -EINVAL;
 	if (off > INT64_MAX)
 		return -ENXIO;
+	if (fd >= 0) {
+		off_t o = lseek(fd, (off_t)off, whence);
+
+		return o < 0 ? -errno : (int64_t)o;
+	}
 	r = fs->lower.ops->seek(fs->lower.data, f->inode->data, off, whence);
 	if (r >= 0 && (uint64_t)r < off)
 		return -EIO;
@@ -493,6 +746,9 @@ void imgfs_release(struct imgfs *fs, struct imgfs_file *f)
 {
 	if (!f)
 		return;
+	if (f->fd >= 0)
+		close(f->fd);
+	pthread_mutex_destroy(&f->lock);
 	inode_put(fs, f->inode, false);
 	free(f);
 }
@@ -507,9 +763,13 @@ int imgfs_opendir(struct imgfs *fs, uint64_t ino, struct imgfs_dir **ret)
 	r = inode_get(fs, ino, &inode);
 	if (r < 0)
 		return r;
-	r = inode_stat(fs, inode, &st);
-	if (r >= 0 && !S_ISDIR(st.st_mode))
-		r = -ENOTDIR;
+	if (fs->upper)
+		r = S_ISDIR(inode->type) ? 0 : -ENOTDIR;
+	else {
+		r = inode_stat(fs, inode, &st);
+		if (r >= 0 && !S_ISDIR(st.st_mode))
+			r = -ENOTDIR;
+	}
 	if (r < 0) {
 		inode_put(fs, inode, false);
 		return r;
@@ -520,14 +780,27 @@ int imgfs_opendir(struct imgfs *fs, uint64_t ino, struct imgfs_dir **ret)
 		return -ENOMEM;
 	}
 	d->inode = inode;
+	pthread_mutex_init(&d->lock, NULL);
 	*ret = d;
 	return 0;
+}
+
+void dir_snap_clear(struct imgfs_dir *d)
+{
+	for (size_t i = 0; i < d->n_snap; i++)
+		free(d->snap[i].name);
+	free(d->snap);
+	d->snap = NULL;
+	d->n_snap = 0;
+	d->have_snap = false;
 }
 
 void imgfs_releasedir(struct imgfs *fs, struct imgfs_dir *d)
 {
 	if (!d)
 		return;
+	dir_snap_clear(d);
+	pthread_mutex_destroy(&d->lock);
 	inode_put(fs, d->inode, false);
 	free(d);
 }
@@ -586,8 +859,8 @@ static int readdir_child(const char *name, uint32_t node, uint64_t next_off, voi
 	return 0;
 }
 
-int imgfs_readdir(struct imgfs *fs, struct imgfs_dir *d, uint64_t off, bool plus,
-                  imgfs_dirent_fn fn, void *userdata)
+static int ro_readdir(struct imgfs *fs, struct imgfs_dir *d, uint64_t off, bool plus,
+                      imgfs_dirent_fn fn, void *userdata)
 {
 	struct readdir_ctx c = {.fs = fs, .plus = plus, .fn = fn, .userdata = userdata};
 	struct imgfs_entry dot = {0};
@@ -623,7 +896,7 @@ int imgfs_readdir(struct imgfs *fs, struct imgfs_dir *d, uint64_t off, bool plus
 	return 0;
 }
 
-ssize_t imgfs_getxattr(struct imgfs *fs, uint64_t ino, const char *name, void *buf, size_t size)
+static ssize_t ro_getxattr(struct imgfs *fs, uint64_t ino, const char *name, void *buf, size_t size)
 {
 	struct inode *inode;
 	ssize_t r;
@@ -638,7 +911,7 @@ ssize_t imgfs_getxattr(struct imgfs *fs, uint64_t ino, const char *name, void *b
 	return r;
 }
 
-ssize_t imgfs_listxattr(struct imgfs *fs, uint64_t ino, char *buf, size_t size)
+static ssize_t ro_listxattr(struct imgfs *fs, uint64_t ino, char *buf, size_t size)
 {
 	struct inode *inode;
 	ssize_t r;
@@ -691,6 +964,14 @@ int imgfs_statfs(struct imgfs *fs, uint64_t ino, struct statvfs *ret)
 	struct statvfs sv = {0};
 
 	(void)ino;
+	if (fs->upper) {
+		/* As overlayfs: the space that writes can use is the upper filesystem's. */
+		if (fstatvfs(upper_root_fd(fs->upper), &sv) < 0)
+			return -errno;
+		sv.f_namemax = NAME_MAX;
+		*ret = sv;
+		return 0;
+	}
 	sv.f_bsize = 4096;
 	sv.f_frsize = 4096;
 	sv.f_blocks = image_bytes(fs) / 4096;
@@ -744,4 +1025,42 @@ int imgfs_access(struct imgfs *fs, uint64_t ino, const struct imgfs_cred *cred, 
 	if ((mask & X_OK) && !(bits & 1))
 		return -EACCES;
 	return 0;
+}
+
+int imgfs_lookup(struct imgfs *fs, uint64_t parent, const char *name, struct imgfs_entry *ret)
+{
+	return fs->upper ? merged_lookup(fs, parent, name, ret) : ro_lookup(fs, parent, name, ret);
+}
+
+int imgfs_getattr(struct imgfs *fs, uint64_t ino, struct stat *ret)
+{
+	return fs->upper ? merged_getattr(fs, ino, NULL, ret) : ro_getattr(fs, ino, ret);
+}
+
+int imgfs_fgetattr(struct imgfs *fs, uint64_t ino, struct imgfs_file *f, struct stat *ret)
+{
+	return fs->upper ? merged_getattr(fs, ino, f, ret) : ro_getattr(fs, ino, ret);
+}
+
+int imgfs_readlink(struct imgfs *fs, uint64_t ino, char *buf, size_t size)
+{
+	return fs->upper ? merged_readlink(fs, ino, buf, size) : ro_readlink(fs, ino, buf, size);
+}
+
+int imgfs_readdir(struct imgfs *fs, struct imgfs_dir *d, uint64_t off, bool plus,
+                  imgfs_dirent_fn fn, void *userdata)
+{
+	return fs->upper ? merged_readdir(fs, d, off, plus, fn, userdata)
+	                 : ro_readdir(fs, d, off, plus, fn, userdata);
+}
+
+ssize_t imgfs_getxattr(struct imgfs *fs, uint64_t ino, const char *name, void *buf, size_t size)
+{
+	return fs->upper ? merged_getxattr(fs, ino, name, buf, size)
+	                 : ro_getxattr(fs, ino, name, buf, size);
+}
+
+ssize_t imgfs_listxattr(struct imgfs *fs, uint64_t ino, char *buf, size_t size)
+{
+	return fs->upper ? merged_listxattr(fs, ino, buf, size) : ro_listxattr(fs, ino, buf, size);
 }

@@ -35,8 +35,11 @@ struct imgfs;
 struct imgfs_file;
 struct imgfs_dir;
 
+struct upper;
+
 struct imgfs_opts {
-	bool ro; /* refuse every change with -EROFS (the writable layer is not there yet) */
+	bool ro;             /* refuse every change with -EROFS */
+	struct upper *upper; /* the writable layer (core/upper.h), taken over; NULL: read-only */
 };
 
 /* An inode handed to the kernel: number, generation and attributes. */
@@ -63,6 +66,12 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct imgfs *, imgfs_free);
 
 bool imgfs_is_ro(const struct imgfs *fs);
 
+/* fn(userdata, ino) is told when the attributes of an inode changed other than by the
+ * request that names it (a directory copied up as a parent: its link count; a hardlinked
+ * file copied up: its st_ino), so the kernel can drop what it cached. It is called with
+ * the core's locks held and must not call back into the core. Set before serving. */
+void imgfs_set_notify(struct imgfs *fs, void (*fn)(void *userdata, uint64_t ino), void *userdata);
+
 /* Looks name up in directory parent and counts one kernel lookup of the result.
  * "." and ".." are answered too (the kernel sends them for NFS export).
  * -ENOENT, -ENOTDIR, -ENAMETOOLONG, -ESTALE (parent unknown), -EIO (corrupt tree). */
@@ -75,11 +84,14 @@ uint64_t imgfs_lookup_count(struct imgfs *fs, uint64_t ino);
 size_t imgfs_inode_count(struct imgfs *fs);
 
 int imgfs_getattr(struct imgfs *fs, uint64_t ino, struct stat *ret);
+/* imgfs_getattr() through an open file (fstat): also works once the name is gone. */
+int imgfs_fgetattr(struct imgfs *fs, uint64_t ino, struct imgfs_file *f, struct stat *ret);
 /* Symlink target, NUL-terminated, in buf; returns its length. -EINVAL if not a symlink,
  * -ENAMETOOLONG when it does not fit. */
 int imgfs_readlink(struct imgfs *fs, uint64_t ino, char *buf, size_t size);
 
-/* Opens a regular file for reading. Flags asking for writing or truncation: -EROFS.
+/* Opens a regular file. Flags asking for writing or truncation: -EROFS on a read-only
+ * mount; in a writable one they copy the file up first (O_TRUNC: without its data).
  * -EISDIR for directories, -EINVAL for other types. *ret is released with
  * imgfs_release(); it stays valid across forgets of its inode. */
 int imgfs_open(struct imgfs *fs, uint64_t ino, int flags, struct imgfs_file **ret);
@@ -112,6 +124,62 @@ ssize_t imgfs_listxattr(struct imgfs *fs, uint64_t ino, char *buf, size_t size);
 /* statvfs of the mount: block and file counts of the image (computed on the first call),
  * ST_RDONLY when read-only. */
 int imgfs_statfs(struct imgfs *fs, uint64_t ino, struct statvfs *ret);
+
+/* ---- the writable layer (all -EROFS on a read-only mount) ----
+ *
+ * overlayfs semantics (redirect_dir=on, index=off): a lower file or directory is copied up
+ * on its first change (data, attributes, xattrs, link, rename), alone (a hardlinked image
+ * file leaves its group) and with its parents; removing a lower name leaves a whiteout;
+ * a directory made where a lower one was removed is opaque; a moved lower directory
+ * carries a redirect. Names are checked as the kernel's VFS would not: existence
+ * (-EEXIST, -ENOENT), emptiness (-ENOTEMPTY), types (-EISDIR, -ENOTDIR), length
+ * (-ENAMETOOLONG). Permissions are the kernel's business (default_permissions).
+ *
+ * New objects belong to cred's uid and gid (the parent's gid when it is setgid); mode has
+ * the caller's umask applied already. Entries returned count one kernel lookup. */
+int imgfs_create(struct imgfs *fs, uint64_t parent, const char *name, mode_t mode, int flags,
+                 const struct imgfs_cred *cred, struct imgfs_entry *ret,
+                 struct imgfs_file **ret_file);
+/* Any type but directories (mode's S_IFMT; S_IFREG when 0); a whiteout (char 0/0): -EPERM. */
+int imgfs_mknod(struct imgfs *fs, uint64_t parent, const char *name, mode_t mode, dev_t rdev,
+                const struct imgfs_cred *cred, struct imgfs_entry *ret);
+int imgfs_mkdir(struct imgfs *fs, uint64_t parent, const char *name, mode_t mode,
+                const struct imgfs_cred *cred, struct imgfs_entry *ret);
+int imgfs_symlink(struct imgfs *fs, uint64_t parent, const char *name, const char *target,
+                  const struct imgfs_cred *cred, struct imgfs_entry *ret);
+int imgfs_link(struct imgfs *fs, uint64_t ino, uint64_t newparent, const char *newname,
+               struct imgfs_entry *ret);
+int imgfs_unlink(struct imgfs *fs, uint64_t parent, const char *name);
+int imgfs_rmdir(struct imgfs *fs, uint64_t parent, const char *name);
+#define IMGFS_RENAME_NOREPLACE (1u << 0)
+#define IMGFS_RENAME_EXCHANGE (1u << 1)
+int imgfs_rename(struct imgfs *fs, uint64_t parent, const char *name, uint64_t newparent,
+                 const char *newname, unsigned flags);
+
+#define IMGFS_SET_MODE (1u << 0)
+#define IMGFS_SET_UID (1u << 1)
+#define IMGFS_SET_GID (1u << 2)
+#define IMGFS_SET_SIZE (1u << 3)
+#define IMGFS_SET_ATIME (1u << 4)
+#define IMGFS_SET_MTIME (1u << 5)
+#define IMGFS_SET_ATIME_NOW (1u << 6)
+#define IMGFS_SET_MTIME_NOW (1u << 7)
+
+/* Changes the attributes named by valid (IMGFS_SET_*) from st; f (may be NULL) is the open
+ * file of an ftruncate/fchmod. Returns the new attributes in *ret. */
+int imgfs_setattr(struct imgfs *fs, uint64_t ino, struct imgfs_file *f, const struct stat *st,
+                  unsigned valid, struct stat *ret);
+/* Writes to a file opened for writing: the number of bytes written. */
+ssize_t imgfs_write(struct imgfs *fs, struct imgfs_file *f, const void *buf, size_t size,
+                    uint64_t off);
+int imgfs_fallocate(struct imgfs *fs, struct imgfs_file *f, int mode, uint64_t off, uint64_t len);
+/* Makes the file's data (and its name) durable. */
+int imgfs_fsync(struct imgfs *fs, struct imgfs_file *f, bool datasync);
+int imgfs_fsyncdir(struct imgfs *fs, struct imgfs_dir *d, bool datasync);
+/* setxattr(2)/removexattr(2); names of the overlay's own namespace are stored escaped. */
+int imgfs_setxattr(struct imgfs *fs, uint64_t ino, const char *name, const void *value, size_t size,
+                   int flags);
+int imgfs_removexattr(struct imgfs *fs, uint64_t ino, const char *name);
 
 /* access(2) for cred: R_OK/W_OK/X_OK against the mode bits (root passes all but X_OK on a
  * file without any x bit); W_OK on a read-only filesystem is -EROFS. */

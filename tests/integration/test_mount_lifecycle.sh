@@ -1,7 +1,8 @@
 #!/bin/sh
 # imgfs mount/umount life cycle: the daemon is live when mount returns and gone when umount
 # returns, its state is cleaned up; a second mount of the same mountpoint, a busy umount,
-# a writable mount (not there yet) and a missing image fail clearly; a daemon killed with
+# --upper with --ro and a missing image fail clearly; a writable mount without --upper keeps
+# its layer in the store until umount, which removes it; a daemon killed with
 # SIGKILL leaves a dead mount that umount removes and that mounts again.
 set -u
 . "$(dirname "$0")/mount_lib.sh"
@@ -34,7 +35,6 @@ pid_alive "$pid" || fail "daemon $pid not running after mount returned"
 	fail "cannot read through the mount"
 
 expect_fail "already mounted" "$IMGFS" mount --ro "$ref" "$mnt"
-expect_fail "writable layer not implemented yet, use --ro" "$IMGFS" mount "$ref" "$WORK"
 expect_fail "nosuchimage" "$IMGFS" mount --ro "oci:$layout:nosuchimage" "$WORK"
 expect_fail "not mounted" "$IMGFS" umount "$WORK"
 
@@ -50,6 +50,22 @@ wait $busy 2>/dev/null
 pid_alive "$pid" && fail "daemon $pid still running after umount returned"
 is_imgfs_mount "$mnt" && fail "still mounted after umount"
 [ -z "$(ls "$IMGFS_ROOT/mounts")" ] || fail "umount left $(ls "$IMGFS_ROOT/mounts")"
+
+# A writable mount with a throwaway layer: changes land in ROOT/mounts/NAME/upper, umount
+# removes it.
+out=$("$IMGFS" mount --ro --upper "$WORK/up" "$ref" "$mnt" 2>&1) &&
+	fail "--upper with --ro was accepted"
+echo "$out" | grep -q "needs a writable mount" || fail "--upper --ro said '$out'"
+"$IMGFS" mount "$ref" "$mnt" || fail "writable mount failed"
+echo changed >"$mnt/etc/os-release" || fail "cannot write through the writable mount"
+[ "$(cat "$(ls -d "$IMGFS_ROOT"/mounts/*)/upper/etc/os-release")" = changed ] ||
+	fail "the change is not in ROOT/mounts/NAME/upper"
+"$IMGFS" umount "$mnt" || fail "umount of the writable mount failed"
+[ -z "$(ls "$IMGFS_ROOT/mounts")" ] || fail "umount left $(ls "$IMGFS_ROOT/mounts")"
+mount_ro "$ref" "$mnt"
+[ "$(head -n 1 "$mnt/etc/os-release")" = 'NAME="imgfs test image"' ] ||
+	fail "a throwaway change survived umount"
+"$IMGFS" umount "$mnt" || fail "umount failed"
 
 # A daemon killed with SIGKILL, with a process still inside the dead mount.
 mount_ro "$ref" "$mnt"

@@ -1,0 +1,138 @@
+/* Internals shared by fs.c (inode table, lookup, the merged read side) and fs_write.c (the
+ * changes of the writable layer). Not a public interface: see fs.h. */
+#pragma once
+
+#include <pthread.h>
+#include "fs.h"
+#include "upper.h"
+
+#define NO_NODE UINT32_MAX
+
+/* An inode the kernel knows about, or one in use by an open file or a request.
+ *
+ * Read-only mounts use only the first block. In a writable mount an inode also knows
+ * where it is (parent and name, so that the upper entry can be found) and what it is made
+ * of: its lower node (NO_NODE for objects of the upper layer alone) and its upper entry. */
+struct inode {
+	uint64_t ino;        /* immutable */
+	uint64_t generation; /* immutable; 0 for lower inodes */
+	uint32_t lower;      /* lower node of the name looked up, or NO_NODE; immutable */
+	uint32_t data;       /* its canonical node: attributes and content; immutable */
+	mode_t type;         /* S_IFMT bits; immutable */
+	uint64_t nlookup;    /* kernel lookups; protected by fs->lock */
+	uint64_t refs;       /* open files/dirs, children, requests; protected by fs->lock */
+	struct inode *next;  /* hash chain; protected by fs->lock */
+	struct inode *unext; /* chain of the upper index; protected by fs->lock */
+	bool indexed;        /* in the upper index; protected by fs->lock */
+
+	/* Writable mounts only; protected by fs->ns (written with it held for writing). */
+	struct inode *parent; /* holds a reference; NULL for the root */
+	char *name;
+	bool upper;         /* has an upper entry */
+	bool unlinked;      /* its name is gone (kept alive by open files) */
+	bool opaque;        /* directories: the upper directory hides the lower one */
+	uint32_t lower_dir; /* directories: the lower directory merged in, or NO_NODE */
+	int dirfd;          /* directories with an upper entry: upper_open_dir() fd */
+	int pathfd;         /* other upper objects: an O_PATH fd when the name is not enough
+	                       (hardlinked, or unlinked while open); else -1 */
+	ino_t upper_ino;    /* st_ino in the upper filesystem, when upper */
+	uint64_t st_ino;    /* st_ino shown for upper objects */
+};
+
+struct imgfs {
+	struct lower lower;  /* immutable, thread-safe */
+	uint32_t n_nodes;    /* immutable */
+	bool ro;             /* immutable */
+	struct upper *upper; /* immutable; NULL when read-only */
+
+	pthread_mutex_t lock;
+	struct inode **buckets;  /* protected by lock */
+	size_t n_buckets;        /* power of two; protected by lock */
+	size_t n_inodes;         /* protected by lock */
+	struct inode **ubuckets; /* upper index by upper st_ino; n_ubuckets; protected by lock */
+	size_t n_ubuckets;
+	uint64_t next_ino;  /* next number for an object without a lower node; protected by lock */
+	struct inode *root; /* writable mounts: the root, never freed */
+
+	/* The namespace of the writable layer: held for reading to look at the upper
+	 * directory, for writing to change it. Taken before lock, never the other way. */
+	pthread_rwlock_t ns;
+
+	void (*notify)(void *userdata, uint64_t ino); /* immutable after imgfs_set_notify() */
+	void *notify_data;
+
+	pthread_mutex_t stats_lock;
+	bool stats_valid;     /* protected by stats_lock */
+	uint64_t stats_bytes; /* protected by stats_lock */
+};
+
+struct imgfs_file {
+	struct inode *inode; /* holds a reference */
+	pthread_mutex_t lock;
+	int fd; /* the upper file, or -1 while reading the lower; protected by lock */
+	bool writable;
+};
+
+struct dir_snap_entry {
+	char *name;
+};
+
+struct imgfs_dir {
+	struct inode *inode; /* holds a reference */
+	pthread_mutex_t lock;
+	struct dir_snap_entry *snap; /* merged listing of a writable mount; protected by lock */
+	size_t n_snap;
+	bool have_snap;
+};
+
+/* What a name of a directory is in the merged view; see resolve(). */
+enum found_kind { FOUND_NONE, FOUND_LOWER, FOUND_UPPER };
+
+struct found {
+	enum found_kind kind;
+	uint32_t lower;     /* the parent's lower directory's entry of this name, or NO_NODE */
+	bool whiteout;      /* the upper has a whiteout at the name */
+	struct stat ust;    /* FOUND_UPPER: the upper entry */
+	mode_t type;        /* FOUND_*: S_IFMT of what is seen */
+	uint32_t lower_dir; /* directories: the lower directory merged in, or NO_NODE */
+	bool opaque;
+	int dirfd; /* FOUND_UPPER directories: open fd, owned by the struct until taken */
+};
+
+/* fs.c; *_locked with fs->lock held */
+struct inode *table_find_locked(struct imgfs *fs, uint64_t ino);
+struct inode *uindex_find_locked(struct imgfs *fs, ino_t uino);
+void table_insert_locked(struct imgfs *fs, struct inode *inode);
+int inode_get(struct imgfs *fs, uint64_t ino, struct inode **ret);
+void inode_put(struct imgfs *fs, struct inode *inode, bool count_lookup);
+void inode_ref(struct imgfs *fs, struct inode *inode);
+void inode_unindex(struct imgfs *fs, struct inode *inode);
+uint64_t upper_st_ino(const struct imgfs *fs, ino_t uino);
+void inode_set_upper(struct imgfs *fs, struct inode *inode, ino_t upper_ino);
+int lower_stat(struct imgfs *fs, uint32_t node, struct stat *ret);
+int lower_canonical(struct imgfs *fs, uint32_t node, uint32_t *ret);
+int resolve(struct imgfs *fs, struct inode *dir, const char *name, struct found *ret);
+void found_done(struct found *f);
+int child_inode(struct imgfs *fs, struct inode *dir, const char *name, struct found *f,
+                struct inode **ret);
+int stat_inode(struct imgfs *fs, struct inode *inode, int fd, struct stat *ret);
+int lower_path(struct imgfs *fs, uint32_t node, char *buf, size_t size);
+int lower_name(struct imgfs *fs, uint32_t node, char *buf, size_t size);
+bool valid_name(const char *name);
+void notify_attr(struct imgfs *fs, uint64_t ino);
+/* The upper entry of a non-directory inode: (dirfd, name) for *at() calls, or (pathfd, "")
+ * for an O_PATH fd. Called with fs->ns held. */
+int upper_ref(struct inode *inode, int *ret_fd, const char **ret_name);
+
+/* fs_write.c */
+int copy_up(struct imgfs *fs, struct inode *inode, bool data);
+void dir_snap_clear(struct imgfs_dir *d);
+
+/* fs_merge.c: the merged view of a writable mount */
+int merged_lookup(struct imgfs *fs, uint64_t parent, const char *name, struct imgfs_entry *ret);
+int merged_getattr(struct imgfs *fs, uint64_t ino, struct imgfs_file *f, struct stat *ret);
+int merged_readlink(struct imgfs *fs, uint64_t ino, char *buf, size_t size);
+int merged_readdir(struct imgfs *fs, struct imgfs_dir *d, uint64_t off, bool plus,
+                   imgfs_dirent_fn fn, void *userdata);
+ssize_t merged_getxattr(struct imgfs *fs, uint64_t ino, const char *name, void *buf, size_t size);
+ssize_t merged_listxattr(struct imgfs *fs, uint64_t ino, char *buf, size_t size);

@@ -1,0 +1,755 @@
+/* The merged view of a writable mount: what a name is (upper entry first, a whiteout hides
+ * the lower one, an opaque directory hides the lower children, a redirect names the lower
+ * directory a moved directory merges with), the inode objects handed out for names, their
+ * attributes, and merged listings. See fs.h for the contract, fs_internal.h for the
+ * objects. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/xattr.h>
+#include "common/log.h"
+#include "fs_internal.h"
+
+#define MAX_LOWER_DEPTH 4096
+
+void found_done(struct found *f)
+{
+	if (f->dirfd >= 0)
+		close(f->dirfd);
+	f->dirfd = -1;
+}
+
+static int lower_type(struct imgfs *fs, uint32_t node, mode_t *ret)
+{
+	struct stat st;
+	int r = lower_stat(fs, node, &st);
+
+	if (r < 0)
+		return r;
+	*ret = st.st_mode & S_IFMT;
+	return 0;
+}
+
+static int lower_child(struct imgfs *fs, uint32_t dir, const char *name, uint32_t *ret)
+{
+	uint32_t node;
+	int r;
+
+	r = fs->lower.ops->lookup(fs->lower.data, dir, name, &node);
+	if (r < 0)
+		return r == -ENOTDIR ? -ENOENT : r;
+	if (node >= fs->n_nodes)
+		return -EIO;
+	*ret = node;
+	return 0;
+}
+
+/* The lower directory a redirect names, from dir (the parent of the redirected directory),
+ * or NO_NODE when it names nothing. */
+static uint32_t follow_redirect(struct imgfs *fs, struct inode *dir, char *redirect)
+{
+	uint32_t node;
+	char *save = NULL, *c;
+	mode_t type;
+
+	if (redirect[0] != '/') {
+		if (dir->lower_dir == NO_NODE || strchr(redirect, '/') ||
+		    lower_child(fs, dir->lower_dir, redirect, &node) < 0)
+			return NO_NODE;
+	} else {
+		node = 0;
+		for (c = strtok_r(redirect, "/", &save); c; c = strtok_r(NULL, "/", &save))
+			if (!valid_name(c) || lower_child(fs, node, c, &node) < 0)
+				return NO_NODE;
+	}
+	if (lower_type(fs, node, &type) < 0 || !S_ISDIR(type))
+		return NO_NODE;
+	return node;
+}
+
+int resolve(struct imgfs *fs, struct inode *dir, const char *name, struct found *ret)
+{
+	struct found f = {.kind = FOUND_NONE, .lower = NO_NODE, .lower_dir = NO_NODE, .dirfd = -1};
+	mode_t ltype = 0;
+	int r;
+
+	if (!S_ISDIR(dir->type))
+		return -ENOTDIR;
+	if (dir->unlinked)
+		return -ENOENT;
+	if (dir->lower_dir != NO_NODE) {
+		r = lower_child(fs, dir->lower_dir, name, &f.lower);
+		if (r < 0 && r != -ENOENT)
+			return r;
+		if (r >= 0) {
+			r = lower_type(fs, f.lower, &ltype);
+			if (r < 0)
+				return r;
+		}
+	}
+	if (dir->upper) {
+		r = upper_stat(dir->dirfd, name, &f.ust);
+		if (r < 0 && r != -ENOENT)
+			return r;
+		if (r >= 0 && upper_is_whiteout(&f.ust)) {
+			f.whiteout = true;
+			*ret = f;
+			return 0;
+		}
+		if (r >= 0) {
+			f.kind = FOUND_UPPER;
+			f.type = f.ust.st_mode & S_IFMT;
+			if (S_ISDIR(f.ust.st_mode)) {
+				char redirect[PATH_MAX];
+
+				r = upper_open_dir(dir->dirfd, name, &f.dirfd);
+				if (r < 0)
+					return r;
+				f.opaque = upper_is_opaque(fs->upper, f.dirfd);
+				if (f.opaque)
+					f.lower_dir = NO_NODE;
+				else if (upper_get_redirect(fs->upper, f.dirfd, redirect,
+				                            sizeof(redirect)) > 0)
+					f.lower_dir = follow_redirect(fs, dir, redirect);
+				else if (f.lower != NO_NODE && S_ISDIR(ltype))
+					f.lower_dir = f.lower;
+			}
+			*ret = f;
+			return 0;
+		}
+	}
+	if (f.lower != NO_NODE) {
+		f.kind = FOUND_LOWER;
+		f.type = ltype;
+		if (S_ISDIR(ltype))
+			f.lower_dir = f.lower;
+	}
+	*ret = f;
+	return 0;
+}
+
+/* The canonical node of a lower node and whether it is in a hardlink group. */
+static int lower_identity(struct imgfs *fs, uint32_t node, uint32_t *ret_data, bool *ret_linked)
+{
+	struct stat st;
+	uint32_t data;
+	int r;
+
+	r = lower_canonical(fs, node, &data);
+	if (r < 0)
+		return r;
+	r = lower_stat(fs, node, &st);
+	if (r < 0)
+		return r;
+	*ret_data = data;
+	*ret_linked = !S_ISDIR(st.st_mode) && st.st_nlink > 1;
+	return 0;
+}
+
+uint64_t upper_st_ino(const struct imgfs *fs, ino_t uino)
+{
+	/* Above the lower's range, so the two never collide. */
+	return (uint64_t)fs->n_nodes + 1 + (uint64_t)uino;
+}
+
+int child_inode(struct imgfs *fs, struct inode *dir, const char *name, struct found *f,
+                struct inode **ret)
+{
+	struct inode *inode, *old;
+	uint32_t data = 0;
+	bool linked = false;
+	uint32_t lower = NO_NODE;
+	int r;
+
+	if (f->kind == FOUND_NONE)
+		return -ENOENT;
+	if (f->kind == FOUND_LOWER || (f->lower != NO_NODE && !S_ISDIR(f->type))) {
+		mode_t ltype;
+
+		/* An upper file over a lower file of the same type at the same place is its
+		 * copy (overlayfs records it in an origin xattr; the place is enough here). */
+		if (f->kind == FOUND_LOWER ||
+		    (lower_type(fs, f->lower, &ltype) >= 0 && ltype == f->type))
+			lower = f->lower;
+	} else if (S_ISDIR(f->type))
+		lower = f->lower_dir != NO_NODE ? f->lower_dir : NO_NODE;
+	if (lower != NO_NODE) {
+		r = lower_identity(fs, lower, &data, &linked);
+		if (r < 0)
+			return r;
+	}
+
+	pthread_mutex_lock(&fs->lock);
+	if (f->kind == FOUND_UPPER) {
+		old = uindex_find_locked(fs, f->ust.st_ino);
+		if (old && (old->type == f->type)) {
+			old->refs++;
+			pthread_mutex_unlock(&fs->lock);
+			*ret = old;
+			return 0;
+		}
+	} else {
+		old = table_find_locked(fs, (uint64_t)lower + 1);
+		if (old && old->parent == dir && old->name && streq(old->name, name) &&
+		    !old->upper) {
+			old->refs++;
+			pthread_mutex_unlock(&fs->lock);
+			*ret = old;
+			return 0;
+		}
+	}
+	inode = calloc(1, sizeof(*inode));
+	if (inode)
+		inode->name = strdup(name);
+	if (!inode || !inode->name) {
+		pthread_mutex_unlock(&fs->lock);
+		free(inode);
+		return -ENOMEM;
+	}
+	inode->dirfd = -1;
+	inode->pathfd = -1;
+	inode->lower = lower;
+	inode->data = lower != NO_NODE ? data : NO_NODE;
+	inode->type = f->type;
+	inode->lower_dir = S_ISDIR(f->type) ? f->lower_dir : NO_NODE;
+	inode->opaque = f->opaque;
+	if (lower != NO_NODE && !table_find_locked(fs, (uint64_t)lower + 1)) {
+		inode->ino = (uint64_t)lower + 1;
+		inode->generation = 0;
+	} else {
+		inode->ino = fs->next_ino++;
+		inode->generation = 1;
+	}
+	inode->parent = dir;
+	dir->refs++;
+	inode->refs = 1;
+	table_insert_locked(fs, inode);
+	pthread_mutex_unlock(&fs->lock);
+
+	if (f->kind == FOUND_UPPER) {
+		inode->dirfd = f->dirfd;
+		f->dirfd = -1;
+		if (S_ISDIR(f->type))
+			inode->st_ino = inode->lower_dir != NO_NODE
+			                    ? (uint64_t)data + 1
+			                    : upper_st_ino(fs, f->ust.st_ino);
+		else
+			inode->st_ino = lower != NO_NODE && !linked
+			                    ? (uint64_t)data + 1
+			                    : upper_st_ino(fs, f->ust.st_ino);
+		if (!S_ISDIR(f->type) && f->ust.st_nlink > 1)
+			/* The name is not enough to find a hardlinked file again. */
+			inode->pathfd = openat(dir->dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		inode_set_upper(fs, inode, f->ust.st_ino);
+	}
+	*ret = inode;
+	return 0;
+}
+
+int upper_ref(struct inode *inode, int *ret_fd, const char **ret_name)
+{
+	if (!inode->upper)
+		return -EIO;
+	if (S_ISDIR(inode->type)) {
+		*ret_fd = inode->dirfd;
+		*ret_name = "";
+		return inode->dirfd >= 0 ? 0 : -EIO;
+	}
+	if (inode->pathfd >= 0) {
+		*ret_fd = inode->pathfd;
+		*ret_name = "";
+		return 0;
+	}
+	if (inode->unlinked || !inode->parent || inode->parent->dirfd < 0)
+		return -ESTALE;
+	*ret_fd = inode->parent->dirfd;
+	*ret_name = inode->name;
+	return 0;
+}
+
+int stat_inode(struct imgfs *fs, struct inode *inode, int fd, struct stat *ret)
+{
+	struct stat st;
+	int r;
+
+	if (!inode->upper) {
+		r = lower_stat(fs, inode->data, &st);
+		if (r < 0)
+			return r;
+		*ret = st;
+		return 0;
+	}
+	if (fd >= 0) {
+		if (fstat(fd, &st) < 0)
+			return -errno;
+	} else {
+		int dfd;
+		const char *name;
+
+		r = upper_ref(inode, &dfd, &name);
+		if (r < 0)
+			return r;
+		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW | (name[0] ? 0 : AT_EMPTY_PATH)) <
+		    0)
+			return -errno;
+	}
+	st.st_ino = (ino_t)inode->st_ino;
+	/* overlayfs: a merged directory has no meaningful link count. */
+	if (S_ISDIR(inode->type) && inode->lower_dir != NO_NODE)
+		st.st_nlink = 1;
+	*ret = st;
+	return 0;
+}
+
+struct name_ctx {
+	uint32_t node;
+	char *buf;
+	size_t size;
+	int r;
+};
+
+static int name_cb(const char *name, uint32_t node, uint64_t next_off, void *userdata)
+{
+	struct name_ctx *c = userdata;
+
+	(void)next_off;
+	if (node != c->node)
+		return 0;
+	if (strlen(name) >= c->size)
+		c->r = -ENAMETOOLONG;
+	else {
+		strcpy(c->buf, name);
+		c->r = (int)strlen(name);
+	}
+	return 1;
+}
+
+int lower_name(struct imgfs *fs, uint32_t node, char *buf, size_t size)
+{
+	struct name_ctx c = {.node = node, .buf = buf, .size = size, .r = -ENOENT};
+	uint32_t parent;
+
+	if (node == 0 || node >= fs->n_nodes)
+		return -EINVAL;
+	parent = fs->lower.ops->parent(fs->lower.data, node);
+	if (parent >= fs->n_nodes || parent == node)
+		return -EIO;
+	(void)fs->lower.ops->readdir(fs->lower.data, parent, 0, name_cb, &c);
+	return c.r;
+}
+
+int lower_path(struct imgfs *fs, uint32_t node, char *buf, size_t size)
+{
+	uint32_t chain[MAX_LOWER_DEPTH];
+	size_t n = 0, len = 0;
+
+	while (node != 0) {
+		if (n == MAX_LOWER_DEPTH || node >= fs->n_nodes)
+			return -EIO;
+		chain[n++] = node;
+		node = fs->lower.ops->parent(fs->lower.data, node);
+	}
+	if (n == 0) {
+		if (size < 2)
+			return -ENAMETOOLONG;
+		strcpy(buf, "/");
+		return 1;
+	}
+	while (n > 0) {
+		char name[NAME_MAX + 1];
+		int r = lower_name(fs, chain[--n], name, sizeof(name));
+
+		if (r < 0)
+			return r;
+		if (len + 1 + (size_t)r + 1 > size)
+			return -ENAMETOOLONG;
+		buf[len++] = '/';
+		memcpy(buf + len, name, (size_t)r + 1);
+		len += (size_t)r;
+	}
+	return (int)len;
+}
+
+/* ---- the operations ---- */
+
+static int entry_of(struct imgfs *fs, struct inode *inode, struct imgfs_entry *ret)
+{
+	struct imgfs_entry e = {0};
+	int r = stat_inode(fs, inode, -1, &e.st);
+
+	if (r < 0)
+		return r;
+	e.ino = inode->ino;
+	e.generation = inode->generation;
+	*ret = e;
+	return 0;
+}
+
+/* Looks name up in dir with fs->ns held; returns the inode with a reference. */
+static int lookup_locked(struct imgfs *fs, struct inode *dir, const char *name, struct inode **ret)
+{
+	struct found f;
+	int r;
+
+	if (streq(name, ".")) {
+		inode_ref(fs, dir);
+		*ret = dir;
+		return 0;
+	}
+	if (streq(name, "..")) {
+		struct inode *p = dir->parent ? dir->parent : dir;
+
+		inode_ref(fs, p);
+		*ret = p;
+		return 0;
+	}
+	r = resolve(fs, dir, name, &f);
+	if (r < 0)
+		return r;
+	r = child_inode(fs, dir, name, &f, ret);
+	found_done(&f);
+	return r;
+}
+
+int merged_lookup(struct imgfs *fs, uint64_t parent, const char *name, struct imgfs_entry *ret)
+{
+	struct inode *dir, *child;
+	struct imgfs_entry e;
+	int r;
+
+	if (strlen(name) > NAME_MAX)
+		return -ENAMETOOLONG;
+	if (!name[0] || strchr(name, '/'))
+		return -ENOENT;
+	r = inode_get(fs, parent, &dir);
+	if (r < 0)
+		return r;
+	pthread_rwlock_rdlock(&fs->ns);
+	r = lookup_locked(fs, dir, name, &child);
+	if (r >= 0) {
+		r = entry_of(fs, child, &e);
+		inode_put(fs, child, r >= 0);
+	}
+	pthread_rwlock_unlock(&fs->ns);
+	inode_put(fs, dir, false);
+	if (r < 0)
+		return r;
+	*ret = e;
+	return 0;
+}
+
+int merged_getattr(struct imgfs *fs, uint64_t ino, struct imgfs_file *f, struct stat *ret)
+{
+	struct inode *inode;
+	int r;
+
+	r = inode_get(fs, ino, &inode);
+	if (r < 0)
+		return r;
+	pthread_rwlock_rdlock(&fs->ns);
+	if (f) {
+		pthread_mutex_lock(&f->lock);
+		r = stat_inode(fs, inode, inode->upper ? f->fd : -1, ret);
+		pthread_mutex_unlock(&f->lock);
+	} else
+		r = stat_inode(fs, inode, -1, ret);
+	pthread_rwlock_unlock(&fs->ns);
+	inode_put(fs, inode, false);
+	return r;
+}
+
+int merged_readlink(struct imgfs *fs, uint64_t ino, char *buf, size_t size)
+{
+	struct inode *inode;
+	int r;
+
+	if (size == 0)
+		return -ENAMETOOLONG;
+	r = inode_get(fs, ino, &inode);
+	if (r < 0)
+		return r;
+	if (!S_ISLNK(inode->type)) {
+		inode_put(fs, inode, false);
+		return -EINVAL;
+	}
+	pthread_rwlock_rdlock(&fs->ns);
+	if (inode->upper) {
+		int dfd;
+		const char *name;
+		ssize_t n;
+
+		r = upper_ref(inode, &dfd, &name);
+		if (r >= 0) {
+			n = readlinkat(dfd, name, buf, size);
+			r = n < 0 ? -errno : (int)n;
+		}
+	} else
+		r = fs->lower.ops->readlink(fs->lower.data, inode->data, buf, size);
+	pthread_rwlock_unlock(&fs->ns);
+	inode_put(fs, inode, false);
+	if (r < 0)
+		return r;
+	if ((size_t)r >= size)
+		return -ENAMETOOLONG;
+	buf[r] = '\0';
+	return r;
+}
+
+/* ---- merged listings ---- */
+
+struct snap_build {
+	struct dir_snap_entry *v;
+	size_t n, cap;
+	char **hidden; /* sorted: upper names (entries and whiteouts) */
+	size_t n_hidden;
+	int r;
+};
+
+static int snap_add(struct snap_build *b, const char *name)
+{
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 32;
+		struct dir_snap_entry *v = realloc(b->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		b->v = v;
+		b->cap = cap;
+	}
+	b->v[b->n].name = strdup(name);
+	if (!b->v[b->n].name)
+		return -ENOMEM;
+	b->n++;
+	return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int snap_lower_cb(const char *name, uint32_t node, uint64_t next_off, void *userdata)
+{
+	struct snap_build *b = userdata;
+	const char *key = name;
+
+	(void)node, (void)next_off;
+	if (!valid_name(name))
+		return 0;
+	if (b->n_hidden && bsearch(&key, b->hidden, b->n_hidden, sizeof(char *), cmp_str))
+		return 0;
+	b->r = snap_add(b, name);
+	return b->r < 0;
+}
+
+static int build_snapshot(struct imgfs *fs, struct imgfs_dir *d)
+{
+	struct inode *dir = d->inode;
+	struct snap_build b = {0};
+	size_t cap_hidden = 0;
+	int r = 0;
+
+	if (dir->unlinked)
+		return 0;
+	if (dir->upper) {
+		DIR *dp;
+		struct dirent *de;
+		int fd = openat(dir->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		if (fd < 0)
+			return -errno;
+		dp = fdopendir(fd);
+		if (!dp) {
+			close(fd);
+			return -ENOMEM;
+		}
+		while (r >= 0 && (de = readdir(dp))) {
+			struct stat st;
+			bool whiteout = false;
+
+			if (!valid_name(de->d_name))
+				continue;
+			if (de->d_type == DT_CHR || de->d_type == DT_UNKNOWN)
+				whiteout = upper_stat(dir->dirfd, de->d_name, &st) >= 0 &&
+				           upper_is_whiteout(&st);
+			if (!whiteout)
+				r = snap_add(&b, de->d_name);
+			if (r >= 0 && dir->lower_dir != NO_NODE) {
+				if (b.n_hidden == cap_hidden) {
+					size_t cap = cap_hidden ? cap_hidden * 2 : 32;
+					char **h = realloc(b.hidden, cap * sizeof(*h));
+
+					if (!h) {
+						r = -ENOMEM;
+						break;
+					}
+					b.hidden = h;
+					cap_hidden = cap;
+				}
+				b.hidden[b.n_hidden] = strdup(de->d_name);
+				if (!b.hidden[b.n_hidden])
+					r = -ENOMEM;
+				else
+					b.n_hidden++;
+			}
+		}
+		closedir(dp);
+	}
+	if (r >= 0 && dir->lower_dir != NO_NODE) {
+		qsort(b.hidden, b.n_hidden, sizeof(char *), cmp_str);
+		r = fs->lower.ops->readdir(fs->lower.data, dir->lower_dir, 0, snap_lower_cb, &b);
+		if (b.r < 0)
+			r = b.r;
+	}
+	for (size_t i = 0; i < b.n_hidden; i++)
+		free(b.hidden[i]);
+	free(b.hidden);
+	if (r < 0) {
+		for (size_t i = 0; i < b.n; i++)
+			free(b.v[i].name);
+		free(b.v);
+		return r;
+	}
+	d->snap = b.v;
+	d->n_snap = b.n;
+	d->have_snap = true;
+	return 0;
+}
+
+int merged_readdir(struct imgfs *fs, struct imgfs_dir *d, uint64_t off, bool plus,
+                   imgfs_dirent_fn fn, void *userdata)
+{
+	struct inode *dir = d->inode;
+	int r = 0;
+
+	pthread_mutex_lock(&d->lock);
+	pthread_rwlock_rdlock(&fs->ns);
+	/* A listing from the start (opendir, rewinddir) sees the directory as it is now;
+	 * later offsets index the same snapshot. */
+	if (off == 0 || !d->have_snap) {
+		dir_snap_clear(d);
+		r = build_snapshot(fs, d);
+	}
+	for (; r >= 0 && off < 2; off++) {
+		struct imgfs_entry dot = {0};
+		struct inode *di = off == 0 || !dir->parent ? dir : dir->parent;
+
+		r = stat_inode(fs, di, -1, &dot.st);
+		if (r < 0) {
+			if (off == 0)
+				break;
+			r = 0;
+			dot.st.st_mode = S_IFDIR;
+		}
+		if (fn(off == 0 ? "." : "..", &dot, off + 1, userdata))
+			goto out;
+	}
+	for (; r >= 0 && off - 2 < d->n_snap; off++) {
+		const char *name = d->snap[off - 2].name;
+		struct inode *child;
+		struct imgfs_entry e;
+
+		/* Gone since the snapshot: skipped, as a directory that changed under a
+		 * reader may do. */
+		if (lookup_locked(fs, dir, name, &child) < 0)
+			continue;
+		if (entry_of(fs, child, &e) < 0) {
+			inode_put(fs, child, false);
+			continue;
+		}
+		if (!plus)
+			e.ino = 0;
+		if (fn(name, &e, off + 1, userdata)) {
+			inode_put(fs, child, false);
+			break;
+		}
+		inode_put(fs, child, plus);
+	}
+out:
+	pthread_rwlock_unlock(&fs->ns);
+	pthread_mutex_unlock(&d->lock);
+	return r;
+}
+
+/* ---- xattrs ---- */
+
+ssize_t merged_getxattr(struct imgfs *fs, uint64_t ino, const char *name, void *buf, size_t size)
+{
+	struct inode *inode;
+	ssize_t r;
+
+	r = inode_get(fs, ino, &inode);
+	if (r < 0)
+		return r;
+	pthread_rwlock_rdlock(&fs->ns);
+	if (inode->upper) {
+		int dfd;
+		const char *n;
+
+		r = upper_ref(inode, &dfd, &n);
+		if (r >= 0)
+			r = upper_getxattr(fs->upper, dfd, S_ISDIR(inode->type) ? NULL : n, name,
+			                   buf, size);
+	} else {
+		char stored[XATTR_NAME_MAX + 1];
+
+		/* The lower's own overlay names are hidden too, escaped ones shown. */
+		r = upper_xattr_store_name(fs->upper, name, stored, sizeof(stored));
+		if (r >= 0)
+			r = fs->lower.ops->getxattr(fs->lower.data, inode->data, stored, buf, size);
+		else
+			r = -ENODATA;
+		if (r > 0 && size > 0 && (size_t)r > size)
+			r = -EIO;
+	}
+	pthread_rwlock_unlock(&fs->ns);
+	inode_put(fs, inode, false);
+	return r;
+}
+
+ssize_t merged_listxattr(struct imgfs *fs, uint64_t ino, char *buf, size_t size)
+{
+	struct inode *inode;
+	ssize_t r;
+
+	r = inode_get(fs, ino, &inode);
+	if (r < 0)
+		return r;
+	pthread_rwlock_rdlock(&fs->ns);
+	if (inode->upper) {
+		int dfd;
+		const char *n;
+
+		r = upper_ref(inode, &dfd, &n);
+		if (r >= 0)
+			r = upper_listxattr(fs->upper, dfd, S_ISDIR(inode->type) ? NULL : n, buf,
+			                    size);
+	} else {
+		_cleanup_free_ char *list = NULL;
+
+		r = fs->lower.ops->listxattr(fs->lower.data, inode->data, NULL, 0);
+		if (r > 0) {
+			list = malloc((size_t)r);
+			if (!list)
+				r = -ENOMEM;
+			else
+				r = fs->lower.ops->listxattr(fs->lower.data, inode->data, list,
+				                             (size_t)r);
+		}
+		if (r > 0) {
+			if (list[r - 1] != '\0')
+				r = -EIO;
+			else
+				r = (ssize_t)upper_xattr_filter_list(fs->upper, list, (size_t)r);
+		}
+		if (r > 0 && size > 0) {
+			if ((size_t)r > size)
+				r = -ERANGE;
+			else
+				memcpy(buf, list, (size_t)r);
+		}
+	}
+	pthread_rwlock_unlock(&fs->ns);
+	inode_put(fs, inode, false);
+	return r;
+}

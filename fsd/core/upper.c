@@ -1,0 +1,813 @@
+/* The upper directory in overlayfs' format. See upper.h for the contract. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include "common/fileio.h"
+#include "upper.h"
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+#ifndef RENAME_WHITEOUT
+#define RENAME_WHITEOUT (1 << 2)
+#endif
+
+#define COPY_CHUNK (1u << 20)
+
+struct upper {
+	int root_fd; /* immutable */
+	int work_fd; /* immutable */
+	char prefix[24];
+	size_t prefix_len;
+	char opaque[40];   /* PREFIX "opaque" */
+	char redirect[40]; /* PREFIX "redirect" */
+	char escaped[40];  /* PREFIX "overlay." */
+	atomic_ulong counter;
+	uid_t euid;
+	gid_t egid;
+};
+
+int upper_open(int root_fd, int work_fd, const char *prefix, struct upper **ret)
+{
+	struct upper *u;
+	int r;
+
+	if (strlen(prefix) >= sizeof(u->prefix) - 1) {
+		close(root_fd);
+		close(work_fd);
+		return -EINVAL;
+	}
+	u = calloc(1, sizeof(*u));
+	if (!u) {
+		close(root_fd);
+		close(work_fd);
+		return -ENOMEM;
+	}
+	u->root_fd = root_fd;
+	u->work_fd = work_fd;
+	strcpy(u->prefix, prefix);
+	u->prefix_len = strlen(prefix);
+	snprintf(u->opaque, sizeof(u->opaque), "%sopaque", prefix);
+	snprintf(u->redirect, sizeof(u->redirect), "%sredirect", prefix);
+	snprintf(u->escaped, sizeof(u->escaped), "%soverlay.", prefix);
+	u->euid = geteuid();
+	u->egid = getegid();
+	/* Modes arrive with the caller's umask applied by the kernel: ours must not apply
+	 * a second time. */
+	umask(0);
+	/* Leftovers of an interrupted copy-up or removal. */
+	{
+		DIR *d;
+		struct dirent *de;
+		int fd = dup(work_fd);
+
+		if (fd < 0) {
+			r = -errno;
+			upper_free(u);
+			return r;
+		}
+		d = fdopendir(fd);
+		if (!d) {
+			r = -errno;
+			close(fd);
+			upper_free(u);
+			return r;
+		}
+		while ((de = readdir(d)))
+			if (!streq(de->d_name, ".") && !streq(de->d_name, ".."))
+				(void)rm_rf_at(work_fd, de->d_name);
+		closedir(d);
+	}
+	*ret = u;
+	return 0;
+}
+
+void upper_free(struct upper *u)
+{
+	if (!u)
+		return;
+	if (u->root_fd >= 0)
+		close(u->root_fd);
+	if (u->work_fd >= 0)
+		close(u->work_fd);
+	free(u);
+}
+
+int upper_root_fd(const struct upper *u)
+{
+	return u->root_fd;
+}
+
+int upper_work_fd(const struct upper *u)
+{
+	return u->work_fd;
+}
+
+void upper_tmpname(struct upper *u, char buf[32])
+{
+	unsigned long n = atomic_fetch_add(&u->counter, 1);
+
+	snprintf(buf, 32, "#%lx-%d", n, (int)getpid());
+}
+
+int upper_stat(int dirfd, const char *name, struct stat *ret)
+{
+	if (fstatat(dirfd, name, ret, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return 0;
+}
+
+bool upper_is_whiteout(const struct stat *st)
+{
+	return S_ISCHR(st->st_mode) && st->st_rdev == makedev(0, 0);
+}
+
+int upper_open_dir(int dirfd, const char *name, int *ret_fd)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	*ret_fd = fd;
+	return 0;
+}
+
+bool upper_is_opaque(const struct upper *u, int dirfd)
+{
+	char v[2];
+	ssize_t n = fgetxattr(dirfd, u->opaque, v, sizeof(v));
+
+	return n == 1 && v[0] == 'y';
+}
+
+int upper_set_opaque(const struct upper *u, int dirfd)
+{
+	if (fsetxattr(dirfd, u->opaque, "y", 1, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+int upper_get_redirect(const struct upper *u, int dirfd, char *buf, size_t size)
+{
+	ssize_t n;
+
+	if (size == 0)
+		return -ERANGE;
+	n = fgetxattr(dirfd, u->redirect, buf, size - 1);
+	if (n < 0)
+		return errno == ENOTSUP ? -ENODATA : -errno;
+	if (n == 0)
+		return -ENODATA;
+	buf[n] = '\0';
+	if (strlen(buf) != (size_t)n)
+		return -EINVAL;
+	return (int)n;
+}
+
+int upper_set_redirect(const struct upper *u, int dirfd, const char *redirect)
+{
+	if (fsetxattr(dirfd, u->redirect, redirect, strlen(redirect), 0) < 0)
+		return -errno;
+	return 0;
+}
+
+/* ---- xattrs ---- */
+
+bool upper_xattr_is_private(const struct upper *u, const char *stored)
+{
+	return startswith(stored, u->prefix) && !startswith(stored, u->escaped);
+}
+
+int upper_xattr_store_name(const struct upper *u, const char *xname, char *buf, size_t size)
+{
+	int n;
+
+	if (startswith(xname, u->prefix))
+		n = snprintf(buf, size, "%s%s", u->escaped, xname + u->prefix_len);
+	else
+		n = snprintf(buf, size, "%s", xname);
+	if (n < 0 || (size_t)n >= size || n > XATTR_NAME_MAX)
+		return -ERANGE;
+	return 0;
+}
+
+size_t upper_xattr_filter_list(const struct upper *u, char *list, size_t len)
+{
+	size_t w = 0;
+
+	for (size_t i = 0; i < len;) {
+		size_t l = strnlen(list + i, len - i);
+		const char *name = list + i;
+
+		if (upper_xattr_is_private(u, name)) {
+			/* hidden */
+		} else if (startswith(name, u->escaped)) {
+			/* PREFIX.overlay.X is shown as PREFIX.X */
+			size_t skip = strlen(u->escaped) - u->prefix_len;
+
+			memmove(list + w, u->prefix, u->prefix_len);
+			memmove(list + w + u->prefix_len, name + u->prefix_len + skip,
+			        l - u->prefix_len - skip);
+			w += l - skip;
+			list[w++] = '\0';
+		} else {
+			memmove(list + w, name, l);
+			w += l;
+			list[w++] = '\0';
+		}
+		i += l + 1;
+	}
+	return w;
+}
+
+/* An fd through which the xattrs of (dirfd, name) are reached without following a
+ * symlink: dirfd itself when name is NULL, else an O_PATH fd, used through its /proc
+ * magic link (which resolves to the object itself, even a symlink). */
+struct xref {
+	int fd;
+	int own;
+	char path[40];
+};
+
+static int xref_open(int dirfd, const char *name, struct xref *x)
+{
+	x->own = -1;
+	x->fd = dirfd;
+	x->path[0] = '\0';
+	if (!name)
+		return 0;
+	if (!name[0]) {
+		/* dirfd is an O_PATH fd of the object itself. */
+		snprintf(x->path, sizeof(x->path), "/proc/self/fd/%d", dirfd);
+		return 0;
+	}
+	x->own = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (x->own < 0)
+		return -errno;
+	x->fd = x->own;
+	snprintf(x->path, sizeof(x->path), "/proc/self/fd/%d", x->own);
+	return 0;
+}
+
+static void xref_close(struct xref *x)
+{
+	if (x->own >= 0)
+		close(x->own);
+}
+
+static ssize_t x_get(struct xref *x, const char *name, void *buf, size_t size)
+{
+	ssize_t n =
+	    !x->path[0] ? fgetxattr(x->fd, name, buf, size) : getxattr(x->path, name, buf, size);
+
+	return n < 0 ? -errno : n;
+}
+
+static ssize_t x_list(struct xref *x, char *buf, size_t size)
+{
+	ssize_t n = !x->path[0] ? flistxattr(x->fd, buf, size) : listxattr(x->path, buf, size);
+
+	return n < 0 ? -errno : n;
+}
+
+static int x_set(struct xref *x, const char *name, const void *v, size_t size, int flags)
+{
+	int r = !x->path[0] ? fsetxattr(x->fd, name, v, size, flags)
+	                    : setxattr(x->path, name, v, size, flags);
+
+	return r < 0 ? -errno : 0;
+}
+
+static int x_remove(struct xref *x, const char *name)
+{
+	int r = !x->path[0] ? fremovexattr(x->fd, name) : removexattr(x->path, name);
+
+	return r < 0 ? -errno : 0;
+}
+
+ssize_t upper_getxattr(const struct upper *u, int dirfd, const char *name, const char *xname,
+                       void *buf, size_t size)
+{
+	char stored[XATTR_NAME_MAX + 1];
+	struct xref x;
+	ssize_t r;
+
+	if (upper_xattr_store_name(u, xname, stored, sizeof(stored)) < 0)
+		return -ENODATA;
+	r = xref_open(dirfd, name, &x);
+	if (r < 0)
+		return r;
+	r = x_get(&x, stored, buf, size);
+	xref_close(&x);
+	return r;
+}
+
+ssize_t upper_listxattr(const struct upper *u, int dirfd, const char *name, char *buf, size_t size)
+{
+	_cleanup_free_ char *list = NULL;
+	struct xref x;
+	ssize_t n;
+	size_t len;
+	int r;
+
+	r = xref_open(dirfd, name, &x);
+	if (r < 0)
+		return r;
+	/* Filtering needs the whole list, whatever size the caller asked for. */
+	for (;;) {
+		n = x_list(&x, NULL, 0);
+		if (n < 0)
+			break;
+		free(list);
+		list = malloc((size_t)n + 1);
+		if (!list) {
+			n = -ENOMEM;
+			break;
+		}
+		n = x_list(&x, list, (size_t)n + 1);
+		if (n != -ERANGE)
+			break;
+	}
+	xref_close(&x);
+	if (n < 0)
+		return n == -ENOTSUP ? 0 : n;
+	len = upper_xattr_filter_list(u, list, (size_t)n);
+	if (size == 0)
+		return (ssize_t)len;
+	if (len > size)
+		return -ERANGE;
+	memcpy(buf, list, len);
+	return (ssize_t)len;
+}
+
+int upper_setxattr(const struct upper *u, int dirfd, const char *name, const char *xname,
+                   const void *value, size_t size, int flags)
+{
+	char stored[XATTR_NAME_MAX + 1];
+	struct xref x;
+	int r;
+
+	r = upper_xattr_store_name(u, xname, stored, sizeof(stored));
+	if (r < 0)
+		return r;
+	r = xref_open(dirfd, name, &x);
+	if (r < 0)
+		return r;
+	r = x_set(&x, stored, value, size, flags);
+	xref_close(&x);
+	return r;
+}
+
+int upper_removexattr(const struct upper *u, int dirfd, const char *name, const char *xname)
+{
+	char stored[XATTR_NAME_MAX + 1];
+	struct xref x;
+	int r;
+
+	if (upper_xattr_store_name(u, xname, stored, sizeof(stored)) < 0)
+		return -ENODATA;
+	r = xref_open(dirfd, name, &x);
+	if (r < 0)
+		return r;
+	r = x_remove(&x, stored);
+	xref_close(&x);
+	return r;
+}
+
+/* ---- copy-up ---- */
+
+static int copy_data(const struct upper_src *src, int fd)
+{
+	_cleanup_free_ char *buf = NULL;
+	uint64_t size = (uint64_t)src->st.st_size, pos = 0;
+
+	buf = malloc(COPY_CHUNK);
+	if (!buf)
+		return -ENOMEM;
+	while (pos < size) {
+		uint64_t end = size;
+		ssize_t n;
+
+		if (src->seek) {
+			int64_t d = src->seek(src->ctx, pos, SEEK_DATA);
+
+			if (d == -ENXIO)
+				break;
+			if (d >= 0) {
+				int64_t h = src->seek(src->ctx, (uint64_t)d, SEEK_HOLE);
+
+				pos = (uint64_t)d;
+				if (h > d && (uint64_t)h < end)
+					end = (uint64_t)h;
+			}
+		}
+		while (pos < end) {
+			size_t want = (size_t)MIN((uint64_t)COPY_CHUNK, end - pos);
+
+			n = src->read(src->ctx, buf, want, pos);
+			if (n < 0)
+				return (int)n;
+			if (n == 0)
+				return -EIO; /* shorter than its size */
+			if (pwrite(fd, buf, (size_t)n, (off_t)pos) != n)
+				return negative_errno();
+			pos += (uint64_t)n;
+		}
+	}
+	if (ftruncate(fd, (off_t)size) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Copies every xattr of src but the overlay's own onto (dirfd, name). */
+static int copy_xattrs(const struct upper *u, const struct upper_src *src, int dirfd,
+                       const char *name)
+{
+	_cleanup_free_ char *list = NULL, *val = NULL;
+	struct xref x;
+	ssize_t n;
+	int r = 0;
+
+	if (!src->listxattr)
+		return 0;
+	n = src->listxattr(src->ctx, NULL, 0);
+	if (n <= 0)
+		return n == -ENOTSUP || n == 0 ? 0 : (int)n;
+	list = malloc((size_t)n);
+	val = malloc(XATTR_SIZE_MAX);
+	if (!list || !val)
+		return -ENOMEM;
+	n = src->listxattr(src->ctx, list, (size_t)n);
+	if (n < 0)
+		return (int)n;
+	r = xref_open(dirfd, name, &x);
+	if (r < 0)
+		return r;
+	for (ssize_t i = 0; i < n && r >= 0;) {
+		const char *xn = list + i;
+		size_t l = strnlen(xn, (size_t)(n - i));
+		ssize_t vl;
+
+		i += (ssize_t)l + 1;
+		if (l == 0 || upper_xattr_is_private(u, xn))
+			continue;
+		vl = src->getxattr(src->ctx, xn, val, XATTR_SIZE_MAX);
+		if (vl == -ENODATA)
+			continue;
+		if (vl < 0) {
+			r = (int)vl;
+			break;
+		}
+		r = x_set(&x, xn, val, (size_t)vl, 0);
+	}
+	xref_close(&x);
+	return r;
+}
+
+static bool needs_chown(const struct upper *u, uid_t uid, gid_t gid)
+{
+	return uid != u->euid || gid != u->egid;
+}
+
+/* Owner, mode (after the owner: chown clears setuid), times of (dirfd, name). */
+static int set_attrs(const struct upper *u, int dirfd, const char *name, const struct stat *st,
+                     bool times)
+{
+	bool lnk = S_ISLNK(st->st_mode);
+
+	if (needs_chown(u, st->st_uid, st->st_gid) &&
+	    fchownat(dirfd, name, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (!lnk && fchmodat(dirfd, name, st->st_mode & 07777, 0) < 0)
+		return -errno;
+	if (times) {
+		struct timespec ts[2] = {st->st_atim, st->st_mtim};
+
+		if (utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+int upper_copy_up(struct upper *u, const struct upper_src *src, int parent_fd, const char *name,
+                  bool data, int *ret_dirfd)
+{
+	_cleanup_close_ int fd = -1;
+	mode_t type = src->st.st_mode & S_IFMT;
+	struct stat pst;
+	char tmp[32];
+	int r;
+
+	if (fstat(parent_fd, &pst) < 0)
+		return -errno;
+	upper_tmpname(u, tmp);
+	switch (type) {
+	case S_IFREG:
+		fd = openat(u->work_fd, tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		            0600);
+		if (fd < 0)
+			return -errno;
+		if (data) {
+			r = copy_data(src, fd);
+			if (r < 0)
+				goto fail;
+		}
+		break;
+	case S_IFDIR:
+		if (mkdirat(u->work_fd, tmp, 0700) < 0)
+			return -errno;
+		r = upper_open_dir(u->work_fd, tmp, &fd);
+		if (r < 0)
+			goto fail;
+		break;
+	case S_IFLNK:
+		if (symlinkat(src->link ? src->link : "", u->work_fd, tmp) < 0)
+			return -errno;
+		break;
+	default:
+		if (mknodat(u->work_fd, tmp, type | 0600, src->st.st_rdev) < 0)
+			return -errno;
+		break;
+	}
+	r = set_attrs(u, u->work_fd, tmp, &src->st, false);
+	if (r >= 0)
+		r = copy_xattrs(u, src, u->work_fd, tmp);
+	if (r >= 0) {
+		struct timespec ts[2] = {src->st.st_atim, src->st.st_mtim};
+
+		if (utimensat(u->work_fd, tmp, ts, AT_SYMLINK_NOFOLLOW) < 0)
+			r = -errno;
+	}
+	/* The data must be on disk before the name is: a crash must not leave an empty
+	 * file where the image had content. */
+	if (r >= 0 && type == S_IFREG && data && src->st.st_size > 0 && fdatasync(fd) < 0)
+		r = -errno;
+	if (r < 0)
+		goto fail;
+	if (renameat2(u->work_fd, tmp, parent_fd, name, RENAME_NOREPLACE) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	{
+		struct timespec ts[2] = {pst.st_atim, pst.st_mtim};
+
+		(void)futimens(parent_fd, ts);
+	}
+	if (type == S_IFDIR && ret_dirfd)
+		*ret_dirfd = TAKE_FD(fd);
+	return 0;
+fail:
+	(void)rm_rf_at(u->work_fd, tmp);
+	return r;
+}
+
+/* ---- creation and removal ---- */
+
+static int create_at(struct upper *u, int dirfd, const char *name, const struct upper_new *n,
+                     int *ret_fd)
+{
+	_cleanup_close_ int fd = -1;
+	mode_t type = n->mode & S_IFMT, perm = n->mode & 07777;
+	bool chown_needed = needs_chown(u, n->uid, n->gid);
+	/* Until the owner is right, no setuid/setgid bit and no access for others. */
+	mode_t first = chown_needed ? perm & 0700 : perm;
+	int r;
+
+	switch (type) {
+	case S_IFREG: {
+		int flags = (n->open_flags & (O_ACCMODE | O_SYNC | O_DSYNC | O_NOATIME | O_DIRECT));
+
+		if ((flags & O_ACCMODE) == O_ACCMODE)
+			flags &= ~O_ACCMODE;
+		fd = openat(dirfd, name, flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, first);
+		if (fd < 0)
+			return -errno;
+		if (chown_needed) {
+			if (fchown(fd, n->uid, n->gid) < 0 || fchmod(fd, perm) < 0) {
+				r = -errno;
+				goto undo;
+			}
+		}
+		break;
+	}
+	case S_IFDIR:
+		if (mkdirat(dirfd, name, first) < 0)
+			return -errno;
+		r = upper_open_dir(dirfd, name, &fd);
+		if (r < 0)
+			goto undo;
+		if (chown_needed && (fchown(fd, n->uid, n->gid) < 0 || fchmod(fd, perm) < 0)) {
+			r = -errno;
+			goto undo;
+		}
+		if (perm != first && !chown_needed && fchmod(fd, perm) < 0) {
+			r = -errno;
+			goto undo;
+		}
+		if (n->opaque) {
+			r = upper_set_opaque(u, fd);
+			if (r < 0)
+				goto undo;
+		}
+		break;
+	case S_IFLNK:
+		if (symlinkat(n->link, dirfd, name) < 0)
+			return -errno;
+		if (chown_needed &&
+		    fchownat(dirfd, name, n->uid, n->gid, AT_SYMLINK_NOFOLLOW) < 0) {
+			r = -errno;
+			goto undo;
+		}
+		break;
+	default:
+		if (mknodat(dirfd, name, type | first, n->rdev) < 0)
+			return -errno;
+		if (chown_needed &&
+		    (fchownat(dirfd, name, n->uid, n->gid, AT_SYMLINK_NOFOLLOW) < 0 ||
+		     fchmodat(dirfd, name, perm, 0) < 0)) {
+			r = -errno;
+			goto undo;
+		}
+		break;
+	}
+	if (ret_fd)
+		*ret_fd = TAKE_FD(fd);
+	return 0;
+undo:
+	(void)unlinkat(dirfd, name, type == S_IFDIR ? AT_REMOVEDIR : 0);
+	return r;
+}
+
+int upper_create(struct upper *u, int parent_fd, const char *name, const struct upper_new *n,
+                 bool replace_whiteout, int *ret_fd)
+{
+	_cleanup_close_ int fd = -1;
+	char tmp[32];
+	int r;
+
+	if (!replace_whiteout) {
+		r = create_at(u, parent_fd, name, n, &fd);
+		if (r < 0)
+			return r;
+		if (ret_fd)
+			*ret_fd = TAKE_FD(fd);
+		return 0;
+	}
+	upper_tmpname(u, tmp);
+	r = create_at(u, u->work_fd, tmp, n, &fd);
+	if (r < 0)
+		return r;
+	if (S_ISDIR(n->mode)) {
+		/* A directory cannot replace a file: swap it with the whiteout. */
+		if (renameat2(u->work_fd, tmp, parent_fd, name, RENAME_EXCHANGE) < 0) {
+			r = -errno;
+			(void)rm_rf_at(u->work_fd, tmp);
+			return r;
+		}
+		(void)unlinkat(u->work_fd, tmp, 0);
+	} else if (renameat(u->work_fd, tmp, parent_fd, name) < 0) {
+		r = -errno;
+		(void)unlinkat(u->work_fd, tmp, 0);
+		return r;
+	}
+	if (ret_fd)
+		*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+int upper_whiteout(struct upper *u, int parent_fd, const char *name)
+{
+	(void)u;
+	if (mknodat(parent_fd, name, S_IFCHR | 0000, makedev(0, 0)) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Whether directory fd holds nothing but whiteouts. */
+int upper_dir_only_whiteouts(int dirfd)
+{
+	DIR *d;
+	struct dirent *de;
+	int fd, r = 0;
+
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -ENOMEM;
+	}
+	while ((de = readdir(d))) {
+		struct stat st;
+
+		if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+			continue;
+		if (de->d_type != DT_CHR && de->d_type != DT_UNKNOWN) {
+			r = -ENOTEMPTY;
+			break;
+		}
+		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !upper_is_whiteout(&st)) {
+			r = -ENOTEMPTY;
+			break;
+		}
+	}
+	closedir(d);
+	return r;
+}
+
+int upper_clear_whiteouts(int dirfd)
+{
+	DIR *d;
+	struct dirent *de;
+	int fd, r;
+
+	r = upper_dir_only_whiteouts(dirfd);
+	if (r < 0)
+		return r;
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -ENOMEM;
+	}
+	while ((de = readdir(d))) {
+		if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+			continue;
+		if (unlinkat(dirfd, de->d_name, 0) < 0 && errno != ENOENT) {
+			r = -errno;
+			break;
+		}
+	}
+	closedir(d);
+	return r;
+}
+
+int upper_remove(struct upper *u, int parent_fd, const char *name, bool is_dir, bool whiteout)
+{
+	char tmp[32];
+	int r;
+
+	if (is_dir) {
+		_cleanup_close_ int fd = -1;
+
+		r = upper_open_dir(parent_fd, name, &fd);
+		if (r < 0)
+			return r;
+		r = upper_dir_only_whiteouts(fd);
+		if (r < 0)
+			return r;
+	} else if (!whiteout) {
+		if (unlinkat(parent_fd, name, 0) < 0)
+			return -errno;
+		return 0;
+	}
+	/* Out of the way in one step (leaving a whiteout when asked), then removed. */
+	upper_tmpname(u, tmp);
+	if (renameat2(parent_fd, name, u->work_fd, tmp, whiteout ? RENAME_WHITEOUT : 0) < 0) {
+		if (errno != EINVAL || !whiteout)
+			return -errno;
+		/* No RENAME_WHITEOUT on this filesystem: not atomic, but correct. */
+		if (renameat(parent_fd, name, u->work_fd, tmp) < 0)
+			return -errno;
+		r = upper_whiteout(u, parent_fd, name);
+		if (r < 0) {
+			(void)renameat(u->work_fd, tmp, parent_fd, name);
+			return r;
+		}
+	}
+	return rm_rf_at(u->work_fd, tmp);
+}
+
+int upper_link(struct upper *u, int old_fd, const char *old_name, int new_parent_fd,
+               const char *new_name, bool replace_whiteout)
+{
+	int flags = old_name[0] ? 0 : AT_EMPTY_PATH;
+	char tmp[32];
+
+	if (!replace_whiteout) {
+		if (linkat(old_fd, old_name, new_parent_fd, new_name, flags) < 0)
+			return -errno;
+		return 0;
+	}
+	upper_tmpname(u, tmp);
+	if (linkat(old_fd, old_name, u->work_fd, tmp, flags) < 0)
+		return -errno;
+	if (renameat(u->work_fd, tmp, new_parent_fd, new_name) < 0) {
+		int r = -errno;
+
+		(void)unlinkat(u->work_fd, tmp, 0);
+		return r;
+	}
+	return 0;
+}
