@@ -92,6 +92,19 @@ $(BUILD)/imgfs: $(call obj,$(FSD_SRC)) $(LIBS_ALL)
 $(BUILD)/runner: $(call obj,runner/main.c) $(LIBRUNNER) $(LIBCOMMON)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIB_LIBS)
 
+# Docker's default seccomp profile is compiled to BPF once, at build time, from the same rules
+# the runner would build at run time; runner/security.c embeds the generated header.
+SECCOMP_GEN := $(BUILD)/gen/gen_seccomp
+SECCOMP_BPF := $(BUILD)/gen/runner/seccomp_default_bpf.h
+$(SECCOMP_GEN): $(call obj,runner/gen/gen_seccomp.c runner/seccomp_profile.c runner/plan.c) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCOMMON) $(LIB_LIBS)
+$(SECCOMP_BPF): $(SECCOMP_GEN)
+	@mkdir -p $(dir $@)
+	$(SECCOMP_GEN) >$@.tmp && mv $@.tmp $@
+$(call obj,runner/security.c): $(SECCOMP_BPF)
+$(call obj,runner/security.c): ALL_CFLAGS += -I$(BUILD)/gen
+
 # Unit tests: cmocka, no libfuse, no root. Each test links only its module(s) and common/:
 # tests/unit/test_NAME.mk sets test_NAME_SRC (the module sources it needs); likewise
 # tests/fuzz/fuzz_NAME.mk sets fuzz_NAME_SRC for the corpus replay binary.
