@@ -142,6 +142,21 @@ static int open_zst_tmp(struct store *s, const char *digest, char *name, size_t 
 	return fd < 0 ? -errno : fd;
 }
 
+/* The one-line reason for a layer whose bytes the index builder refused (r is -EBADMSG or
+ * -EFBIG, from li_builder_feed() or li_builder_finish()). */
+static void layer_refused(struct layer_job *job, const char *digest, int r)
+{
+	if (r == -EFBIG)
+		snprintf(job->err, sizeof(job->err),
+		         "layer %s exceeds a limit of the layer index (uncompressed size, entries, "
+		         "path or link length)",
+		         digest);
+	else
+		snprintf(job->err, sizeof(job->err),
+		         "layer %s is corrupt or truncated (not a valid compressed tar stream)",
+		         digest);
+}
+
 static int write_index(struct store *s, const char *digest, struct li_builder *b, int zst_fd,
                        const char *zst_tmp)
 {
@@ -167,61 +182,88 @@ static int write_index(struct store *s, const char *digest, struct li_builder *b
 	return write_file_atomic(s->root_fd, path, buf, len, 0644);
 }
 
+static void layer_stream_clear(struct layer_stream *ls)
+{
+	sha256_free(ls->hash);
+	li_builder_free(ls->builder);
+	ls->hash = NULL;
+	ls->builder = NULL;
+}
+
+/* (Re)starts the stream of job's layer: a fresh hasher and index builder; the seekable
+ * zstd copy, when there is one (zfd), starts empty again. fd receives the downloaded
+ * bytes (-1: they are on disk already). */
+static int layer_stream_start(struct layer_stream *ls, struct pull_ctx *ctx,
+                              const struct layer_job *job, int fd, int zfd)
+{
+	layer_stream_clear(ls);
+	*ls = (struct layer_stream){.fd = fd,
+	                            .limit = job->desc->size,
+	                            .progress = ctx->progress,
+	                            .slot = job->slot,
+	                            .cancel = ctx->cancel};
+	ls->hash = sha256_new();
+	if (!ls->hash)
+		return -ENOMEM;
+	if (zfd >= 0 && ftruncate(zfd, 0) < 0)
+		return -errno;
+	return li_builder_new(li_comp(job->desc->compression), 0, zfd, &ls->builder);
+}
+
+/* Opens the temporary seekable zstd copy for a zstd layer into *ret_fd; -1 for others. */
+static int open_zst_for(struct store *s, const struct descriptor *d, char *name, size_t size,
+                        int *ret_fd)
+{
+	int fd = -1;
+
+	name[0] = '\0';
+	if (d->compression == LAYER_ZSTD) {
+		fd = open_zst_tmp(s, d->digest, name, size);
+		if (fd < 0)
+			return fd;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
 /* Indexes a blob that is in the store but has no index (a pull killed in between). */
 static int index_existing_blob(struct pull_ctx *ctx, struct layer_job *job)
 {
 	const struct descriptor *d = job->desc;
-	_cleanup_(sha256_freep) struct sha256 *hash = sha256_new();
-	_cleanup_(li_builder_freep) struct li_builder *b = NULL;
+	_cleanup_(layer_stream_clear) struct layer_stream ls = {0};
 	_cleanup_close_ int fd = -1, zfd = -1;
 	char zname[160], got[DIGEST_STR_LEN + 1];
-	struct layer_stream ls = {0};
 	int r;
 
-	if (!hash)
-		return -ENOMEM;
 	r = store_open_blob(ctx->store, d->digest, &fd);
 	if (r < 0)
 		return r;
-	if (d->compression == LAYER_ZSTD) {
-		zfd = open_zst_tmp(ctx->store, d->digest, zname, sizeof(zname));
-		if (zfd < 0)
-			return zfd;
-	}
-	r = li_builder_new(li_comp(d->compression), 0, zfd, &b);
+	r = open_zst_for(ctx->store, d, zname, sizeof(zname), &zfd);
 	if (r < 0)
 		return r;
-	ls = (struct layer_stream){.hash = hash,
-	                           .builder = b,
-	                           .fd = -1,
-	                           .limit = d->size,
-	                           .progress = ctx->progress,
-	                           .slot = job->slot,
-	                           .cancel = ctx->cancel};
+	r = layer_stream_start(&ls, ctx, job, -1, zfd);
+	if (r < 0)
+		return r;
 	r = replay_file(&ls, fd, d->size);
 	if (r < 0)
 		return r;
-	sha256_final(hash, got);
+	sha256_final(ls.hash, got);
 	if (!streq(got, d->digest))
 		return -EBADMSG;
 	if (ls.builder_err)
 		return ls.builder_err;
-	return write_index(ctx->store, d->digest, b, zfd, zname);
+	return write_index(ctx->store, d->digest, ls.builder, zfd, zname);
 }
 
 static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 {
 	const struct descriptor *d = job->desc;
-	_cleanup_(sha256_freep) struct sha256 *hash = sha256_new();
-	_cleanup_(li_builder_freep) struct li_builder *b = NULL;
+	_cleanup_(layer_stream_clear) struct layer_stream ls = {0};
 	_cleanup_close_ int fd = -1, zfd = -1;
-	char zname[160] = "", got[DIGEST_STR_LEN + 1];
-	struct layer_stream ls;
+	char zname[160], got[DIGEST_STR_LEN + 1];
 	uint64_t have = 0;
 	int r;
 
-	if (!hash)
-		return -ENOMEM;
 	r = store_open_partial(ctx->store, d->digest, &fd, &have);
 	if (r < 0) {
 		snprintf(job->err, sizeof(job->err), "cannot create a partial file for layer %s",
@@ -233,49 +275,22 @@ static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 		store_discard_partial(ctx->store, d->digest);
 		return 1;
 	}
-	if (d->compression == LAYER_ZSTD) {
-		zfd = open_zst_tmp(ctx->store, d->digest, zname, sizeof(zname));
-		if (zfd < 0)
-			return zfd;
-	}
-	r = li_builder_new(li_comp(d->compression), 0, zfd, &b);
+	r = open_zst_for(ctx->store, d, zname, sizeof(zname), &zfd);
 	if (r < 0)
 		return r;
-	ls = (struct layer_stream){.hash = hash,
-	                           .builder = b,
-	                           .fd = fd,
-	                           .limit = d->size,
-	                           .progress = ctx->progress,
-	                           .slot = job->slot,
-	                           .cancel = ctx->cancel};
+	r = layer_stream_start(&ls, ctx, job, fd, zfd);
+	if (r < 0)
+		return r;
 	if (have > d->size)
 		have = 0; /* a partial longer than the blob is garbage */
-	if (have > 0) {
-		r = replay_file(&ls, fd, have);
-		if (r < 0)
-			have = 0;
-	}
+	if (have > 0 && replay_file(&ls, fd, have) < 0)
+		have = 0;
 	if (have == 0) {
 		if (ftruncate(fd, 0) < 0)
 			return -errno;
-		sha256_free(hash);
-		hash = sha256_new();
-		li_builder_free(b);
-		b = NULL;
-		if (!hash)
-			return -ENOMEM;
-		r = li_builder_new(li_comp(d->compression), 0, zfd, &b);
+		r = layer_stream_start(&ls, ctx, job, fd, zfd);
 		if (r < 0)
 			return r;
-		if (zfd >= 0 && ftruncate(zfd, 0) < 0)
-			return -errno;
-		ls = (struct layer_stream){.hash = hash,
-		                           .builder = b,
-		                           .fd = fd,
-		                           .limit = d->size,
-		                           .progress = ctx->progress,
-		                           .slot = job->slot,
-	                           .cancel = ctx->cancel};
 	}
 	if (lseek(fd, (off_t)have, SEEK_SET) < 0)
 		return -errno;
@@ -291,7 +306,7 @@ static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 		store_discard_partial(ctx->store, d->digest);
 		return -EBADMSG;
 	}
-	sha256_final(hash, got);
+	sha256_final(ls.hash, got);
 	if (!streq(got, d->digest)) {
 		snprintf(job->err, sizeof(job->err),
 		         "layer %s: digest mismatch, the source sent content with digest %s",
@@ -301,17 +316,20 @@ static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 			unlinkat(ctx->store->root_fd, zname, 0);
 		return -EBADMSG;
 	}
-	if (ls.builder_err) {
-		snprintf(job->err, sizeof(job->err), "layer %s is not a valid tar archive: %s",
-		         d->digest, strerror(-ls.builder_err));
+	r = ls.builder_err;
+	if (r == 0)
+		r = write_index(ctx->store, d->digest, ls.builder, zfd, zname);
+	if (r == -EBADMSG || r == -EFBIG) {
+		/* the builder refused the data, possibly only at the end of the stream */
+		layer_refused(job, d->digest, r);
 		store_discard_partial(ctx->store, d->digest);
 		if (zname[0])
 			unlinkat(ctx->store->root_fd, zname, 0);
-		return ls.builder_err;
+		return r;
 	}
-	r = write_index(ctx->store, d->digest, b, zfd, zname);
 	if (r < 0) {
-		snprintf(job->err, sizeof(job->err), "cannot index layer %s", d->digest);
+		snprintf(job->err, sizeof(job->err), "cannot index layer %s: %s", d->digest,
+		         strerror(-r));
 		return r;
 	}
 	r = store_commit_partial(ctx->store, d->digest, fd);
@@ -342,7 +360,9 @@ static void *layer_worker(void *userdata)
 				continue;
 			}
 			r = index_existing_blob(ctx, job);
-			if (r < 0 && !job->err[0])
+			if (r == -EBADMSG || r == -EFBIG)
+				layer_refused(job, job->desc->digest, r);
+			else if (r < 0 && !job->err[0])
 				snprintf(job->err, sizeof(job->err), "cannot index layer %s",
 				         job->desc->digest);
 		} else {
