@@ -121,3 +121,16 @@ mount_ro() {
 	"$IMGFS" mount --ro "$@" "$_m_ref" "$_m_mnt" || fail "imgfs mount --ro $_m_ref $_m_mnt failed"
 	is_imgfs_mount "$_m_mnt" || fail "$_m_mnt is not mounted"
 }
+
+# fails_one_line PATTERN CMD...: CMD exits 1 (not killed, not timed out) with exactly one
+# line on stderr matching the extended regex PATTERN. Sets ERR to that line.
+fails_one_line() {
+	_o_pattern=$1
+	shift
+	_o_rc=0
+	"$@" >"$WORK/.out" 2>"$WORK/.err" || _o_rc=$?
+	ERR=$(cat "$WORK/.err")
+	[ "$_o_rc" -eq 1 ] || fail "'$*' exited $_o_rc, expected 1: $ERR"
+	[ "$(grep -c . "$WORK/.err")" -eq 1 ] || fail "'$*': expected one line on stderr: $ERR"
+	echo "$ERR" | grep -Eq -- "$_o_pattern" || fail "'$*' said '$ERR', expected /$_o_pattern/"
+}
