@@ -131,19 +131,53 @@ static bool same_inode(int a, int b)
 	       sa.st_ino == sb.st_ino;
 }
 
+/* State of one plan execution: what every step needs, looked up once. */
+struct run_state {
+	int root_fd;      /* borrowed */
+	struct stat root; /* of root_fd */
+	int files_fs;     /* detached tmpfs of the generated files, or -1 */
+	int null_fd;      /* the container's /dev/null (for masks), or -1 */
+	int dir_fd;       /* parent directory of the previous mknod/symlink step, or -1 */
+	char dir[PATH_MAX], base[PATH_MAX];
+	char cached_dir[PATH_MAX]; /* the path dir_fd was opened for */
+};
+
 /* Opens a step's target, refusing one that resolves to the root itself (a "/proc -> /"
- * symlink would otherwise bury the whole rootfs under proc). */
-static int open_target(int root_fd, const struct setup_step *s, enum root_want want, int *ret_fd)
+ * symlink would otherwise bury the whole rootfs under proc). Sets *ret_st to its stat. */
+static int open_target(struct run_state *x, const struct setup_step *s, enum root_want want,
+                       int *ret_fd, struct stat *ret_st)
 {
 	_cleanup_close_ int fd = -1;
-	int r = root_open(root_fd, s->target, want, &fd);
+	int r = root_open(x->root_fd, s->target, want, &fd);
 
 	if (r < 0)
 		return r;
-	if (same_inode(fd, root_fd))
+	if (fstat(fd, ret_st) < 0)
+		return -errno;
+	if (ret_st->st_dev == x->root.st_dev && ret_st->st_ino == x->root.st_ino)
 		return -ELOOP;
 	*ret_fd = TAKE_FD(fd);
 	return 0;
+}
+
+/* Opens the parent directory of target (created when missing) and sets x->base to the last
+ * component. Consecutive mknod and symlink steps share the fd: they add entries to a
+ * directory but never change what its path resolves to. Returns a borrowed fd or -errno. */
+static int parent_dir(struct run_state *x, const char *target)
+{
+	int r = split_path(target, x->dir, x->base);
+
+	if (r < 0)
+		return r;
+	if (x->dir_fd >= 0 && streq(x->dir, x->cached_dir))
+		return x->dir_fd;
+	if (x->dir_fd >= 0)
+		close(TAKE_FD(x->dir_fd));
+	r = root_open(x->root_fd, x->dir, ROOT_DIR, &x->dir_fd);
+	if (r < 0)
+		return r;
+	memcpy(x->cached_dir, x->dir, sizeof(x->cached_dir));
+	return x->dir_fd;
 }
 
 static void fd_path(int fd, char buf[32])
@@ -190,11 +224,12 @@ static int clone_tree(int dirfd, const char *path, bool recursive, bool rdonly, 
 	return 0;
 }
 
-static int do_mount(int root_fd, const struct setup_step *s)
+static int do_mount(struct run_state *x, const struct setup_step *s)
 {
 	_cleanup_close_ int fd = -1;
+	struct stat st;
 	char p[32];
-	int r = open_target(root_fd, s, ROOT_DIR, &fd);
+	int r = open_target(x, s, ROOT_DIR, &fd, &st);
 
 	if (r < 0)
 		return r;
@@ -204,10 +239,10 @@ static int do_mount(int root_fd, const struct setup_step *s)
 	return 0;
 }
 
-static int do_bind(int root_fd, const struct setup_step *s)
+static int do_bind(struct run_state *x, const struct setup_step *s)
 {
 	_cleanup_close_ int fd = -1, src = -1;
-	struct stat st;
+	struct stat st, tst;
 	int r;
 
 	r = clone_tree(AT_FDCWD, s->source, s->opts & STEP_REC, s->opts & STEP_RDONLY, &src);
@@ -215,86 +250,71 @@ static int do_bind(int root_fd, const struct setup_step *s)
 		return r;
 	if (fstat(src, &st) < 0)
 		return -errno;
-	r = open_target(root_fd, s, S_ISDIR(st.st_mode) ? ROOT_DIR : ROOT_FILE, &fd);
+	r = open_target(x, s, S_ISDIR(st.st_mode) ? ROOT_DIR : ROOT_FILE, &fd, &tst);
 	if (r < 0)
 		return r;
 	return attach(src, fd);
 }
 
-static int do_mknod(int root_fd, const struct setup_step *s)
+static int do_mknod(struct run_state *x, const struct setup_step *s)
 {
-	_cleanup_free_ char *dir = malloc(PATH_MAX), *base = malloc(PATH_MAX);
-	_cleanup_close_ int dfd = -1;
-	int r;
+	int dfd = parent_dir(x, s->target);
 
-	if (!dir || !base)
-		return -ENOMEM;
-	r = split_path(s->target, dir, base);
-	if (r < 0)
-		return r;
-	r = root_open(root_fd, dir, ROOT_DIR, &dfd);
-	if (r < 0)
-		return r;
-	if (mknodat(dfd, base, s->mode, s->dev) < 0)
+	if (dfd < 0)
+		return dfd;
+	if (mknodat(dfd, x->base, s->mode, s->dev) < 0)
 		return -errno;
 	/* mknod is subject to the umask; the devices must be 0666. */
-	if (fchmodat(dfd, base, s->mode & 07777, 0) < 0)
+	if (fchmodat(dfd, x->base, s->mode & 07777, 0) < 0)
 		return -errno;
 	return 0;
 }
 
-static int do_symlink(int root_fd, const struct setup_step *s)
+static int do_symlink(struct run_state *x, const struct setup_step *s)
 {
-	_cleanup_free_ char *dir = malloc(PATH_MAX), *base = malloc(PATH_MAX);
-	_cleanup_close_ int dfd = -1;
-	int r;
+	int dfd = parent_dir(x, s->target);
 
-	if (!dir || !base)
-		return -ENOMEM;
-	r = split_path(s->target, dir, base);
-	if (r < 0)
-		return r;
-	r = root_open(root_fd, dir, ROOT_DIR, &dfd);
-	if (r < 0)
-		return r;
-	if (symlinkat(s->source, dfd, base) < 0)
+	if (dfd < 0)
+		return dfd;
+	if (symlinkat(s->source, dfd, x->base) < 0)
 		return -errno;
 	return 0;
 }
 
-static int do_mask(int root_fd, const struct setup_step *s)
+static int do_mask(struct run_state *x, const struct setup_step *s)
 {
-	_cleanup_close_ int fd = -1, null_fd = -1, tree = -1;
+	_cleanup_close_ int fd = -1, tree = -1;
 	struct stat st;
 	char p[32];
 	int r;
 
-	r = open_target(root_fd, s, ROOT_EXISTING, &fd);
+	r = open_target(x, s, ROOT_EXISTING, &fd, &st);
 	if (r < 0)
 		return r;
-	if (fstat(fd, &st) < 0)
-		return -errno;
 	if (S_ISDIR(st.st_mode)) {
 		fd_path(fd, p);
 		if (mount("tmpfs", p, "tmpfs", MS_RDONLY, NULL) < 0)
 			return -errno;
 		return 0;
 	}
-	r = root_open(root_fd, "/dev/null", ROOT_EXISTING, &null_fd);
-	if (r < 0)
-		return r;
-	r = clone_tree(null_fd, "", false, false, &tree);
+	if (x->null_fd < 0) {
+		r = root_open(x->root_fd, "/dev/null", ROOT_EXISTING, &x->null_fd);
+		if (r < 0)
+			return r;
+	}
+	r = clone_tree(x->null_fd, "", false, false, &tree);
 	if (r < 0)
 		return r;
 	return attach(tree, fd);
 }
 
-static int do_readonly(int root_fd, const struct setup_step *s)
+static int do_readonly(struct run_state *x, const struct setup_step *s)
 {
 	_cleanup_close_ int fd = -1, tree = -1;
+	struct stat st;
 	int r;
 
-	r = open_target(root_fd, s, ROOT_EXISTING, &fd);
+	r = open_target(x, s, ROOT_EXISTING, &fd, &st);
 	if (r < 0)
 		return r;
 	r = clone_tree(fd, "", true, true, &tree);
@@ -303,10 +323,11 @@ static int do_readonly(int root_fd, const struct setup_step *s)
 	return attach(tree, fd);
 }
 
-static int do_remount_ro(int root_fd, const struct setup_step *s)
+static int do_remount_ro(struct run_state *x, const struct setup_step *s)
 {
 	_cleanup_close_ int fd = -1;
-	int r = open_target(root_fd, s, ROOT_EXISTING, &fd);
+	struct stat st;
+	int r = open_target(x, s, ROOT_EXISTING, &fd, &st);
 
 	if (r < 0)
 		return r;
@@ -315,10 +336,12 @@ static int do_remount_ro(int root_fd, const struct setup_step *s)
 
 /* Generated files live on one detached tmpfs that is never attached anywhere: each file is
  * cloned from it onto its target, so nothing of it is left on the host. */
-static int do_file(int root_fd, const struct setup_step *s, size_t idx, int *files_fs)
+static int do_file(struct run_state *x, const struct setup_step *s, size_t idx)
 {
 	_cleanup_close_ int fd = -1, f = -1, tree = -1;
+	int *files_fs = &x->files_fs;
 	struct statfs sfs;
+	struct stat st;
 	char name[32];
 	int r;
 
@@ -336,7 +359,7 @@ static int do_file(int root_fd, const struct setup_step *s, size_t idx, int *fil
 		if (*files_fs < 0)
 			return -errno;
 	}
-	r = open_target(root_fd, s, ROOT_FILE, &fd);
+	r = open_target(x, s, ROOT_FILE, &fd, &st);
 	if (r < 0)
 		return r;
 	/* A symlink into /proc or /sys would put our file over a kernel interface. */
@@ -382,42 +405,63 @@ static const char *step_name(enum step_type t)
 	return "?";
 }
 
+static void run_state_free(struct run_state *x)
+{
+	if (!x)
+		return;
+	closep(&x->files_fs);
+	closep(&x->null_fd);
+	closep(&x->dir_fd);
+	free(x);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct run_state *, run_state_free);
+
 int mount_run_plan(int root_fd, const struct setup_plan *p, struct runner_error *e)
 {
-	_cleanup_close_ int files_fs = -1;
+	_cleanup_(run_state_freep) struct run_state *x = malloc(sizeof(*x));
+
+	if (!x)
+		return runner_errf(e, -ENOMEM, "cannot set up the container");
+	x->root_fd = root_fd;
+	x->files_fs = x->null_fd = x->dir_fd = -1;
+	if (fstat(root_fd, &x->root) < 0)
+		return runner_errf(e, -errno, "cannot stat the rootfs");
 
 	for (size_t i = 0; i < p->n; i++) {
 		const struct setup_step *s = &p->steps[i];
 		_cleanup_close_ int fd = -1;
 		int r = 0;
 
+		/* Only mknod and symlink steps keep the directory they worked in (parent_dir()). */
+		if (s->type != STEP_MKNOD && s->type != STEP_SYMLINK && x->dir_fd >= 0)
+			close(TAKE_FD(x->dir_fd));
 		switch (s->type) {
 		case STEP_MOUNT:
-			r = do_mount(root_fd, s);
+			r = do_mount(x, s);
 			break;
 		case STEP_BIND:
-			r = do_bind(root_fd, s);
+			r = do_bind(x, s);
 			break;
 		case STEP_MKNOD:
-			r = do_mknod(root_fd, s);
+			r = do_mknod(x, s);
 			break;
 		case STEP_SYMLINK:
-			r = do_symlink(root_fd, s);
+			r = do_symlink(x, s);
 			break;
 		case STEP_MKDIR:
 			r = root_open(root_fd, s->target, ROOT_DIR, &fd);
 			break;
 		case STEP_MASK:
-			r = do_mask(root_fd, s);
+			r = do_mask(x, s);
 			break;
 		case STEP_READONLY:
-			r = do_readonly(root_fd, s);
+			r = do_readonly(x, s);
 			break;
 		case STEP_REMOUNT_RO:
-			r = do_remount_ro(root_fd, s);
+			r = do_remount_ro(x, s);
 			break;
 		case STEP_FILE:
-			r = do_file(root_fd, s, i, &files_fs);
+			r = do_file(x, s, i);
 			break;
 		}
 		if (r == -ENOENT && (s->opts & STEP_OPTIONAL))
