@@ -48,8 +48,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	const unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_EXPORT_SUPPORT | FUSE_CAP_READDIRPLUS |
 	                      FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_CACHE_SYMLINKS;
 
-	(void)userdata;
 	conn->want |= conn->capable & want;
+	/* No writeback cache: a write is in the upper file when it returns, so a daemon
+	 * that dies loses nothing written (see docs/notes/upper.md for its cost). */
+	(void)userdata;
 	/* Attributes are cheap here: always send them with the listing (ls -l, find). */
 	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
 	/* Replies are memory buffers (inflated data), not fds: splicing would only add
@@ -116,6 +118,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	r = fi ? imgfs_fgetattr(req_fs(req), ino, file_of(fi), &st)
 	       : imgfs_getattr(req_fs(req), ino, &st);
 	if (r < 0) {
+		log_debug("getattr %llu: %d", (unsigned long long)ino, r);
 		reply_error(req, r);
 		return;
 	}
@@ -161,7 +164,6 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	_cleanup_free_ char *buf = NULL;
 	ssize_t n;
 
-	(void)ino;
 	if (off < 0) {
 		fuse_reply_err(req, EINVAL);
 		return;
@@ -173,6 +175,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	n = imgfs_read(req_fs(req), file_of(fi), buf, size, (uint64_t)off);
 	if (n < 0) {
+		log_debug("read %llu: %d", (unsigned long long)ino, (int)n);
 		reply_error(req, (int)n);
 		return;
 	}

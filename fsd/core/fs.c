@@ -641,8 +641,10 @@ int imgfs_open(struct imgfs *fs, uint64_t ino, int flags, struct imgfs_file **re
 		int dfd;
 		const char *name;
 
-		if ((oflags & O_ACCMODE) == O_ACCMODE)
-			oflags &= ~O_ACCMODE;
+		/* Written files are opened for reading too: the kernel's page cache reads
+		 * around partial writes (writeback cache). */
+		if ((oflags & O_ACCMODE) != O_RDONLY)
+			oflags = (oflags & ~O_ACCMODE) | O_RDWR;
 		r = upper_ref(inode, &dfd, &name);
 		if (r >= 0) {
 			if (name[0])

@@ -582,10 +582,8 @@ static int create_at(struct upper *u, int dirfd, const char *name, const struct 
 
 	switch (type) {
 	case S_IFREG: {
-		int flags = (n->open_flags & (O_ACCMODE | O_SYNC | O_DSYNC | O_NOATIME | O_DIRECT));
+		int flags = (n->open_flags & (O_SYNC | O_DSYNC | O_NOATIME)) | O_RDWR;
 
-		if ((flags & O_ACCMODE) == O_ACCMODE)
-			flags &= ~O_ACCMODE;
 		fd = openat(dirfd, name, flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, first);
 		if (fd < 0)
 			return -errno;

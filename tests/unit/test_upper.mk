@@ -1,0 +1,1 @@
+test_upper_SRC := fsd/core/upper.c
