@@ -738,6 +738,8 @@ static int hex_cmp(const void *a, const void *b)
 
 static bool set_has(const struct digest_set *set, const char *hex)
 {
+	if (set->n == 0)
+		return false; /* bsearch may not be handed a NULL array, even an empty one */
 	if (set->sorted)
 		return bsearch(hex, set->hex, set->n, sizeof(*set->hex), hex_cmp) != NULL;
 	for (size_t i = 0; i < set->n; i++)
