@@ -1,10 +1,11 @@
 # The cold-start chart of RESULTS.md: one stacked bar per approach (medians of its phases),
 # the total's median on top. Called by bench/run.sh:
-#   gnuplot -e "datafile='cold-start.dat'; outfile='cold-start.svg'" bench/cold-start.gp
+#   gnuplot -e "datafile='cold-start.dat'; outfile='cold-start.svg'; chart_title='…'" bench/cold-start.gp
 # datafile columns: "approach" fetch prepare run total min max (seconds).
 set terminal svg size 760,440 dynamic font "sans,12" background rgb "white"
 set output outfile
-set title "Cold start: empty store to the first command's exit (median)"
+if (!exists("chart_title")) chart_title = "Cold start: empty store to the first command's exit (median)"
+set title chart_title
 set ylabel "seconds"
 set bmargin 5
 set yrange [0:*]

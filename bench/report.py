@@ -73,6 +73,10 @@ def fmt_value(v, unit):
     return "%g" % v
 
 
+def fmt_ratio(x):
+    return "%.2f×" % x if x >= 0.095 else "%.2g×" % x
+
+
 def summary(vals, unit):
     if vals is None:
         return None
@@ -187,7 +191,7 @@ def main():
             afig, ratio = "—", "—"
         else:
             afig = asum[1] if asum else why(data, akey, g)
-            ratio = "%.2f×" % (isum[0] / asum[0]) if isum and asum and asum[0] else "—"
+            ratio = fmt_ratio(isum[0] / asum[0]) if isum and asum and asum[0] else "—"
         w(
             "| %s | %s | %s | %s | %s | %s |"
             % tuple(md_escape(x) for x in (label, ifig, alabel or "—", afig, ratio, goal or ""))

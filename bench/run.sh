@@ -647,7 +647,7 @@ desc_size() {
 declare_rows() {
 	local alt_c="skopeo copy + umoci unpack + runc run" alt_a="skopeo copy + archivemount + bwrap"
 	local big="$LARGE_IMG, $(desc_size "$LARGE_IMG") compressed"
-	local t
+	local t n
 	local how="pull + mount${COLD_MOUNT_OPT:+ $COLD_MOUNT_OPT} + runner"
 	row cold "Cold start → $COLD_DESC: $how" cold_imgfs "$alt_c" cold_runc time
 	row cold "Cold start → $COLD_DESC: $how" cold_imgfs "$alt_a" cold_am time
@@ -660,7 +660,8 @@ declare_rows() {
 		mount_small "umoci unpack" unpack_small time
 	row mount "Mount time, $big, to first stat" mount_large "umoci unpack" unpack_large time
 	for t in "${PULL_IMGS[@]}"; do
-		row pull "Pull $t ($(desc_size "$t") compressed, $(layer_digests "$t" | wc -l) layers)" \
+		n=$(layer_digests "$t" | wc -l)
+		row pull "Pull $t ($(desc_size "$t") compressed, $n layer$([ "$n" -eq 1 ] || echo s))" \
 			"pull_${t//-/_}" "skopeo copy docker:// → oci:" "skopeo_${t//-/_}" time "≤ 1.0×"
 	done
 	row read "Read 64 MiB file, cold (caches dropped, fresh mount)" read_cold_imgfs \
@@ -735,7 +736,8 @@ cat >"$RAW/machine.env" <<-EOF
 EOF
 "$PYTHON" "$BENCH_TOP/bench/report.py" --raw "$RAW" --top "$BENCH_TOP" \
 	--out "$REPORT_DIR/RESULTS.md" --chart-data "$RAW/cold-start.dat" || die "report.py failed"
-gnuplot -e "datafile='$RAW/cold-start.dat'; outfile='$REPORT_DIR/cold-start.svg'" \
+CHART_TITLE="Cold start, empty store to $(echo "$COLD_DESC" | tr -d "\`'") finished (median of $REPS)"
+gnuplot -e "datafile='$RAW/cold-start.dat'; outfile='$REPORT_DIR/cold-start.svg'; chart_title='$CHART_TITLE'" \
 	"$BENCH_TOP/bench/cold-start.gp" || die "gnuplot failed"
 log "wrote $REPORT_DIR/RESULTS.md and $REPORT_DIR/cold-start.svg"
 if [ "${#FAILED_GROUPS[@]}" -gt 0 ]; then
