@@ -62,6 +62,11 @@ done
 
 cleanup() {
 	set +e
+	# A measurement runs in a background subshell, which ignores SIGINT: stop it first.
+	if [ -n "${MEASURE_PID:-}" ]; then
+		kill "$MEASURE_PID" 2>/dev/null
+		wait "$MEASURE_PID" 2>/dev/null
+	fi
 	unmount_under "$WORK"
 	stop_bg
 	rm -rf --one-file-system "$WORK"
@@ -100,7 +105,9 @@ measure() {
 		cd "$W"
 		"m_$g"
 	) >>"$LOGS/$g.log" 2>&1 &
-	wait $! || rc=$?
+	MEASURE_PID=$!
+	wait "$MEASURE_PID" || rc=$?
+	MEASURE_PID=""
 	unmount_under "$WORK/$g"
 	rm -rf --one-file-system "$WORK/$g"
 	if [ "$rc" -ne 0 ]; then
