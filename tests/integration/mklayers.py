@@ -2,10 +2,12 @@
 """Writes OCI images whose layers have exactly the tar headers a test needs.
 
     mklayers.py wrap LAYOUT TAG [--base LAYOUT:TAG] [--plain] LAYER.tar...
-        an image of the given tar files (gzip-compressed unless --plain), on top of the
-        layers of the --base image
+        an image of the given tar files (gzip-compressed unless --plain; a file that is
+        already zstd-compressed is kept as it is), on top of the layers of the --base image
     mklayers.py case LAYOUT NAME [--base LAYOUT:TAG]
         the generated image NAME (tag NAME); `mklayers.py list` names them
+    mklayers.py bomb-tar GIB
+        writes to stdout a tar holding one file of GIB GiB of zeros (for a zstd bomb)
     mklayers.py docker-save OUT.tar LAYOUT TAG REPOTAG
         a `docker save` archive (legacy layout: ID/layer.tar, ID/json, ID/VERSION,
         CONFIG.json, manifest.json, repositories) of the image LAYOUT:TAG with its layers
@@ -32,6 +34,7 @@ MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_CONFIG = "application/vnd.oci.image.config.v1+json"
 MT_TAR = "application/vnd.oci.image.layer.v1.tar"
 MT_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MT_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 
 
 def sha256(data):
@@ -85,7 +88,8 @@ def diff_id(blob, media_type):
 
 
 def write_image(layout, tag, layers, base=None):
-    """layers: list of (blob bytes, media type). base: (layout, tag) whose layers go first."""
+    """layers: list of (blob bytes, media type[, diff_id]). base: (layout, tag) whose layers
+    go first."""
     init_layout(layout)
     descs, diff_ids = [], []
     if base:
@@ -96,9 +100,10 @@ def write_image(layout, tag, layers, base=None):
             descs.append({"mediaType": d["mediaType"], "digest": d["digest"],
                           "size": d["size"]})
             diff_ids.append(did)
-    for blob, mt in layers:
+    for layer in layers:
+        blob, mt = layer[0], layer[1]
         descs.append({"mediaType": mt, "digest": put_blob(layout, blob), "size": len(blob)})
-        diff_ids.append(diff_id(blob, mt))
+        diff_ids.append(layer[2] if len(layer) > 2 else diff_id(blob, mt))
     config = json.dumps({
         "created": CREATED, "architecture": "amd64", "os": "linux",
         "config": {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/sh"]},
@@ -122,6 +127,18 @@ def write_image(layout, tag, layers, base=None):
     with open(path + ".tmp", "w") as f:
         json.dump(index, f)
     os.rename(path + ".tmp", path)
+
+
+def zstd_diff_id(path):
+    """The digest of a zstd file's content, through the zstd command (not in the stdlib)."""
+    import subprocess
+    h = hashlib.sha256()
+    with subprocess.Popen(["zstd", "-dcq", path], stdout=subprocess.PIPE) as p:
+        while chunk := p.stdout.read(1 << 20):
+            h.update(chunk)
+    if p.returncode:
+        sys.exit("mklayers: zstd -d %s failed" % path)
+    return "sha256:" + h.hexdigest()
 
 
 def gz(data):
@@ -373,20 +390,22 @@ def case_bigsparse():
     return [(gz(out), MT_GZIP)]
 
 
-def case_bomb(gib=16):
+def case_bomb(gib=4):
     """One tar entry of GIB GiB of zeros in about GIB MiB of gzip: the same 64 MiB-of-zeros
     gzip member repeated (concatenated members are one gzip stream)."""
     size = gib << 30
-    head = Tar(tarfile.GNU_FORMAT)
     info = tarfile.TarInfo("zeros")
     info.size, info.mtime, info.mode = size, EPOCH, 0o644
     hdr = info.tobuf(format=tarfile.GNU_FORMAT)
-    del head
     chunk = 64 << 20
     c = zlib.compressobj(9, zlib.DEFLATED, 31)
     member = c.compress(b"\0" * chunk) + c.flush()
     blob = gz(hdr) + member * (size // chunk) + gz(b"\0" * 1024)
-    return [(blob, MT_GZIP)]
+    h, zeros = hashlib.sha256(hdr), bytes(chunk)
+    for _ in range(size // chunk):
+        h.update(zeros)
+    h.update(zeros[:1024])
+    return [(blob, MT_GZIP, "sha256:" + h.hexdigest())]
 
 
 CASES = {
@@ -479,8 +498,20 @@ def main(argv):
             for path in rest:
                 with open(path, "rb") as f:
                     data = f.read()
-                layers.append((data, MT_TAR) if plain else (gz(data), MT_GZIP))
+                if data[:4] == b"\x28\xb5\x2f\xfd":  # already zstd: kept as it is
+                    layers.append((data, MT_ZSTD, zstd_diff_id(path)))
+                else:
+                    layers.append((data, MT_TAR) if plain else (gz(data), MT_GZIP))
         write_image(layout, what, layers, base)
+        return 0
+    if len(argv) == 3 and argv[1] == "bomb-tar":
+        info = tarfile.TarInfo("zeros")
+        info.size, info.mtime, info.mode = int(argv[2]) << 30, EPOCH, 0o644
+        out, zeros = sys.stdout.buffer, bytes(64 << 20)
+        out.write(info.tobuf(format=tarfile.GNU_FORMAT))
+        for _ in range(info.size // len(zeros)):
+            out.write(zeros)
+        out.write(zeros[:1024])
         return 0
     if len(argv) == 6 and argv[1] == "docker-save":
         docker_save(argv[2], argv[3], argv[4], argv[5])
