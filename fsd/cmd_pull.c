@@ -1,13 +1,16 @@
 /* imgfs pull */
 #include <getopt.h>
+#include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include "common/log.h"
 #include "fsd/commands.h"
 #include "fsd/image/pull.h"
 
 static const char pull_usage[] =
-    "Usage: imgfs [--root DIR] pull [--platform OS/ARCH[/VARIANT]] [--insecure] [-q] REF\n"
+    "Usage: imgfs [--root DIR] pull [--platform OS/ARCH[/VARIANT]] [--insecure] [-q]\n"
+    "                              [--timeout SECONDS] [--retry N] [--retry-delay SECONDS] REF\n"
     "\n"
     "Download the image REF into the store. Each layer is streamed once: its digest is\n"
     "verified, the compressed blob is kept as the registry served it, and a random-access\n"
@@ -20,6 +23,15 @@ static const char pull_usage[] =
     "  --insecure                    allow plain HTTP and unverified TLS for REF's registry\n"
     "                                (registries on loopback always use plain HTTP)\n"
     "  -q, --quiet                   no progress output\n"
+    "  --timeout SECONDS             give up on a connection that cannot be made, or that\n"
+    "                                sends nothing (headers or body), for this long\n"
+    "                                (default 30)\n"
+    "  --retry N                     retries of a request that failed with 429, 5xx, a\n"
+    "                                timeout or a dropped connection (default 5, 0: none);\n"
+    "                                a download that made progress starts a new series\n"
+    "  --retry-delay SECONDS         delay before the first retry, doubled each time\n"
+    "                                (default 0.25; Retry-After wins when the registry\n"
+    "                                sends it)\n"
     "  -h, --help                    show this help\n"
     "\n"
     "Credentials come from $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,\n"
@@ -46,6 +58,20 @@ int parse_ref_arg(const char *s, struct image_ref **ret)
 	return 0;
 }
 
+/* Parses a decimal number of seconds in [min_s, max_s] into milliseconds (at least 1). */
+static int parse_seconds(const char *s, double min_s, double max_s, unsigned *ret_ms)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !(v >= min_s && v <= max_s))
+		return -EINVAL;
+	*ret_ms = v * 1000 < 1 ? 1 : (unsigned)(v * 1000 + 0.5);
+	return 0;
+}
+
 static volatile sig_atomic_t interrupted;
 
 static void on_interrupt(int sig)
@@ -59,6 +85,9 @@ int cmd_pull(int argc, char **argv)
 	    {"platform", required_argument, NULL, 'p'},
 	    {"insecure", no_argument, NULL, 'i'},
 	    {"quiet", no_argument, NULL, 'q'},
+	    {"timeout", required_argument, NULL, 't'},
+	    {"retry", required_argument, NULL, 'R'},
+	    {"retry-delay", required_argument, NULL, 'D'},
 	    {"help", no_argument, NULL, 'h'},
 	    {},
 	};
@@ -66,6 +95,9 @@ int cmd_pull(int argc, char **argv)
 	_cleanup_(store_freep) struct store *s = NULL;
 	_cleanup_free_ char *digest = NULL;
 	struct pull_opts po = {0};
+	unsigned ms;
+	char *end;
+	unsigned long n;
 	int c, r;
 
 	while ((c = getopt_long(argc, argv, "qh", opts, NULL)) >= 0) {
@@ -78,6 +110,34 @@ int cmd_pull(int argc, char **argv)
 			break;
 		case 'q':
 			po.quiet = true;
+			break;
+		case 't':
+			if (parse_seconds(optarg, 1, 86400, &ms) < 0 || ms % 1000) {
+				log_msg(LOG_ERR,
+				        "invalid --timeout '%s': whole seconds from 1 to 86400",
+				        optarg);
+				return 2;
+			}
+			po.reg.timeout_s = ms / 1000;
+			break;
+		case 'R':
+			errno = 0;
+			n = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || optarg[0] == '-' || n > 100) {
+				log_msg(LOG_ERR, "invalid --retry '%s': a number from 0 to 100",
+				        optarg);
+				return 2;
+			}
+			po.reg.max_retries = n ? (unsigned)n : REGISTRY_RETRIES_NONE;
+			break;
+		case 'D':
+			if (parse_seconds(optarg, 0, 3600, &ms) < 0) {
+				log_msg(LOG_ERR,
+				        "invalid --retry-delay '%s': seconds from 0 to 3600",
+				        optarg);
+				return 2;
+			}
+			po.reg.backoff_ms = ms;
 			break;
 		case 'h':
 			fputs(pull_usage, stdout);

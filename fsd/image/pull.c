@@ -456,6 +456,11 @@ static int fetch_manifest(struct pull_ctx *ctx, const char *reference, const cha
 
 	r = source_get_manifest(ctx->src, reference, &body, &len, &mt, &digest, err);
 	if (r < 0) {
+		if (r == -EFBIG && err[0]) {
+			log_msg(LOG_ERR, "%s: %s (manifests are limited to %u bytes)", ctx->image,
+			        err, MANIFEST_MAX_SIZE);
+			return r;
+		}
 		if (r == -EFBIG)
 			return log_errno(LOG_ERR, r, "%s: manifest larger than %u bytes",
 			                 ctx->image, MANIFEST_MAX_SIZE);

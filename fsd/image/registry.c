@@ -278,7 +278,10 @@ int registry_new(const struct image_ref *ref, const struct registry_opts *opts,
 		r->origin = NULL;
 	if (!r->domain || !r->repo || !r->origin)
 		return -ENOMEM;
-	r->max_retries = opts->max_retries ?: DEFAULT_RETRIES;
+	if (opts->max_retries == REGISTRY_RETRIES_NONE)
+		r->max_retries = 0;
+	else
+		r->max_retries = opts->max_retries ?: DEFAULT_RETRIES;
 	r->timeout_s = opts->timeout_s ?: DEFAULT_TIMEOUT_S;
 	r->backoff_ms = opts->backoff_ms ?: DEFAULT_BACKOFF_MS;
 	if (opts->username) {
@@ -657,6 +660,12 @@ static int exchange(struct xfer *x, const char *url0, const char *extra_auth, in
 				         curl_easy_strerror(rc));
 			switch (rc) {
 			case CURLE_OPERATION_TIMEDOUT:
+				/* curl words the low-speed limit as "Operation too slow";
+				 * here it means the server went silent. */
+				if (startswith(x->curl_err, "Operation too slow"))
+					snprintf(x->curl_err, sizeof(x->curl_err),
+					         "timed out: nothing received for %u s",
+					         r->timeout_s);
 				*ret_retryable = true;
 				return -ETIMEDOUT;
 			case CURLE_COULDNT_CONNECT:

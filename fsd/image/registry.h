@@ -15,11 +15,14 @@
  * http://127.0.0.1:5000/v2/x/manifests/y: 401 unauthorized: authentication required"). */
 #pragma once
 
+#include <limits.h>
 #include <stdint.h>
 #include "common/macros.h"
 #include "ref.h"
 
 #define REGISTRY_ERR_MAX 512
+/* registry_opts.max_retries: no retry at all (0 means the default). */
+#define REGISTRY_RETRIES_NONE UINT_MAX
 
 struct registry_error {
 	char msg[REGISTRY_ERR_MAX];
@@ -30,7 +33,7 @@ struct registry_opts {
 	const char *username;    /* NULL: look up credentials (see auth.h), else use these */
 	const char *password;
 	const char *certs_dir;   /* override for tests; NULL: the standard directories */
-	unsigned max_retries;    /* 0: default (5) */
+	unsigned max_retries;    /* 0: default (5); REGISTRY_RETRIES_NONE: none */
 	unsigned timeout_s;      /* connect and low-speed timeout; 0: default (30 s) */
 	unsigned backoff_ms;     /* first retry delay, doubled each time; 0: default (250 ms) */
 };

@@ -24,6 +24,19 @@ each request the first rule that matches and still has budget applies:
               Docker-Content-Digest of those bytes (for oversized or odd manifests)
   "delay"     wait "seconds" and then forward
   "throttle"  forward, sending the body at "rate" bytes per second
+  "close"     close the connection at once, before any byte of a response
+  "cut_headers" forward, send the first "after" bytes of the response head (status line
+              and headers, default 20), then close the connection
+  "stall"     forward, send the headers and the first "after" bytes of the body, then
+              send nothing more, keeping the connection open, for "seconds" (default 600)
+  "length"    forward, but announce Content-Length = real length + "delta" (negative:
+              shorter than the body, positive: longer); send the whole body, then close
+  "endless"   forward the status and headers without Content-Length (the body then ends
+              only when the connection closes), the body, then zero bytes without end
+              (at most "limit" bytes in all, default 1 GiB)
+  "redirect"  answer "status" (default 307) with Location "location", in which "{path}"
+              stands for the request's path and query (a redirect loop: "{path}" on the
+              proxy's own address)
 
 One line per request is appended to --log when the response is done:
     UNIXTIME METHOD PATH range=<Range header or -> auth=<Authorization scheme or -> status=N
@@ -139,6 +152,14 @@ class Handler(BaseHTTPRequestHandler):
         if action == "body":
             self.answer_file(rule)
             return
+        if action == "close":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.record(0, "close", 0)
+            return
+        if action == "redirect":
+            self.answer_redirect(rule)
+            return
         if action == "delay":
             time.sleep(float(rule.get("seconds", 1)))
         self.forward(rule, action, body)
@@ -171,6 +192,42 @@ class Handler(BaseHTTPRequestHandler):
             sent = len(data)
         self.record(200, "body", sent)
 
+    def answer_redirect(self, rule):
+        status = int(rule.get("status", 307))
+        self.send_response(status)
+        self.send_header("Location", rule["location"].replace("{path}", self.path))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        self.record(status, "redirect", 0)
+
+    def cut_head(self, resp, rule):
+        """Sends the first "after" bytes of the response head, then closes."""
+        head = "HTTP/1.1 %d %s\r\n" % (resp.status, resp.reason)
+        for k, v in resp.getheaders():
+            if k.lower() not in HOP_BY_HOP:
+                head += "%s: %s\r\n" % (k, v)
+        head = (head + "\r\n").encode("latin-1")[:int(rule.get("after", 20))]
+        self.wfile.write(head)
+        self.wfile.flush()
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+        self.record(resp.status, "cut_headers", 0)
+
+    def stall(self, seconds):
+        """Sends nothing for seconds, or until the client closes the connection."""
+        self.wfile.flush()
+        end = time.monotonic() + seconds
+        self.connection.settimeout(0.2)
+        while time.monotonic() < end:
+            try:
+                if self.connection.recv(4096) == b"":
+                    break
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+        self.close_connection = True
+
     def upstream(self):
         u = self.server.upstream
         if u.scheme == "https":
@@ -198,9 +255,13 @@ class Handler(BaseHTTPRequestHandler):
             conn.close()
 
     def relay(self, resp, rule, action):
-        if action in ("cut", "corrupt") and not 200 <= resp.status < 300:
+        if action in ("cut", "corrupt", "cut_headers", "stall", "length", "endless") and \
+                not 200 <= resp.status < 300:
             self.server.rules.refund(rule)
             rule, action = None, "pass"
+        if action == "cut_headers":
+            self.cut_head(resp, rule)
+            return
         length = resp.getheader("Content-Length")
         if self.command == "HEAD" or resp.status in (204, 304):
             data = b""
@@ -216,11 +277,19 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header(k, v)
         if self.command == "HEAD" and resp.getheader("Content-Length") is not None:
             self.send_header("Content-Length", resp.getheader("Content-Length"))
+        elif action == "length":
+            self.send_header("Content-Length", str(max(0, int(length) + int(rule["delta"]))))
+            self.close_connection = True
+        elif action == "endless":
+            self.close_connection = True
         elif self.command != "HEAD":
             self.send_header("Content-Length", length)
         self.end_headers()
 
-        cut = int(rule.get("after", 0)) if action == "cut" else None
+        if action == "endless" and self.command != "HEAD":
+            self.send_endless(resp, data, int(rule.get("limit", 1 << 30)))
+            return
+        cut = int(rule.get("after", 0)) if action in ("cut", "stall") else None
         rate = float(rule.get("rate", 1 << 20)) if action == "throttle" else None
         corrupt_at = int(rule.get("offset", 4)) if action == "corrupt" else None
         step = max(1024, min(CHUNK, int(rate / 20))) if rate else CHUNK
@@ -240,6 +309,10 @@ class Handler(BaseHTTPRequestHandler):
                 if cut is not None and sent + len(chunk) >= cut:
                     self.wfile.write(chunk[:cut - sent])
                     sent = cut
+                    if action == "stall":
+                        self.stall(float(rule.get("seconds", 600)))
+                        self.record(resp.status, "stall", sent)
+                        return
                     self.wfile.flush()
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -256,6 +329,23 @@ class Handler(BaseHTTPRequestHandler):
             self.record(resp.status, action + "(client gone)", sent)
             return
         self.record(resp.status, action, sent)
+
+    def send_endless(self, resp, data, limit):
+        sent = 0
+        zeros = bytes(CHUNK)
+        try:
+            while sent < limit:
+                if data is not None:
+                    chunk, data = data, b""
+                else:
+                    chunk = resp.read(CHUNK) if not resp.isclosed() else b""
+                chunk = (chunk or zeros)[:limit - sent]
+                self.wfile.write(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            self.record(resp.status, "endless(client gone)", sent)
+            return
+        self.record(resp.status, "endless", sent)
 
     do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = handle_any
 
