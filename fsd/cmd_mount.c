@@ -480,7 +480,8 @@ static int run_daemon(struct mount_ctx *c, int notify_fd)
 		if (null_fd >= 0) {
 			dup2(null_fd, STDIN_FILENO);
 			dup2(null_fd, STDOUT_FILENO);
-			dup2(null_fd, STDERR_FILENO);
+			/* What libc, libfuse or a sanitizer print on stderr is kept in the log. */
+			dup2(log_fd, STDERR_FILENO);
 			close(null_fd);
 		}
 	}

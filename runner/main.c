@@ -99,7 +99,7 @@ int main(int argc, char **argv)
 	};
 	struct runner_config c = {.net = RUNNER_NET_HOST, .tty = -1};
 	struct runner_error err;
-	char **env;
+	_cleanup_free_ char **env = NULL;
 	size_t n_env = 0;
 	long ncpu;
 	int opt, r, status;
@@ -197,7 +197,6 @@ int main(int argc, char **argv)
 	c.env = env;
 
 	r = runner_run(&c, &status, &err);
-	free(env);
 	if (r < 0) {
 		log_msg(LOG_ERR, "%s", err.msg[0] ? err.msg : strerror(-r));
 		return RUNNER_EXIT_FAILURE;

@@ -596,7 +596,8 @@ static int build_snapshot(struct imgfs *fs, struct imgfs_dir *d)
 		closedir(dp);
 	}
 	if (r >= 0 && dir->lower_dir != NO_NODE) {
-		qsort(b.hidden, b.n_hidden, sizeof(char *), cmp_str);
+		if (b.n_hidden > 1) /* b.hidden is NULL when there is none */
+			qsort(b.hidden, b.n_hidden, sizeof(char *), cmp_str);
 		r = fs->lower.ops->readdir(fs->lower.data, dir->lower_dir, 0, snap_lower_cb, &b);
 		if (b.r < 0)
 			r = b.r;

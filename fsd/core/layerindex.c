@@ -451,8 +451,11 @@ static size_t meta_bytes(const struct li_builder *b)
 static struct lix_xattr *find_xattr(struct li_builder *b, const struct lix_entry *e,
                                     const char *name)
 {
-	struct lix_xattr *x = (struct lix_xattr *)b->xattrs.p + e->xattr_first;
+	struct lix_xattr *x;
 
+	if (e->n_xattrs == 0)
+		return NULL; /* the table may not be allocated yet */
+	x = (struct lix_xattr *)b->xattrs.p + e->xattr_first;
 	for (uint32_t k = 0; k < e->n_xattrs; k++)
 		if (streq((const char *)b->strings.p + x[k].name, name))
 			return &x[k];
