@@ -981,6 +981,44 @@ static int sweep_dir(struct sweep *sw, const char *dir, enum sweep_kind kind)
 	return r;
 }
 
+/* Removes the temporary files a killed writer of index.json or oci-layout left in the
+ * root (write_file_atomic's ".NAME.tmp-PID-RAND"). Writers of index.json hold the index
+ * lock, taken here too; oci-layout is written only by a store_open() that found it
+ * missing, and gc's own store_open() made sure it is there. */
+static int sweep_root_temps(struct sweep *sw)
+{
+	_cleanup_close_ int lfd = -1;
+	_cleanup_close_ int dfd = -1;
+	DIR *d;
+	struct dirent *de;
+	int r;
+
+	r = open_index_lock(sw->s, &lfd);
+	if (r < 0)
+		return r;
+	dfd = openat(sw->s->root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	d = fdopendir(dfd);
+	if (!d)
+		return -errno;
+	TAKE_FD(dfd);
+	while ((errno = 0, de = readdir(d))) {
+		struct stat st;
+
+		if (!startswith(de->d_name, ".index.json.tmp-") &&
+		    !startswith(de->d_name, ".oci-layout.tmp-"))
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode) || unlinkat(dirfd(d), de->d_name, 0) < 0)
+			continue;
+		sw->removed++;
+		sw->bytes += (uint64_t)st.st_size;
+	}
+	closedir(d);
+	return 0;
+}
+
 int store_gc(struct store *s, unsigned *ret_removed, uint64_t *ret_bytes)
 {
 	struct digest_set live = {0};
@@ -1017,6 +1055,8 @@ int store_gc(struct store *s, unsigned *ret_removed, uint64_t *ret_bytes)
 		r = sweep_dir(&sw, "trees/sha256", SWEEP_TREES);
 	if (r >= 0)
 		r = sweep_dir(&sw, "tmp", SWEEP_TMP);
+	if (r >= 0)
+		r = sweep_root_temps(&sw);
 	if (r >= 0) {
 		if (ret_removed)
 			*ret_removed = sw.removed;

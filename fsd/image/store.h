@@ -112,7 +112,8 @@ int store_mount_register(struct store *s, const char *name, const char *manifest
  * or not), and recursively every descriptor of a stored manifest or index (config,
  * layers, child manifests, subject); idx/HEX and idx/HEX.zst belong to layer HEX,
  * trees/HEX to manifest HEX. Partial files locked by a pull are kept, other tmp/ files
- * removed; mounts/ is never touched. Takes the store lock exclusive for the duration
+ * removed, and so are the temporary files a killed writer of index.json or oci-layout
+ * left in the root; mounts/ is never touched. Takes the store lock exclusive for the duration
  * (waits for pulls and mounts to finish starting) and releases it at the end (a shared
  * lock held before by this store is released too). Reports what it removed through
  * *ret_removed / *ret_bytes (may be NULL). */

@@ -123,6 +123,13 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "imgfs-test-faultproxy"
 
+    def handle(self):
+        # A client that gives up (a killed pull) is not the proxy's error.
+        try:
+            super().handle()
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+
     def log_message(self, fmt, *args):
         sys.stderr.write("faultproxy: " + fmt % args + "\n")
 
