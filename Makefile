@@ -58,7 +58,7 @@ UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 REPLAY_BINS := $(patsubst tests/fuzz/fuzz_%.c,$(BUILD)/tests/replay_%,$(FUZZ_SRC))
 PROBE_BINS := $(patsubst tests/probe/%.c,$(BUILD)/tests/probe/%,$(PROBE_SRC))
 
-.PHONY: all check unit integration bench demo install clean help format format-check fuzz deps
+.PHONY: all check unit integration bench bench-quick demo install clean help format format-check fuzz deps
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/imgfs $(BUILD)/runner ## build build/imgfs and build/runner
@@ -139,6 +139,7 @@ check: deps ## install deps, build, run unit + integration tests and the bench h
 	$(MAKE) all
 	$(MAKE) unit
 	$(MAKE) integration
+	$(MAKE) bench-quick
 
 FUZZ_SECONDS ?= 30
 fuzz: ## run each libFuzzer target for FUZZ_SECONDS
@@ -146,6 +147,9 @@ fuzz: ## run each libFuzzer target for FUZZ_SECONDS
 
 bench: all ## measure against skopeo/umoci/runc/bwrap/archivemount; writes bench/RESULTS.md
 	BUILD=$(BUILD) sh bench/run.sh
+
+bench-quick: all ## the bench harness in quick mode (small images; results in $(BUILD)/bench-quick)
+	BUILD=$(BUILD) sh bench/run.sh --quick
 
 demo: deps ## build, serve a busybox image on loopback, pull, mount, run it, clean up
 	$(MAKE) all
