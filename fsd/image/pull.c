@@ -51,6 +51,7 @@ struct layer_stream {
 	int slot;
 	const volatile sig_atomic_t *cancel;
 	int builder_err; /* first builder error: the data is not a valid layer */
+	int write_err;   /* writing the downloaded bytes to fd failed (full disk) */
 };
 
 static int stream_bytes(const void *buf, size_t len, void *userdata)
@@ -66,7 +67,7 @@ static int stream_bytes(const void *buf, size_t len, void *userdata)
 	if (ls->fd >= 0) {
 		r = write_full(ls->fd, buf, len);
 		if (r < 0)
-			return r;
+			return ls->write_err = r;
 	}
 	/* A builder error does not stop the download at once: the digest decides whether the
 	 * registry sent the wrong bytes (an error naming the digest) or a hostile layer. */
@@ -296,6 +297,11 @@ static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 		return -errno;
 	if (have < d->size) {
 		r = source_get_blob(ctx->src, d, have, stream_bytes, &ls, job->err);
+		if (r < 0 && ls.write_err)
+			/* Not the source's fault: say which file could not be written. */
+			snprintf(job->err, sizeof(job->err), "cannot write %s/tmp/%s.partial: %s",
+			         ctx->store->root, d->digest + strlen("sha256:"),
+			         strerror(-ls.write_err));
 		if (r < 0)
 			return r;
 	}
