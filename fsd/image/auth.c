@@ -240,9 +240,9 @@ int auth_store(const char *domain, const char *user, const char *password)
 	_cleanup_free_ char *path = docker_config_path(), *buf = NULL, *b64 = NULL;
 	_cleanup_free_ char *dir = NULL, *out = NULL;
 	_cleanup_(json_decrefp) json_t *root = NULL;
-	json_t *auths, *entry;
+	json_t *auths, *entry, *aentry;
 	json_error_t jerr;
-	const char *key = streq(domain, "docker.io") ? DOCKER_HUB_KEY : domain;
+	const char *key = streq(domain, "docker.io") ? DOCKER_HUB_KEY : domain, *akey;
 	size_t len = 0;
 	int r;
 
@@ -283,6 +283,21 @@ int auth_store(const char *domain, const char *user, const char *password)
 		return r;
 	if (json_object_set_new(entry, "auth", json_string(b64)) < 0)
 		return -ENOMEM;
+	/* Other keys naming the same registry ("docker.io" written by podman, an
+	 * "https://host/v2/" URL) get the new credentials too: lookup may prefer one of them. */
+	json_object_foreach(auths, akey, aentry)
+	{
+		_cleanup_free_ char *norm = NULL;
+
+		if (aentry == entry || !json_is_object(aentry))
+			continue;
+		norm = normalize_key(akey);
+		if (!norm)
+			return -ENOMEM;
+		if (streq(norm, domain) &&
+		    json_object_set_new(aentry, "auth", json_string(b64)) < 0)
+			return -ENOMEM;
+	}
 	out = json_dumps(root, JSON_INDENT(8));
 	if (!out)
 		return -ENOMEM;

@@ -1,0 +1,1 @@
+fuzz_authfile_SRC := fsd/image/auth.c
