@@ -90,16 +90,24 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct li_builder *, li_builder_free);
 
 struct li_index;
 
-/* Maps an index file and checks magic, version and checksum (-EBADMSG when wrong).
- * data_fd is the layer blob (or the seekable zstd copy); both fds are dup'ed. data_fd may
- * be -1 for metadata-only use (tree_build); reads then fail with -EBADF. */
+/* Check the crc32 of the whole index at open (reads every byte of it). Without it only the
+ * header and the section bounds are checked at open; every record is range-checked where it
+ * is used anyway, so corruption gives -EBADMSG/-EIO or wrong data, never a wild read. */
+#define LI_OPEN_VERIFY (1u << 0)
+
+/* Maps an index file and checks magic, version, section bounds and, with LI_OPEN_VERIFY,
+ * the checksum (-EBADMSG when wrong). data_fd is the layer blob (or the seekable zstd
+ * copy); both fds are dup'ed. data_fd may be -1 for metadata-only use (tree_build); reads
+ * then fail with -EBADF. O(1) without LI_OPEN_VERIFY, O(index size) with it. */
+int li_open_flags(int index_fd, int data_fd, unsigned flags, struct li_index **ret);
+/* li_open_flags(index_fd, data_fd, LI_OPEN_VERIFY, ret). */
 int li_open(int index_fd, int data_fd, struct li_index **ret);
 void li_close(struct li_index *idx);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct li_index *, li_close);
 
 /* Opens the index of layer digest below a store: store_fd/idx/sha256/HEX, with its data
  * in store_fd/idx/sha256/HEX.zst for a zstd layer, else store_fd/blobs/sha256/HEX. */
-int li_open_store(int store_fd, const char *digest, struct li_index **ret);
+int li_open_store(int store_fd, const char *digest, unsigned flags, struct li_index **ret);
 
 struct li_info {
 	enum li_compression compression;

@@ -1,9 +1,9 @@
 /* Layer index reader: maps an index, hands out entries, and reads file data at any offset
  * through the access points (gzip checkpoints or zstd frames) and the span cache.
  *
- * The map is checked once at open (magic, version, section bounds, crc32); every record is
- * range-checked again where it is used, so a corrupt index yields -EBADMSG, never a wild
- * read. */
+ * The map's structure is checked at open (magic, version, section bounds), its crc32 only
+ * when asked (LI_OPEN_VERIFY: pull time, tests); every record is range-checked where it is
+ * used, so a corrupt index yields -EBADMSG or wrong bytes, never a wild read. */
 #include <fcntl.h>
 #include <isa-l/igzip_lib.h>
 #include <limits.h>
@@ -45,7 +45,9 @@ static bool section_ok(const struct lix_header *h, uint64_t off, uint64_t count,
 	       count * size <= h->file_size - off;
 }
 
-static int check_header(const uint8_t *map, size_t len)
+/* Structure of the map: magic, version, sizes and section bounds; with verify, also the
+ * crc32 of the whole file (a read of every byte). */
+static int check_header(const uint8_t *map, size_t len, bool verify)
 {
 	const struct lix_header *h = (const void *)map;
 	struct lix_header copy;
@@ -71,6 +73,8 @@ static int check_header(const uint8_t *map, size_t len)
 		return -EBADMSG;
 	if (h->compression == LI_TAR ? h->n_points != 0 : (h->total_out > 0 && h->n_points == 0))
 		return -EBADMSG;
+	if (!verify)
+		return 0;
 	copy = *h;
 	copy.crc = 0;
 	crc = (uint32_t)crc32_z(0, (const void *)&copy, sizeof(copy));
@@ -78,7 +82,7 @@ static int check_header(const uint8_t *map, size_t len)
 	return crc == h->crc ? 0 : -EBADMSG;
 }
 
-int li_open(int index_fd, int data_fd, struct li_index **ret)
+int li_open_flags(int index_fd, int data_fd, unsigned flags, struct li_index **ret)
 {
 	_cleanup_close_ int dfd = -1;
 	struct li_index *idx;
@@ -99,7 +103,7 @@ int li_open(int index_fd, int data_fd, struct li_index **ret)
 	map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, index_fd, 0);
 	if (map == MAP_FAILED)
 		return -errno;
-	r = check_header(map, (size_t)st.st_size);
+	r = check_header(map, (size_t)st.st_size, flags & LI_OPEN_VERIFY);
 	if (r < 0) {
 		munmap(map, (size_t)st.st_size);
 		return r;
@@ -125,7 +129,12 @@ int li_open(int index_fd, int data_fd, struct li_index **ret)
 	return 0;
 }
 
-int li_open_store(int store_fd, const char *digest, struct li_index **ret)
+int li_open(int index_fd, int data_fd, struct li_index **ret)
+{
+	return li_open_flags(index_fd, data_fd, LI_OPEN_VERIFY, ret);
+}
+
+int li_open_store(int store_fd, const char *digest, unsigned flags, struct li_index **ret)
 {
 	_cleanup_close_ int ifd = -1, dfd = -1;
 	struct lix_header h;
@@ -150,7 +159,7 @@ int li_open_store(int store_fd, const char *digest, struct li_index **ret)
 	dfd = openat(store_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (dfd < 0)
 		return -errno;
-	return li_open(ifd, dfd, ret);
+	return li_open_flags(ifd, dfd, flags, ret);
 }
 
 void li_close(struct li_index *idx)

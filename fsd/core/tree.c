@@ -660,30 +660,36 @@ struct tree {
 	uint32_t n_layers;
 };
 
-static int check_tree(const struct tree *t)
+/* Whether node n is sound: links inside the tree, a name inside the strings, children
+ * after it, data in an existing layer entry, and a canonical node that is its own. Checked
+ * on every access (O(1)), so that opening a tree needs no walk over its nodes. */
+static bool node_ok(const struct tree *t, uint32_t n)
 {
 	const struct tree_header *h = t->h;
+	const struct tree_node *x = &t->nodes[n];
 
-	for (uint32_t n = 0; n < h->n_nodes; n++) {
-		const struct tree_node *x = &t->nodes[n];
-
-		if (x->parent >= h->n_nodes || x->name >= h->strings_len ||
-		    x->canonical >= h->n_nodes ||
-		    (uint64_t)x->first_child + x->n_children > h->n_nodes)
-			return -EBADMSG;
-		if (x->n_children && (!S_ISDIR(x->mode) || x->first_child <= n))
-			return -EBADMSG;
-		if (x->layer == NONE ? !S_ISDIR(x->mode)
-		                     : (x->layer >= h->n_layers ||
-		                        x->entry >= li_entry_count(t->layers[x->layer])))
-			return -EBADMSG;
-		if (t->nodes[x->canonical].canonical != x->canonical)
-			return -EBADMSG;
-	}
-	return S_ISDIR(t->nodes[0].mode) ? 0 : -EBADMSG;
+	if (x->parent >= h->n_nodes || x->name >= h->strings_len || x->canonical >= h->n_nodes ||
+	    (uint64_t)x->first_child + x->n_children > h->n_nodes)
+		return false;
+	if (x->n_children && (!S_ISDIR(x->mode) || x->first_child <= n))
+		return false;
+	if (x->layer == NONE
+	        ? !S_ISDIR(x->mode)
+	        : (x->layer >= h->n_layers || x->entry >= li_entry_count(t->layers[x->layer])))
+		return false;
+	return t->nodes[x->canonical].canonical == x->canonical;
 }
 
-int tree_open(int store_fd, int tree_fd, struct tree **ret)
+/* Every node at once: the verification of tree_open_flags(TREE_OPEN_VERIFY). */
+static int check_tree(const struct tree *t)
+{
+	for (uint32_t n = 0; n < t->h->n_nodes; n++)
+		if (!node_ok(t, n))
+			return -EBADMSG;
+	return 0;
+}
+
+int tree_open_flags(int store_fd, int tree_fd, unsigned flags, struct tree **ret)
 {
 	_cleanup_(tree_closep) struct tree *t = NULL;
 	struct tree_header copy;
@@ -715,12 +721,14 @@ int tree_open(int store_fd, int tree_fd, struct tree **ret)
 	    h->strings_off > t->map_len || h->strings_len > t->map_len - h->strings_off ||
 	    h->strings_len == 0 || t->map[h->strings_off + h->strings_len - 1] != 0)
 		return -EBADMSG;
-	copy = *h;
-	copy.crc = 0;
-	crc = (uint32_t)crc32_z(0, (const void *)&copy, sizeof(copy));
-	crc = (uint32_t)crc32_z(crc, t->map + sizeof(copy), t->map_len - sizeof(copy));
-	if (crc != h->crc)
-		return -EBADMSG;
+	if (flags & TREE_OPEN_VERIFY) {
+		copy = *h;
+		copy.crc = 0;
+		crc = (uint32_t)crc32_z(0, (const void *)&copy, sizeof(copy));
+		crc = (uint32_t)crc32_z(crc, t->map + sizeof(copy), t->map_len - sizeof(copy));
+		if (crc != h->crc)
+			return -EBADMSG;
+	}
 	t->nodes = (const void *)(t->map + h->nodes_off);
 	t->strings = (const char *)t->map + h->strings_off;
 	t->layers = calloc(h->n_layers ? h->n_layers : 1, sizeof(*t->layers));
@@ -733,15 +741,25 @@ int tree_open(int store_fd, int tree_fd, struct tree **ret)
 
 		memcpy(digest, tl->digest, sizeof(digest));
 		digest[sizeof(digest) - 1] = 0;
-		r = li_open_store(store_fd, digest, &t->layers[t->n_layers]);
+		r = li_open_store(store_fd, digest, (flags & TREE_OPEN_VERIFY) ? LI_OPEN_VERIFY : 0,
+		                  &t->layers[t->n_layers]);
 		if (r < 0)
 			return r;
 	}
-	r = check_tree(t);
-	if (r < 0)
-		return r;
+	if (!S_ISDIR(t->nodes[TREE_ROOT].mode) || !node_ok(t, TREE_ROOT))
+		return -EBADMSG;
+	if (flags & TREE_OPEN_VERIFY) {
+		r = check_tree(t);
+		if (r < 0)
+			return r;
+	}
 	*ret = TAKE_PTR(t);
 	return 0;
+}
+
+int tree_open(int store_fd, int tree_fd, struct tree **ret)
+{
+	return tree_open_flags(store_fd, tree_fd, TREE_OPEN_VERIFY, ret);
 }
 
 void tree_close(struct tree *t)
@@ -761,26 +779,52 @@ uint32_t tree_node_count(const struct tree *t)
 	return t->h->n_nodes;
 }
 
+/* The node, or NULL when there is none of that number (-ENOENT) or it is unsound
+ * (-EBADMSG; see node_get()). */
 static const struct tree_node *node_at(const struct tree *t, uint32_t node)
 {
-	return node < t->h->n_nodes ? &t->nodes[node] : NULL;
+	return node < t->h->n_nodes && node_ok(t, node) ? &t->nodes[node] : NULL;
+}
+
+/* node_at() with the reason: -ENOENT for a number outside the tree, -EBADMSG for a corrupt
+ * node. */
+static int node_get(const struct tree *t, uint32_t node, const struct tree_node **ret)
+{
+	if (node >= t->h->n_nodes)
+		return -ENOENT;
+	if (!node_ok(t, node))
+		return -EBADMSG;
+	*ret = &t->nodes[node];
+	return 0;
+}
+
+/* The name of a child found through a sound directory (so inside the node array). */
+static const char *child_name(const struct tree *t, uint32_t c)
+{
+	return t->nodes[c].name < t->h->strings_len ? t->strings + t->nodes[c].name : NULL;
 }
 
 int tree_lookup(const struct tree *t, uint32_t dir, const char *name, uint32_t *ret)
 {
-	const struct tree_node *d = node_at(t, dir);
+	const struct tree_node *d;
 	uint32_t lo, hi;
+	int r;
 
-	if (!d)
-		return -ENOENT;
+	r = node_get(t, dir, &d);
+	if (r < 0)
+		return r;
 	if (!S_ISDIR(d->mode))
 		return -ENOTDIR;
 	lo = d->first_child;
 	hi = d->first_child + d->n_children;
 	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
-		int c = strcmp(name, t->strings + t->nodes[mid].name);
+		const char *cname = child_name(t, mid);
+		int c;
 
+		if (!cname)
+			return -EBADMSG;
+		c = strcmp(name, cname);
 		if (c == 0) {
 			*ret = mid;
 			return 0;
@@ -809,12 +853,16 @@ uint32_t tree_canonical(const struct tree *t, uint32_t node)
 
 int tree_stat(const struct tree *t, uint32_t node, struct stat *ret)
 {
-	const struct tree_node *n = node_at(t, node);
+	const struct tree_node *n;
+	int r;
 
-	if (!n)
-		return -ENOENT;
+	r = node_get(t, node, &n);
+	if (r < 0)
+		return r;
 	node = n->canonical;
-	n = &t->nodes[node];
+	r = node_get(t, node, &n);
+	if (r < 0)
+		return r;
 	*ret = (struct stat){
 	    .st_ino = (ino_t)node + 1,
 	    .st_mode = n->mode,
@@ -835,16 +883,21 @@ int tree_stat(const struct tree *t, uint32_t node, struct stat *ret)
 int tree_readdir(const struct tree *t, uint32_t dir, uint64_t off, tree_dirent_fn fn,
                  void *userdata)
 {
-	const struct tree_node *d = node_at(t, dir);
+	const struct tree_node *d;
+	int r;
 
-	if (!d)
-		return -ENOENT;
+	r = node_get(t, dir, &d);
+	if (r < 0)
+		return r;
 	if (!S_ISDIR(d->mode))
 		return -ENOTDIR;
 	for (uint64_t k = off; k < d->n_children; k++) {
 		uint32_t c = d->first_child + (uint32_t)k;
+		const char *name = child_name(t, c);
 
-		if (fn(t->strings + t->nodes[c].name, c, k + 1, userdata))
+		if (!name)
+			return -EBADMSG;
+		if (fn(name, c, k + 1, userdata))
 			break;
 	}
 	return 0;
@@ -854,12 +907,15 @@ int tree_readdir(const struct tree *t, uint32_t dir, uint64_t off, tree_dirent_f
 static int node_entry(const struct tree *t, uint32_t node, const struct tree_node **ret_node,
                       struct li_index **ret_li, struct li_entry *ret_e)
 {
-	const struct tree_node *n = node_at(t, node);
+	const struct tree_node *n;
 	int r;
 
-	if (!n)
-		return -ENOENT;
-	n = &t->nodes[n->canonical];
+	r = node_get(t, node, &n);
+	if (r < 0)
+		return r;
+	r = node_get(t, n->canonical, &n);
+	if (r < 0)
+		return r;
 	*ret_node = n;
 	if (n->layer == NONE)
 		return -ENOENT;

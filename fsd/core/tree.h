@@ -23,13 +23,22 @@ int tree_build(int store_fd, const char *const *layer_digests, size_t n_layers, 
 
 struct tree;
 
-/* Maps a tree file and opens the layer indexes and blobs it names, below store_fd. */
+/* Verify the tree and its layer indexes at open: the crc32 of every file and every node
+ * (reads all of them, O(image metadata)). Without it, opening costs O(layers): the header,
+ * the section bounds and the root are checked, and each node is checked when it is used,
+ * so a corrupt tree gives -EBADMSG from the accessor (or wrong data), never a wild read. */
+#define TREE_OPEN_VERIFY (1u << 0)
+
+/* Maps a tree file and opens the layer indexes and blobs it names, below store_fd.
+ * -EBADMSG when the file is not a tree (or, with TREE_OPEN_VERIFY, is corrupt). */
+int tree_open_flags(int store_fd, int tree_fd, unsigned flags, struct tree **ret);
+/* tree_open_flags(store_fd, tree_fd, TREE_OPEN_VERIFY, ret). */
 int tree_open(int store_fd, int tree_fd, struct tree **ret);
 void tree_close(struct tree *t);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct tree *, tree_close);
 
 uint32_t tree_node_count(const struct tree *t);
-/* Child name of dir; -ENOENT, -ENOTDIR. */
+/* Child name of dir; -ENOENT, -ENOTDIR, -EBADMSG (corrupt node; as for every accessor). */
 int tree_lookup(const struct tree *t, uint32_t dir, const char *name, uint32_t *ret);
 uint32_t tree_parent(const struct tree *t, uint32_t node);
 /* Attributes; st_ino is the canonical node + 1 (so the root is 1, FUSE_ROOT_ID). */
