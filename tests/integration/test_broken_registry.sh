@@ -143,6 +143,12 @@ assert_fails_one_line "$manifest_url: " pull "$ref"
 store_clean
 completes
 
+fault "Content-Length 100 bytes short on the manifest" short-manifest \
+	'[{"match": "GET /v2/test/big/manifests/", "action": "length", "delta": -100}]'
+assert_fails_one_line "manifest" pull "$ref"
+store_clean
+completes
+
 fault "a blob that never ends (no Content-Length)" endless-blob \
 	"[{\"match\": \"GET /v2/test/big/blobs/$layer\", \"action\": \"endless\"}]"
 assert_fails_one_line "$layer_url: .*longer than $layer_size bytes" pull "$ref"
