@@ -1,0 +1,1 @@
+fuzz_passwd_SRC := runner/passwd.c
