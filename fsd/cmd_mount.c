@@ -20,6 +20,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -272,7 +273,9 @@ static int lock_mount_dir(struct store *s, const char *name, int *ret_fd)
 	return -EAGAIN;
 }
 
-/* Writes the state file atomically, locked LOCK_SH before it becomes visible. */
+/* Writes the state file atomically, locked LOCK_SH before it becomes visible. Not synced:
+ * it describes a running daemon, and only a locked state (a live daemon, so no crash since
+ * it was written) is ever believed; after a crash it is stale whatever it contains. */
 static int write_state(int dirfd, const struct mount_ctx *c, const char *upper_path, int *ret_fd)
 {
 	_cleanup_close_ int fd = -1;
@@ -295,11 +298,9 @@ static int write_state(int dirfd, const struct mount_ctx *c, const char *upper_p
 		return -errno;
 	if (flock(fd, LOCK_SH) < 0)
 		return -errno;
-	if (write_full(fd, text, strlen(text)) < 0 || write_full(fd, "\n", 1) < 0 || fsync(fd) < 0)
+	if (write_full(fd, text, strlen(text)) < 0 || write_full(fd, "\n", 1) < 0)
 		return negative_errno();
 	if (renameat(dirfd, "state.tmp", dirfd, "state") < 0)
-		return -errno;
-	if (fsync(dirfd) < 0)
 		return -errno;
 	*ret_fd = TAKE_FD(fd);
 	return 0;
@@ -729,46 +730,56 @@ static int unmount_path(const char *path, bool lazy)
 	return 0;
 }
 
-/* Waits up to timeout_ms for LOCK_EX on fd (the daemon holds it until it exits). */
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits up to timeout_ms for LOCK_EX on fd (the daemon holds it until it exits), polling
+ * with a backoff from 1 ms: a fallback for when the daemon's pid is not known. */
 static int wait_lock(int fd, int timeout_ms)
 {
-	for (int waited = 0;; waited += 10) {
+	int64_t deadline = now_ms() + timeout_ms;
+
+	for (int delay = 1;; delay = MIN(delay * 2, 50)) {
 		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
 			return 0;
 		if (errno != EWOULDBLOCK)
 			return -errno;
-		if (waited >= timeout_ms)
+		if (now_ms() >= deadline)
 			return -ETIMEDOUT;
-		(void)poll(NULL, 0, 10);
+		(void)poll(NULL, 0, delay);
 	}
 }
 
-/* Whether pid is still running (a zombie has exited). */
-static bool pid_running(pid_t pid)
+/* Waits up to timeout_ms for the daemon (pid, which holds LOCK_EX on fd) to exit, then
+ * takes the lock. A pidfd becomes readable the moment the process exits, so this returns
+ * as soon as the daemon is gone, without polling; the lock then is free (an flock is
+ * released when its holder's last fd closes). */
+static int wait_daemon_exit(int fd, pid_t pid, int timeout_ms)
 {
-	char path[64], buf[512], *p;
-	_cleanup_close_ int fd = -1;
-	ssize_t n;
+	_cleanup_close_ int pidfd = -1;
+	int64_t deadline = now_ms() + timeout_ms;
+	struct pollfd p;
+	int r;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	n = read(fd, buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return false;
-	buf[n] = '\0';
-	/* "pid (comm) S ...": the state follows the last ')' */
-	p = strrchr(buf, ')');
-	return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
-}
+	if (pid > 0)
+		pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0)
+		return wait_lock(fd, timeout_ms);
+	p = (struct pollfd){.fd = pidfd, .events = POLLIN};
+	for (;;) {
+		int64_t left = deadline - now_ms();
 
-/* The daemon drops its lock just before it exits: wait for that too, so that umount
- * returns only once the process is gone. */
-static void wait_pid_exit(pid_t pid, int timeout_ms)
-{
-	for (int waited = 0; pid > 0 && waited < timeout_ms && pid_running(pid); waited += 5)
-		(void)poll(NULL, 0, 5);
+		r = poll(&p, 1, (int)MAX(left, (int64_t)0));
+		if (r > 0 || (r < 0 && errno != EINTR) || left <= 0)
+			break;
+	}
+	/* Exited, or not the lock's holder after all (a stale pid): the lock decides. */
+	return wait_lock(fd, r > 0 ? 1000 : 0);
 }
 
 int cmd_umount(int argc, char **argv)
@@ -853,14 +864,13 @@ int cmd_umount(int argc, char **argv)
 		return 0;
 	}
 	if (daemon_alive) {
-		r = wait_lock(dirfd, DAEMON_EXIT_TIMEOUT_MS);
+		r = wait_daemon_exit(dirfd, pid, DAEMON_EXIT_TIMEOUT_MS);
 		if (r < 0) {
 			log_errno(LOG_ERR, r,
 			          "'%s' is unmounted but its daemon (pid %d) did not exit", path,
 			          (int)pid);
 			return 1;
 		}
-		wait_pid_exit(pid, 5000);
 	}
 	r = rm_rf_at(s->root_fd, dir);
 	if (r < 0) {
