@@ -16,15 +16,24 @@
 #define DEFAULT_MAX_THREADS 16
 
 struct fuse_ops_session {
+	struct imgfs *fs;
 	struct fuse_session *se;
 	bool mounted;
 	bool signals;
+	/* Set by op_init before the first request: OPENDIR is answered ENOSYS, so the kernel
+	 * stops sending OPENDIR/RELEASEDIR and caches every listing (read-only mounts). */
+	bool no_opendir;
 	unsigned max_threads;
 };
 
-static struct imgfs *req_fs(fuse_req_t req)
+static struct fuse_ops_session *req_session(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
+}
+
+static struct imgfs *req_fs(fuse_req_t req)
+{
+	return req_session(req)->fs;
 }
 
 static struct imgfs_file *file_of(struct fuse_file_info *fi)
@@ -48,10 +57,21 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	const unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_EXPORT_SUPPORT | FUSE_CAP_READDIRPLUS |
 	                      FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_CACHE_SYMLINKS;
 
+	struct fuse_ops_session *s = userdata;
+
 	conn->want |= conn->capable & want;
 	/* No writeback cache: a write is in the upper file when it returns, so a daemon
 	 * that dies loses nothing written (see docs/notes/upper.md for its cost). */
-	(void)userdata;
+	if (imgfs_is_ro(s->fs)) {
+		/* Without FUSE_POSIX_ACL the kernel caches no ACL and asks for
+		 * system.posix_acl_access on every getxattr (ls -l: once per file); with it,
+		 * once per inode, and it enforces the image's ACLs as a local disk would. A
+		 * writable mount would have to keep modes and default ACLs in step itself. */
+		conn->want |= conn->capable & FUSE_CAP_POSIX_ACL;
+		/* An immutable tree needs no directory handles: the first OPENDIR is
+		 * answered ENOSYS, and the kernel then caches listings without asking. */
+		s->no_opendir = conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT;
+	}
 	/* Attributes are cheap here: always send them with the listing (ls -l, find). */
 	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
 	/* Replies are memory buffers (inflated data), not fds: splicing would only add
@@ -212,6 +232,10 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct imgfs_dir *d;
 	int r;
 
+	if (req_session(req)->no_opendir) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	r = imgfs_opendir(req_fs(req), ino, &d);
 	if (r < 0) {
 		reply_error(req, r);
@@ -266,7 +290,8 @@ static int add_dirent(const char *name, const struct imgfs_entry *ent, uint64_t 
 	return 0;
 }
 
-static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi, bool plus)
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi, bool plus)
 {
 	_cleanup_free_ char *buf = NULL;
 	struct dirbuf b = {.req = req, .size = size, .plus = plus};
@@ -282,7 +307,10 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_
 		return;
 	}
 	b.buf = buf;
-	r = imgfs_readdir(req_fs(req), dir_of(fi), (uint64_t)off, plus, add_dirent, &b);
+	if (fi->fh)
+		r = imgfs_readdir(req_fs(req), dir_of(fi), (uint64_t)off, plus, add_dirent, &b);
+	else /* no OPENDIR (read-only mount) */
+		r = imgfs_readdir_ino(req_fs(req), ino, (uint64_t)off, plus, add_dirent, &b);
 	/* Entries already placed were counted as lookups in plus mode: they must reach the
 	 * kernel even when a later entry failed. */
 	if (r < 0 && b.pos == 0) {
@@ -295,21 +323,19 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                        struct fuse_file_info *fi)
 {
-	(void)ino;
-	do_readdir(req, size, off, fi, false);
+	do_readdir(req, ino, size, off, fi, false);
 }
 
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                            struct fuse_file_info *fi)
 {
-	(void)ino;
-	do_readdir(req, size, off, fi, true);
+	do_readdir(req, ino, size, off, fi, true);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	imgfs_releasedir(req_fs(req), dir_of(fi));
+	imgfs_releasedir(req_fs(req), dir_of(fi)); /* accepts NULL */
 	fuse_reply_err(req, 0);
 }
 
@@ -754,9 +780,10 @@ int fuse_ops_mount(struct imgfs *fs, const struct fuse_ops_opts *o, struct fuse_
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", o->mountpoint);
+	s->fs = fs;
 	s->max_threads = o->max_threads ? o->max_threads : DEFAULT_MAX_THREADS;
 	log_debug("fuse options: %s", opts);
-	s->se = fuse_session_new(&args, &imgfs_ll_ops, sizeof(imgfs_ll_ops), fs);
+	s->se = fuse_session_new(&args, &imgfs_ll_ops, sizeof(imgfs_ll_ops), s);
 	fuse_opt_free_args(&args);
 	if (!s->se) {
 		free(s);

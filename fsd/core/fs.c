@@ -861,7 +861,7 @@ static int readdir_child(const char *name, uint32_t node, uint64_t next_off, voi
 	return 0;
 }
 
-static int ro_readdir(struct imgfs *fs, struct imgfs_dir *d, uint64_t off, bool plus,
+static int ro_readdir(struct imgfs *fs, const struct inode *dir, uint64_t off, bool plus,
                       imgfs_dirent_fn fn, void *userdata)
 {
 	struct readdir_ctx c = {.fs = fs, .plus = plus, .fn = fn, .userdata = userdata};
@@ -870,12 +870,12 @@ static int ro_readdir(struct imgfs *fs, struct imgfs_dir *d, uint64_t off, bool 
 
 	/* No lookup is counted for "." and "..": the kernel does not link them. */
 	for (; off < DIR_OFF_CHILDREN; off++) {
-		uint32_t node = d->inode->lower;
+		uint32_t node = dir->lower;
 
 		if (off == 1) {
 			node = fs->lower.ops->parent(fs->lower.data, node);
 			if (node >= fs->n_nodes)
-				node = d->inode->lower;
+				node = dir->lower;
 		}
 		memset(&dot, 0, sizeof(dot));
 		if (plus) {
@@ -890,7 +890,7 @@ static int ro_readdir(struct imgfs *fs, struct imgfs_dir *d, uint64_t off, bool 
 			return 0;
 	}
 	c.lower_off = off - DIR_OFF_CHILDREN;
-	r = fs->lower.ops->readdir(fs->lower.data, d->inode->lower, c.lower_off, readdir_child, &c);
+	r = fs->lower.ops->readdir(fs->lower.data, dir->lower, c.lower_off, readdir_child, &c);
 	if (c.error < 0)
 		return c.error;
 	if (r < 0 && !c.full)
@@ -1053,7 +1053,28 @@ int imgfs_readdir(struct imgfs *fs, struct imgfs_dir *d, uint64_t off, bool plus
                   imgfs_dirent_fn fn, void *userdata)
 {
 	return fs->upper ? merged_readdir(fs, d, off, plus, fn, userdata)
-	                 : ro_readdir(fs, d, off, plus, fn, userdata);
+	                 : ro_readdir(fs, d->inode, off, plus, fn, userdata);
+}
+
+int imgfs_readdir_ino(struct imgfs *fs, uint64_t ino, uint64_t off, bool plus, imgfs_dirent_fn fn,
+                      void *userdata)
+{
+	struct inode *dir;
+	struct stat st;
+	int r;
+
+	if (fs->upper)
+		return -EBADF;
+	r = inode_get(fs, ino, &dir);
+	if (r < 0)
+		return r;
+	r = inode_stat(fs, dir, &st);
+	if (r >= 0 && !S_ISDIR(st.st_mode))
+		r = -ENOTDIR;
+	if (r >= 0)
+		r = ro_readdir(fs, dir, off, plus, fn, userdata);
+	inode_put(fs, dir, false);
+	return r;
 }
 
 ssize_t imgfs_getxattr(struct imgfs *fs, uint64_t ino, const char *name, void *buf, size_t size)

@@ -115,6 +115,11 @@ typedef int (*imgfs_dirent_fn)(const char *name, const struct imgfs_entry *ent, 
 int imgfs_readdir(struct imgfs *fs, struct imgfs_dir *d, uint64_t off, bool plus,
                   imgfs_dirent_fn fn, void *userdata);
 void imgfs_releasedir(struct imgfs *fs, struct imgfs_dir *d);
+/* imgfs_readdir() of directory ino without an open handle, for a kernel that does not
+ * open directories. Read-only mounts only (a writable mount's listing is a snapshot taken
+ * at opendir): -EBADF there. -ENOTDIR when ino is not a directory. */
+int imgfs_readdir_ino(struct imgfs *fs, uint64_t ino, uint64_t off, bool plus, imgfs_dirent_fn fn,
+                      void *userdata);
 
 /* Extended attributes with getxattr(2)/listxattr(2) conventions: size 0 returns the
  * length; -ERANGE when buf is too small; -ENODATA when missing. */

@@ -509,6 +509,47 @@ static void test_readdirplus_counts(void **state)
 	imgfs_free(fs);
 }
 
+/* Without a directory handle (the kernel does not open directories of a read-only
+ * mount): the same listing, offsets and counts as through imgfs_opendir(). */
+static void test_readdir_without_handle(void **state)
+{
+	struct imgfs *fs = new_fs();
+	struct imgfs_dir *d;
+	struct listing with = {.limit = 16}, first = {.limit = 3}, rest = {.limit = 16};
+
+	(void)state;
+	assert_int_equal(imgfs_opendir(fs, 2, &d), 0);
+	assert_int_equal(imgfs_readdir(fs, d, 0, false, collect, &with), 0);
+	imgfs_releasedir(fs, d);
+	assert_int_equal(with.n, 5);
+
+	assert_int_equal(imgfs_readdir_ino(fs, 2, 0, true, collect, &first), 0);
+	assert_int_equal(first.n, 3);
+	assert_int_equal(imgfs_readdir_ino(fs, 2, first.next[2], true, collect, &rest), 0);
+	assert_int_equal(rest.n, 2);
+	for (int i = 0; i < 5; i++) {
+		const struct listing *l = i < 3 ? &first : &rest;
+		int k = i < 3 ? i : i - 3;
+
+		assert_string_equal(l->names[k], with.names[i]);
+		assert_int_equal(l->inos[k], with.inos[i]);
+		assert_int_equal(l->next[k], with.next[i]);
+	}
+	/* Plus mode counted one lookup per child, and no reference stays behind. */
+	assert_int_equal(imgfs_lookup_count(fs, 4), 1);
+	assert_int_equal(imgfs_lookup_count(fs, 5), 1);
+	assert_int_equal(imgfs_lookup_count(fs, 6), 1);
+	assert_int_equal(imgfs_lookup_count(fs, 2), 0);
+	imgfs_forget(fs, 4, 1);
+	imgfs_forget(fs, 5, 1);
+	imgfs_forget(fs, 6, 1);
+	assert_int_equal(imgfs_inode_count(fs), 0);
+
+	assert_int_equal(imgfs_readdir_ino(fs, 4, 0, false, collect, &rest), -ENOTDIR);
+	assert_int_equal(imgfs_inode_count(fs), 0);
+	imgfs_free(fs);
+}
+
 static void test_readlink(void **state)
 {
 	struct imgfs *fs = new_fs();
@@ -718,6 +759,7 @@ int main(void)
 	    cmocka_unit_test(test_many_inodes),
 	    cmocka_unit_test(test_readdir_offsets),
 	    cmocka_unit_test(test_readdirplus_counts),
+	    cmocka_unit_test(test_readdir_without_handle),
 	    cmocka_unit_test(test_readlink),
 	    cmocka_unit_test(test_xattrs),
 	    cmocka_unit_test(test_open_read),
