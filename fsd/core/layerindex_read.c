@@ -20,6 +20,7 @@
 #define WINDOW_SIZE 32768u
 #define READ_CHUNK (128u << 10)
 #define MAX_INDEX_SIZE (16ull << 30)
+#define MAX_SPAN (64u << 20) /* li_builder_new()'s bound: a span is decoded in memory */
 /* A gzip span longer than this (one deflate block can be huge in a hostile stream) is
  * decoded and cached in pieces of span bytes instead of in one piece. */
 #define MAX_UNIT_SPANS 4u
@@ -57,7 +58,8 @@ static int check_header(const uint8_t *map, size_t len, bool verify)
 		return -EBADMSG;
 	if (h->version != LIX_VERSION || h->header_size != sizeof(*h) || h->file_size != len)
 		return -EBADMSG;
-	if (h->compression < LI_TAR || h->compression > LI_ZSTD || h->span < 4096)
+	if (h->compression < LI_TAR || h->compression > LI_ZSTD || h->span < 4096 ||
+	    h->span > MAX_SPAN)
 		return -EBADMSG;
 	if (!section_ok(h, h->entries_off, h->n_entries, sizeof(struct lix_entry)) ||
 	    !section_ok(h, h->xattrs_off, h->n_xattrs, sizeof(struct lix_xattr)) ||
