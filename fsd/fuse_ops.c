@@ -1,6 +1,7 @@
 /* FUSE low-level callbacks (op_<op>) over the filesystem core. See fuse_ops.h. */
 #include <fuse_lowlevel.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -810,6 +811,12 @@ int fuse_ops_loop(struct fuse_ops_session *s)
 	struct fuse_loop_config *cfg;
 	int r;
 
+	/* Decoded spans (1-4 MiB, freed in any order by the span cache) get pages of their
+	 * own, returned when a span is evicted: from the heap they left holes that kept the
+	 * daemon at 2-3x the cache's size. A fixed threshold also stops glibc from raising it
+	 * to the largest block freed. Reply buffers (the kernel asks for 128 KiB) stay in the
+	 * heap, reused without page faults. */
+	mallopt(M_MMAP_THRESHOLD, 512 << 10);
 	cfg = fuse_loop_cfg_create();
 	if (!cfg)
 		return -ENOMEM;

@@ -556,7 +556,7 @@ static int read_stream(struct li_index *idx, uint8_t *buf, size_t len, uint64_t 
 		}
 		s = spancache_get(idx->owner, unit);
 		if (!s) {
-			uint8_t *data = malloc(ulen);
+			uint8_t *data = spancache_alloc(ulen);
 			int r;
 
 			if (!data)
@@ -566,7 +566,7 @@ static int read_stream(struct li_index *idx, uint8_t *buf, size_t len, uint64_t 
 			else
 				r = decode_gzip(idx, p, ustart - p->out_off, data, ulen);
 			if (r < 0) {
-				free(data);
+				spancache_free(data);
 				return r;
 			}
 			s = spancache_insert(idx->owner, unit, data, ulen);

@@ -1,0 +1,1 @@
+test_spancache_SRC := fsd/core/spancache.c
