@@ -10,6 +10,7 @@
  * the same whatever the network did. */
 #include <archive.h>
 #include <archive_entry.h>
+#include <isa-l/igzip_lib.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <zlib.h>
@@ -23,6 +24,8 @@
 #define IN_SIZE (256u << 10)
 #define OUT_SIZE (256u << 10)
 #define WINDOW_SIZE 32768u
+#define GZ_STEP (64u << 10) /* at most this much compressed input per inflate call */
+#define GZ_HUNT_STEP 64u    /* the same while looking for a block boundary */
 #define MIN_SPAN 4096u
 #define MAX_SPAN (64u << 20)
 #define ZSTD_FRAME_LEVEL 1 /* pull time over store size: see docs/notes/index.md */
@@ -57,11 +60,20 @@ struct li_builder {
 	uint64_t total_out;
 	int err; /* first error of the stream callbacks */
 
-	z_stream z;
-	bool z_init, z_in_member;
-	uint8_t last_byte; /* the last compressed byte inflate consumed */
+	struct inflate_state *isal;
+	enum { GZ_HEADER, GZ_DEFLATE } gz_phase;
+	bool gz_seen;           /* a member header was read */
+	bool gz_need_piece;     /* the last piece is consumed and its output handed over */
+	uint64_t gz_member_out; /* stream output offset of the member's first byte */
+	size_t out_prev;        /* bytes produce_gzip returned last time */
+	struct gzip_header_state {
+		uint8_t fixed[10];
+		uint32_t pos;  /* bytes of the current field read */
+		uint32_t need; /* FEXTRA length */
+		uint32_t crc;  /* of the header so far, for FHCRC */
+		uint8_t flags, field;
+	} gh;
 	uint64_t last_point_out;
-	uint8_t *window;
 
 	ZSTD_DCtx *zd;
 	ZSTD_CCtx *zc;
@@ -119,9 +131,10 @@ static void dynbuf_free(struct dynbuf *d)
 
 /* ---- the ring between the feeding thread and the worker ---- */
 
-/* Appends ring bytes to b->in (after discarding what was consumed); blocks until there are
- * some. Returns 1 when bytes were added, 0 at the end of the input, -ECANCELED. */
-static int input_more(struct li_builder *b)
+/* Appends ring bytes to b->in (after discarding what was consumed); when wait, blocks until
+ * there are some. Returns 1 when bytes were added (or b->in is full), 0 at the end of the
+ * input, -EAGAIN (only without wait) when none are there yet, -ECANCELED. */
+static int input_more_wait(struct li_builder *b, bool wait)
 {
 	size_t n, first;
 
@@ -132,7 +145,7 @@ static int input_more(struct li_builder *b)
 	if (b->in_len == IN_SIZE)
 		return 1;
 	pthread_mutex_lock(&b->lock);
-	while (b->ring_len == 0 && !b->eof && !b->cancel)
+	while (wait && b->ring_len == 0 && !b->eof && !b->cancel)
 		pthread_cond_wait(&b->can_get, &b->lock);
 	if (b->cancel) {
 		pthread_mutex_unlock(&b->lock);
@@ -140,7 +153,7 @@ static int input_more(struct li_builder *b)
 	}
 	if (b->ring_len == 0) {
 		pthread_mutex_unlock(&b->lock);
-		return 0;
+		return b->eof ? 0 : -EAGAIN;
 	}
 	n = MIN(b->ring_len, IN_SIZE - b->in_len);
 	first = MIN(n, RING_SIZE - b->ring_head);
@@ -151,6 +164,32 @@ static int input_more(struct li_builder *b)
 	pthread_cond_signal(&b->can_put);
 	pthread_mutex_unlock(&b->lock);
 	b->in_len += n;
+	return 1;
+}
+
+static int input_more(struct li_builder *b)
+{
+	return input_more_wait(b, true);
+}
+
+/* Makes b->in hold the stream up to offset end (at most IN_SIZE past b->in_pos), moving the
+ * unconsumed bytes to its start when it is full. Returns 1, 0 when the input ends first,
+ * -EAGAIN (only without wait), -ECANCELED. */
+static int input_until(struct li_builder *b, uint64_t end, bool wait)
+{
+	while (b->in_base + b->in_len < end) {
+		int r;
+
+		if (b->in_len == IN_SIZE) {
+			memmove(b->in, b->in + b->in_pos, b->in_len - b->in_pos);
+			b->in_base += b->in_pos;
+			b->in_len -= b->in_pos;
+			b->in_pos = 0;
+		}
+		r = input_more_wait(b, wait);
+		if (r <= 0)
+			return r;
+	}
 	return 1;
 }
 
@@ -179,20 +218,23 @@ static ssize_t produce_tar(struct li_builder *b, const void **ret)
 	return r < 0 ? r : (ssize_t)n;
 }
 
-static int add_gzip_point(struct li_builder *b)
+/* Records an access point at stream bit offset bitpos, where a deflate block (or a member's
+ * deflate stream) starts, and at the current output offset. The reader restarts there from
+ * the byte at in_off after priming the bits left of the byte before (the top bits of
+ * prime_byte) and the window: the wlen bytes of output before the point (none at a member
+ * start, as zlib's inflateGetDictionary after inflateReset). */
+static int add_gzip_point(struct li_builder *b, uint64_t bitpos, uint64_t next_bits,
+                          const uint8_t *window, size_t wlen)
 {
 	struct lix_point p = {
 	    .out_off = b->total_out,
-	    .in_off = b->in_base + b->in_pos,
-	    .bits = (uint8_t)(b->z.data_type & 7),
+	    .in_off = (bitpos + 7) / 8,
+	    .bits = (uint8_t)((8 - bitpos % 8) % 8),
 	};
-	uInt wlen = 0;
 	int r;
 
 	if (p.bits)
-		p.prime_byte = b->last_byte;
-	if (inflateGetDictionary(&b->z, b->window, &wlen) != Z_OK)
-		return -EBADMSG;
+		p.prime_byte = (uint8_t)((next_bits & ((1u << p.bits) - 1)) << (8 - p.bits));
 	if (wlen > 0) {
 		uLongf clen = compressBound(WINDOW_SIZE);
 		size_t at = b->windows.len;
@@ -201,7 +243,7 @@ static int add_gzip_point(struct li_builder *b)
 		if (r < 0)
 			return r;
 		b->windows.len = at;
-		if (compress2(b->windows.p + at, &clen, b->window, wlen, 1) != Z_OK)
+		if (compress2(b->windows.p + at, &clen, window, wlen, 1) != Z_OK)
 			return -ENOMEM;
 		b->windows.len = at + clen;
 		p.window_off = at;
@@ -217,74 +259,242 @@ static int add_gzip_point(struct li_builder *b)
 	return 0;
 }
 
-/* Inflates with Z_BLOCK so that zlib stops at every deflate block boundary: those are the
- * only places an inflater can be restarted from (bit offset + window), as in zlib's zran
- * example. A point is recorded at the first boundary at least span bytes after the last
- * one, and at the start of the stream. Concatenated gzip members are one stream. */
-static ssize_t produce_gzip(struct li_builder *b, const void **ret)
+enum { GH_FIXED, GH_XLEN, GH_EXTRA, GH_NAME, GH_COMMENT, GH_HCRC, GH_DONE };
+#define GZ_FHCRC 0x02
+#define GZ_FEXTRA 0x04
+#define GZ_FNAME 0x08
+#define GZ_FCOMMENT 0x10
+
+/* Reads a gzip member header from b->in as far as it goes, keeping its place in b->gh.
+ * Returns 1 once the header is complete, 0 when it needs more input, -EBADMSG. The checks
+ * are zlib's: magic, deflate, no reserved flag, header crc. */
+static int gzip_header(struct li_builder *b)
 {
-	size_t have = 0;
-	int r, zr;
+	struct gzip_header_state *g = &b->gh;
 
-	while (have < OUT_SIZE) {
-		size_t in_avail, out_avail;
+	for (;;) {
+		const uint8_t *p = b->in + b->in_pos, *nul;
+		size_t avail = b->in_len - b->in_pos, n = 0;
+		uint8_t field = g->field;
 
-		if (b->in_pos == b->in_len) {
-			if (have > 0)
-				break; /* hand over what we have before waiting for the network */
-			r = input_more(b);
-			if (r < 0)
-				return r;
-			if (r == 0) {
-				if (b->z_in_member || !b->z_init)
-					return -EBADMSG; /* truncated, or no gzip member at all */
-				break;
-			}
-		}
-		if (!b->z_in_member) {
-			if (!b->z_init) {
-				if (inflateInit2(&b->z, 15 + 16) != Z_OK)
-					return -ENOMEM;
-				b->z_init = true;
-			} else if (inflateReset(&b->z) != Z_OK) {
-				return -EBADMSG;
-			}
-			b->z_in_member = true;
-		}
-		in_avail = b->in_len - b->in_pos;
-		out_avail = OUT_SIZE - have;
-		b->z.next_in = b->in + b->in_pos;
-		b->z.avail_in = (uInt)in_avail;
-		b->z.next_out = b->out + have;
-		b->z.avail_out = (uInt)out_avail;
-		zr = inflate(&b->z, Z_BLOCK);
-		if (b->z.avail_in < in_avail) {
-			b->in_pos += in_avail - b->z.avail_in;
-			b->last_byte = b->in[b->in_pos - 1];
-		}
-		have += out_avail - b->z.avail_out;
-		r = check_out(b, out_avail - b->z.avail_out);
-		if (r < 0)
-			return r;
-		if (zr == Z_STREAM_END) {
-			b->z_in_member = false;
+		if (field == GH_DONE)
+			return 1;
+		if ((field == GH_XLEN && !(g->flags & GZ_FEXTRA)) ||
+		    (field == GH_NAME && !(g->flags & GZ_FNAME)) ||
+		    (field == GH_COMMENT && !(g->flags & GZ_FCOMMENT)) ||
+		    (field == GH_HCRC && !(g->flags & GZ_FHCRC)) ||
+		    (field == GH_EXTRA && g->need == 0)) {
+			g->field = field == GH_XLEN ? GH_NAME : field + 1;
 			continue;
 		}
-		if (zr == Z_MEM_ERROR)
+		if (avail == 0)
+			return 0;
+		switch (field) {
+		case GH_FIXED:
+			n = MIN(avail, sizeof(g->fixed) - g->pos);
+			memcpy(g->fixed + g->pos, p, n);
+			g->pos += (uint32_t)n;
+			if (g->pos < sizeof(g->fixed))
+				break;
+			if (g->fixed[0] != 0x1f || g->fixed[1] != 0x8b || g->fixed[2] != 8 ||
+			    (g->fixed[3] & 0xe0))
+				return -EBADMSG;
+			g->flags = g->fixed[3];
+			g->pos = 0;
+			g->field = GH_XLEN;
+			break;
+		case GH_XLEN:
+			g->need |= (uint32_t)p[0] << (8 * g->pos);
+			n = 1;
+			if (++g->pos == 2) {
+				g->pos = 0;
+				g->field = GH_EXTRA;
+			}
+			break;
+		case GH_EXTRA:
+			n = MIN(avail, (size_t)g->need);
+			g->need -= (uint32_t)n;
+			break;
+		case GH_NAME:
+		case GH_COMMENT:
+			nul = memchr(p, 0, avail);
+			n = nul ? (size_t)(nul - p) + 1 : avail;
+			if (nul)
+				g->field++;
+			break;
+		case GH_HCRC:
+			g->need |= (uint32_t)p[0] << (8 * g->pos);
+			n = 1;
+			if (++g->pos < 2)
+				break;
+			if (g->need != (g->crc & 0xffff))
+				return -EBADMSG;
+			g->field = GH_DONE;
+			break;
+		}
+		if (field != GH_HCRC)
+			g->crc = (uint32_t)crc32_z(g->crc, p, n);
+		b->in_pos += n;
+	}
+}
+
+/* Where the next inflate input ends. ISA-L stops only when its input or output runs out, and
+ * it sits at a deflate block boundary only when its input ended inside the next block's
+ * header or right at the end of a stored block. So the input is cut in pieces that depend
+ * only on the stream (never on how the bytes arrived), and a point is recorded at the end of
+ * the first piece that leaves the inflater at a boundary at least span bytes after the last
+ * point: until the span is nearly covered, pieces sized from the compression ratio so far;
+ * then small ones, or the rest of a stored block. The state at the end of a piece does not
+ * depend on how the output was split either (ISA-L decodes every complete symbol it has the
+ * bits for), so the index is the same however the layer was fed (tested). */
+static uint64_t gzip_piece_end(struct li_builder *b)
+{
+	const struct inflate_state *st = b->isal;
+	uint64_t pos = b->in_base + b->in_pos, since = b->total_out - b->last_point_out;
+	double est;
+
+	if (since >= b->span) {
+		uint32_t buffered = (uint32_t)st->read_in_length / 8;
+
+		if (st->block_state == ISAL_BLOCK_TYPE0 && st->type0_block_len > 0 &&
+		    (uint32_t)st->type0_block_len > buffered)
+			return pos + MIN((uint32_t)st->type0_block_len - buffered, GZ_STEP);
+		return pos + GZ_HUNT_STEP;
+	}
+	/* half the input the ratio so far gives for the rest of the span (a prior of 8:1 until
+	 * there is a ratio), so that the pieces shrink towards the span mark */
+	est = (double)(b->span - since) * (double)(pos + 4096) / (double)(b->total_out + 32768) / 2;
+	return pos + (uint64_t)MIN(MAX(est, (double)GZ_HUNT_STEP), (double)GZ_STEP);
+}
+
+/* At the end of a piece: records a point when the inflater stopped between two blocks. The
+ * bits it holds (read_in) and a block header it could not finish (tmp_in) are not
+ * consumed yet; window_end is the end of the output so far. */
+static int gzip_piece_done(struct li_builder *b, const uint8_t *window_end)
+{
+	const struct inflate_state *st = b->isal;
+	uint64_t bitpos;
+	size_t wlen;
+
+	if (st->block_state != ISAL_BLOCK_NEW_HDR && st->block_state != ISAL_BLOCK_HDR)
+		return 0;
+	if (b->total_out - b->last_point_out < b->span)
+		return 0;
+	bitpos =
+	    (b->in_base + b->in_pos - (uint64_t)st->tmp_in_size) * 8 - (uint64_t)st->read_in_length;
+	wlen = (size_t)MIN((uint64_t)WINDOW_SIZE, b->total_out - b->gz_member_out);
+	return add_gzip_point(b, bitpos, st->read_in, window_end - wlen, wlen);
+}
+
+static int gzip_member_start(struct li_builder *b)
+{
+	if (!b->isal) {
+		b->isal = malloc(sizeof(*b->isal));
+		if (!b->isal)
 			return -ENOMEM;
-		if (zr != Z_OK && zr != Z_BUF_ERROR)
-			return -EBADMSG;
-		if (b->z.avail_in == in_avail && b->z.avail_out == out_avail &&
-		    !(b->z.data_type & 128))
-			return -EBADMSG; /* no progress with input and room: never loop */
-		if ((b->z.data_type & 128) && !(b->z.data_type & 64) &&
-		    (b->n_points == 0 || b->total_out - b->last_point_out >= b->span)) {
-			r = add_gzip_point(b);
+		isal_inflate_init(b->isal);
+	}
+	isal_inflate_reset(b->isal);
+	b->isal->crc_flag = ISAL_GZIP_NO_HDR_VER; /* our header parser, ISA-L's trailer check */
+	b->gh = (struct gzip_header_state){0};
+	b->gz_phase = GZ_DEFLATE;
+	b->gz_seen = true;
+	b->gz_member_out = b->total_out;
+	b->gz_need_piece = true;
+	if (b->n_points == 0 || b->total_out - b->last_point_out >= b->span)
+		return add_gzip_point(b, (b->in_base + b->in_pos) * 8, 0, NULL, 0);
+	return 0;
+}
+
+/* Inflates with ISA-L into b->out after WINDOW_SIZE bytes of history (the window of a point
+ * may reach into the output returned before). Concatenated gzip members are one stream. */
+static ssize_t produce_gzip(struct li_builder *b, const void **ret)
+{
+	uint8_t *dst = b->out + WINDOW_SIZE;
+	size_t have = 0;
+	int r;
+
+	if (b->out_prev > 0)
+		memmove(b->out, b->out + b->out_prev, WINDOW_SIZE);
+	b->out_prev = 0;
+	while (have < OUT_SIZE) {
+		struct inflate_state *st = b->isal;
+		uint32_t in_before, out_before;
+		size_t n;
+		int ir;
+
+		if (b->gz_phase == GZ_HEADER) {
+			if (b->in_pos == b->in_len) {
+				if (have > 0)
+					break; /* hand over what we have before waiting */
+				r = input_more(b);
+				if (r < 0)
+					return r;
+				if (r == 0) {
+					/* no member at all, or a truncated header */
+					if (!b->gz_seen || b->gh.field != GH_FIXED ||
+					    b->gh.pos != 0)
+						return -EBADMSG;
+					break;
+				}
+			}
+			r = gzip_header(b);
 			if (r < 0)
 				return r;
+			if (r > 0) {
+				r = gzip_member_start(b);
+				if (r < 0)
+					return r;
+			}
+			continue;
+		}
+		if (b->gz_need_piece) {
+			uint64_t end = gzip_piece_end(b);
+
+			r = input_until(b, end, have == 0);
+			if (r == -EAGAIN)
+				break; /* hand over what we have before waiting */
+			if (r < 0)
+				return r;
+			if (r == 0)
+				end = b->in_base + b->in_len;
+			if (end == b->in_base + b->in_pos)
+				return -EBADMSG; /* the stream ends inside a member */
+			b->gz_need_piece = false;
+			st->next_in = b->in + b->in_pos;
+			st->avail_in = (uint32_t)(end - (b->in_base + b->in_pos));
+		}
+		in_before = st->avail_in;
+		out_before = (uint32_t)(OUT_SIZE - have);
+		st->next_out = dst + have;
+		st->avail_out = out_before;
+		ir = isal_inflate(st);
+		if (ir < 0)
+			return -EBADMSG;
+		b->in_pos += in_before - st->avail_in;
+		n = out_before - st->avail_out;
+		have += n;
+		r = check_out(b, n);
+		if (r < 0)
+			return r;
+		if (st->block_state == ISAL_BLOCK_FINISH) {
+			/* trailer checked; what follows is the next member's header */
+			st->avail_in = 0;
+			b->gz_phase = GZ_HEADER;
+			continue;
+		}
+		if (st->avail_in == 0 && st->avail_out > 0 &&
+		    st->tmp_out_valid == st->tmp_out_processed) {
+			r = gzip_piece_done(b, dst + have);
+			if (r < 0)
+				return r;
+			b->gz_need_piece = true;
+		} else if (n == 0 && st->avail_in == in_before && st->avail_out > 0) {
+			return -EBADMSG; /* no progress with input and room: never loop */
 		}
 	}
-	*ret = b->out;
+	b->out_prev = have;
+	*ret = dst;
 	return (ssize_t)have;
 }
 
@@ -789,11 +999,10 @@ int li_builder_new(enum li_compression comp, uint32_t span, int data_fd, struct 
 	pthread_cond_init(&b->can_get, NULL);
 	b->ring = malloc(RING_SIZE);
 	b->in = malloc(IN_SIZE);
-	b->out = malloc(OUT_SIZE);
-	b->window = malloc(WINDOW_SIZE);
+	b->out = malloc(WINDOW_SIZE + OUT_SIZE); /* history for gzip windows, then output */
 	b->pathbuf = malloc(2 * (size_t)b->lim.max_path + 2);
 	b->linkbuf = malloc(2 * (size_t)b->lim.max_path + 2);
-	if (!b->ring || !b->in || !b->out || !b->window || !b->pathbuf || !b->linkbuf)
+	if (!b->ring || !b->in || !b->out || !b->pathbuf || !b->linkbuf)
 		return -ENOMEM;
 	r = -pthread_create(&b->thread, NULL, worker, b);
 	if (r < 0)
@@ -965,8 +1174,7 @@ void li_builder_free(struct li_builder *b)
 	if (!b)
 		return;
 	stop_worker(b, true);
-	if (b->z_init)
-		inflateEnd(&b->z);
+	free(b->isal);
 	ZSTD_freeDCtx(b->zd);
 	ZSTD_freeCCtx(b->zc);
 	free(b->frame);
@@ -980,7 +1188,6 @@ void li_builder_free(struct li_builder *b)
 	free(b->ring);
 	free(b->in);
 	free(b->out);
-	free(b->window);
 	free(b->pathbuf);
 	free(b->linkbuf);
 	pthread_cond_destroy(&b->can_put);
