@@ -555,6 +555,23 @@ static int read_stream(struct li_index *idx, uint8_t *buf, size_t len, uint64_t 
 			unit = ((uint64_t)k << 32) | c;
 		}
 		s = spancache_get(idx->owner, unit);
+		if (!s && ustart >= off && ustart + ulen <= off + len) {
+			/* The request covers the whole unit (a large read: copy-up, a big
+			 * read-ahead): decode straight into it. No copy, no allocation, and the
+			 * cache keeps the units that small reads share. */
+			int r = h->compression == LI_ZSTD
+			            ? decode_zstd(idx, p, buf + (ustart - off), ulen)
+			            : decode_gzip(idx, p, ustart - p->out_off, buf + (ustart - off),
+			                          ulen);
+
+			if (r < 0)
+				return r;
+			n = (size_t)(ustart + ulen - off);
+			buf += n;
+			len -= n;
+			off += n;
+			continue;
+		}
 		if (!s) {
 			uint8_t *data = spancache_alloc(ulen);
 			int r;
