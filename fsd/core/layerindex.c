@@ -24,6 +24,7 @@
 #define IN_SIZE (256u << 10)
 #define OUT_SIZE (256u << 10)
 #define WINDOW_SIZE 32768u
+#define WINDOW_CBOUND (WINDOW_SIZE + 1024u) /* room for a compressed window (stored blocks) */
 #define GZ_STEP (64u << 10) /* at most this much compressed input per inflate call */
 #define GZ_HUNT_STEP 64u    /* the same while looking for a block boundary */
 #define MIN_SPAN 4096u
@@ -61,6 +62,7 @@ struct li_builder {
 	int err; /* first error of the stream callbacks */
 
 	struct inflate_state *isal;
+	uint8_t *deflate_buf; /* ISA-L's level 1 work area, for windows */
 	enum { GZ_HEADER, GZ_DEFLATE } gz_phase;
 	bool gz_seen;           /* a member header was read */
 	bool gz_need_piece;     /* the last piece is consumed and its output handed over */
@@ -218,6 +220,40 @@ static ssize_t produce_tar(struct li_builder *b, const void **ret)
 	return r < 0 ? r : (ssize_t)n;
 }
 
+/* Compresses a window into out (WINDOW_CBOUND bytes) in the zlib format the reader
+ * uncompress()es: ISA-L's level 1, about 5 times faster than zlib's level 1 for the same
+ * size; zlib only if ISA-L gives up. Sets *ret_len. */
+static int compress_window(struct li_builder *b, const uint8_t *window, size_t wlen, uint8_t *out,
+                           size_t *ret_len)
+{
+	struct isal_zstream zs;
+	uLongf clen = WINDOW_CBOUND;
+
+	if (!b->deflate_buf) {
+		b->deflate_buf = malloc(ISAL_DEF_LVL1_DEFAULT);
+		if (!b->deflate_buf)
+			return -ENOMEM;
+	}
+	isal_deflate_stateless_init(&zs);
+	zs.level = 1;
+	zs.level_buf = b->deflate_buf;
+	zs.level_buf_size = ISAL_DEF_LVL1_DEFAULT;
+	zs.gzip_flag = IGZIP_ZLIB;
+	zs.end_of_stream = 1;
+	zs.next_in = (uint8_t *)window;
+	zs.avail_in = (uint32_t)wlen;
+	zs.next_out = out;
+	zs.avail_out = WINDOW_CBOUND;
+	if (isal_deflate_stateless(&zs) == COMP_OK) {
+		*ret_len = zs.total_out;
+		return 0;
+	}
+	if (compress2(out, &clen, window, wlen, 1) != Z_OK)
+		return -ENOMEM;
+	*ret_len = clen;
+	return 0;
+}
+
 /* Records an access point at stream bit offset bitpos, where a deflate block (or a member's
  * deflate stream) starts, and at the current output offset. The reader restarts there from
  * the byte at in_off after priming the bits left of the byte before (the top bits of
@@ -236,15 +272,14 @@ static int add_gzip_point(struct li_builder *b, uint64_t bitpos, uint64_t next_b
 	if (p.bits)
 		p.prime_byte = (uint8_t)((next_bits & ((1u << p.bits) - 1)) << (8 - p.bits));
 	if (wlen > 0) {
-		uLongf clen = compressBound(WINDOW_SIZE);
-		size_t at = b->windows.len;
+		size_t at = b->windows.len, clen;
 
-		r = dynbuf_append(&b->windows, NULL, clen);
+		r = dynbuf_append(&b->windows, NULL, WINDOW_CBOUND);
 		if (r < 0)
 			return r;
-		b->windows.len = at;
-		if (compress2(b->windows.p + at, &clen, window, wlen, 1) != Z_OK)
-			return -ENOMEM;
+		r = compress_window(b, window, wlen, b->windows.p + at, &clen);
+		if (r < 0)
+			return r;
 		b->windows.len = at + clen;
 		p.window_off = at;
 		p.window_len = (uint32_t)clen;
@@ -1175,6 +1210,7 @@ void li_builder_free(struct li_builder *b)
 		return;
 	stop_worker(b, true);
 	free(b->isal);
+	free(b->deflate_buf);
 	ZSTD_freeDCtx(b->zd);
 	ZSTD_freeCCtx(b->zc);
 	free(b->frame);
