@@ -31,6 +31,9 @@
 #define MAX_AUTH_ROUNDS 3
 #define TOKEN_MAX (1u << 20)
 #define ERRBODY_MAX 16384
+/* curl's receive buffer: blob bytes reach the sink in chunks up to this size (curl's
+ * default, 16 KiB, costs a write(), a hash update and a ring hand-off per 16 KiB). */
+#define RECV_BUFFER_SIZE (512L << 10)
 #define CA_FILE_MAX (4u << 20)
 #define SYSTEM_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
 
@@ -637,6 +640,7 @@ static int exchange(struct xfer *x, const char *url0, const char *extra_auth, in
 		curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
 		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
 		curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
+		curl_easy_setopt(c, CURLOPT_BUFFERSIZE, RECV_BUFFER_SIZE);
 		curl_easy_setopt(c, CURLOPT_ERRORBUFFER, x->curl_err);
 		if (r->insecure) {
 			curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
