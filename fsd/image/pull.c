@@ -21,6 +21,7 @@
 #include "source.h"
 
 #define DEFAULT_PARALLEL 4
+#define WRITEBACK_CHUNK (8u << 20) /* start writing a blob back to disk every 8 MiB */
 
 struct layer_job {
 	const struct descriptor *desc;
@@ -50,9 +51,27 @@ struct layer_stream {
 	struct progress *progress;
 	int slot;
 	const volatile sig_atomic_t *cancel;
-	int builder_err; /* first builder error: the data is not a valid layer */
-	int write_err;   /* writing the downloaded bytes to fd failed (full disk) */
+	int builder_err;    /* first builder error: the data is not a valid layer */
+	int write_err;      /* writing the downloaded bytes to fd failed (full disk) */
+	uint64_t written;   /* bytes written to fd by this stream */
+	uint64_t flushed;   /* of those, handed to writeback */
+	uint64_t fd_offset; /* offset of fd where this stream started writing */
 };
+
+/* Starts the writeback of what was written since the last call (when there is at least
+ * WRITEBACK_CHUNK of it, or always with force) without waiting for it: the fsync before
+ * the blob is committed then finds little left to write, instead of the whole layer. */
+static void start_writeback(struct layer_stream *ls, bool force)
+{
+	uint64_t n = ls->written - ls->flushed;
+
+	if (n == 0 || (!force && n < WRITEBACK_CHUNK))
+		return;
+	/* Only a hint: errors surface at the fsync. */
+	(void)sync_file_range(ls->fd, (off_t)(ls->fd_offset + ls->flushed), (off_t)n,
+	                      SYNC_FILE_RANGE_WRITE);
+	ls->flushed = ls->written;
+}
 
 static int stream_bytes(const void *buf, size_t len, void *userdata)
 {
@@ -68,6 +87,8 @@ static int stream_bytes(const void *buf, size_t len, void *userdata)
 		r = write_full(ls->fd, buf, len);
 		if (r < 0)
 			return ls->write_err = r;
+		ls->written += len;
+		start_writeback(ls, false);
 	}
 	/* A builder error does not stop the download at once: the digest decides whether the
 	 * registry sent the wrong bytes (an error naming the digest) or a hostile layer. */
@@ -295,6 +316,7 @@ static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 	}
 	if (lseek(fd, (off_t)have, SEEK_SET) < 0)
 		return -errno;
+	ls.fd_offset = have;
 	if (have < d->size) {
 		r = source_get_blob(ctx->src, d, have, stream_bytes, &ls, job->err);
 		if (r < 0 && ls.write_err)
@@ -321,6 +343,15 @@ static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 		if (zname[0])
 			unlinkat(ctx->store->root_fd, zname, 0);
 		return -EBADMSG;
+	}
+	/* Flush the blob while the index worker finishes the last bytes in its ring, rather
+	 * than after it: store_commit_partial()'s fsync then has nothing left to do. */
+	start_writeback(&ls, true);
+	if (fdatasync(fd) < 0) {
+		r = -errno;
+		snprintf(job->err, sizeof(job->err), "cannot write %s/tmp/%s.partial: %s",
+		         ctx->store->root, digest_hex(d->digest), strerror(-r));
+		return r;
 	}
 	r = ls.builder_err;
 	if (r == 0)
