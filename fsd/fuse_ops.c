@@ -53,6 +53,28 @@ static void reply_error(fuse_req_t req, int r)
 	fuse_reply_err(req, r < 0 ? -r : EIO);
 }
 
+/* The kernel's view of an entry: lower entries never change, so it may keep them. */
+static struct fuse_entry_param entry_param(const struct imgfs_entry *ent)
+{
+	return (struct fuse_entry_param){
+	    .ino = ent->ino,
+	    .generation = ent->generation,
+	    .attr = ent->st,
+	    .attr_timeout = LOWER_TIMEOUT,
+	    .entry_timeout = LOWER_TIMEOUT,
+	};
+}
+
+/* Replies with the attributes the core returned in r/st. */
+static void reply_attr(fuse_req_t req, int r, const struct stat *st)
+{
+	if (r < 0) {
+		reply_error(req, r);
+		return;
+	}
+	fuse_reply_attr(req, st, LOWER_TIMEOUT);
+}
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	const unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_EXPORT_SUPPORT | FUSE_CAP_READDIRPLUS |
@@ -96,6 +118,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct imgfs_entry ent;
+	struct fuse_entry_param e;
 	int r;
 
 	r = imgfs_lookup(req_fs(req), parent, name, &ent);
@@ -109,13 +132,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		reply_error(req, r);
 		return;
 	}
-	fuse_reply_entry(req, &(struct fuse_entry_param){
-	                          .ino = ent.ino,
-	                          .generation = ent.generation,
-	                          .attr = ent.st,
-	                          .attr_timeout = LOWER_TIMEOUT,
-	                          .entry_timeout = LOWER_TIMEOUT,
-	                      });
+	e = entry_param(&ent);
+	fuse_reply_entry(req, &e);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -138,12 +156,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 	r = fi ? imgfs_fgetattr(req_fs(req), ino, file_of(fi), &st)
 	       : imgfs_getattr(req_fs(req), ino, &st);
-	if (r < 0) {
+	if (r < 0)
 		log_debug("getattr %llu: %d", (unsigned long long)ino, r);
-		reply_error(req, r);
-		return;
-	}
-	fuse_reply_attr(req, &st, LOWER_TIMEOUT);
+	reply_attr(req, r, &st);
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -268,13 +283,7 @@ static int add_dirent(const char *name, const struct imgfs_entry *ent, uint64_t 
 	if (next_off > INT64_MAX)
 		return 1;
 	if (b->plus) {
-		struct fuse_entry_param e = {
-		    .ino = ent->ino,
-		    .generation = ent->generation,
-		    .attr = ent->st,
-		    .attr_timeout = LOWER_TIMEOUT,
-		    .entry_timeout = LOWER_TIMEOUT,
-		};
+		struct fuse_entry_param e = entry_param(ent);
 		need = fuse_add_direntry_plus(b->req, NULL, 0, name, NULL, 0);
 		if (b->pos + need > b->size)
 			return 1;
@@ -340,58 +349,38 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fuse_reply_err(req, 0);
 }
 
-static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+/* getxattr (name set) and listxattr (name NULL); size 0 asks for the length only. */
+static void do_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	_cleanup_free_ char *buf = NULL;
 	ssize_t r;
 
-	if (size == 0) {
-		r = imgfs_getxattr(req_fs(req), ino, name, NULL, 0);
-		if (r < 0)
-			reply_error(req, (int)r);
-		else
-			fuse_reply_xattr(req, (size_t)r);
-		return;
+	if (size > 0) {
+		size = MIN(size, name ? (size_t)XATTR_SIZE_MAX : (size_t)XATTR_LIST_MAX);
+		buf = malloc(size);
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
 	}
-	size = MIN(size, (size_t)XATTR_SIZE_MAX);
-	buf = malloc(size);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	r = imgfs_getxattr(req_fs(req), ino, name, buf, size);
-	if (r < 0) {
+	r = name ? imgfs_getxattr(req_fs(req), ino, name, buf, size)
+	         : imgfs_listxattr(req_fs(req), ino, buf, size);
+	if (r < 0)
 		reply_error(req, (int)r);
-		return;
-	}
-	fuse_reply_buf(req, buf, (size_t)r);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)r);
+	else
+		fuse_reply_buf(req, buf, (size_t)r);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	do_xattr(req, ino, name, size);
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	_cleanup_free_ char *buf = NULL;
-	ssize_t r;
-
-	if (size == 0) {
-		r = imgfs_listxattr(req_fs(req), ino, NULL, 0);
-		if (r < 0)
-			reply_error(req, (int)r);
-		else
-			fuse_reply_xattr(req, (size_t)r);
-		return;
-	}
-	size = MIN(size, (size_t)XATTR_LIST_MAX);
-	buf = malloc(size);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	r = imgfs_listxattr(req_fs(req), ino, buf, size);
-	if (r < 0) {
-		reply_error(req, (int)r);
-		return;
-	}
-	fuse_reply_buf(req, buf, (size_t)r);
+	do_xattr(req, ino, NULL, size);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
@@ -441,17 +430,14 @@ static struct imgfs_cred req_cred(fuse_req_t req)
 
 static void reply_entry(fuse_req_t req, int r, const struct imgfs_entry *ent)
 {
+	struct fuse_entry_param e;
+
 	if (r < 0) {
 		reply_error(req, r);
 		return;
 	}
-	if (fuse_reply_entry(req, &(struct fuse_entry_param){
-	                              .ino = ent->ino,
-	                              .generation = ent->generation,
-	                              .attr = ent->st,
-	                              .attr_timeout = LOWER_TIMEOUT,
-	                              .entry_timeout = LOWER_TIMEOUT,
-	                          }) < 0)
+	e = entry_param(ent);
+	if (fuse_reply_entry(req, &e) < 0)
 		imgfs_forget(req_fs(req), ent->ino, 1); /* interrupted: the kernel never saw it */
 }
 
@@ -484,11 +470,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	} else
 		r = imgfs_setattr(req_fs(req), ino, fi ? file_of(fi) : NULL, attr, valid, &st);
 	log_debug("setattr %llu 0x%x: %d", (unsigned long long)ino, (unsigned)to_set, r);
-	if (r < 0) {
-		reply_error(req, r);
-		return;
-	}
-	fuse_reply_attr(req, &st, LOWER_TIMEOUT);
+	reply_attr(req, r, &st);
 }
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
@@ -561,6 +543,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 {
 	struct imgfs_cred cred = req_cred(req);
 	struct imgfs_entry ent;
+	struct fuse_entry_param e;
 	struct imgfs_file *f;
 	int r;
 
@@ -573,15 +556,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	fi->fh = (uintptr_t)f;
 	fi->keep_cache = 1;
 	fi->noflush = 1;
-	if (fuse_reply_create(req,
-	                      &(struct fuse_entry_param){
-	                          .ino = ent.ino,
-	                          .generation = ent.generation,
-	                          .attr = ent.st,
-	                          .attr_timeout = LOWER_TIMEOUT,
-	                          .entry_timeout = LOWER_TIMEOUT,
-	                      },
-	                      fi) < 0) {
+	e = entry_param(&ent);
+	if (fuse_reply_create(req, &e, fi) < 0) {
 		imgfs_release(req_fs(req), f);
 		imgfs_forget(req_fs(req), ent.ino, 1);
 	}
