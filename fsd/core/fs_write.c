@@ -8,16 +8,6 @@
 #include "common/log.h"
 #include "fs_internal.h"
 
-#ifndef RENAME_NOREPLACE
-#define RENAME_NOREPLACE (1 << 0)
-#endif
-#ifndef RENAME_EXCHANGE
-#define RENAME_EXCHANGE (1 << 1)
-#endif
-#ifndef RENAME_WHITEOUT
-#define RENAME_WHITEOUT (1 << 2)
-#endif
-
 /* ---- copy-up ---- */
 
 struct lower_src_ctx {

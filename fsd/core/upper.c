@@ -9,16 +9,6 @@
 #include "common/fileio.h"
 #include "upper.h"
 
-#ifndef RENAME_NOREPLACE
-#define RENAME_NOREPLACE (1 << 0)
-#endif
-#ifndef RENAME_EXCHANGE
-#define RENAME_EXCHANGE (1 << 1)
-#endif
-#ifndef RENAME_WHITEOUT
-#define RENAME_WHITEOUT (1 << 2)
-#endif
-
 /* Copy-up reads the lower in spans of this size: the layer reader decodes whole units
  * straight into the buffer, and the writes are large. */
 #define COPY_CHUNK (8u << 20)

@@ -19,6 +19,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include "common/macros.h"
@@ -27,6 +28,18 @@
  * an unprivileged mount (overlayfs' userxattr). */
 #define UPPER_XATTR_TRUSTED "trusted.overlay."
 #define UPPER_XATTR_USER "user.overlay."
+
+/* renameat2() flags (<stdio.h>), for a libc that lacks them: the upper and the merge
+ * logic's rename both pass them. */
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+#ifndef RENAME_WHITEOUT
+#define RENAME_WHITEOUT (1 << 2)
+#endif
 
 struct upper;
 
