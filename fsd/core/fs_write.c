@@ -132,6 +132,24 @@ static int check_name(const char *name)
 	return 0;
 }
 
+/* With fs->ns held for writing: 0 when name is free in dir (*ret_whiteout says whether an
+ * upper whiteout stands there, hiding a lower entry), -EEXIST when something is seen there,
+ * or -errno. */
+static int name_free(struct imgfs *fs, struct inode *dir, const char *name, bool *ret_whiteout)
+{
+	struct found f;
+	int r;
+
+	r = resolve(fs, dir, name, &f);
+	if (r < 0)
+		return r;
+	found_done(&f);
+	if (f.kind != FOUND_NONE)
+		return -EEXIST;
+	*ret_whiteout = f.whiteout;
+	return 0;
+}
+
 /* Keeps an upper file reachable for open files once its name goes. */
 static void keep_for_open_files(struct inode *inode, int dirfd, const char *name)
 {
@@ -212,8 +230,9 @@ static int create_common(struct imgfs *fs, uint64_t parent, const char *name, st
                          const struct imgfs_cred *cred, struct imgfs_entry *ret, int *ret_fd)
 {
 	struct inode *dir, *child = NULL;
-	struct found f, nf;
+	struct found nf;
 	struct stat dst;
+	bool whiteout;
 	int fd = -1, r;
 
 	if (fs->ro)
@@ -225,14 +244,9 @@ static int create_common(struct imgfs *fs, uint64_t parent, const char *name, st
 	if (r < 0)
 		return r;
 	pthread_rwlock_wrlock(&fs->ns);
-	r = resolve(fs, dir, name, &f);
+	r = name_free(fs, dir, name, &whiteout);
 	if (r < 0)
 		goto out;
-	found_done(&f);
-	if (f.kind != FOUND_NONE) {
-		r = -EEXIST;
-		goto out;
-	}
 	r = copy_up(fs, dir, true);
 	if (r < 0)
 		goto out;
@@ -252,8 +266,8 @@ static int create_common(struct imgfs *fs, uint64_t parent, const char *name, st
 		         cred->gid != dst.st_gid)
 			n->mode &= ~S_ISGID;
 	}
-	n->opaque = S_ISDIR(n->mode) && f.whiteout;
-	r = upper_create(fs->upper, dir->dirfd, name, n, f.whiteout, &fd);
+	n->opaque = S_ISDIR(n->mode) && whiteout;
+	r = upper_create(fs->upper, dir->dirfd, name, n, whiteout, &fd);
 	if (r < 0)
 		goto out;
 	nf = (struct found){.kind = FOUND_UPPER,
@@ -642,8 +656,8 @@ int imgfs_link(struct imgfs *fs, uint64_t ino, uint64_t newparent, const char *n
                struct imgfs_entry *ret)
 {
 	struct inode *src, *ndir;
-	struct found fn;
 	const char *oname;
+	bool whiteout;
 	int ofd, r;
 
 	if (fs->ro)
@@ -664,14 +678,9 @@ int imgfs_link(struct imgfs *fs, uint64_t ino, uint64_t newparent, const char *n
 		return r;
 	}
 	pthread_rwlock_wrlock(&fs->ns);
-	r = resolve(fs, ndir, newname, &fn);
+	r = name_free(fs, ndir, newname, &whiteout);
 	if (r < 0)
 		goto out;
-	found_done(&fn);
-	if (fn.kind != FOUND_NONE) {
-		r = -EEXIST;
-		goto out;
-	}
 	r = copy_up(fs, src, true);
 	if (r >= 0)
 		r = copy_up(fs, ndir, true);
@@ -679,7 +688,7 @@ int imgfs_link(struct imgfs *fs, uint64_t ino, uint64_t newparent, const char *n
 		r = upper_ref(src, &ofd, &oname);
 	if (r < 0)
 		goto out;
-	r = upper_link(fs->upper, ofd, oname, ndir->dirfd, newname, fn.whiteout);
+	r = upper_link(fs->upper, ofd, oname, ndir->dirfd, newname, whiteout);
 	if (r < 0)
 		goto out;
 	if (src->pathfd < 0)
