@@ -116,6 +116,8 @@ void found_done(struct found *f);
 int child_inode(struct imgfs *fs, struct inode *dir, const char *name, struct found *f,
                 struct inode **ret);
 int stat_inode(struct imgfs *fs, struct inode *inode, int fd, struct stat *ret);
+/* The entry (number, generation, merged attributes) of inode. Called with fs->ns held. */
+int inode_entry(struct imgfs *fs, struct inode *inode, struct imgfs_entry *ret);
 int lower_path(struct imgfs *fs, uint32_t node, char *buf, size_t size);
 int lower_name(struct imgfs *fs, uint32_t node, char *buf, size_t size);
 bool valid_name(const char *name);

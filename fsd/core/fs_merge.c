@@ -372,7 +372,7 @@ int lower_path(struct imgfs *fs, uint32_t node, char *buf, size_t size)
 
 /* ---- the operations ---- */
 
-static int entry_of(struct imgfs *fs, struct inode *inode, struct imgfs_entry *ret)
+int inode_entry(struct imgfs *fs, struct inode *inode, struct imgfs_entry *ret)
 {
 	struct imgfs_entry e = {0};
 	int r = stat_inode(fs, inode, -1, &e.st);
@@ -427,7 +427,7 @@ int merged_lookup(struct imgfs *fs, uint64_t parent, const char *name, struct im
 	pthread_rwlock_rdlock(&fs->ns);
 	r = lookup_locked(fs, dir, name, &child);
 	if (r >= 0) {
-		r = entry_of(fs, child, &e);
+		r = inode_entry(fs, child, &e);
 		inode_put(fs, child, r >= 0);
 	}
 	pthread_rwlock_unlock(&fs->ns);
@@ -654,7 +654,7 @@ int merged_readdir(struct imgfs *fs, struct imgfs_dir *d, uint64_t off, bool plu
 		 * reader may do. */
 		if (lookup_locked(fs, dir, name, &child) < 0)
 			continue;
-		if (entry_of(fs, child, &e) < 0) {
+		if (inode_entry(fs, child, &e) < 0) {
 			inode_put(fs, child, false);
 			continue;
 		}

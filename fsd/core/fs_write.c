@@ -211,19 +211,6 @@ static int dir_is_empty(struct imgfs *fs, struct inode *inode)
 	return 0;
 }
 
-static int entry_of_inode(struct imgfs *fs, struct inode *inode, struct imgfs_entry *ret)
-{
-	struct imgfs_entry e = {0};
-	int r = stat_inode(fs, inode, -1, &e.st);
-
-	if (r < 0)
-		return r;
-	e.ino = inode->ino;
-	e.generation = inode->generation;
-	*ret = e;
-	return 0;
-}
-
 /* ---- creation ---- */
 
 static int create_common(struct imgfs *fs, uint64_t parent, const char *name, struct upper_new *n,
@@ -285,7 +272,7 @@ static int create_common(struct imgfs *fs, uint64_t parent, const char *name, st
 		r = child_inode(fs, dir, name, &nf, &child);
 	found_done(&nf);
 	if (r >= 0)
-		r = entry_of_inode(fs, child, ret);
+		r = inode_entry(fs, child, ret);
 out:
 	pthread_rwlock_unlock(&fs->ns);
 	if (child)
@@ -693,7 +680,7 @@ int imgfs_link(struct imgfs *fs, uint64_t ino, uint64_t newparent, const char *n
 		goto out;
 	if (src->pathfd < 0)
 		src->pathfd = openat(ndir->dirfd, newname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-	r = entry_of_inode(fs, src, ret);
+	r = inode_entry(fs, src, ret);
 out:
 	pthread_rwlock_unlock(&fs->ns);
 	inode_put(fs, ndir, false);
