@@ -491,6 +491,15 @@ bool valid_name(const char *name)
 	       strlen(name) <= NAME_MAX;
 }
 
+int lookup_name_check(const char *name)
+{
+	if (strlen(name) > NAME_MAX)
+		return -ENAMETOOLONG;
+	if (!name[0] || strchr(name, '/'))
+		return -ENOENT;
+	return 0;
+}
+
 /* ---- the operations ---- */
 
 static int ro_lookup(struct imgfs *fs, uint64_t parent, const char *name, struct imgfs_entry *ret)
@@ -500,10 +509,9 @@ static int ro_lookup(struct imgfs *fs, uint64_t parent, const char *name, struct
 	uint32_t node;
 	int r;
 
-	if (strlen(name) > NAME_MAX)
-		return -ENAMETOOLONG;
-	if (!name[0] || strchr(name, '/'))
-		return -ENOENT;
+	r = lookup_name_check(name);
+	if (r < 0)
+		return r;
 	r = inode_get(fs, parent, &dir);
 	if (r < 0)
 		return r;

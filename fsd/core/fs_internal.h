@@ -121,6 +121,9 @@ int inode_entry(struct imgfs *fs, struct inode *inode, struct imgfs_entry *ret);
 int lower_path(struct imgfs *fs, uint32_t node, char *buf, size_t size);
 int lower_name(struct imgfs *fs, uint32_t node, char *buf, size_t size);
 bool valid_name(const char *name);
+/* 0 when a lookup may ask for name ("." and ".." included), -ENAMETOOLONG, or -ENOENT for
+ * an empty name or one with '/'. */
+int lookup_name_check(const char *name);
 void notify_attr(struct imgfs *fs, uint64_t ino);
 /* The upper entry of a non-directory inode: (dirfd, name) for *at() calls, or (pathfd, "")
  * for an O_PATH fd. Called with fs->ns held. */

@@ -417,10 +417,9 @@ int merged_lookup(struct imgfs *fs, uint64_t parent, const char *name, struct im
 	struct imgfs_entry e;
 	int r;
 
-	if (strlen(name) > NAME_MAX)
-		return -ENAMETOOLONG;
-	if (!name[0] || strchr(name, '/'))
-		return -ENOENT;
+	r = lookup_name_check(name);
+	if (r < 0)
+		return r;
 	r = inode_get(fs, parent, &dir);
 	if (r < 0)
 		return r;
