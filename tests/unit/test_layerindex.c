@@ -18,6 +18,7 @@
 #include "common/fileio.h"
 #include "fsd/core/layerindex.h"
 #include "fsd/core/spancache.h"
+#include "tests/unit/fixture_buf.h"
 
 /* Fixture tables name only the fields that matter for each entry. */
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -26,23 +27,6 @@
 #define SMALL_SPAN 16384u
 
 /* ---- buffers and generators ---- */
-
-struct buf {
-	uint8_t *p;
-	size_t len, cap;
-};
-
-static void buf_put(struct buf *b, const void *data, size_t n)
-{
-	if (b->len + n > b->cap) {
-		b->cap = MAX(b->cap * 2, b->len + n + 4096);
-		b->p = realloc(b->p, b->cap);
-		assert_non_null(b->p);
-	}
-	if (data && n)
-		memcpy(b->p + b->len, data, n);
-	b->len += n;
-}
 
 static uint64_t rng_state = 88172645463325252ull;
 
@@ -116,13 +100,6 @@ struct file_spec {
 	struct seg_spec segs[3]; /* sparse map; {0,0}-terminated */
 };
 
-static la_ssize_t write_cb(struct archive *a, void *userdata, const void *p, size_t n)
-{
-	(void)a;
-	buf_put(userdata, p, n);
-	return (la_ssize_t)n;
-}
-
 static bool in_segments(const struct file_spec *f, uint64_t off)
 {
 	for (int k = 0; k < 3 && f->segs[k].len; k++)
@@ -148,7 +125,7 @@ static void write_archive(int format, const struct file_spec *files, size_t n, s
 
 	assert_non_null(a);
 	assert_int_equal(archive_write_set_format(a, format), ARCHIVE_OK);
-	assert_int_equal(archive_write_open(a, out, NULL, write_cb, NULL), ARCHIVE_OK);
+	assert_int_equal(archive_write_open(a, out, NULL, buf_write_cb, NULL), ARCHIVE_OK);
 	for (size_t i = 0; i < n; i++) {
 		const struct file_spec *f = &files[i];
 		struct archive_entry *e = archive_entry_new();

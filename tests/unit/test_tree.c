@@ -17,6 +17,7 @@
 #include "common/fileio.h"
 #include "fsd/core/layerindex.h"
 #include "fsd/core/tree.h"
+#include "tests/unit/fixture_buf.h"
 
 /* Fixture tables name only the fields that matter for each entry. */
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -31,36 +32,12 @@ struct ent {
 	uint32_t major, minor;
 };
 
-struct buf {
-	uint8_t *p;
-	size_t len, cap;
-};
-
-static void buf_put(struct buf *b, const void *data, size_t n)
-{
-	if (b->len + n > b->cap) {
-		b->cap = MAX(b->cap * 2, b->len + n + 4096);
-		b->p = realloc(b->p, b->cap);
-		assert_non_null(b->p);
-	}
-	if (data && n)
-		memcpy(b->p + b->len, data, n);
-	b->len += n;
-}
-
-static la_ssize_t write_cb(struct archive *a, void *userdata, const void *p, size_t n)
-{
-	(void)a;
-	buf_put(userdata, p, n);
-	return (la_ssize_t)n;
-}
-
 static void make_tar(const struct ent *ents, struct buf *out)
 {
 	struct archive *a = archive_write_new();
 
 	assert_int_equal(archive_write_set_format_pax(a), ARCHIVE_OK);
-	assert_int_equal(archive_write_open(a, out, NULL, write_cb, NULL), ARCHIVE_OK);
+	assert_int_equal(archive_write_open(a, out, NULL, buf_write_cb, NULL), ARCHIVE_OK);
 	for (const struct ent *x = ents; x->path; x++) {
 		struct archive_entry *e = archive_entry_new();
 		size_t len = x->type == 'f' && x->data ? strlen(x->data) : 0;
