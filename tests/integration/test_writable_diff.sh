@@ -19,21 +19,7 @@
 # deterministic and the comparisons work, without imgfs.
 set -u
 
-TOP=${IMGFS_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
-BUILD=${BUILD:-build}
-IMGFS=$TOP/$BUILD/imgfs
-FSOPS=$TOP/tests/integration/fsops.py
-SELFTEST=${WRITABLE_DIFF_SELFTEST:-0}
-
-fail() {
-	echo "FAIL: $*" >&2
-	exit 1
-}
-
-skip() {
-	echo "$*"
-	exit 77
-}
+. "$(dirname "$0")/writable_lib.sh"
 
 [ "$(id -u)" -eq 0 ] || skip "needs root"
 grep -qw overlay /proc/filesystems || skip "the kernel has no overlayfs"
@@ -43,36 +29,14 @@ if [ "$SELFTEST" != 1 ]; then
 	[ -x "$IMGFS" ] || fail "$IMGFS not built"
 fi
 
-WORK=$(mktemp -d /tmp/imgfs-wdiff.XXXXXX)
-chmod 755 "$WORK"
-IMGFS_ROOT=$WORK/store
-export IMGFS_ROOT
-MOUNTS=""
-
-is_mounted() {
-	awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo
-}
-
-cleanup() {
-	for m in $MOUNTS; do
-		is_mounted "$m" || continue
-		if [ "$SELFTEST" != 1 ] && [ -x "$IMGFS" ]; then
-			"$IMGFS" umount "$m" >/dev/null 2>&1
-		fi
-		is_mounted "$m" && umount -l "$m" 2>/dev/null
-	done
-	# Never delete through a mount that survived.
-	rm -rf --one-file-system "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+writable_workdir wdiff
 
 # overlay_mount LOWER UPPER WORKDIR MNT
 overlay_mount() {
 	mkdir -p "$2" "$3" "$4"
 	MOUNTS="$4 $MOUNTS"
 	mount -t overlay overlay \
-		-o "lowerdir=$1,upperdir=$2,workdir=$3,redirect_dir=on,index=off,metacopy=off" "$4" ||
+		-o "lowerdir=$1,upperdir=$2,workdir=$3,$OVERLAY_FEATURES" "$4" ||
 		fail "mount -t overlay on $4 failed"
 }
 
@@ -84,18 +48,7 @@ writable_mount() {
 	fi
 	mkdir -p "$1" "$2"
 	MOUNTS="$1 $MOUNTS"
-	if ! out=$("$IMGFS" mount --upper "$2" "oci:$layout:fsops" "$1" 2>&1); then
-		fail "imgfs mount --upper (writable) failed, the writable layer is missing or broken:" \
-			"$out (WRITABLE_DIFF_SELFTEST=1 checks the test itself on kernel overlayfs)"
-	fi
-}
-
-writable_umount() {
-	if [ "$SELFTEST" = 1 ]; then
-		umount "$1" || fail "umount $1 failed"
-	else
-		"$IMGFS" umount "$1" || fail "imgfs umount $1 failed"
-	fi
+	imgfs_mount_upper "$2" "oci:$layout:fsops" "$1"
 }
 
 # run_fsops MNT LOG: runs the script, records its start time (ns) in LOG.since.

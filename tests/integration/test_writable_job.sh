@@ -12,21 +12,7 @@
 # (no daemon to kill there: durability is then only an umount and a mount).
 set -u
 
-TOP=${IMGFS_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
-BUILD=${BUILD:-build}
-IMGFS=$TOP/$BUILD/imgfs
-FSOPS=$TOP/tests/integration/fsops.py
-SELFTEST=${WRITABLE_DIFF_SELFTEST:-0}
-
-fail() {
-	echo "FAIL: $*" >&2
-	exit 1
-}
-
-skip() {
-	echo "$*"
-	exit 77
-}
+. "$(dirname "$0")/writable_lib.sh"
 
 [ "$(id -u)" -eq 0 ] || skip "needs root"
 command -v umoci >/dev/null || skip "no umoci"
@@ -37,28 +23,7 @@ else
 	[ -x "$IMGFS" ] || fail "$IMGFS not built"
 fi
 
-WORK=$(mktemp -d /tmp/imgfs-wjob.XXXXXX)
-chmod 755 "$WORK"
-IMGFS_ROOT=$WORK/store
-export IMGFS_ROOT
-MOUNTS=""
-
-is_mounted() {
-	awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo
-}
-
-cleanup() {
-	for m in $MOUNTS; do
-		is_mounted "$m" || continue
-		if [ "$SELFTEST" != 1 ] && [ -x "$IMGFS" ]; then
-			"$IMGFS" umount "$m" >/dev/null 2>&1
-		fi
-		is_mounted "$m" && umount -l "$m" 2>/dev/null
-	done
-	rm -rf --one-file-system "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+writable_workdir wjob
 
 layout=$WORK/layout
 sh "$TOP/contrib/mkimage.sh" multilayer "$layout:job" >/dev/null || fail "mkimage.sh failed"
@@ -73,21 +38,11 @@ writable_mount() {
 	case " $MOUNTS " in *" $mnt "*) ;; *) MOUNTS="$mnt $MOUNTS" ;; esac
 	if [ "$SELFTEST" = 1 ]; then
 		mkdir -p "$WORK/work"
-		mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$WORK/work,redirect_dir=on,index=off,metacopy=off" \
+		mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$WORK/work,$OVERLAY_FEATURES" \
 			"$mnt" || fail "mount -t overlay failed"
 		return
 	fi
-	out=$("$IMGFS" mount --upper "$upper" "oci:$layout:job" "$mnt" 2>&1) ||
-		fail "imgfs mount --upper (writable) failed, the writable layer is missing or broken:" \
-			"$out (WRITABLE_DIFF_SELFTEST=1 checks the test itself on kernel overlayfs)"
-}
-
-writable_umount() {
-	if [ "$SELFTEST" = 1 ]; then
-		umount "$mnt" || fail "umount $mnt failed"
-	else
-		"$IMGFS" umount "$mnt" || fail "imgfs umount $mnt failed"
-	fi
+	imgfs_mount_upper "$upper" "oci:$layout:job" "$mnt"
 }
 
 # The tarball: 3,000 files of 0 to 64 KiB in 120 directories, symlinks, hardlinks, a few
@@ -179,7 +134,7 @@ compare "after the job"
 echo "job: identical to the plain directory"
 
 # Persistence: the same --upper mounted again shows the same tree.
-writable_umount
+writable_umount "$mnt"
 writable_mount
 compare "after umount and mount with the same --upper"
 echo "persistence: identical after a remount"
@@ -193,7 +148,7 @@ os.fsync(fd)
 os.close(fd)
 EOF
 if [ "$SELFTEST" = 1 ]; then
-	writable_umount
+	writable_umount "$mnt"
 else
 	state=$(ls "$IMGFS_ROOT"/mounts/*/state 2>/dev/null | head -n 1)
 	[ -n "$state" ] || fail "no state file under $IMGFS_ROOT/mounts"
@@ -207,6 +162,6 @@ writable_mount
 	"$mnt/job/durable")" = True ] || fail "fsynced data lost across a killed daemon and a remount"
 rm "$mnt/job/durable" || fail "cannot remove the durable file"
 compare "after the crash and a new mount"
-writable_umount
+writable_umount "$mnt"
 echo "durability: fsynced data kept"
 echo "ok"
