@@ -1,5 +1,6 @@
 /* imgfs: the command line. Global options, then one subcommand (fsd/cmd_*.c). */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include "common/log.h"
 #include "fsd/commands.h"
@@ -87,6 +88,10 @@ int main(int argc, char **argv)
 	int c;
 
 	log_set_ident("imgfs");
+	/* libcurl runs with CURLOPT_NOSIGNAL (threads), so a peer closing a connection must
+	 * not kill us with SIGPIPE; writes see EPIPE instead. The runner resets every signal
+	 * disposition before it execs the container's command. */
+	signal(SIGPIPE, SIG_IGN);
 	/* '+': stop at the first non-option, the subcommand parses the rest. */
 	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) >= 0) {
 		switch (c) {
