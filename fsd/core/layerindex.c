@@ -29,7 +29,7 @@
 #define GZ_HUNT_STEP 64u    /* the same while looking for a block boundary */
 #define MIN_SPAN 4096u
 #define MAX_SPAN (64u << 20)
-#define ZSTD_FRAME_LEVEL 1 /* pull time over store size: see docs/notes/index.md */
+#define ZSTD_FRAME_LEVEL 1 /* pull time over store size: see docs/ARCHITECTURE.md, "Layer index" */
 
 struct dynbuf {
 	uint8_t *p;

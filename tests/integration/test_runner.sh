@@ -59,15 +59,15 @@ assert_not_contains "$(printf '%s\n' "$OUT" | grep -v ' lo:' | grep -c 'link/' |
 assert_not_contains "$OUT" "nameserver 127." "resolv.conf"
 
 log "users, environment, working directory"
-assert_ok "$RUNNER" -u nobody -e FOO=bar -e HOME=/h -w /work/dir "$ROOT" /probe
+assert_ok "$RUNNER" -u nobody -e FOO=bar -e HOME=/h -w /wd/dir "$ROOT" /probe
 assert_eq "$(probe_get ids)" "uid=65534 gid=65534 euid=65534 egid=65534" "ids of nobody"
 assert_eq "$(probe_get status.CapEff)" 0000000000000000 "effective caps of a non-root user"
 assert_eq "$(probe_get status.CapPrm)" 0000000000000000 "permitted caps of a non-root user"
 assert_eq "$(probe_get status.CapBnd)" 00000000a80425fb "bounding caps of a non-root user"
-assert_eq "$(probe_get cwd)" /work/dir cwd
+assert_eq "$(probe_get cwd)" /wd/dir cwd
 assert_contains "$OUT" "env: FOO=bar"
 assert_contains "$OUT" "env: HOME=/h"
-[ -d "$ROOT/work/dir" ] || fail "-w did not create the working directory"
+[ -d "$ROOT/wd/dir" ] || fail "-w did not create the working directory"
 assert_ok "$RUNNER" -u alice "$ROOT" /probe
 assert_eq "$(probe_get status.Groups)" "10" "alice's supplementary groups"
 assert_contains "$OUT" "env: HOME=/home/alice"
