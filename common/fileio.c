@@ -87,7 +87,7 @@ int write_file_atomic(int dirfd, const char *name, const void *buf, size_t len, 
 	if (!dir)
 		return -ENOMEM;
 	if (asprintf(&tmp, "%s%s.%s.tmp-%d-%lx", slash ? dir : "", slash ? "/" : "", base,
-		     (int)getpid(), (unsigned long)random()) < 0) {
+	             (int)getpid(), (unsigned long)random()) < 0) {
 		tmp = NULL;
 		return -ENOMEM;
 	}
@@ -218,7 +218,7 @@ static int rm_rf_children(int fd, dev_t dev)
 			if (st.st_dev != dev)
 				continue; /* a mount point: leave it to its owner */
 			cfd = openat(dirfd(d), de->d_name,
-				     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (cfd >= 0) {
 				int k = rm_rf_children(cfd, dev);
 

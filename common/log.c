@@ -35,7 +35,7 @@ static void log_write(int prio, int err, const char *fmt, va_list ap)
 		gmtime_r(&ts.tv_sec, &tm);
 		n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
 		k = snprintf(line + n, sizeof(line) - n, ".%03ldZ [%d] ", ts.tv_nsec / 1000000,
-			     (int)getpid());
+		             (int)getpid());
 		if (k > 0)
 			n += (size_t)k;
 	} else {

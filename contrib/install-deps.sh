@@ -4,7 +4,7 @@
 set -eu
 
 PKGS="
-build-essential pkg-config clang
+build-essential pkg-config clang clang-format git
 libfuse3-dev fuse3 libarchive-dev libcurl4-openssl-dev libcmocka-dev
 libjansson-dev libssl-dev zlib1g-dev libisal-dev libzstd-dev libseccomp-dev
 docker-registry skopeo umoci busybox-static runc bubblewrap fuse-overlayfs

@@ -29,7 +29,8 @@
 #define GZ_HUNT_STEP 64u    /* the same while looking for a block boundary */
 #define MIN_SPAN 4096u
 #define MAX_SPAN (64u << 20)
-#define ZSTD_FRAME_LEVEL 1 /* pull time over store size: see docs/ARCHITECTURE.md, "Layer index" */
+/* zstd re-encode level: pull time over store size (docs/ARCHITECTURE.md, "Layer index") */
+#define ZSTD_FRAME_LEVEL 1
 
 struct dynbuf {
 	uint8_t *p;

@@ -27,8 +27,8 @@ struct image_ref {
 	char *domain; /* REF_REGISTRY: "docker.io", "localhost:5000", "[::1]:5000" */
 	char *path;   /* REF_REGISTRY: "library/alpine"; REF_OCI/ARCHIVE/TARBALL: the file/dir */
 	char *tag;    /* "latest" by default; NULL when only a digest was given.
-		       * REF_OCI: the TAG or NULL; REF_DOCKER_ARCHIVE: the REF inside the
-		       * archive as written ("busybox:latest") or NULL; REF_TARBALL: NULL */
+	               * REF_OCI: the TAG or NULL; REF_DOCKER_ARCHIVE: the REF inside the
+	               * archive as written ("busybox:latest") or NULL; REF_TARBALL: NULL */
 	char *digest; /* "sha256:…" or NULL */
 	char *name;   /* canonical form, see ref_parse() */
 };

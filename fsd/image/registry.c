@@ -51,7 +51,7 @@ enum auth_scheme {
 struct registry {
 	char *domain;
 	char *repo;
-	char *origin; /* "http://127.0.0.1:5000": URLs under origin + "/" get Authorization */
+	char *origin;  /* "http://127.0.0.1:5000": URLs under origin + "/" get Authorization */
 	bool insecure; /* TLS without verification, and plain HTTP when TLS is not spoken */
 	pthread_once_t origin_once; /* the insecure HTTPS-or-HTTP probe, done once */
 	unsigned max_retries, timeout_s, backoff_ms;

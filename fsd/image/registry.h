@@ -29,20 +29,20 @@ struct registry_error {
 };
 
 struct registry_opts {
-	bool insecure;           /* plain HTTP / unverified TLS for a non-loopback registry */
-	const char *username;    /* NULL: look up credentials (see auth.h), else use these */
+	bool insecure;        /* plain HTTP / unverified TLS for a non-loopback registry */
+	const char *username; /* NULL: look up credentials (see auth.h), else use these */
 	const char *password;
-	const char *certs_dir;   /* override for tests; NULL: the standard directories */
-	unsigned max_retries;    /* 0: default (5); REGISTRY_RETRIES_NONE: none */
-	unsigned timeout_s;      /* connect and low-speed timeout; 0: default (30 s) */
-	unsigned backoff_ms;     /* first retry delay, doubled each time; 0: default (250 ms) */
+	const char *certs_dir; /* override for tests; NULL: the standard directories */
+	unsigned max_retries;  /* 0: default (5); REGISTRY_RETRIES_NONE: none */
+	unsigned timeout_s;    /* connect and low-speed timeout; 0: default (30 s) */
+	unsigned backoff_ms;   /* first retry delay, doubled each time; 0: default (250 ms) */
 };
 
 struct registry;
 
 /* Creates a client for ref's domain and repository (REF_REGISTRY only). No I/O yet. */
 int registry_new(const struct image_ref *ref, const struct registry_opts *opts,
-		 struct registry **ret);
+                 struct registry **ret);
 void registry_free(struct registry *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct registry *, registry_free);
 
@@ -55,9 +55,9 @@ int registry_ping(struct registry *r, struct registry_error *err);
  * missing (404 / MANIFEST_UNKNOWN), -EACCES when unauthorized. On success the malloc'ed body
  * (NUL-terminated), its Content-Type (may be NULL) and the sha256 digest of the body are
  * returned. */
-int registry_get_manifest(struct registry *r, const char *reference, size_t max,
-			  char **ret_body, size_t *ret_len, char **ret_media_type,
-			  char **ret_digest, struct registry_error *err);
+int registry_get_manifest(struct registry *r, const char *reference, size_t max, char **ret_body,
+                          size_t *ret_len, char **ret_media_type, char **ret_digest,
+                          struct registry_error *err);
 
 /* Called with consecutive bytes of a blob. Returns 0 to continue, -errno to abort. */
 typedef int (*registry_data_fn)(const void *buf, size_t len, void *userdata);
@@ -68,9 +68,9 @@ typedef int (*registry_data_fn)(const void *buf, size_t len, void *userdata);
  * exactly once, in order. Digest verification is the caller's job. urls: optional
  * NULL-terminated list of foreign-layer URLs to try when the registry lacks the blob. */
 int registry_get_blob(struct registry *r, const char *digest, uint64_t offset,
-		      uint64_t expected_size, char *const *urls, registry_data_fn fn,
-		      void *userdata, struct registry_error *err);
+                      uint64_t expected_size, char *const *urls, registry_data_fn fn,
+                      void *userdata, struct registry_error *err);
 
 /* Fetches a small blob (config) fully into memory, verifying its digest; -EFBIG beyond max. */
 int registry_get_blob_mem(struct registry *r, const char *digest, size_t max, char **ret_body,
-			  size_t *ret_len, struct registry_error *err);
+                          size_t *ret_len, struct registry_error *err);
