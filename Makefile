@@ -170,6 +170,6 @@ clean: ## remove build/
 	rm -rf $(BUILD)
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+	@grep -hE '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/' | expand -t 16
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
