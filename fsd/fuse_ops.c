@@ -116,10 +116,11 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	          conn->proto_major, conn->proto_minor, conn->capable, conn->want, conn->max_write);
 }
 
+static void reply_entry(fuse_req_t req, int r, const struct imgfs_entry *ent);
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct imgfs_entry ent;
-	struct fuse_entry_param e;
 	int r;
 
 	r = imgfs_lookup(req_fs(req), parent, name, &ent);
@@ -129,12 +130,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_entry(req, &(struct fuse_entry_param){.entry_timeout = LOWER_TIMEOUT});
 		return;
 	}
-	if (r < 0) {
-		reply_error(req, r);
-		return;
-	}
-	e = entry_param(&ent);
-	fuse_reply_entry(req, &e);
+	reply_entry(req, r, &ent);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -429,6 +425,8 @@ static struct imgfs_cred req_cred(fuse_req_t req)
 	return (struct imgfs_cred){.uid = ctx->uid, .gid = ctx->gid};
 }
 
+/* Replies with an entry, or undoes the lookup count imgfs took for it when the reply does
+ * not reach the kernel (an interrupted request). */
 static void reply_entry(fuse_req_t req, int r, const struct imgfs_entry *ent)
 {
 	struct fuse_entry_param e;
