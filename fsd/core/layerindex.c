@@ -255,6 +255,20 @@ static int compress_window(struct li_builder *b, const uint8_t *window, size_t w
 	return 0;
 }
 
+/* Appends access point p to the table (at most UINT32_MAX points). */
+static int append_point(struct li_builder *b, const struct lix_point *p)
+{
+	int r;
+
+	if (b->n_points == UINT32_MAX)
+		return -EFBIG;
+	r = dynbuf_append(&b->points, p, sizeof(*p));
+	if (r < 0)
+		return r;
+	b->n_points++;
+	return 0;
+}
+
 /* Records an access point at stream bit offset bitpos, where a deflate block (or a member's
  * deflate stream) starts, and at the current output offset. The reader restarts there from
  * the byte at in_off after priming the bits left of the byte before (the top bits of
@@ -285,12 +299,9 @@ static int add_gzip_point(struct li_builder *b, uint64_t bitpos, uint64_t next_b
 		p.window_off = at;
 		p.window_len = (uint32_t)clen;
 	}
-	if (b->n_points == UINT32_MAX)
-		return -EFBIG;
-	r = dynbuf_append(&b->points, &p, sizeof(p));
+	r = append_point(b, &p);
 	if (r < 0)
 		return r;
-	b->n_points++;
 	b->last_point_out = p.out_off;
 	return 0;
 }
@@ -550,12 +561,9 @@ static int flush_frame(struct li_builder *b)
 	if (r < 0)
 		return r;
 	p.window_len = (uint32_t)n;
-	if (b->n_points == UINT32_MAX)
-		return -EFBIG;
-	r = dynbuf_append(&b->points, &p, sizeof(p));
+	r = append_point(b, &p);
 	if (r < 0)
 		return r;
-	b->n_points++;
 	b->zst_size += n;
 	b->frame_start += b->frame_len;
 	b->frame_len = 0;
