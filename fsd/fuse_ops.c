@@ -191,21 +191,31 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		imgfs_release(req_fs(req), f); /* the open was interrupted */
 }
 
+/* The buffer for a READ or READDIR reply of size bytes at offset off; NULL after replying
+ * with the error (a negative offset, or no memory). Free it with free(). */
+static char *reply_buffer(fuse_req_t req, off_t off, size_t size)
+{
+	char *buf;
+
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return NULL;
+	}
+	buf = malloc(size ? size : 1);
+	if (!buf)
+		fuse_reply_err(req, ENOMEM);
+	return buf;
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
 	_cleanup_free_ char *buf = NULL;
 	ssize_t n;
 
-	if (off < 0) {
-		fuse_reply_err(req, EINVAL);
+	buf = reply_buffer(req, off, size);
+	if (!buf)
 		return;
-	}
-	buf = malloc(size ? size : 1);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
 	n = imgfs_read(req_fs(req), file_of(fi), buf, size, (uint64_t)off);
 	if (n < 0) {
 		log_debug("read %llu: %d", (unsigned long long)ino, (int)n);
@@ -304,15 +314,9 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct dirbuf b = {.req = req, .size = size, .plus = plus};
 	int r;
 
-	if (off < 0) {
-		fuse_reply_err(req, EINVAL);
+	buf = reply_buffer(req, off, size);
+	if (!buf)
 		return;
-	}
-	buf = malloc(size ? size : 1);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
 	b.buf = buf;
 	if (fi->fh)
 		r = imgfs_readdir(req_fs(req), dir_of(fi), (uint64_t)off, plus, add_dirent, &b);
