@@ -906,11 +906,36 @@ static int ro_readdir(struct imgfs *fs, const struct inode *dir, uint64_t off, b
 	return 0;
 }
 
+/* Whether a read-only view answers name with EOPNOTSUPP: security.selinux when no layer
+ * has one. ls -l, cp -a and tar ask for a file's SELinux label one file at a time and, on
+ * EOPNOTSUPP, stop asking for the rest of the filesystem; the kernel caches no negative
+ * xattr, so each ENODATA would be a round trip to the daemon (see docs/ARCHITECTURE.md,
+ * "FUSE performance"). */
+static bool ro_xattr_unsupported(struct imgfs *fs, const char *name)
+{
+	int state;
+
+	if (!streq(name, "security.selinux"))
+		return false;
+	state = __atomic_load_n(&fs->selinux_labels, __ATOMIC_RELAXED);
+	if (state == 0) {
+		int r = fs->lower.ops->has_xattr_name
+		            ? fs->lower.ops->has_xattr_name(fs->lower.data, name)
+		            : 1;
+
+		state = r == 0 ? 1 : 2;
+		__atomic_store_n(&fs->selinux_labels, state, __ATOMIC_RELAXED);
+	}
+	return state == 1;
+}
+
 static ssize_t ro_getxattr(struct imgfs *fs, uint64_t ino, const char *name, void *buf, size_t size)
 {
 	struct inode *inode;
 	ssize_t r;
 
+	if (ro_xattr_unsupported(fs, name))
+		return -EOPNOTSUPP;
 	r = inode_get(fs, ino, &inode);
 	if (r < 0)
 		return r;

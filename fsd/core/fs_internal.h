@@ -43,6 +43,9 @@ struct imgfs {
 	struct lower lower;  /* immutable, thread-safe */
 	uint32_t n_nodes;    /* immutable */
 	bool ro;             /* immutable */
+	/* Read-only mounts: whether the image has SELinux labels, learnt at the first
+	 * request for one: 0 not yet known, 1 none, 2 some (atomic). */
+	int selinux_labels;
 	struct upper *upper; /* immutable; NULL when read-only */
 
 	pthread_mutex_t lock;

@@ -124,6 +124,9 @@ int li_entry_get(const struct li_index *idx, size_t i, struct li_entry *ret);
 /* xattr k of entry i: name and value (binary, value_len bytes), pointers into the map. */
 int li_xattr_get(const struct li_index *idx, size_t i, uint32_t k, const char **ret_name,
                  const void **ret_value, size_t *ret_value_len);
+/* Whether any entry of the layer carries an xattr called name: 1 or 0, -EBADMSG for a
+ * corrupt record. O(xattrs of the layer). */
+int li_has_xattr_name(const struct li_index *idx, const char *name);
 
 /* Reads up to len bytes of regular entry i at file offset off (sparse holes read as zeros).
  * Returns the number of bytes read (0 at EOF) or -errno. Thread-safe; decoded spans are

@@ -265,6 +265,22 @@ int li_xattr_get(const struct li_index *idx, size_t i, uint32_t k, const char **
 	return 0;
 }
 
+int li_has_xattr_name(const struct li_index *idx, const char *name)
+{
+	size_t len = strlen(name);
+
+	for (uint32_t k = 0; k < idx->h->n_xattrs; k++) {
+		const struct lix_xattr *x = &idx->xattrs[k];
+
+		if (x->name >= idx->h->strings_len)
+			return -EBADMSG;
+		if (idx->h->strings_len - x->name > len &&
+		    memcmp(idx->strings + x->name, name, len + 1) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 /* ---- the uncompressed stream ---- */
 
 /* The last point at or before off (points[0].out_off is 0 when there are points). */

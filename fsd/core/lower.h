@@ -36,6 +36,9 @@ struct lower_ops {
 	/* getxattr(2)/listxattr(2) conventions: size 0 asks for the length, -ERANGE, -ENODATA. */
 	ssize_t (*getxattr)(void *data, uint32_t node, const char *name, void *buf, size_t size);
 	ssize_t (*listxattr)(void *data, uint32_t node, char *buf, size_t size);
+	/* Whether any node may carry an xattr called name: 1, 0, or -errno. May be NULL
+	 * (then every name may be present). */
+	int (*has_xattr_name)(void *data, const char *name);
 	/* Up to size bytes of a regular file at off; 0 at the end of the file. */
 	ssize_t (*read)(void *data, uint32_t node, void *buf, size_t size, uint64_t off);
 	/* SEEK_DATA/SEEK_HOLE: the resulting offset or -ENXIO. */

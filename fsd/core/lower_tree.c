@@ -47,6 +47,11 @@ static ssize_t lt_listxattr(void *data, uint32_t node, char *buf, size_t size)
 	return tree_listxattr(data, node, buf, size);
 }
 
+static int lt_has_xattr_name(void *data, const char *name)
+{
+	return tree_has_xattr_name(data, name);
+}
+
 static ssize_t lt_read(void *data, uint32_t node, void *buf, size_t size, uint64_t off)
 {
 	return tree_read(data, node, buf, size, off);
@@ -72,6 +77,7 @@ static const struct lower_ops tree_lower_ops = {
     .readlink = lt_readlink,
     .getxattr = lt_getxattr,
     .listxattr = lt_listxattr,
+    .has_xattr_name = lt_has_xattr_name,
     .read = lt_read,
     .seek = lt_seek,
     .close = lt_close,

@@ -980,6 +980,17 @@ ssize_t tree_getxattr(const struct tree *t, uint32_t node, const char *name, voi
 	return -ENODATA;
 }
 
+int tree_has_xattr_name(const struct tree *t, const char *name)
+{
+	for (uint32_t l = 0; l < t->n_layers; l++) {
+		int r = li_has_xattr_name(t->layers[l], name);
+
+		if (r != 0)
+			return r;
+	}
+	return 0;
+}
+
 ssize_t tree_listxattr(const struct tree *t, uint32_t node, char *buf, size_t size)
 {
 	const struct tree_node *n;

@@ -390,6 +390,18 @@ def case_bigsparse():
     return [(gz(out), MT_GZIP)]
 
 
+def case_selinux():
+    """One file with an SELinux label (pax SCHILY.xattr.security.selinux), one without."""
+    t = Tar().dir("labels").file("labels/plain", "no label\n")
+    i = tarfile.TarInfo("labels/labelled")
+    data = b"labelled\n"
+    i.size, i.mtime, i.mode = len(data), EPOCH, 0o644
+    i.pax_headers = {"SCHILY.xattr.security.selinux": "system_u:object_r:bin_t:s0"}
+    t.offsets.append(t.buf.tell())
+    t.t.addfile(i, io.BytesIO(data))
+    return [(gz(t.bytes()), MT_GZIP)]
+
+
 def case_bomb(gib=4):
     """One tar entry of GIB GiB of zeros in about GIB MiB of gzip: the same 64 MiB-of-zeros
     gzip member repeated (concatenated members are one gzip stream)."""
@@ -414,7 +426,7 @@ CASES = {
     "duplicates": case_duplicates, "badchecksum": case_badchecksum,
     "truncatedgzip": case_truncatedgzip, "corruptgzip": case_corruptgzip,
     "badcrc": case_badcrc, "notatar": case_notatar, "longpath": case_longpath,
-    "bigsparse": case_bigsparse, "bomb": case_bomb,
+    "bigsparse": case_bigsparse, "bomb": case_bomb, "selinux": case_selinux,
 }
 
 

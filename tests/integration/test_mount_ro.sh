@@ -92,6 +92,21 @@ if not st.f_flag & os.ST_RDONLY or st.f_files < 100 or st.f_blocks == 0:
     sys.exit("statvfs: %r" % (st,))
 EOF
 
+# SELinux labels: an image without any says "not supported" (so that ls -l, cp -a and tar
+# stop asking for every file); one with a label gives it, and ENODATA for unlabelled files.
+out=$(getfattr -n security.selinux "$mnt/etc/passwd" 2>&1) &&
+	fail "security.selinux of an image without labels: $out"
+case $out in *"Operation not supported"*) ;; *) fail "security.selinux without labels: $out" ;; esac
+python3 "$TOP/tests/integration/mklayers.py" case "$layout" selinux --base "$layout:fixture" ||
+	fail "mklayers.py case selinux failed"
+mount_ro "oci:$layout:selinux" "$WORK/mnt-selinux"
+[ "$(getfattr --only-values -n security.selinux "$WORK/mnt-selinux/labels/labelled")" = \
+	"system_u:object_r:bin_t:s0" ] || fail "the SELinux label of labels/labelled is lost"
+out=$(getfattr -n security.selinux "$WORK/mnt-selinux/labels/plain" 2>&1) &&
+	fail "an unlabelled file has a label: $out"
+case $out in *"No such attribute"*) ;; *) fail "unlabelled file in a labelled image: $out" ;; esac
+"$IMGFS" umount "$WORK/mnt-selinux" || fail "umount failed"
+
 # Another user sees the image's permissions (allow_other + default_permissions).
 command -v setpriv >/dev/null || fail "setpriv missing"
 setpriv --reuid 65534 --regid 65534 --clear-groups cat "$mnt/etc/passwd" >/dev/null ||

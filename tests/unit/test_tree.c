@@ -360,6 +360,12 @@ static void test_single_layer_attributes(void **state)
 	assert_int_equal(tree_listxattr(t, n, buf, 3), -ERANGE);
 	assert_int_equal(tree_listxattr(t, must(t, "etc/aa"), buf, sizeof(buf)), 0);
 	assert_int_equal(tree_getxattr(t, must(t, "run"), "user.a", buf, sizeof(buf)), -ENODATA);
+	/* names used anywhere in the layers, prefixes and extensions of them not */
+	assert_int_equal(tree_has_xattr_name(t, "security.capability"), 1);
+	assert_int_equal(tree_has_xattr_name(t, "user.a"), 1);
+	assert_int_equal(tree_has_xattr_name(t, "security.selinux"), 0);
+	assert_int_equal(tree_has_xattr_name(t, "user."), 0);
+	assert_int_equal(tree_has_xattr_name(t, "user.ab"), 0);
 
 	/* lookups that fail */
 	assert_int_equal(tree_lookup(t, TREE_ROOT, "nope", &n), -ENOENT);
