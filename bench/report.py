@@ -12,6 +12,7 @@ its three phases' medians).
 """
 import argparse
 import os
+import re
 import statistics
 import sys
 
@@ -71,6 +72,23 @@ def fmt_value(v, unit):
     if unit == "bytes":
         return "%.1f MB" % (v / 1e6) if v < 1e8 else "%.0f MB" % (v / 1e6)
     return "%g" % v
+
+
+GOAL_RE = re.compile(r"^(<|>|≤|≥) ([0-9.]+) ?(×|%|ms|MB)$")
+GOAL_SCALE = {"×": 1.0, "%": 0.01, "ms": 1e-3, "MB": 1e6}
+
+
+def goal_met(goal, ratio, med):
+    """Whether the figure meets a goal written as "≤ 1.5×", "≥ 0.7×", "≤ 2 %" (against the
+    ratio) or "< 20 ms", "< 32 MB" (against imgfs' own median); None when it cannot say."""
+    m = GOAL_RE.match(goal or "")
+    if not m:
+        return None
+    op, num, what = m.group(1), float(m.group(2)) * GOAL_SCALE[m.group(3)], m.group(3)
+    v = ratio if what in ("×", "%") else med
+    if v is None:
+        return None
+    return {"<": v < num, ">": v > num, "≤": v <= num, "≥": v >= num}[op]
 
 
 def fmt_ratio(x):
@@ -187,11 +205,16 @@ def main():
         isum = summary(read_samples(data, ikey), unit)
         asum = summary(read_samples(data, akey), unit) if akey else None
         ifig = isum[1] if isum else why(data, ikey, g)
+        rval = None
         if not akey:
             afig, ratio = "—", "—"
         else:
             afig = asum[1] if asum else why(data, akey, g)
-            ratio = fmt_ratio(isum[0] / asum[0]) if isum and asum and asum[0] else "—"
+            rval = isum[0] / asum[0] if isum and asum and asum[0] else None
+            ratio = fmt_ratio(rval) if rval is not None else "—"
+        met = goal_met(goal, rval, isum[0] if isum else None)
+        if met is not None:
+            goal = "%s %s" % (goal, "met" if met else "not met")
         w(
             "| %s | %s | %s | %s | %s | %s |"
             % tuple(md_escape(x) for x in (label, ifig, alabel or "—", afig, ratio, goal or ""))
