@@ -23,10 +23,18 @@ OPT_CFLAGS  := -O2 -g -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fstack-clash
 OPT_LDFLAGS := -pie -Wl,-z,relro,-z,now
 endif
 
-# Libraries outside libfuse: every module may use them.
-LIB_PKGS := libarchive libcurl jansson libcrypto zlib libisal libzstd libseccomp
-LIB_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(LIB_PKGS) 2>/dev/null)
-LIB_LIBS   := $(shell $(PKG_CONFIG) --libs $(LIB_PKGS) 2>/dev/null)
+# Libraries outside libfuse: every module may use them. libcurl and libarchive are not
+# linked but loaded at their first use (common/lazylib.c), under the SONAME found here;
+# tests link them (they also call functions lazylib.c does not cover).
+LAZY_PKGS := libarchive libcurl
+LIB_PKGS := jansson libcrypto zlib libisal libzstd libseccomp
+LIB_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(LIB_PKGS) $(LAZY_PKGS) 2>/dev/null)
+LIB_LIBS   := $(shell $(PKG_CONFIG) --libs $(LIB_PKGS) 2>/dev/null) -ldl
+TEST_LIBS  := $(LIB_LIBS) $(shell $(PKG_CONFIG) --libs $(LAZY_PKGS) 2>/dev/null)
+soname = $(shell objdump -p $(shell $(PKG_CONFIG) --variable=libdir $(1) 2>/dev/null)/$(2).so \
+	2>/dev/null | awk '$$1 == "SONAME" { print $$2 }')
+CURL_SONAME    := $(call soname,libcurl,libcurl)
+ARCHIVE_SONAME := $(call soname,libarchive,libarchive)
 FUSE_CFLAGS := $(shell $(PKG_CONFIG) --cflags fuse3 2>/dev/null)
 FUSE_LIBS   := $(shell $(PKG_CONFIG) --libs fuse3 2>/dev/null)
 CMOCKA_LIBS := $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null)
@@ -104,6 +112,8 @@ $(SECCOMP_BPF): $(SECCOMP_GEN)
 	$(SECCOMP_GEN) >$@.tmp && mv $@.tmp $@
 $(call obj,runner/security.c): $(SECCOMP_BPF)
 $(call obj,runner/security.c): ALL_CFLAGS += -I$(BUILD)/gen
+$(call obj,common/lazylib.c): ALL_CFLAGS += $(if $(CURL_SONAME),-DCURL_SONAME='"$(CURL_SONAME)"') \
+	$(if $(ARCHIVE_SONAME),-DARCHIVE_SONAME='"$(ARCHIVE_SONAME)"')
 
 # Unit tests: cmocka, no libfuse, no root. Each test links only its module(s) and common/:
 # tests/unit/test_NAME.mk sets test_NAME_SRC (the module sources it needs); likewise
@@ -112,12 +122,12 @@ $(call obj,runner/security.c): ALL_CFLAGS += -I$(BUILD)/gen
 .SECONDEXPANSION:
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $$(call obj,$$(test_$$*_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCOMMON) $(CMOCKA_LIBS) $(LIB_LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCOMMON) $(CMOCKA_LIBS) $(TEST_LIBS)
 
 # Fuzz corpora are replayed under gcc in `make check`; `make fuzz` runs libFuzzer (clang).
 $(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/replay_main.o $$(call obj,$$(fuzz_$$*_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCOMMON) $(LIB_LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCOMMON) $(TEST_LIBS)
 
 # Probes run inside containers: static, no sanitizers.
 $(BUILD)/tests/probe/%: tests/probe/%.c
