@@ -322,8 +322,10 @@ static int open_image_tree(struct store *s, const char *manifest, struct tree **
 
 /* Opens the writable layer: c->upper (kept across mounts) or ROOT/mounts/NAME/upper
  * (thrown away at umount), and a work directory on the same filesystem for atomic
- * copy-up: ROOT/mounts/NAME/work when it is, else a hidden sibling of the upper directory
- * (removed at umount). Logs its errors. */
+ * copy-up. For --upper it is a hidden sibling of the upper directory when on its
+ * filesystem, so that the copy-ups a killed daemon left pending are found by the next mount
+ * of that upper (ROOT/mounts/NAME goes with `imgfs umount` of the dead mount); else, and
+ * for a throwaway layer, ROOT/mounts/NAME/work. Logs its errors. */
 static int open_upper(struct mount_ctx *c, int dirfd, const char *dir, char **ret_upper,
                       char **ret_work, struct upper **ret)
 {
@@ -350,33 +352,54 @@ static int open_upper(struct mount_ctx *c, int dirfd, const char *dir, char **re
 	if (ufd < 0 || fstat(ufd, &us) < 0)
 		return log_errno(LOG_ERR, -errno, "cannot open the upper directory '%s'",
 		                 upper_path);
-	if (mkdirat(dirfd, "work", 0700) < 0 && errno != EEXIST)
-		return log_errno(LOG_ERR, -errno, "cannot create %s/%s/work", c->s->root, dir);
-	wfd = openat(dirfd, "work", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (wfd < 0 || fstat(wfd, &ws) < 0)
-		return log_errno(LOG_ERR, -errno, "cannot open %s/%s/work", c->s->root, dir);
-	if (ws.st_dev != us.st_dev) {
+	if (c->upper) {
 		_cleanup_free_ char *parent = strdup(upper_path);
 		char *slash = parent ? strrchr(parent, '/') : NULL;
 
 		if (!slash)
 			return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", c->mountpoint);
 		*slash = '\0';
-		close(wfd);
 		if (asprintf(&work_path, "%s/.%s.imgfs-work", parent[0] ? parent : "", slash + 1) <
-		    0)
+		    0) {
+			work_path = NULL;
 			return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", c->mountpoint);
+		}
 		if (mkdir(work_path, 0700) < 0 && errno != EEXIST)
-			return log_errno(LOG_ERR, -errno, "cannot create the work directory '%s'",
-			                 work_path);
+			log_errno(LOG_DEBUG, -errno, "cannot create '%s'", work_path);
 		wfd = open(work_path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (wfd < 0)
-			return log_errno(LOG_ERR, -errno, "cannot open '%s'", work_path);
+		if (wfd >= 0 && (fstat(wfd, &ws) < 0 || ws.st_dev != us.st_dev)) {
+			close(wfd);
+			wfd = -1;
+			(void)unlinkat(AT_FDCWD, work_path, AT_REMOVEDIR);
+		}
+		if (wfd < 0) {
+			free(work_path);
+			work_path = NULL;
+		}
+	}
+	if (wfd < 0) {
+		if (mkdirat(dirfd, "work", 0700) < 0 && errno != EEXIST)
+			return log_errno(LOG_ERR, -errno, "cannot create %s/%s/work", c->s->root,
+			                 dir);
+		wfd = openat(dirfd, "work", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (wfd < 0 || fstat(wfd, &ws) < 0)
+			return log_errno(LOG_ERR, -errno, "cannot open %s/%s/work", c->s->root,
+			                 dir);
+		if (ws.st_dev != us.st_dev)
+			return log_errno(LOG_ERR, -EXDEV,
+			                 "no work directory on the filesystem of '%s' (tried a "
+			                 "hidden sibling and %s/%s/work)",
+			                 upper_path, c->s->root, dir);
 	}
 	r = upper_open(TAKE_FD(ufd), TAKE_FD(wfd),
 	               geteuid() == 0 ? UPPER_XATTR_TRUSTED : UPPER_XATTR_USER, ret);
 	if (r < 0)
 		return log_errno(LOG_ERR, r, "cannot use the upper directory '%s'", upper_path);
+	/* A throwaway layer is deleted at the next mount: copy-ups need not be durable.
+	 * Pending copy-ups name the image they came from. */
+	if (!c->upper)
+		upper_set_volatile(*ret);
+	(void)upper_set_image(*ret, digest_hex(c->manifest));
 	*ret_upper = TAKE_PTR(upper_path);
 	*ret_work = TAKE_PTR(work_path);
 	return 0;
@@ -419,7 +442,8 @@ static int run_daemon(struct mount_ctx *c, int notify_fd)
 	/* Leftovers of a daemon that died: its throwaway layer is of no use to anyone. */
 	(void)unlinkat(dirfd, "state", 0);
 	(void)rm_rf_at(dirfd, "upper");
-	(void)rm_rf_at(dirfd, "work");
+	if (!c->upper)
+		(void)rm_rf_at(dirfd, "work");
 	log_fd = openat(dirfd, "log", O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
 	if (log_fd < 0) {
 		r = log_errno(LOG_ERR, -errno, "cannot create %s/%s/log", c->s->root, dir);
@@ -449,6 +473,16 @@ static int run_daemon(struct mount_ctx *c, int notify_fd)
 	if (r < 0) {
 		log_errno(LOG_ERR, r, "%s: cannot open the tree of %s", c->ref->name, c->manifest);
 		goto fail;
+	}
+	if (c->upper) {
+		r = imgfs_recover_copyups(fs);
+		if (r < 0) {
+			log_errno(LOG_ERR, r, "cannot recover the copy-ups of '%s'", c->upper);
+			goto fail;
+		}
+		if (r > 0)
+			log_msg(LOG_WARNING, "%d copied-up file(s) of '%s' rewritten after a crash",
+			        r, c->upper);
 	}
 	r = write_state(dirfd, c, upper_path, &state_fd);
 	if (r < 0) {
@@ -501,14 +535,15 @@ static int run_daemon(struct mount_ctx *c, int notify_fd)
 	log_msg(LOG_INFO, "unmounted %s", c->mountpoint);
 	/* Still holding the directory lock: nobody else uses it. umount waits for the lock
 	 * and finds it gone. */
-	if (work_path && c->upper)
-		(void)rm_rf_at(AT_FDCWD, work_path);
+	/* Empty unless a copy-up could not be made durable: then kept for recovery. */
+	if (work_path)
+		(void)unlinkat(AT_FDCWD, work_path, AT_REMOVEDIR);
 	(void)rm_rf_at(c->s->root_fd, dir);
 	return r;
 
 fail:
-	if (work_path && c->upper)
-		(void)rm_rf_at(AT_FDCWD, work_path);
+	if (work_path)
+		(void)unlinkat(AT_FDCWD, work_path, AT_REMOVEDIR);
 	(void)rm_rf_at(c->s->root_fd, dir);
 	return r;
 }

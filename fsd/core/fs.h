@@ -66,6 +66,11 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct imgfs *, imgfs_free);
 
 bool imgfs_is_ro(const struct imgfs *fs);
 
+/* Writable mounts, before serving: recovers the copy-ups a killed daemon left pending
+ * (upper_recover(), with the lower files as the source). Returns the number of files
+ * whose data was rewritten from the image, or -errno. */
+int imgfs_recover_copyups(struct imgfs *fs);
+
 /* fn(userdata, ino) is told when the attributes of an inode changed other than by the
  * request that names it (a directory copied up as a parent: its link count; a hardlinked
  * file copied up: its st_ino), so the kernel can drop what it cached. It is called with

@@ -88,7 +88,7 @@ int resolve(struct imgfs *fs, struct inode *dir, const char *name, struct found 
 		}
 	}
 	if (dir->upper) {
-		r = upper_stat(dir->dirfd, name, &f.ust);
+		r = upper_fstatat(fs->upper, dir->dirfd, name, 0, &f.ust);
 		if (r < 0 && r != -ENOENT)
 			return r;
 		if (r >= 0 && upper_is_whiteout(&f.ust)) {
@@ -279,9 +279,11 @@ int stat_inode(struct imgfs *fs, struct inode *inode, int fd, struct stat *ret)
 		*ret = st;
 		return 0;
 	}
+	/* The link of a pending copy-up's work name is not the user's. */
 	if (fd >= 0) {
-		if (fstat(fd, &st) < 0)
-			return -errno;
+		r = upper_fstatat(fs->upper, fd, "", AT_EMPTY_PATH, &st);
+		if (r < 0)
+			return r;
 	} else {
 		int dfd;
 		const char *name;
@@ -289,9 +291,9 @@ int stat_inode(struct imgfs *fs, struct inode *inode, int fd, struct stat *ret)
 		r = upper_ref(inode, &dfd, &name);
 		if (r < 0)
 			return r;
-		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW | (name[0] ? 0 : AT_EMPTY_PATH)) <
-		    0)
-			return -errno;
+		r = upper_fstatat(fs->upper, dfd, name, name[0] ? 0 : AT_EMPTY_PATH, &st);
+		if (r < 0)
+			return r;
 	}
 	st.st_ino = (ino_t)inode->st_ino;
 	/* overlayfs: a merged directory has no meaningful link count. */

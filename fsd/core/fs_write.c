@@ -48,6 +48,7 @@ int copy_up(struct imgfs *fs, struct inode *inode, bool data)
 	struct lower_src_ctx ctx = {.fs = fs, .node = inode->data};
 	char link[PATH_MAX + 1];
 	struct upper_src src = {
+	    .node = inode->data,
 	    .ctx = &ctx,
 	    .read = src_read,
 	    .seek = src_seek,
@@ -103,6 +104,44 @@ int copy_up(struct imgfs *fs, struct inode *inode, bool data)
 	if (S_ISDIR(lst.st_mode))
 		notify_attr(fs, inode->ino); /* now merged: link count 1 */
 	return 0;
+}
+
+struct recover_ctx {
+	struct imgfs *fs;
+	struct lower_src_ctx src;
+};
+
+static int recover_src(void *ctx, uint32_t node, struct upper_src *ret)
+{
+	struct recover_ctx *c = ctx;
+	struct stat st;
+	int r;
+
+	if (node >= c->fs->n_nodes)
+		return -ENOENT;
+	r = lower_stat(c->fs, node, &st);
+	if (r < 0)
+		return r;
+	if (!S_ISREG(st.st_mode))
+		return -ENOENT;
+	c->src = (struct lower_src_ctx){.fs = c->fs, .node = node};
+	*ret = (struct upper_src){
+	    .st = st,
+	    .node = node,
+	    .ctx = &c->src,
+	    .read = src_read,
+	    .seek = src_seek,
+	};
+	return 0;
+}
+
+int imgfs_recover_copyups(struct imgfs *fs)
+{
+	struct recover_ctx c = {.fs = fs};
+
+	if (!fs->upper)
+		return 0;
+	return upper_recover(fs->upper, recover_src, &c);
 }
 
 /* ---- helpers ---- */
@@ -164,7 +203,7 @@ static void name_removed(struct imgfs *fs, struct inode *inode)
 	struct stat st;
 
 	if (!S_ISDIR(inode->type) && inode->upper && inode->pathfd >= 0 &&
-	    fstat(inode->pathfd, &st) == 0 && st.st_nlink > 0)
+	    upper_fstatat(fs->upper, inode->pathfd, "", AT_EMPTY_PATH, &st) == 0 && st.st_nlink > 0)
 		return;
 	inode->unlinked = true;
 	/* Its upper inode number may be reused by the upper filesystem. */
@@ -805,6 +844,7 @@ int imgfs_fallocate(struct imgfs *fs, struct imgfs_file *f, int mode, uint64_t o
 
 int imgfs_fsync(struct imgfs *fs, struct imgfs_file *f, bool datasync)
 {
+	bool upper;
 	int fd, r = 0;
 
 	pthread_mutex_lock(&f->lock);
@@ -812,14 +852,20 @@ int imgfs_fsync(struct imgfs *fs, struct imgfs_file *f, bool datasync)
 	if (fd >= 0 && (datasync ? fdatasync(fd) : fsync(fd)) < 0)
 		r = -errno;
 	pthread_mutex_unlock(&f->lock);
-	if (r < 0 || fd < 0 || !fs->upper)
+	if (r < 0 || !fs->upper)
 		return r;
 	/* The name too: a file created or copied up since the directory was last synced
 	 * would otherwise be lost with its data. */
 	pthread_rwlock_rdlock(&fs->ns);
-	if (f->inode->parent && f->inode->parent->dirfd >= 0 && fsync(f->inode->parent->dirfd) < 0)
+	upper = f->inode->upper;
+	if (fd >= 0 && f->inode->parent && f->inode->parent->dirfd >= 0 &&
+	    fsync(f->inode->parent->dirfd) < 0)
 		r = -errno;
 	pthread_rwlock_unlock(&fs->ns);
+	/* A copy-up not yet durable (also one made through another open file): its pending
+	 * name goes now, so that recovery never rewrites what the user fsynced. */
+	if (r >= 0 && upper && S_ISREG(f->inode->type))
+		r = upper_sync_pending(fs->upper, f->inode->upper_ino);
 	return r;
 }
 

@@ -2,29 +2,33 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdatomic.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include "common/fileio.h"
-#include "upper.h"
+#include "upper_internal.h"
 
 /* Copy-up reads the lower in spans of this size: the layer reader decodes whole units
  * straight into the buffer, and the writes are large. */
 #define COPY_CHUNK (8u << 20)
 
-struct upper {
-	int root_fd; /* immutable */
-	int work_fd; /* immutable */
-	char prefix[24];
-	size_t prefix_len;
-	char opaque[40];   /* PREFIX "opaque" */
-	char redirect[40]; /* PREFIX "redirect" */
-	char escaped[40];  /* PREFIX "overlay." */
-	atomic_ulong counter;
-	uid_t euid;
-	gid_t egid;
-};
+/* The first UPPER_BOOT_LEN hex digits of the kernel's boot_id, or zeros when unknown
+ * (recovery then treats every pending name as one of another boot: the safe side). */
+static void read_boot_id(char buf[UPPER_BOOT_LEN + 1])
+{
+	_cleanup_free_ char *id = NULL;
+	size_t n = 0;
+
+	memset(buf, '0', UPPER_BOOT_LEN);
+	buf[UPPER_BOOT_LEN] = '\0';
+	if (read_file_full(AT_FDCWD, "/proc/sys/kernel/random/boot_id", 64, &id, NULL) < 0)
+		return;
+	for (const char *c = id; *c && n < UPPER_BOOT_LEN; c++)
+		if ((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f'))
+			buf[n++] = *c;
+	if (n < UPPER_BOOT_LEN)
+		memset(buf, '0', UPPER_BOOT_LEN);
+}
 
 int upper_open(int root_fd, int work_fd, const char *prefix, struct upper **ret)
 {
@@ -51,10 +55,20 @@ int upper_open(int root_fd, int work_fd, const char *prefix, struct upper **ret)
 	snprintf(u->escaped, sizeof(u->escaped), "%soverlay.", prefix);
 	u->euid = geteuid();
 	u->egid = getegid();
+	read_boot_id(u->boot);
+	memset(u->image, '0', UPPER_IMAGE_LEN);
+	{
+		const char *d = getenv("IMGFS_TEST_SYNC_DELAY_MS");
+
+		if (d)
+			u->delay_ms = (unsigned)strtoul(d, NULL, 10);
+	}
+	pending_init(u);
 	/* Modes arrive with the caller's umask applied by the kernel: ours must not apply
 	 * a second time. */
 	umask(0);
-	/* Leftovers of an interrupted copy-up or removal. */
+	/* Leftovers of an interrupted copy-up or removal; pending names are for
+	 * upper_recover(). */
 	{
 		DIR *d;
 		struct dirent *de;
@@ -72,9 +86,14 @@ int upper_open(int root_fd, int work_fd, const char *prefix, struct upper **ret)
 			upper_free(u);
 			return r;
 		}
-		while ((de = readdir(d)))
-			if (!streq(de->d_name, ".") && !streq(de->d_name, ".."))
-				(void)rm_rf_at(work_fd, de->d_name);
+		while ((de = readdir(d))) {
+			struct upper_pending_name p;
+
+			if (streq(de->d_name, ".") || streq(de->d_name, "..") ||
+			    upper_pending_name_parse(de->d_name, &p) >= 0)
+				continue;
+			(void)rm_rf_at(work_fd, de->d_name);
+		}
 		closedir(d);
 	}
 	*ret = u;
@@ -85,11 +104,27 @@ void upper_free(struct upper *u)
 {
 	if (!u)
 		return;
+	pending_done(u);
 	if (u->root_fd >= 0)
 		close(u->root_fd);
 	if (u->work_fd >= 0)
 		close(u->work_fd);
 	free(u);
+}
+
+void upper_set_volatile(struct upper *u)
+{
+	u->is_volatile = true;
+}
+
+int upper_set_image(struct upper *u, const char *image)
+{
+	for (size_t i = 0; i < UPPER_IMAGE_LEN; i++)
+		if (!((image[i] >= '0' && image[i] <= '9') || (image[i] >= 'a' && image[i] <= 'f')))
+			return -EINVAL;
+	memcpy(u->image, image, UPPER_IMAGE_LEN);
+	u->image[UPPER_IMAGE_LEN] = '\0';
+	return 0;
 }
 
 int upper_root_fd(const struct upper *u)
@@ -375,7 +410,7 @@ int upper_removexattr(const struct upper *u, int dirfd, const char *name, const 
 
 /* ---- copy-up ---- */
 
-static int copy_data(const struct upper_src *src, int fd)
+int upper_copy_data(const struct upper_src *src, int fd)
 {
 	_cleanup_free_ char *buf = NULL;
 	uint64_t size = (uint64_t)src->st.st_size, pos = 0;
@@ -413,9 +448,6 @@ static int copy_data(const struct upper_src *src, int fd)
 				return -EIO; /* shorter than its size */
 			if (pwrite(fd, buf, (size_t)n, (off_t)pos) != n)
 				return negative_errno();
-			/* Start writing it out now: the fdatasync at the end then waits for the
-			 * last chunk, not for the whole file. */
-			(void)sync_file_range(fd, (off_t)pos, n, SYNC_FILE_RANGE_WRITE);
 			pos += (uint64_t)n;
 		}
 	}
@@ -499,13 +531,23 @@ int upper_copy_up(struct upper *u, const struct upper_src *src, int parent_fd, c
 {
 	_cleanup_close_ int fd = -1;
 	mode_t type = src->st.st_mode & S_IFMT;
-	struct stat pst;
-	char tmp[32];
+	/* Data that must reach the disk before a crash may find the name: a pending copy. */
+	bool pending = type == S_IFREG && data && src->st.st_size > 0 && !u->is_volatile;
+	struct stat pst, st;
+	char tmp[UPPER_PENDING_NAME_MAX];
 	int r;
 
 	if (fstat(parent_fd, &pst) < 0)
 		return -errno;
-	upper_tmpname(u, tmp);
+	if (pending) {
+		struct upper_pending_name p = {.node = src->node,
+		                               .seq = atomic_fetch_add(&u->counter, 1)};
+
+		memcpy(p.boot, u->boot, sizeof(p.boot));
+		memcpy(p.image, u->image, sizeof(p.image));
+		upper_pending_name_format(&p, tmp);
+	} else
+		upper_tmpname(u, tmp);
 	switch (type) {
 	case S_IFREG:
 		fd = openat(u->work_fd, tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
@@ -513,7 +555,7 @@ int upper_copy_up(struct upper *u, const struct upper_src *src, int parent_fd, c
 		if (fd < 0)
 			return -errno;
 		if (data) {
-			r = copy_data(src, fd);
+			r = upper_copy_data(src, fd);
 			if (r < 0)
 				goto fail;
 		}
@@ -543,13 +585,25 @@ int upper_copy_up(struct upper *u, const struct upper_src *src, int parent_fd, c
 		if (utimensat(u->work_fd, tmp, ts, AT_SYMLINK_NOFOLLOW) < 0)
 			r = -errno;
 	}
-	/* The data must be on disk before the name is: a crash must not leave an empty
-	 * file where the image had content. */
-	if (r >= 0 && type == S_IFREG && data && src->st.st_size > 0 && fdatasync(fd) < 0)
-		r = -errno;
 	if (r < 0)
 		goto fail;
-	if (renameat2(u->work_fd, tmp, parent_fd, name, RENAME_NOREPLACE) < 0) {
+	if (pending) {
+		/* Not synced here: the pending name stays in work/ (a second link) until the
+		 * syncer made the data durable, so recovery finds the file after a crash. */
+		if (fstat(fd, &st) < 0) {
+			r = -errno;
+			goto fail;
+		}
+		r = pending_add(u, TAKE_FD(fd), tmp);
+		if (r < 0)
+			goto fail;
+		if (linkat(u->work_fd, tmp, parent_fd, name, 0) < 0) {
+			r = -errno;
+			pending_cancel(u, st.st_ino);
+			return r;
+		}
+		pending_queue(u, st.st_ino);
+	} else if (renameat2(u->work_fd, tmp, parent_fd, name, RENAME_NOREPLACE) < 0) {
 		r = -errno;
 		goto fail;
 	}

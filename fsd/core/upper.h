@@ -12,9 +12,18 @@
  * so an interrupted daemon leaves either the old or the new entry, never a half-copied one;
  * upper_open() empties the work directory of such leftovers.
  *
- * Functions return >= 0 or -errno and write out-parameters only on success. The struct is
- * immutable after upper_open() except for an atomic counter: every function is thread-safe;
- * serialising changes to one name is the caller's business. */
+ * A copied-up regular file is not synced before it takes its place: it is built in the
+ * work directory under a pending name (upper_pending_name: boot, image, lower node,
+ * sequence), linked into place, and a syncer thread later fdatasyncs it, removes the
+ * pending name and fsyncs the work directory. While the pending name exists the file has
+ * one link more than the user sees: upper_fstatat() reports it without that link. After a
+ * crash, upper_recover() syncs what the page cache still holds (same boot) or rewrites the
+ * data from the lower file (another boot), so no crash leaves a zero-filled or empty file
+ * where the image had content.
+ *
+ * Functions return >= 0 or -errno and write out-parameters only on success. Every function
+ * is thread-safe (the pending copies have their own locks); serialising changes to one name
+ * is the caller's business. */
 #pragma once
 
 #include <stdbool.h>
@@ -41,13 +50,71 @@
 #define RENAME_WHITEOUT (1 << 2)
 #endif
 
+/* A pending name in the work directory: "p-BOOT-IMAGE-NODE-SEQ", BOOT the first 16 hex
+ * digits of the kernel's boot_id, IMAGE 12 hex digits naming the image, NODE the lower
+ * node (8 hex digits), SEQ 1-16 hex digits. Lower-case hex only. */
+#define UPPER_BOOT_LEN 16
+#define UPPER_IMAGE_LEN 12
+#define UPPER_PENDING_NAME_MAX 64
+
+struct upper_pending_name {
+	char boot[UPPER_BOOT_LEN + 1];
+	char image[UPPER_IMAGE_LEN + 1];
+	uint32_t node;
+	uint64_t seq;
+};
+
+/* Parses a name of the work directory; -EINVAL for anything not exactly of that form. */
+int upper_pending_name_parse(const char *name, struct upper_pending_name *ret);
+/* Formats p into buf (UPPER_PENDING_NAME_MAX bytes). */
+void upper_pending_name_format(const struct upper_pending_name *p, char *buf);
+
 struct upper;
 
 /* Takes ownership of root_fd and work_fd (directories on one filesystem) and empties the
- * work directory. prefix is UPPER_XATTR_TRUSTED or UPPER_XATTR_USER (copied). */
+ * work directory but for pending names (see upper_recover()). prefix is
+ * UPPER_XATTR_TRUSTED or UPPER_XATTR_USER (copied). The environment variable
+ * IMGFS_TEST_SYNC_DELAY_MS (tests only) makes the syncer wait that long before it syncs
+ * a copy. */
 int upper_open(int root_fd, int work_fd, const char *prefix, struct upper **ret);
+/* Syncs the pending copies first (the syncer drains its queue), then frees. */
 void upper_free(struct upper *u);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct upper *, upper_free);
+
+/* A throwaway upper (deleted at the next mount anyway): copy-up does not make data
+ * durable at all, as overlayfs' "volatile". Call before the first copy-up. */
+void upper_set_volatile(struct upper *u);
+
+/* The image this mount's lower nodes belong to, as UPPER_IMAGE_LEN hex digits (the
+ * start of the manifest digest). Call before the first copy-up. -EINVAL when not hex. */
+int upper_set_image(struct upper *u, const char *image);
+
+/* Where a pending copy's data comes from again after a power loss: fills *ret for the
+ * regular lower file of node, or -errno (-ENOENT: no such regular file). */
+struct upper_src;
+typedef int (*upper_src_fn)(void *ctx, uint32_t node, struct upper_src *ret);
+
+/* Recovers the pending names a killed daemon left in the work directory, before the
+ * first copy-up: a name whose file has no other link is removed; one of this boot is
+ * fdatasynced (the page cache still holds its data); one of another boot whose image is
+ * upper_set_image()'s gets its data rewritten from src_of (truncated, copied, times kept,
+ * fdatasynced: writes after the copy-up that were never fsynced are lost, fsynced ones
+ * were never pending); one of another image is only synced (logged as a warning). Then
+ * the name is removed and the work directory fsynced. Objects that are not regular files
+ * are removed, never opened. Returns the number of files rewritten, or -errno. */
+int upper_recover(struct upper *u, upper_src_fn src_of, void *ctx);
+
+/* lstat of name in dirfd (AT_EMPTY_PATH in flags: of dirfd itself) as the user sees it:
+ * the link of a pending name is not counted. */
+int upper_fstatat(struct upper *u, int dirfd, const char *name, int flags, struct stat *ret);
+
+/* Makes the copy-up of upper inode ino durable if it is still pending, before returning:
+ * fdatasync, the pending name removed, the work directory fsynced. For a user's fsync,
+ * after the caller synced its own fd: recovery then never rewrites what was fsynced.
+ * 0 when ino was not pending. */
+int upper_sync_pending(struct upper *u, ino_t ino);
+/* Waits until every copy queued so far is durable. */
+int upper_flush(struct upper *u);
 
 /* The upper root directory (O_RDONLY|O_DIRECTORY), borrowed for the life of u. */
 int upper_root_fd(const struct upper *u);
@@ -86,6 +153,7 @@ size_t upper_xattr_filter_list(const struct upper *u, char *list, size_t len);
 /* Where an object comes from, for upper_copy_up(): the lower file, seen through callbacks. */
 struct upper_src {
 	struct stat st;   /* type, mode, owner, size, times, rdev */
+	uint32_t node;    /* the lower node, recorded in the pending name */
 	const char *link; /* symlink target */
 	void *ctx;
 	ssize_t (*read)(void *ctx, void *buf, size_t size, uint64_t off);
@@ -95,8 +163,9 @@ struct upper_src {
 };
 
 /* Copies src up to name in parent_fd, which must not exist there: built in the work
- * directory (data, holes kept, owner, mode, xattrs but the overlay's own, times), made
- * durable, then renamed into place; parent_fd's times are restored afterwards (a copy-up
+ * directory (data, holes kept, owner, mode, xattrs but the overlay's own, times), then
+ * linked (a regular file with data: it stays pending until the syncer made it durable) or
+ * renamed into place; parent_fd's times are restored afterwards (a copy-up
  * is not a change of the parent). Without data, a regular file is copied empty (it is
  * about to be truncated). For a directory, *ret_dirfd (may be NULL) receives an fd from
  * upper_open_dir() on it. */

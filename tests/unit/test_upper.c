@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -154,8 +155,10 @@ static void test_copy_up_file(void **state)
 	/* A copy-up is not a change of the parent. */
 	assert_int_equal(fstat(fd, &pst_after), 0);
 	assert_int_equal(pst_after.st_mtim.tv_sec, pst_before.st_mtim.tv_sec);
-	/* Copying over an existing name is refused, and leaves nothing in work/. */
+	/* Copying over an existing name is refused, and leaves nothing in work/ once the
+	 * first copy is durable. */
 	assert_int_equal(upper_copy_up(f->u, &src, fd, "file", true, NULL), -EEXIST);
+	assert_int_equal(upper_flush(f->u), 0);
 	assert_int_equal(upper_dir_only_whiteouts(upper_work_fd(f->u)), 0);
 	close(fd);
 }
@@ -270,6 +273,227 @@ static void test_links(void **state)
 	assert_int_equal(upper_link(f->u, f->root, "a", f->root, "b", false), -EEXIST);
 }
 
+static void test_pending_names(void **state)
+{
+	struct upper_pending_name p = {.boot = "0123456789abcdef",
+	                               .image = "a1b2c3d4e5f6",
+	                               .node = 0x12345678,
+	                               .seq = 0xfedcba9876543210ull};
+	struct upper_pending_name q;
+	char buf[UPPER_PENDING_NAME_MAX];
+	static const char *const bad[] = {
+	    "",
+	    "p-",
+	    "#1-42",
+	    "p-0123456789abcdef-a1b2c3d4e5f6-00000001-",                  /* no sequence */
+	    "p-0123456789abcdef-a1b2c3d4e5f6-00000001-11111111111111111", /* 17 digits */
+	    "p-0123456789ABCDEF-a1b2c3d4e5f6-00000001-1",                 /* upper case */
+	    "p-0123456789abcde-a1b2c3d4e5f6-00000001-1",                  /* short boot */
+	    "p-0123456789abcdef0-a1b2c3d4e5f6-00000001-1",                /* long boot */
+	    "p-0123456789abcdef-a1b2c3d4e5f-00000001-1",                  /* short image */
+	    "p-0123456789abcdef-a1b2c3d4e5f6-0000001-1",                  /* short node */
+	    "p-0123456789abcdef-a1b2c3d4e5f6-000000001-1",                /* long node */
+	    "p-0123456789abcdef-a1b2c3d4e5f6-00000001-1/x",
+	    "p-0123456789abcdef-a1b2c3d4e5f6-00000001-+1",
+	    "p-0123456789abcdef-a1b2c3d4e5f6-00000001-1 ",
+	    "q-0123456789abcdef-a1b2c3d4e5f6-00000001-1",
+	    "p_0123456789abcdef-a1b2c3d4e5f6-00000001-1",
+	    "p-0123456789abcdef_a1b2c3d4e5f6-00000001-1",
+	    "p-0123456789abcdef-a1b2c3d4e5f6-0000000g-1",
+	};
+
+	(void)state;
+	upper_pending_name_format(&p, buf);
+	assert_string_equal(buf, "p-0123456789abcdef-a1b2c3d4e5f6-12345678-fedcba9876543210");
+	assert_int_equal(upper_pending_name_parse(buf, &q), 0);
+	assert_string_equal(q.boot, p.boot);
+	assert_string_equal(q.image, p.image);
+	assert_int_equal(q.node, p.node);
+	assert_true(q.seq == p.seq);
+	assert_int_equal(upper_pending_name_parse("p-0123456789abcdef-a1b2c3d4e5f6-00000000-0", &q),
+	                 0);
+	assert_int_equal(q.node, 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(upper_pending_name_parse(bad[i], &q), -EINVAL);
+	/* Longer than any name could be, without a terminator within the limit. */
+	{
+		char big[300];
+
+		memset(big, 'a', sizeof(big) - 1);
+		big[sizeof(big) - 1] = '\0';
+		memcpy(big, "p-", 2);
+		assert_int_equal(upper_pending_name_parse(big, &q), -EINVAL);
+	}
+}
+
+/* A fixture whose syncer holds copies for a minute: pending until fsync or upper_free(). */
+static int setup_held(void **state)
+{
+	setenv("IMGFS_TEST_SYNC_DELAY_MS", "60000", 1);
+	setup(state);
+	unsetenv("IMGFS_TEST_SYNC_DELAY_MS");
+	return 0;
+}
+
+/* The single pending name in work/, into buf; its count. */
+static int pending_in_work(struct fixture *f, char buf[UPPER_PENDING_NAME_MAX])
+{
+	int fd = openat(upper_work_fd(f->u), ".", O_RDONLY | O_DIRECTORY);
+	DIR *d = fdopendir(fd);
+	struct dirent *de;
+	int n = 0;
+
+	assert_non_null(d);
+	while ((de = readdir(d))) {
+		struct upper_pending_name p;
+
+		if (upper_pending_name_parse(de->d_name, &p) == 0) {
+			snprintf(buf, UPPER_PENDING_NAME_MAX, "%.63s", de->d_name);
+			n++;
+		}
+	}
+	closedir(d);
+	return n;
+}
+
+static void test_pending_copy(void **state)
+{
+	struct fixture *f = *state;
+	struct upper_src src = {.read = src_read, .seek = src_seek, .node = 7};
+	char name[UPPER_PENDING_NAME_MAX];
+	struct upper_pending_name p;
+	struct stat st;
+	int fd;
+
+	src.st.st_mode = S_IFREG | 0644;
+	src.st.st_uid = getuid();
+	src.st.st_gid = getgid();
+	src.st.st_size = SRC_SIZE;
+	assert_int_equal(upper_set_image(f->u, "00112233445x"), -EINVAL);
+	assert_int_equal(upper_set_image(f->u, "001122334455"), 0);
+	assert_int_equal(upper_copy_up(f->u, &src, f->root, "file", true, NULL), 0);
+	assert_int_equal(pending_in_work(f, name), 1);
+	assert_int_equal(upper_pending_name_parse(name, &p), 0);
+	assert_int_equal(p.node, 7);
+	assert_string_equal(p.image, "001122334455");
+	/* The work name is a second link, which the user does not see. */
+	assert_int_equal(fstatat(f->root, "file", &st, 0), 0);
+	assert_int_equal(st.st_nlink, 2);
+	assert_int_equal(upper_fstatat(f->u, f->root, "file", 0, &st), 0);
+	assert_int_equal(st.st_nlink, 1);
+	assert_int_equal(upper_link(f->u, f->root, "file", f->root, "file2", false), 0);
+	assert_int_equal(upper_fstatat(f->u, f->root, "file2", 0, &st), 0);
+	assert_int_equal(st.st_nlink, 2);
+	/* A user's fsync: the pending name is gone when it returns. */
+	fd = openat(f->root, "file", O_RDWR);
+	assert_int_equal(fsync(fd), 0);
+	assert_int_equal(upper_sync_pending(f->u, st.st_ino), 0);
+	assert_int_equal(pending_in_work(f, name), 0);
+	assert_int_equal(upper_fstatat(f->u, fd, "", AT_EMPTY_PATH, &st), 0);
+	assert_int_equal(st.st_nlink, 2);
+	assert_int_equal(upper_sync_pending(f->u, st.st_ino), 0);
+	close(fd);
+}
+
+/* A lower file for recovery: SRC_SIZE bytes as src_read() makes them. */
+static int recover_src(void *ctx, uint32_t node, struct upper_src *ret)
+{
+	(void)ctx;
+	if (node != 7)
+		return -ENOENT;
+	*ret = (struct upper_src){.read = src_read, .seek = src_seek, .node = node};
+	ret->st.st_mode = S_IFREG | 0644;
+	ret->st.st_size = SRC_SIZE;
+	return 0;
+}
+
+/* Makes work/NAME a file of SRC_SIZE zero bytes linked at upper/LINK (when LINK). */
+static void zero_file(struct fixture *f, const char *name, const char *link)
+{
+	int fd = openat(upper_work_fd(f->u), name, O_RDWR | O_CREAT | O_EXCL, 0644);
+
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, SRC_SIZE), 0);
+	close(fd);
+	if (link)
+		assert_int_equal(linkat(upper_work_fd(f->u), name, f->root, link, 0), 0);
+}
+
+static void test_recover(void **state)
+{
+	struct fixture *f = *state;
+	int w = upper_work_fd(f->u);
+	char buf[8], boot[UPPER_BOOT_LEN + 1] = {0}, name[UPPER_PENDING_NAME_MAX];
+	struct upper_pending_name p = {
+	    .boot = "ffffffffffffffff", .image = "001122334455", .node = 7, .seq = 1};
+	struct stat st;
+	int fd;
+
+	assert_int_equal(upper_set_image(f->u, "001122334455"), 0);
+	/* Another boot, this image: rewritten from the lower file. */
+	upper_pending_name_format(&p, name);
+	zero_file(f, name, "restored");
+	/* Another image: kept as it is. */
+	memcpy(p.image, "99887766554a", UPPER_IMAGE_LEN);
+	p.seq = 2;
+	upper_pending_name_format(&p, name);
+	zero_file(f, name, "other-image");
+	/* This boot: synced only (the page cache holds the data). */
+	{
+		char *id = NULL;
+		size_t n = 0;
+
+		assert_int_equal(
+		    read_file_full(AT_FDCWD, "/proc/sys/kernel/random/boot_id", 64, &id, NULL), 0);
+		for (const char *c = id; *c && n < UPPER_BOOT_LEN; c++)
+			if (*c != '-' && *c != '\n')
+				boot[n++] = *c;
+		free(id);
+	}
+	memcpy(p.boot, boot, sizeof(p.boot));
+	memcpy(p.image, "001122334455", UPPER_IMAGE_LEN);
+	p.seq = 3;
+	upper_pending_name_format(&p, name);
+	zero_file(f, name, "same-boot");
+	/* Never linked into place: removed. */
+	p.seq = 4;
+	upper_pending_name_format(&p, name);
+	zero_file(f, name, NULL);
+	/* Hostile: a symlink and a directory under pending names, never followed. */
+	assert_int_equal(symlinkat("/etc/passwd", w, "p-ffffffffffffffff-001122334455-00000007-5"),
+	                 0);
+	assert_int_equal(mkdirat(w, "p-ffffffffffffffff-001122334455-00000007-6", 0700), 0);
+	/* A lower node that is no regular file: kept as it is. */
+	p.node = 9;
+	p.seq = 7;
+	memcpy(p.boot, "ffffffffffffffff", sizeof(p.boot));
+	upper_pending_name_format(&p, name);
+	zero_file(f, name, "bad-node");
+
+	assert_int_equal(upper_recover(f->u, recover_src, NULL), 1);
+	assert_int_equal(upper_dir_only_whiteouts(w), 0);
+	fd = openat(f->root, "restored", O_RDONLY);
+	assert_int_equal(pread(fd, buf, 5, 1 << 20), 5);
+	assert_memory_equal(buf, "ddddd", 5);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_size, SRC_SIZE);
+	assert_int_equal(st.st_nlink, 1);
+	close(fd);
+	fd = openat(f->root, "other-image", O_RDONLY);
+	assert_int_equal(pread(fd, buf, 5, 1 << 20), 5);
+	assert_memory_equal(buf, "\0\0\0\0\0", 5);
+	close(fd);
+	fd = openat(f->root, "same-boot", O_RDONLY);
+	assert_int_equal(pread(fd, buf, 5, 1 << 20), 5);
+	assert_memory_equal(buf, "\0\0\0\0\0", 5);
+	close(fd);
+	assert_int_equal(upper_stat(f->root, "bad-node", &st), 0);
+	assert_int_equal(st.st_nlink, 1);
+	/* The symlink's target was not touched. */
+	assert_int_equal(stat("/etc/passwd", &st), 0);
+	assert_true(st.st_size > 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -277,6 +501,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_whiteouts_and_opaque, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_redirect_and_xattr_names, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_links, setup, teardown),
+	    cmocka_unit_test(test_pending_names),
+	    cmocka_unit_test_setup_teardown(test_pending_copy, setup_held, teardown),
+	    cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
