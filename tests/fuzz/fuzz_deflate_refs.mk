@@ -1,0 +1,1 @@
+fuzz_deflate_refs_SRC := fsd/core/deflate_refs.c

@@ -1,0 +1,1 @@
+test_deflate_refs_SRC := fsd/core/deflate_refs.c
