@@ -17,6 +17,7 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 #include "common/fileio.h"
+#include "fsd/core/deflate_refs.h"
 #include "fsd/core/layerindex.h"
 #include "fsd/core/layerindex_format.h"
 
@@ -29,6 +30,14 @@
 #define GZ_HUNT_STEP 64u    /* the same while looking for a block boundary */
 #define MIN_SPAN 4096u
 #define MAX_SPAN (64u << 20)
+/* Sparse windows (docs/ARCHITECTURE.md, "Sparse windows"): a window is compressed once the
+ * output reaches SPARSE_NEED bytes past its point, every byte the deflate data after the
+ * point cannot copy zeroed. At most SPARSE_IN compressed bytes after a point are searched
+ * for that (more only in a hostile stream: the window is then kept whole). */
+#define SPARSE_NEED (WINDOW_SIZE + DREF_MAX_MATCH)
+#define SPARSE_IN (128u << 10)
+#define SPARSE_RECENT 1024u /* compressed bytes kept before a point, for its block header */
+#define MAX_PENDING 16      /* (SPARSE_NEED / MIN_SPAN) + 1 points wait at most */
 /* zstd re-encode level: pull time over store size (docs/ARCHITECTURE.md, "Layer index") */
 #define ZSTD_FRAME_LEVEL 1
 
@@ -77,6 +86,24 @@ struct li_builder {
 		uint8_t flags, field;
 	} gh;
 	uint64_t last_point_out;
+
+	/* Points whose window waits for the deflate data after them (sparse windows). */
+	struct pending_window {
+		uint32_t point;   /* index in points */
+		uint32_t wlen;    /* window bytes before out_off */
+		uint64_t out_off; /* the point's uncompressed offset */
+		uint64_t bitpos;  /* and its compressed bit offset */
+	} pend[MAX_PENDING];
+	uint32_t n_pend;
+	struct dynbuf zin;  /* compressed bytes inflated so far, from zin_base */
+	uint64_t zin_base;  /* (only the last SPARSE_RECENT while no point waits) */
+	struct dynbuf zout; /* output from zout_base: the windows and what follows them */
+	uint64_t zout_base;
+	uint8_t *used;               /* WINDOW_SIZE marks from dref_decode() */
+	uint8_t *sparse;             /* WINDOW_SIZE: the window with unused bytes zeroed */
+	struct inflate_state *check; /* inflates from a point with its sparse window */
+	uint8_t *check_out;          /* SPARSE_NEED bytes */
+	uint64_t sparse_kept;        /* windows kept whole (checks failed; hostile streams) */
 
 	ZSTD_DCtx *zd;
 	ZSTD_CCtx *zc;
@@ -269,11 +296,202 @@ static int append_point(struct li_builder *b, const struct lix_point *p)
 	return 0;
 }
 
+/* Compresses window (wlen bytes) into the windows section for point k. */
+static int store_window(struct li_builder *b, uint32_t k, const uint8_t *window, size_t wlen)
+{
+	struct lix_point *p;
+	size_t at = b->windows.len, clen;
+	int r;
+
+	r = dynbuf_append(&b->windows, NULL, WINDOW_CBOUND);
+	if (r < 0)
+		return r;
+	r = compress_window(b, window, wlen, b->windows.p + at, &clen);
+	if (r < 0)
+		return r;
+	b->windows.len = at + clen;
+	p = (struct lix_point *)b->points.p + k;
+	p->window_off = at;
+	p->window_len = (uint32_t)clen;
+	return 0;
+}
+
+/* Inflates with ISA-L from bit bitpos % 8 of in (in_len bytes), after the window win, into
+ * b->check_out; true when that gives exactly the len bytes of want. This is how the
+ * reader starts at the point, so it proves the sparse window. */
+static bool check_sparse(struct li_builder *b, const uint8_t *in, size_t in_len, unsigned bit,
+                         const uint8_t *win, size_t wlen, const uint8_t *want, size_t len)
+{
+	struct inflate_state *st = b->check;
+
+	if (!st) {
+		st = b->check = malloc(sizeof(*st));
+		b->check_out = malloc(SPARSE_NEED);
+		if (!st || !b->check_out)
+			return false;
+	}
+	isal_inflate_init(st);
+	st->crc_flag = ISAL_DEFLATE;
+	if (isal_inflate_set_dict(st, (uint8_t *)win, (uint32_t)wlen) != COMP_OK)
+		return false;
+	if (bit) {
+		if (in_len == 0)
+			return false;
+		st->read_in = (uint64_t)(in[0] >> bit);
+		st->read_in_length = (int32_t)(8 - bit);
+		in++;
+		in_len--;
+	}
+	st->next_in = (uint8_t *)in;
+	st->avail_in = (uint32_t)in_len;
+	st->next_out = b->check_out;
+	st->avail_out = (uint32_t)len;
+	if (isal_inflate(st) != ISAL_DECOMP_OK || st->avail_out != 0)
+		return false;
+	return memcmp(b->check_out, want, len) == 0;
+}
+
+/* Stores the window of pending point w: the window bytes that no back-reference starting
+ * in the first WINDOW_SIZE bytes after the point copies are zeroed (no later one reaches
+ * the window), which our decoder finds from the compressed bytes after the point; the
+ * result is proven by inflating from the point with it as the reader will. Needs the
+ * output up to SPARSE_NEED bytes after the point, or up to the member's end. */
+static int finish_window(struct li_builder *b, const struct pending_window *w)
+{
+	const uint8_t *win = b->zout.p + (w->out_off - w->wlen - b->zout_base);
+	const uint8_t *after = win + w->wlen, *in;
+	size_t have_out =
+	    (size_t)MIN(b->zout_base + b->zout.len - w->out_off, (uint64_t)SPARSE_NEED);
+	uint64_t first = w->bitpos / 8;
+	size_t in_len;
+	struct dref d;
+	int r;
+
+	if (!b->used) {
+		b->used = malloc(WINDOW_SIZE);
+		b->sparse = malloc(WINDOW_SIZE);
+		if (!b->used || !b->sparse)
+			return -ENOMEM;
+	}
+	if (first < b->zin_base)
+		goto whole; /* the block header is not there (never with ISA-L's header sizes) */
+	in = b->zin.p + (first - b->zin_base);
+	in_len = (size_t)MIN(b->zin_base + b->zin.len - first, (uint64_t)SPARSE_IN);
+	memset(b->used, 0, w->wlen);
+	r = dref_decode(in, in_len, (unsigned)(w->bitpos % 8), NULL, w->wlen, NULL, WINDOW_SIZE,
+	                b->used, &d);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0 || d.out_len > have_out)
+		goto whole;
+	for (size_t i = 0; i < w->wlen; i++)
+		b->sparse[i] = b->used[i] ? win[i] : 0;
+	if (!check_sparse(b, in, in_len, (unsigned)(w->bitpos % 8), b->sparse, w->wlen, after,
+	                  d.out_len))
+		goto whole;
+	return store_window(b, w->point, b->sparse, w->wlen);
+whole:
+	b->sparse_kept++;
+	return store_window(b, w->point, win, w->wlen);
+}
+
+/* Drops what no waiting point needs any more from zin and zout. */
+static void trim_pending(struct li_builder *b)
+{
+	uint64_t in_keep = b->zin_base + b->zin.len, out_keep = b->zout_base + b->zout.len;
+	size_t drop;
+
+	if (b->n_pend == 0) {
+		b->zout.len = 0;
+		b->zout_base = out_keep;
+		in_keep -= MIN(in_keep - b->zin_base, (uint64_t)SPARSE_RECENT);
+	}
+	for (uint32_t k = 0; k < b->n_pend; k++) {
+		in_keep = MIN(in_keep, b->pend[k].bitpos / 8);
+		out_keep = MIN(out_keep, b->pend[k].out_off - b->pend[k].wlen);
+	}
+	drop = (size_t)(MAX(in_keep, b->zin_base) - b->zin_base);
+	if (drop >= (64u << 10) || (drop > 0 && drop == b->zin.len) ||
+	    (b->n_pend == 0 && drop >= SPARSE_RECENT)) {
+		memmove(b->zin.p, b->zin.p + drop, b->zin.len - drop);
+		b->zin.len -= drop;
+		b->zin_base += drop;
+	}
+	drop = (size_t)(MAX(out_keep, b->zout_base) - b->zout_base);
+	if (drop >= (64u << 10)) {
+		memmove(b->zout.p, b->zout.p + drop, b->zout.len - drop);
+		b->zout.len -= drop;
+		b->zout_base += drop;
+	}
+}
+
+/* Stores the windows of the waiting points that have all they need: the output up to
+ * SPARSE_NEED after them, or (member_end) the rest of their member; or whose compressed
+ * bytes exceed what is searched (2 * SPARSE_IN: the search then fails in any feeding). */
+static int finish_pending(struct li_builder *b, bool member_end)
+{
+	uint32_t kept = 0;
+	int r;
+
+	for (uint32_t k = 0; k < b->n_pend; k++) {
+		const struct pending_window *w = &b->pend[k];
+
+		if (member_end || b->zout_base + b->zout.len >= w->out_off + SPARSE_NEED ||
+		    b->zin_base + b->zin.len - w->bitpos / 8 >= 2 * (uint64_t)SPARSE_IN) {
+			r = finish_window(b, w);
+			if (r < 0)
+				return r;
+		} else {
+			b->pend[kept++] = *w;
+		}
+	}
+	if (kept == b->n_pend)
+		return 0;
+	b->n_pend = kept;
+	trim_pending(b);
+	return 0;
+}
+
+/* After an inflate call that consumed in_len bytes at in (in b->in) and wrote out_len bytes
+ * at out:
+ * keeps what the waiting points need (all of it while one waits, else the last
+ * SPARSE_RECENT compressed bytes) and stores the windows that are complete. */
+static int track_pending(struct li_builder *b, const uint8_t *in, size_t in_len, const uint8_t *out,
+                         size_t out_len, bool member_end)
+{
+	uint64_t at = b->in_base + (uint64_t)(in - b->in); /* stream offset of in[0] */
+	int r;
+
+	if (at != b->zin_base + b->zin.len) {
+		b->zin.len = 0; /* after a member header, which is not inflated */
+		b->zin_base = at;
+	}
+	if (b->n_pend == 0 && in_len >= SPARSE_RECENT) {
+		b->zin_base += b->zin.len + in_len - SPARSE_RECENT;
+		b->zin.len = 0;
+		in += in_len - SPARSE_RECENT;
+		in_len = SPARSE_RECENT;
+	}
+	r = dynbuf_append(&b->zin, in, in_len);
+	if (r < 0)
+		return r;
+	if (b->n_pend == 0) {
+		b->zout_base += out_len;
+		trim_pending(b);
+		return 0;
+	}
+	r = dynbuf_append(&b->zout, out, out_len);
+	if (r < 0)
+		return r;
+	return finish_pending(b, member_end);
+}
+
 /* Records an access point at stream bit offset bitpos, where a deflate block (or a member's
  * deflate stream) starts, and at the current output offset. The reader restarts there from
  * the byte at in_off after priming the bits left of the byte before (the top bits of
  * prime_byte) and the window: the wlen bytes of output before the point (none at a member
- * start, as zlib's inflateGetDictionary after inflateReset). */
+ * start, as zlib's inflateGetDictionary after inflateReset). The window is stored once the
+ * data after the point is known (finish_pending). */
 static int add_gzip_point(struct li_builder *b, uint64_t bitpos, uint64_t next_bits,
                           const uint8_t *window, size_t wlen)
 {
@@ -286,23 +504,25 @@ static int add_gzip_point(struct li_builder *b, uint64_t bitpos, uint64_t next_b
 
 	if (p.bits)
 		p.prime_byte = (uint8_t)((next_bits & ((1u << p.bits) - 1)) << (8 - p.bits));
-	if (wlen > 0) {
-		size_t at = b->windows.len, clen;
-
-		r = dynbuf_append(&b->windows, NULL, WINDOW_CBOUND);
-		if (r < 0)
-			return r;
-		r = compress_window(b, window, wlen, b->windows.p + at, &clen);
-		if (r < 0)
-			return r;
-		b->windows.len = at + clen;
-		p.window_off = at;
-		p.window_len = (uint32_t)clen;
-	}
 	r = append_point(b, &p);
 	if (r < 0)
 		return r;
 	b->last_point_out = p.out_off;
+	if (wlen == 0)
+		return 0;
+	if (b->n_pend == MAX_PENDING)
+		return store_window(b, b->n_points - 1, window, wlen); /* spans < MIN_SPAN only */
+	if (b->n_pend == 0) {
+		b->zout.len = 0;
+		b->zout_base = p.out_off - wlen;
+		r = dynbuf_append(&b->zout, window, wlen);
+		if (r < 0)
+			return r;
+	}
+	b->pend[b->n_pend++] = (struct pending_window){.point = b->n_points - 1,
+	                                               .wlen = (uint32_t)wlen,
+	                                               .out_off = p.out_off,
+	                                               .bitpos = bitpos};
 	return 0;
 }
 
@@ -518,8 +738,12 @@ static ssize_t produce_gzip(struct li_builder *b, const void **ret)
 		ir = isal_inflate(st);
 		if (ir < 0)
 			return -EBADMSG;
-		b->in_pos += in_before - st->avail_in;
 		n = out_before - st->avail_out;
+		r = track_pending(b, b->in + b->in_pos, in_before - st->avail_in, dst + have, n,
+		                  st->block_state == ISAL_BLOCK_FINISH);
+		if (r < 0)
+			return r;
+		b->in_pos += in_before - st->avail_in;
 		have += n;
 		r = check_out(b, n);
 		if (r < 0)
@@ -1000,6 +1224,11 @@ static int run(struct li_builder *b)
 		;
 	if (n < 0)
 		return (int)n;
+	if (b->n_pend > 0) {
+		r = finish_pending(b, true); /* the last member's end stored them already */
+		if (r < 0)
+			return r;
+	}
 	if (b->comp == LI_ZSTD)
 		return flush_frame(b);
 	return 0;
@@ -1213,6 +1442,20 @@ int li_builder_finish(struct li_builder *b, const char *layer_digest, void **ret
 	return serialise(b, layer_digest ? layer_digest : "", ret_buf, ret_len);
 }
 
+int li_builder_stats(const struct li_builder *b, struct li_build_stats *ret)
+{
+	if (!b->finished || b->thread_running || b->worker_err < 0)
+		return -EINVAL;
+	*ret = (struct li_build_stats){
+	    .points = b->n_points,
+	    .windows_whole = b->sparse_kept,
+	    .window_bytes = b->windows.len,
+	    .entry_bytes = b->entries.len + b->xattrs.len + b->segments.len,
+	    .string_bytes = b->strings.len,
+	};
+	return 0;
+}
+
 void li_builder_free(struct li_builder *b)
 {
 	if (!b)
@@ -1220,6 +1463,12 @@ void li_builder_free(struct li_builder *b)
 	stop_worker(b, true);
 	free(b->isal);
 	free(b->deflate_buf);
+	dynbuf_free(&b->zin);
+	dynbuf_free(&b->zout);
+	free(b->used);
+	free(b->sparse);
+	free(b->check);
+	free(b->check_out);
 	ZSTD_freeDCtx(b->zd);
 	ZSTD_freeCCtx(b->zc);
 	free(b->frame);

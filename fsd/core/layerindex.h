@@ -85,6 +85,16 @@ int li_builder_finish(struct li_builder *b, const char *layer_digest, void **ret
                       size_t *ret_len);
 /* Replaces the limits; only before the first li_builder_feed(). */
 int li_builder_set_limits(struct li_builder *b, const struct li_limits *lim);
+/* What the index of a finished builder is made of (tests, measurements). */
+struct li_build_stats {
+	uint32_t points;
+	uint32_t windows_whole; /* gzip windows stored whole: their sparse form failed its check */
+	uint64_t window_bytes;  /* compressed windows */
+	uint64_t entry_bytes;   /* entry, xattr and segment records */
+	uint64_t string_bytes;  /* names, link targets, xattr values */
+};
+/* After a successful li_builder_finish(); -EINVAL before. */
+int li_builder_stats(const struct li_builder *b, struct li_build_stats *ret);
 void li_builder_free(struct li_builder *b);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct li_builder *, li_builder_free);
 

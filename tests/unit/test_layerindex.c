@@ -17,6 +17,7 @@
 #include <zstd.h>
 #include "common/fileio.h"
 #include "fsd/core/layerindex.h"
+#include "fsd/core/layerindex_format.h"
 #include "fsd/core/spancache.h"
 #include "tests/unit/fixture_buf.h"
 
@@ -350,6 +351,9 @@ static void zstd_buf(const struct buf *in, struct buf *out)
 
 /* ---- building and opening ---- */
 
+/* What the last successful build() was made of. */
+static struct li_build_stats last_stats;
+
 struct built {
 	void *idx;
 	size_t idx_len;
@@ -382,6 +386,8 @@ static int build(const struct buf *data, enum li_compression comp, uint32_t span
 	rng_state = saved;
 	if (r == 0)
 		r = li_builder_finish(b, DIGEST, &ret->idx, &ret->idx_len);
+	if (r == 0)
+		assert_int_equal(li_builder_stats(b, &last_stats), 0);
 	if (r < 0) {
 		close(zfd);
 		return r;
@@ -1100,6 +1106,215 @@ static void test_builder_misuse(void **state)
 	assert_int_equal(li_builder_feed(b, "\x1f\x8b", 2), 0);
 }
 
+/* ---- sparse windows ---- */
+
+/* A gzip stream with explicit deflate blocks: each piece of content compressed at its level
+ * (0: stored blocks) and ended with a full flush, so that blocks of every kind follow one
+ * another and matches reach back across the flushes. */
+static void gzip_levels(const struct buf *in, const int *levels, size_t n_levels, size_t piece,
+                        struct buf *out)
+{
+	z_stream z = {0};
+	uint8_t chunk[65536];
+	size_t k = 0;
+	int zr;
+
+	assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY), Z_OK);
+	for (size_t off = 0; off < in->len; off += piece, k++) {
+		size_t n = MIN(piece, in->len - off);
+		int flush = off + n == in->len ? Z_FINISH : Z_FULL_FLUSH;
+
+		assert_int_equal(deflateParams(&z, levels[k % n_levels], Z_DEFAULT_STRATEGY), Z_OK);
+		z.next_in = in->p + off;
+		z.avail_in = (uInt)n;
+		do {
+			z.next_out = chunk;
+			z.avail_out = sizeof(chunk);
+			zr = deflate(&z, flush);
+			buf_put(out, chunk, sizeof(chunk) - z.avail_out);
+		} while (z.avail_out == 0 || (flush == Z_FINISH && zr == Z_OK));
+	}
+	assert_int_equal(zr, Z_STREAM_END);
+	deflateEnd(&z);
+}
+
+/* gzip with zlib at memLevel mem (1: a deflate block every 128 symbols), in members. */
+static void gzip_mem(const struct buf *in, int level, int mem, int members, struct buf *out)
+{
+	size_t per = in->len / (size_t)members + 1;
+
+	for (int m = 0; m < members; m++) {
+		size_t from = MIN(in->len, per * (size_t)m), to = MIN(in->len, from + per);
+		uLong cap = 2 * (uLong)(to - from) + 4096; /* tiny blocks exceed compressBound */
+		z_stream z = {0};
+
+		assert_int_equal(deflateInit2(&z, level, Z_DEFLATED, 31, mem, Z_DEFAULT_STRATEGY),
+		                 Z_OK);
+		buf_put(out, NULL, cap);
+		z.next_in = in->p + from;
+		z.avail_in = (uInt)(to - from);
+		z.next_out = out->p + out->len - cap;
+		z.avail_out = (uInt)cap;
+		assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
+		out->len -= z.avail_out;
+		deflateEnd(&z);
+	}
+}
+
+/* A tar of one file with the given content. */
+static void tar_of(const uint8_t *content, size_t n, struct buf *tar)
+{
+	uint8_t h[512];
+
+	raw_header(h, "content", '0', n, false);
+	buf_put(tar, h, sizeof(h));
+	put_padded(tar, content, n);
+	put_end(tar);
+}
+
+/* Every stored window equals the stream before its point, except for bytes set to zero;
+ * returns how many were zeroed and how many window bytes there are. Then every point is
+ * read from with the cache off, so that each read starts at its point with its window. */
+static void check_sparse_windows(struct built *bt, const struct buf *tar, size_t *ret_zeroed,
+                                 size_t *ret_total)
+{
+	const struct lix_header *h = bt->idx;
+	const struct lix_point *pts = (const void *)((const uint8_t *)bt->idx + h->points_off);
+	const uint8_t *windows = (const uint8_t *)bt->idx + h->windows_off;
+	_cleanup_free_ uint8_t *win = malloc(32768), *got = malloc(70000);
+	size_t zeroed = 0, total = 0;
+
+	assert_non_null(win);
+	assert_non_null(got);
+	assert_int_equal(h->total_out, tar->len);
+	li_cache_set_size(0);
+	for (uint32_t k = 0; k < h->n_points; k++) {
+		const struct lix_point *p = &pts[k];
+		uLongf wlen = 32768;
+		size_t n = (size_t)MIN((uint64_t)70000, tar->len - p->out_off);
+
+		if (p->window_len > 0) {
+			assert_int_equal(
+			    uncompress(win, &wlen, windows + p->window_off, p->window_len), Z_OK);
+			assert_true(wlen <= p->out_off);
+			for (size_t i = 0; i < wlen; i++) {
+				uint8_t real = tar->p[p->out_off - wlen + i];
+
+				if (win[i] != real) {
+					assert_int_equal(win[i], 0);
+					zeroed++;
+				}
+			}
+			total += wlen;
+		}
+		assert_int_equal(li_read_stream(bt->li, got, n, p->out_off), (ssize_t)n);
+		assert_memory_equal(got, tar->p + p->out_off, n);
+	}
+	for (int k = 0; k < 100; k++) {
+		uint64_t off = rnd() % tar->len, want = 1 + rnd() % 70000;
+		size_t n = (size_t)MIN(want, tar->len - off);
+
+		assert_int_equal(li_read_stream(bt->li, got, n, off), (ssize_t)n);
+		assert_memory_equal(got, tar->p + off, n);
+	}
+	li_cache_set_size(SPANCACHE_DEFAULT_SIZE);
+	*ret_zeroed = zeroed;
+	*ret_total = total;
+}
+
+/* Windows keep only the bytes the data after their point copies, and reads from every
+ * point still give the stream: long matches across the point, matches overlapping
+ * themselves, copies of copies, stored blocks, points followed by less than 32 KiB of their
+ * member, gzip -1 and -9, concatenated members, random data, spans down to the minimum
+ * (up to nine points waiting for their data at once). The index stays the same for any
+ * chunking. */
+static void test_sparse_windows(void **state)
+{
+	enum { REPEAT, RUNS, TEXT, RANDOM, N_CONTENT };
+	static const int mixed[] = {0, 1, 9, 6, 0, 0, 3};
+	size_t n = 700000;
+	_cleanup_free_ uint8_t *c = malloc(n);
+
+	(void)state;
+	assert_non_null(c);
+	for (int kind = 0; kind < N_CONTENT; kind++) {
+		struct buf tar = {0};
+
+		if (kind == REPEAT) {
+			/* a 30,000-byte random block over and over, a byte in 64 changed: the
+			 * matches are 30,000 back, across every point */
+			for (size_t i = 0; i < n; i++)
+				c[i] = i < 30000 || rnd() % 64 == 0 ? (uint8_t)rnd() : c[i - 30000];
+		} else if (kind == RUNS) {
+			/* runs of one byte and of short periods: distance < length */
+			for (size_t i = 0; i < n;) {
+				size_t run = 1 + rnd() % 2000, period = 1 + rnd() % 5;
+				uint8_t base = (uint8_t)rnd();
+
+				for (size_t k = 0; k < run && i < n; k++, i++)
+					c[i] = (uint8_t)(base + k % period);
+			}
+		} else if (kind == TEXT) {
+			_cleanup_free_ uint8_t *t = make_content(n, 77);
+
+			memcpy(c, t, n);
+		} else {
+			for (size_t i = 0; i < n; i++)
+				c[i] = (uint8_t)rnd();
+		}
+		tar_of(c, n, &tar);
+		for (int variant = 0; variant < 6; variant++) {
+			static const uint32_t spans[] = {16384, 4096, 65536, 16384, 16384, 32768};
+			struct buf gz = {0};
+			struct built bt, other;
+			size_t zeroed, total;
+
+			switch (variant) {
+			case 0:
+				gzip_mem(&tar, 6, 2, 1, &gz);
+				break;
+			case 1:
+				gzip_mem(&tar, 1, 1, 1, &gz);
+				break;
+			case 2:
+				gzip_mem(&tar, 9, 1, 1, &gz);
+				break;
+			case 3:
+				gzip_mem(&tar, 6, 3, 7, &gz); /* members of 100 KB: short tails */
+				break;
+			case 4:
+				gzip_levels(&tar, mixed, ARRAY_SIZE(mixed), 23456, &gz);
+				break;
+			default:
+				gzip_mem(&tar, 0, 8, 1, &gz); /* stored blocks only */
+				break;
+			}
+			assert_int_equal(build(&gz, LI_GZIP, spans[variant], NULL, 8192,
+			                       (uint64_t)(kind * 10 + variant), &bt),
+			                 0);
+			assert_int_equal(last_stats.windows_whole, 0);
+			assert_true(last_stats.points > 3);
+			check_sparse_windows(&bt, &tar, &zeroed, &total);
+			assert_true(total > 0);
+			if (variant == 5 || kind == RANDOM)
+				/* nothing refers back into stored or random data */
+				assert_true(zeroed > total * 9 / 10);
+			else
+				assert_true(zeroed > 0 && zeroed < total);
+			/* the same index whatever the chunks */
+			assert_int_equal(build(&gz, LI_GZIP, spans[variant], NULL,
+			                       variant == 1 ? 7 : 100000, 5, &other),
+			                 0);
+			assert_int_equal(other.idx_len, bt.idx_len);
+			assert_memory_equal(other.idx, bt.idx, bt.idx_len);
+			built_free(&other);
+			built_free(&bt);
+			free(gz.p);
+		}
+		free(tar.p);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1108,6 +1323,7 @@ int main(void)
 	    cmocka_unit_test(test_sparse_formats),
 	    cmocka_unit_test(test_chunking_invariance),
 	    cmocka_unit_test(test_random_ranges_across_spans),
+	    cmocka_unit_test(test_sparse_windows),
 	    cmocka_unit_test(test_concurrent_reads),
 	    cmocka_unit_test(test_corrupt_and_truncated),
 	    cmocka_unit_test(test_limits),

@@ -1,1 +1,1 @@
-test_layerindex_SRC := fsd/core/layerindex.c fsd/core/layerindex_read.c fsd/core/spancache.c tests/unit/fixture_buf.c
+test_layerindex_SRC := fsd/core/deflate_refs.c fsd/core/layerindex.c fsd/core/layerindex_read.c fsd/core/spancache.c tests/unit/fixture_buf.c
