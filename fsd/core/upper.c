@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -10,7 +11,9 @@
 
 /* Copy-up reads the lower in spans of this size: the layer reader decodes whole units
  * straight into the buffer, and the writes are large. */
+#ifndef COPY_CHUNK
 #define COPY_CHUNK (8u << 20)
+#endif
 
 /* The first UPPER_BOOT_LEN hex digits of the kernel's boot_id, or zeros when unknown
  * (recovery then treats every pending name as one of another boot: the safe side). */
@@ -410,36 +413,33 @@ int upper_removexattr(const struct upper *u, int dirfd, const char *name, const 
 
 /* ---- copy-up ---- */
 
-int upper_copy_data(const struct upper_src *src, int fd)
+/* Copies [start, end) of src into fd at the same offsets; holes of src stay holes. */
+static int copy_range(const struct upper_src *src, int fd, uint64_t start, uint64_t end)
 {
-	_cleanup_free_ char *buf = NULL;
-	uint64_t size = (uint64_t)src->st.st_size, pos = 0;
+	_cleanup_free_ char *buf = malloc(COPY_CHUNK);
+	uint64_t pos = start;
 
-	/* A file without holes gets its blocks in one step (no allocation per write). */
-	if (size > COPY_CHUNK && (uint64_t)src->st.st_blocks * 512 >= size)
-		(void)posix_fallocate(fd, 0, (off_t)size);
-	buf = malloc(COPY_CHUNK);
 	if (!buf)
 		return -ENOMEM;
-	while (pos < size) {
-		uint64_t end = size;
+	while (pos < end) {
+		uint64_t stop = end;
 		ssize_t n;
 
 		if (src->seek) {
 			int64_t d = src->seek(src->ctx, pos, SEEK_DATA);
 
-			if (d == -ENXIO)
+			if (d == -ENXIO || (d >= 0 && (uint64_t)d >= end))
 				break;
 			if (d >= 0) {
 				int64_t h = src->seek(src->ctx, (uint64_t)d, SEEK_HOLE);
 
 				pos = (uint64_t)d;
-				if (h > d && (uint64_t)h < end)
-					end = (uint64_t)h;
+				if (h > d && (uint64_t)h < stop)
+					stop = (uint64_t)h;
 			}
 		}
-		while (pos < end) {
-			size_t want = (size_t)MIN((uint64_t)COPY_CHUNK, end - pos);
+		while (pos < stop) {
+			size_t want = (size_t)MIN((uint64_t)COPY_CHUNK, stop - pos);
 
 			n = src->read(src->ctx, buf, want, pos);
 			if (n < 0)
@@ -451,6 +451,53 @@ int upper_copy_data(const struct upper_src *src, int fd)
 			pos += (uint64_t)n;
 		}
 	}
+	return 0;
+}
+
+struct copy_job {
+	const struct upper_src *src;
+	int fd;
+	uint64_t start, end;
+	int r;
+};
+
+static void *copy_job_run(void *arg)
+{
+	struct copy_job *j = arg;
+
+	j->r = copy_range(j->src, j->fd, j->start, j->end);
+	return NULL;
+}
+
+int upper_copy_data(const struct upper_src *src, int fd)
+{
+	uint64_t size = (uint64_t)src->st.st_size, mid = size;
+	struct copy_job second = {.src = src, .fd = fd, .end = size};
+	bool threaded = false;
+	pthread_t t;
+	int r;
+
+	/* A file without holes gets its blocks in one step (no allocation per write). */
+	if (size > COPY_CHUNK && (uint64_t)src->st.st_blocks * 512 >= size)
+		(void)posix_fallocate(fd, 0, (off_t)size);
+	/* Reading the lower is CPU work (inflating), and so is each copy into the page
+	 * cache: a large file is copied as two halves, one per thread (see
+	 * docs/ARCHITECTURE.md, "The writable layer"). The source's reads are thread-safe. */
+	if (size >= 2 * COPY_CHUNK) {
+		mid = (size / 2) & ~(uint64_t)4095;
+		second.start = mid;
+		threaded = pthread_create(&t, NULL, copy_job_run, &second) == 0;
+		if (!threaded)
+			mid = size;
+	}
+	r = copy_range(src, fd, 0, mid);
+	if (threaded) {
+		pthread_join(t, NULL);
+		if (r >= 0)
+			r = second.r;
+	}
+	if (r < 0)
+		return r;
 	if (ftruncate(fd, (off_t)size) < 0)
 		return -errno;
 	return 0;

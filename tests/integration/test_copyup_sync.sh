@@ -9,7 +9,9 @@
 #   lower's content plus the written byte and removes the pending name;
 # - a simulated power loss (data zeroed, the pending name renamed to another boot): the
 #   next mount rewrites the lower's content; for a pending name of another image the data
-#   is left alone.
+#   is left alone;
+# - a large sparse file, copied as two halves by two threads: the same bytes, and its
+#   holes stay holes.
 . "$(dirname "$0")/lib.sh"
 require_imgfs
 require_root
@@ -125,5 +127,45 @@ assert_ok imgfs mount --upper "$upper" "$ref" "$mnt"
 cmp -s "$mnt/$file" "$lower" && fail "a pending name of another image was rewritten"
 [ -z "$(tr -d '\0' <"$mnt/$file" | head -c 1)" ] || fail "the zeroed data changed"
 assert_contains "$ERR" "this is image" "mount warnings"
+assert_ok imgfs umount "$mnt"
+log "a 40 MiB sparse file with data across the middle: bytes and holes kept"
+mkdir -p "$TESTDIR/sparse/sp"
+"$PYTHON" - "$TESTDIR/sparse/sp/file" <<'EOF2' || fail "cannot write the sparse file"
+import os, random, sys
+rnd = random.Random(7)
+with open(sys.argv[1], "wb") as f:
+    f.truncate(40 << 20)
+    for off, n in ((0, 1 << 20), ((20 << 20) - 4096, 8192 + 12345), ((40 << 20) - 777, 777)):
+        f.seek(off)
+        f.write(rnd.randbytes(n))
+EOF2
+(cd "$TESTDIR/sparse" && tar --sparse --format=posix --sparse-version=1.0 --owner=0 --group=0 \
+	-cf ../sparse.tar sp) || fail "tar --sparse failed"
+"$PYTHON" "$IMGFS_TOP/tests/integration/mklayers.py" wrap "$TESTDIR/images" sparse \
+	--base "$TESTDIR/images:img" "$TESTDIR/sparse.tar" || fail "mklayers.py wrap failed"
+reset_upper
+assert_ok imgfs mount --upper "$upper" "oci:$TESTDIR/images:sparse" "$mnt"
+cp --sparse=always "$TESTDIR/sparse/sp/file" "$TESTDIR/sparse-written"
+printf '\0' | dd of="$TESTDIR/sparse-written" bs=1 count=1 conv=notrunc status=none
+dd if=/dev/zero of="$mnt/sp/file" bs=1 count=1 conv=notrunc status=none
+cmp "$mnt/sp/file" "$TESTDIR/sparse-written" || fail "the copied-up sparse file differs"
+"$PYTHON" - "$upper/sp/file" "$TESTDIR/sparse/sp/file" <<'EOF2' || fail "holes lost in the copy"
+import os, sys
+def data_map(path):
+    fd, out, off = os.open(path, os.O_RDONLY), [], 0
+    size = os.fstat(fd).st_size
+    while off < size:
+        try:
+            d = os.lseek(fd, off, os.SEEK_DATA)
+        except OSError:
+            break
+        h = os.lseek(fd, d, os.SEEK_HOLE)
+        out.append((d // 4096, -(-h // 4096)))
+        off = h
+    return out
+a, b = data_map(sys.argv[1]), data_map(sys.argv[2])
+if a != b:
+    sys.exit("data map of the upper copy %r, of the original %r" % (a, b))
+EOF2
 assert_ok imgfs umount "$mnt"
 log "ok"
