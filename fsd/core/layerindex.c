@@ -49,7 +49,8 @@ struct dynbuf {
 struct li_builder {
 	enum li_compression comp; /* LI_AUTO until the worker has seen the first bytes */
 	uint32_t span;
-	int data_fd; /* borrowed */
+	bool default_span; /* span 0 given: set by the compression once detected */
+	int data_fd;       /* borrowed */
 	struct li_limits lim;
 
 	pthread_mutex_t lock;
@@ -385,7 +386,7 @@ static int finish_window(struct li_builder *b, const struct pending_window *w)
 	if (r < 0 || d.out_len > have_out)
 		goto whole;
 	for (size_t i = 0; i < w->wlen; i++)
-		b->sparse[i] = b->used[i] ? win[i] : 0;
+		b->sparse[i] = win[i] & (uint8_t)-b->used[i]; /* used[] is 0 or 1 */
 	if (!check_sparse(b, in, in_len, (unsigned)(w->bitpos % 8), b->sparse, w->wlen, after,
 	                  d.out_len))
 		goto whole;
@@ -460,6 +461,7 @@ static int track_pending(struct li_builder *b, const uint8_t *in, size_t in_len,
                          size_t out_len, bool member_end)
 {
 	uint64_t at = b->in_base + (uint64_t)(in - b->in); /* stream offset of in[0] */
+	uint64_t end = b->zout_base + b->zout.len, need = 0;
 	int r;
 
 	if (at != b->zin_base + b->zin.len) {
@@ -480,7 +482,11 @@ static int track_pending(struct li_builder *b, const uint8_t *in, size_t in_len,
 		trim_pending(b);
 		return 0;
 	}
-	r = dynbuf_append(&b->zout, out, out_len);
+	/* Only up to the furthest byte a waiting point needs: with that much, every point is
+	 * complete and none is left waiting, so the next point finds zout empty. */
+	for (uint32_t k = 0; k < b->n_pend; k++)
+		need = MAX(need, b->pend[k].out_off + SPARSE_NEED);
+	r = dynbuf_append(&b->zout, out, (size_t)MIN((uint64_t)out_len, need - MIN(need, end)));
 	if (r < 0)
 		return r;
 	return finish_pending(b, member_end);
@@ -1210,6 +1216,8 @@ static int run(struct li_builder *b)
 		if (r < 0)
 			return r;
 	}
+	if (b->default_span)
+		b->span = b->comp == LI_GZIP ? LI_GZIP_SPAN : LI_DEFAULT_SPAN;
 	if (b->comp == LI_ZSTD) {
 		r = setup_zstd(b);
 		if (r < 0)
@@ -1252,10 +1260,11 @@ static void *worker(void *userdata)
 int li_builder_new(enum li_compression comp, uint32_t span, int data_fd, struct li_builder **ret)
 {
 	_cleanup_(li_builder_freep) struct li_builder *b = NULL;
+	bool default_span = span == 0;
 	int r;
 
 	if (span == 0)
-		span = LI_DEFAULT_SPAN;
+		span = comp == LI_GZIP ? LI_GZIP_SPAN : LI_DEFAULT_SPAN;
 	if (span < MIN_SPAN || span > MAX_SPAN || comp > LI_ZSTD)
 		return -EINVAL;
 	if (comp == LI_ZSTD && data_fd < 0)
@@ -1265,6 +1274,7 @@ int li_builder_new(enum li_compression comp, uint32_t span, int data_fd, struct 
 		return -ENOMEM;
 	b->comp = comp;
 	b->span = span;
+	b->default_span = default_span;
 	b->data_fd = data_fd;
 	li_limits_default(&b->lim);
 	pthread_mutex_init(&b->lock, NULL);

@@ -1315,6 +1315,35 @@ static void test_sparse_windows(void **state)
 	}
 }
 
+/* Span 0: 1.5 MiB for gzip, whether given or detected, 1 MiB for the rest. */
+static void test_default_span(void **state)
+{
+	const struct file_spec *files;
+	struct buf tar = {0}, gz = {0}, zs = {0};
+	const struct buf *inputs[] = {&gz, &gz, &zs, &tar};
+	static const enum li_compression comps[] = {LI_GZIP, LI_AUTO, LI_ZSTD, LI_AUTO};
+	static const uint32_t want[] = {LI_GZIP_SPAN, LI_GZIP_SPAN, LI_DEFAULT_SPAN,
+	                                LI_DEFAULT_SPAN};
+	size_t n;
+
+	(void)state;
+	pax_stream(&tar, &files, &n);
+	gzip_buf(&tar, 6, 1, &gz);
+	zstd_buf(&tar, &zs);
+	for (size_t k = 0; k < ARRAY_SIZE(inputs); k++) {
+		struct built bt;
+		struct li_info info;
+
+		assert_int_equal(build(inputs[k], comps[k], 0, NULL, 0, 1, &bt), 0);
+		li_get_info(bt.li, &info);
+		assert_int_equal(info.span, want[k]);
+		built_free(&bt);
+	}
+	free(tar.p);
+	free(gz.p);
+	free(zs.p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1324,6 +1353,7 @@ int main(void)
 	    cmocka_unit_test(test_chunking_invariance),
 	    cmocka_unit_test(test_random_ranges_across_spans),
 	    cmocka_unit_test(test_sparse_windows),
+	    cmocka_unit_test(test_default_span),
 	    cmocka_unit_test(test_concurrent_reads),
 	    cmocka_unit_test(test_corrupt_and_truncated),
 	    cmocka_unit_test(test_limits),
