@@ -625,6 +625,62 @@ m_rss() {
 # Store size per image: imgfs store (blobs + indexes + tree) against the compressed layers
 # and the extracted tree (du).
 
+# The image whose small files are read cold (one of STORE_IMGS).
+COLDREAD_IMG=debian
+[ "$QUICK" != 1 ] || COLDREAD_IMG=small5
+
+# index_sizes TAG KEY: the layer indexes (idx/sha256/HEX) of TAG's gzip layers in
+# $IMGFS_ROOT against those layers' compressed size. zstd layers (whose seekable copy is
+# another matter) and plain tar layers are left out.
+index_sizes() {
+	local d blob idx=0 gz=0
+	for d in $(layer_digests "$1"); do
+		blob=$(layer_blob "$d")
+		[ "$(head -c 2 "$blob" | od -An -tx1 | tr -d ' ')" = 1f8b ] || continue
+		idx=$((idx + $(stat -c %s "$IMGFS_ROOT/idx/sha256/${d#sha256:}")))
+		gz=$((gz + $(stat -c %s "$blob")))
+	done
+	if [ "$gz" -eq 0 ]; then
+		na "index_$2" "no gzip layer"
+		return
+	fi
+	add_sample "index_$2" "$idx"
+	add_sample "gzlayers_$2" "$gz"
+}
+
+# cold_reads TAG TREE: open + read + close of small files (1 B to 16 KiB) of TAG, each
+# from a fresh mount so that its span is not in the daemon's cache; the blob is in the
+# page cache (just pulled), the lookups are done before the clock starts.
+cold_reads() {
+	local m=$W/cold-mnt f n
+	mkdir -p "$m"
+	n=$(find "$2/rootfs" -type f -size +0 -size -16k | wc -l)
+	[ "$n" -gt 0 ] || {
+		na coldread "no small file in $1"
+		return
+	}
+	find "$2/rootfs" -type f -size +0 -size -16k -printf '%P\n' | sort |
+		awk -v n="$n" -v k=$((2 * REPS + 1)) 'NR % int(n / k + 1) == 0' >"$W/cold-files"
+	while read -r f; do
+		if ! "$IMGFS" mount --ro "$(ref "$1")" "$m" >>"$MLOG" 2>&1; then
+			side_failed coldread
+			return
+		fi
+		python3 -c '
+import os, sys, time
+p = sys.argv[1]
+os.stat(p)
+t = time.perf_counter()
+fd = os.open(p, os.O_RDONLY)
+while os.read(fd, 1 << 16):
+    pass
+os.close(fd)
+print("%.6f" % (time.perf_counter() - t))' "$m/$f" >>"$DATA/coldread.txt" 2>>"$MLOG" ||
+			side_failed coldread
+		"$IMGFS" umount "$m" >>"$MLOG" 2>&1 || unmount_under "$m"
+	done <"$W/cold-files"
+}
+
 m_store() {
 	local tag key tree
 	for tag in "${STORE_IMGS[@]}"; do
@@ -634,12 +690,21 @@ m_store() {
 		add_sample "extracted_$key" "$(du -s --block-size=1 "$tree/rootfs" | cut -f1)"
 		if [ -z "$HAVE_PULL" ]; then
 			na "store_$key" "$NA_PULL"
+			na "index_$key" "$NA_PULL"
 		elif imgfs_store "store-$key" "$tag"; then
 			add_sample "store_$key" "$(du -s --block-size=1 --exclude=tmp --exclude=mounts \
 				"$IMGFS_ROOT" | cut -f1)"
+			index_sizes "$tag" "$key"
+			if [ "$tag" = "$COLDREAD_IMG" ]; then
+				if [ -n "$HAVE_MOUNT" ]; then
+					cold_reads "$tag" "$tree"
+				else
+					na coldread "$NA_MOUNT"
+				fi
+			fi
 			rm -rf --one-file-system "$IMGFS_ROOT"
 		else
-			side_failed "store_$key"
+			side_failed "store_$key" "index_$key"
 		fi
 	done
 }
@@ -701,7 +766,11 @@ declare_rows() {
 	for t in "${STORE_IMGS[@]}"; do
 		row store "Store size, $t" "store_${t//-/_}" "compressed layers" "compressed_${t//-/_}" bytes
 		row store "Store size, $t" "store_${t//-/_}" "extracted tree (du)" "extracted_${t//-/_}" bytes
+		row store "Index size, $t (gzip layers)" "index_${t//-/_}" "compressed gzip layers" \
+			"gzlayers_${t//-/_}" bytes "≤ 2 %"
 	done
+	row store "Cold read of a small file (≤ 16 KiB, fresh mount), $COLDREAD_IMG" coldread "" "" \
+		time "< 5 ms"
 }
 
 # ---------------------------------------------------------------------------------------
