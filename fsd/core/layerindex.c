@@ -323,14 +323,15 @@ static int store_window(struct li_builder *b, uint32_t k, const uint8_t *window,
 static bool check_sparse(struct li_builder *b, const uint8_t *in, size_t in_len, unsigned bit,
                          const uint8_t *win, size_t wlen, const uint8_t *want, size_t len)
 {
-	struct inflate_state *st = b->check;
+	struct inflate_state *st;
 
-	if (!st) {
-		st = b->check = malloc(sizeof(*st));
+	if (!b->check)
+		b->check = malloc(sizeof(*b->check));
+	if (!b->check_out)
 		b->check_out = malloc(SPARSE_NEED);
-		if (!st || !b->check_out)
-			return false;
-	}
+	if (!b->check || !b->check_out)
+		return false; /* the window is kept whole */
+	st = b->check;
 	isal_inflate_init(st);
 	st->crc_flag = ISAL_DEFLATE;
 	if (isal_inflate_set_dict(st, (uint8_t *)win, (uint32_t)wlen) != COMP_OK)
@@ -368,12 +369,12 @@ static int finish_window(struct li_builder *b, const struct pending_window *w)
 	struct dref d;
 	int r;
 
-	if (!b->used) {
+	if (!b->used)
 		b->used = malloc(WINDOW_SIZE);
+	if (!b->sparse)
 		b->sparse = malloc(WINDOW_SIZE);
-		if (!b->used || !b->sparse)
-			return -ENOMEM;
-	}
+	if (!b->used || !b->sparse)
+		return -ENOMEM;
 	if (first < b->zin_base)
 		goto whole; /* the block header is not there (never with ISA-L's header sizes) */
 	in = b->zin.p + (first - b->zin_base);
@@ -454,8 +455,7 @@ static int finish_pending(struct li_builder *b, bool member_end)
 }
 
 /* After an inflate call that consumed in_len bytes at in (in b->in) and wrote out_len bytes
- * at out:
- * keeps what the waiting points need (all of it while one waits, else the last
+ * at out: keeps what the waiting points need (all of it while one waits, else the last
  * SPARSE_RECENT compressed bytes) and stores the windows that are complete. */
 static int track_pending(struct li_builder *b, const uint8_t *in, size_t in_len, const uint8_t *out,
                          size_t out_len, bool member_end)
