@@ -1,4 +1,5 @@
 /* FUSE low-level callbacks (op_<op>) over the filesystem core. See fuse_ops.h. */
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <malloc.h>
@@ -75,6 +76,37 @@ static void reply_attr(fuse_req_t req, int r, const struct stat *st)
 	fuse_reply_attr(req, st, LOWER_TIMEOUT);
 }
 
+/* libfuse reads a request into a buffer of max_write bytes plus one page for the headers
+ * (its FUSE_BUFFER_HEADER_SIZE), and splices it only into a pipe that can hold a whole
+ * buffer: otherwise it reads every request into memory. */
+#define FUSE_HEADER_ROOM 4096u
+
+/* The largest max_write, at most want (libfuse has already capped it at its buffer size),
+ * whose requests libfuse can splice; 0 when this process cannot have a pipe large enough.
+ * Pipes above /proc/sys/fs/pipe-max-size (1 MiB by default) need CAP_SYS_RESOURCE and
+ * sizes are rounded up to a power of two pages, so without it 1 MiB requests (1 MiB +
+ * 4 KiB buffers) are never spliced, 1020 KiB ones are. */
+static unsigned splice_max_write(unsigned want)
+{
+	unsigned size = want + FUSE_HEADER_ROOM, got = 0;
+	int p[2];
+
+	if (want > (1u << 30) || pipe2(p, O_CLOEXEC) < 0)
+		return 0;
+	while (size >= 64 * 1024) {
+		if (fcntl(p[0], F_SETPIPE_SZ, (int)size) >= 0) {
+			got = size - FUSE_HEADER_ROOM;
+			break;
+		}
+		/* Refused (too large, or the user has too many pipe pages): the power of two
+		 * below. */
+		size = 1u << (31 - __builtin_clz(size - 1));
+	}
+	close(p[0]);
+	close(p[1]);
+	return got;
+}
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	const unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_EXPORT_SUPPORT | FUSE_CAP_READDIRPLUS |
@@ -98,11 +130,22 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	}
 	/* Attributes are cheap here: always send them with the listing (ls -l, find). */
 	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
-	/* Replies are memory buffers (inflated data), not fds: splicing would only add
-	 * copies. Locks are left to the kernel (local locks suffice on a private view). */
+	/* Replies are memory buffers (inflated data), not fds: splicing them would only add
+	 * copies. Requests are spliced on writable mounts: WRITE data then goes from the
+	 * kernel's pages through a pipe into the upper file, one copy instead of two. Locks
+	 * are left to the kernel (local locks suffice on a private view). */
 	conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+	if (!imgfs_is_ro(s->fs) && (conn->capable & FUSE_CAP_SPLICE_READ)) {
+		unsigned max_write = splice_max_write(conn->max_write);
+
+		if (max_write > 0) {
+			conn->max_write = max_write;
+			conn->want |= FUSE_CAP_SPLICE_READ;
+		}
+	}
 	/* O_TRUNC reaches open, so a copy-up for it skips the data; the kernel clears
-	 * setuid bits and security.capability itself on write and chown. */
+	 * setuid bits and security.capability itself on chown and buffered writes (direct
+	 * writes: see open_direct()). */
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	conn->want &= ~(FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
@@ -171,6 +214,19 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_readlink(req, buf);
 }
 
+/* Whether a file opened with flags is served with FUSE direct I/O: files opened write-only
+ * in a writable mount. Their writes then go from the writer's pages to the daemon without
+ * filling the kernel's page cache of the mount (order-0 pages, a copy and an allocation
+ * per 4 KiB) and without the GETXATTR of security.capability the kernel sends before each
+ * buffered write; what the kernel no longer does for them (clearing setuid/setgid) the core
+ * does. Nothing is lost: a write-only descriptor can be neither read nor mapped, and a
+ * direct write drops the pages it covers from the cache of the file's other openers.
+ * Files opened for reading and writing keep the page cache (shared mappings need it). */
+static bool open_direct(fuse_req_t req, int flags)
+{
+	return (flags & O_ACCMODE) == O_WRONLY && !imgfs_is_ro(req_fs(req));
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct imgfs_file *f;
@@ -185,7 +241,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->fh = (uintptr_t)f;
 	/* Lower files never change: keep their pages across opens. */
 	fi->keep_cache = 1;
-	fi->direct_io = 0;
+	fi->direct_io = open_direct(req, fi->flags);
 	fi->noflush = 1;
 	if (fuse_reply_open(req, fi) < 0)
 		imgfs_release(req_fs(req), f); /* the open was interrupted */
@@ -558,6 +614,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	}
 	fi->fh = (uintptr_t)f;
 	fi->keep_cache = 1;
+	fi->direct_io = open_direct(req, fi->flags);
 	fi->noflush = 1;
 	e = entry_param(&ent);
 	if (fuse_reply_create(req, &e, fi) < 0) {
@@ -566,9 +623,26 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	}
 }
 
-static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
-                     struct fuse_file_info *fi)
+/* Moves the request's data (userdata: its fuse_bufvec) into the upper file: from the pipe
+ * the request was spliced into (the kernel's pages, not copied on the way), or from the
+ * daemon's buffer (small requests, or no splice). fuse_buf_copy() falls back to read and
+ * write where splice cannot be used, and leaves what it did not take for libfuse to drop. */
+static ssize_t write_from_bufvec(int fd, uint64_t off, size_t size, void *userdata)
 {
+	struct fuse_bufvec dst = FUSE_BUFVEC_INIT(size);
+
+	dst.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
+	dst.buf[0].fd = fd;
+	dst.buf[0].pos = (off_t)off;
+	return fuse_buf_copy(&dst, userdata, 0);
+}
+
+static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
+                         struct fuse_file_info *fi)
+{
+	struct imgfs_writeback wb;
+	struct imgfs_cred writer;
+	bool direct = false;
 	ssize_t n;
 
 	(void)ino;
@@ -576,12 +650,23 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	n = imgfs_write(req_fs(req), file_of(fi), buf, size, (uint64_t)off);
-	if (n < 0) {
-		reply_error(req, (int)n);
-		return;
+	/* A direct write (the open's flags come with each write; a write from the page cache
+	 * of a mapping carries none) has not been through the kernel's file_remove_privs(). */
+	if (open_direct(req, fi->flags)) {
+		const struct fuse_ctx *ctx = fuse_req_ctx(req);
+
+		writer = (struct imgfs_cred){.uid = ctx->uid, .gid = ctx->gid};
+		direct = true;
 	}
-	fuse_reply_write(req, (size_t)n);
+	n = imgfs_write_with(req_fs(req), file_of(fi), (uint64_t)off, fuse_buf_size(in),
+	                     write_from_bufvec, in, direct ? &writer : NULL, &wb);
+	if (n < 0)
+		reply_error(req, (int)n);
+	else
+		fuse_reply_write(req, (size_t)n);
+	/* After the reply: the writer goes on with its next write (served by another thread)
+	 * while this one submits the I/O. */
+	imgfs_writeback(&wb);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -660,7 +745,7 @@ static const struct fuse_lowlevel_ops imgfs_ll_ops = {
     .rename = op_rename,
     .link = op_link,
     .create = op_create,
-    .write = op_write,
+    .write_buf = op_write_buf,
     .setxattr = op_setxattr,
     .removexattr = op_removexattr,
     .fallocate = op_fallocate,

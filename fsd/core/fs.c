@@ -579,6 +579,7 @@ static int file_new(struct inode *inode, int fd, bool writable, struct imgfs_fil
 	f->fd = fd;
 	f->writable = writable;
 	pthread_mutex_init(&f->lock, NULL);
+	pthread_mutex_init(&f->wb_lock, NULL);
 	*ret = f;
 	return 0;
 }
@@ -759,6 +760,7 @@ void imgfs_release(struct imgfs *fs, struct imgfs_file *f)
 	if (f->fd >= 0)
 		close(f->fd);
 	pthread_mutex_destroy(&f->lock);
+	pthread_mutex_destroy(&f->wb_lock);
 	inode_put(fs, f->inode, false);
 	free(f);
 }

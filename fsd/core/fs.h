@@ -182,6 +182,36 @@ int imgfs_setattr(struct imgfs *fs, uint64_t ino, struct imgfs_file *f, const st
 /* Writes to a file opened for writing: the number of bytes written. */
 ssize_t imgfs_write(struct imgfs *fs, struct imgfs_file *f, const void *buf, size_t size,
                     uint64_t off);
+/* Moves size bytes into fd (the upper file) at off; returns the number moved (fewer only
+ * on an error after some were) or -errno. */
+typedef ssize_t (*imgfs_write_fn)(int fd, uint64_t off, size_t size, void *userdata);
+/* Writeback a write made due: its own descriptor of the upper file and the range. */
+struct imgfs_writeback {
+	int fd; /* -1: none due */
+	uint64_t off, len;
+};
+/* imgfs_write() for data that is not in memory: fn(fd, off, size, userdata) moves it into
+ * the upper file (e.g. splice(2) from a pipe); the core checks f and accounts the write.
+ *
+ * writer: NULL when the kernel has already cleared the setuid/setgid bits as write(2) does
+ * (a write through its page cache); else the writer of a write that bypassed that (FUSE
+ * direct I/O), for whom the core clears them as the kernel would: setuid always, setgid
+ * when group-executable or the writer is not in the file's group, unless the writer is
+ * root (taken as holding CAP_FSETID). security.capability goes with any write into the
+ * upper file.
+ *
+ * Once a file has been written in order for IMGFS_WRITEBACK_CHUNK bytes, that stretch is
+ * due for writeback, returned in *ret_wb (fd -1 when none; always set): pass it to
+ * imgfs_writeback() once the write has been answered, so that the disk works while the
+ * writer writes on and a final fsync waits for the tail only. Writes out of order
+ * (rewrites, random I/O) make nothing due. */
+ssize_t imgfs_write_with(struct imgfs *fs, struct imgfs_file *f, uint64_t off, size_t size,
+                         imgfs_write_fn fn, void *userdata, const struct imgfs_cred *writer,
+                         struct imgfs_writeback *ret_wb);
+/* Starts the writeback of wb (sync_file_range(SYNC_FILE_RANGE_WRITE): no wait, errors show
+ * at fsync) and closes its descriptor; nothing when none is due. */
+void imgfs_writeback(struct imgfs_writeback *wb);
+#define IMGFS_WRITEBACK_CHUNK (8u << 20)
 int imgfs_fallocate(struct imgfs *fs, struct imgfs_file *f, int mode, uint64_t off, uint64_t len);
 /* Makes the file's data (and its name) durable. */
 int imgfs_fsync(struct imgfs *fs, struct imgfs_file *f, bool datasync);

@@ -74,6 +74,10 @@ struct imgfs_file {
 	pthread_mutex_t lock;
 	int fd; /* the upper file, or -1 while reading the lower; protected by lock */
 	bool writable;
+	/* Writes in order (see imgfs_write_with()): [wb_start, wb_end) was written in order
+	 * since a writeback was last made due (up to wb_start). Protected by wb_lock. */
+	pthread_mutex_t wb_lock;
+	uint64_t wb_start, wb_end;
 };
 
 struct dir_snap_entry {

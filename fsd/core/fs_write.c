@@ -820,16 +820,112 @@ out:
 	return r;
 }
 
-ssize_t imgfs_write(struct imgfs *fs, struct imgfs_file *f, const void *buf, size_t size,
-                    uint64_t off)
+/* Accounts a write of n bytes at off to f's stretch of writes in order; returns in *ret_off
+ * and *ret_len the range whose writeback is due (length 0: none). */
+static void wb_account(struct imgfs_file *f, uint64_t off, size_t n, uint64_t *ret_off,
+                       uint64_t *ret_len)
 {
+	*ret_len = 0;
+	pthread_mutex_lock(&f->wb_lock);
+	if (off != f->wb_end)
+		/* Not where the last write ended: a new stretch. A range rewritten again and
+		 * again (a database's pages) is therefore never pushed out while it changes. */
+		f->wb_start = off;
+	f->wb_end = off + n;
+	if (f->wb_end - f->wb_start >= IMGFS_WRITEBACK_CHUNK) {
+		*ret_off = f->wb_start;
+		*ret_len = f->wb_end - f->wb_start;
+		f->wb_start = f->wb_end;
+	}
+	pthread_mutex_unlock(&f->wb_lock);
+}
+
+/* What file_remove_privs() does for a writer without CAP_FSETID, on the upper file (the
+ * daemon's own writes keep the bits: it has the capability). */
+static int kill_suidgid(int fd, const struct imgfs_cred *writer)
+{
+	struct stat st;
+	mode_t kill = 0;
+
+	if (writer->uid == 0)
+		return 0;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return 0;
+	if (st.st_mode & S_ISUID)
+		kill |= S_ISUID;
+	if (st.st_mode & S_ISGID) {
+		bool member = writer->gid == st.st_gid;
+
+		for (size_t i = 0; writer->groups && i < writer->n_groups; i++)
+			member = member || writer->groups[i] == st.st_gid;
+		if ((st.st_mode & S_IXGRP) || !member)
+			kill |= S_ISGID;
+	}
+	if (kill && fchmod(fd, st.st_mode & 07777 & ~kill) < 0)
+		return -errno;
+	return 0;
+}
+
+ssize_t imgfs_write_with(struct imgfs *fs, struct imgfs_file *f, uint64_t off, size_t size,
+                         imgfs_write_fn fn, void *userdata, const struct imgfs_cred *writer,
+                         struct imgfs_writeback *ret_wb)
+{
+	uint64_t wb_off, wb_len;
 	ssize_t n;
 
 	(void)fs;
+	*ret_wb = (struct imgfs_writeback){.fd = -1};
 	if (!f->writable || f->fd < 0)
 		return -EBADF;
-	n = pwrite(f->fd, buf, size, (off_t)off);
+	if (size > SSIZE_MAX || off > (uint64_t)INT64_MAX - size)
+		return -EFBIG;
+	if (writer) {
+		/* Before the data, as the kernel does: a failure writes nothing. */
+		int r = kill_suidgid(f->fd, writer);
+
+		if (r < 0)
+			return r;
+	}
+	n = fn(f->fd, off, size, userdata);
+	if (n <= 0)
+		return n;
+	wb_account(f, off, (size_t)n, &wb_off, &wb_len);
+	if (wb_len > 0) {
+		/* A descriptor of its own: f may be released before the writeback starts. */
+		int fd = fcntl(f->fd, F_DUPFD_CLOEXEC, 0);
+
+		if (fd >= 0)
+			*ret_wb = (struct imgfs_writeback){.fd = fd, .off = wb_off, .len = wb_len};
+	}
+	return n;
+}
+
+void imgfs_writeback(struct imgfs_writeback *wb)
+{
+	if (wb->fd < 0)
+		return;
+	(void)sync_file_range(wb->fd, (off_t)wb->off, (off_t)wb->len, SYNC_FILE_RANGE_WRITE);
+	close(wb->fd);
+	wb->fd = -1;
+}
+
+static ssize_t pwrite_fn(int fd, uint64_t off, size_t size, void *userdata)
+{
+	ssize_t n = pwrite(fd, userdata, size, (off_t)off);
+
 	return n < 0 ? -errno : n;
+}
+
+ssize_t imgfs_write(struct imgfs *fs, struct imgfs_file *f, const void *buf, size_t size,
+                    uint64_t off)
+{
+	struct imgfs_writeback wb;
+	ssize_t n = imgfs_write_with(fs, f, off, size, pwrite_fn, (void *)buf, NULL, &wb);
+
+	imgfs_writeback(&wb);
+	return n;
 }
 
 int imgfs_fallocate(struct imgfs *fs, struct imgfs_file *f, int mode, uint64_t off, uint64_t len)
