@@ -80,6 +80,10 @@ int copy_up(struct imgfs *fs, struct inode *inode, bool data)
 		link[r] = '\0';
 		src.link = link;
 	}
+	/* A large file is read whole: its stored bytes in one sequential read-ahead, not
+	 * in the decoder's 128 KiB reads from two threads (upper_copy_data()). */
+	if (data && S_ISREG(lst.st_mode) && lst.st_size >= (1 << 20) && fs->lower.ops->prefetch)
+		fs->lower.ops->prefetch(fs->lower.data, inode->data);
 	r = upper_copy_up(fs->upper, &src, inode->parent->dirfd, inode->name, data,
 	                  S_ISDIR(lst.st_mode) ? &dirfd : NULL);
 	if (r < 0)

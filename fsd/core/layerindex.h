@@ -150,6 +150,10 @@ ssize_t li_read(struct li_index *idx, size_t i, void *buf, size_t len, uint64_t 
 ssize_t li_read_stream(struct li_index *idx, void *buf, size_t len, uint64_t off);
 /* SEEK_DATA / SEEK_HOLE for entry i: returns the resulting offset or -ENXIO. */
 int64_t li_seek(struct li_index *idx, size_t i, uint64_t off, int whence);
+/* Asks the kernel to read ahead the stored (compressed) bytes that regular entry i's data
+ * is decoded from (posix_fadvise WILLNEED): one large sequential read at disk speed
+ * instead of the decoder's 128 KiB reads, for a reader about to read the whole file. */
+void li_prefetch(struct li_index *idx, size_t i);
 
 /* The span cache: one process-wide LRU of decoded spans (gzip: from one checkpoint to the
  * next; zstd: one frame), 32 MiB by default; 0 disables caching. Safe to call any time;

@@ -696,6 +696,32 @@ ssize_t li_read(struct li_index *idx, size_t i, void *buf, size_t len, uint64_t 
 	return (ssize_t)done;
 }
 
+void li_prefetch(struct li_index *idx, size_t i)
+{
+	const struct lix_entry *e = entry_at(idx, i);
+	const struct lix_header *h = idx->h;
+	uint64_t start, end;
+
+	if (!e || e->type != LI_REG || e->stored == 0 || idx->data_fd < 0)
+		return;
+	start = e->data_off;
+	end = e->data_off + e->stored;
+	if (h->compression != LI_TAR) {
+		uint32_t k0, k1;
+
+		if (h->n_points == 0)
+			return;
+		k0 = find_point(idx, start);
+		k1 = find_point(idx, end - 1) + 1;
+		start = idx->points[k0].in_off;
+		end = k1 < h->n_points ? idx->points[k1].in_off : UINT64_MAX;
+		if (end <= start)
+			return;
+	}
+	(void)posix_fadvise(idx->data_fd, (off_t)start,
+	                    end == UINT64_MAX ? 0 : (off_t)(end - start), POSIX_FADV_WILLNEED);
+}
+
 int64_t li_seek(struct li_index *idx, size_t i, uint64_t off, int whence)
 {
 	const struct lix_entry *e = entry_at(idx, i);

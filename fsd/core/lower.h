@@ -41,6 +41,8 @@ struct lower_ops {
 	int (*has_xattr_name)(void *data, const char *name);
 	/* Up to size bytes of a regular file at off; 0 at the end of the file. */
 	ssize_t (*read)(void *data, uint32_t node, void *buf, size_t size, uint64_t off);
+	/* Hint that a regular file is about to be read whole (copy-up); may be NULL. */
+	void (*prefetch)(void *data, uint32_t node);
 	/* SEEK_DATA/SEEK_HOLE: the resulting offset or -ENXIO. */
 	int64_t (*seek)(void *data, uint32_t node, uint64_t off, int whence);
 	/* Releases data; may be NULL. */

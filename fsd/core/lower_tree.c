@@ -57,6 +57,11 @@ static ssize_t lt_read(void *data, uint32_t node, void *buf, size_t size, uint64
 	return tree_read(data, node, buf, size, off);
 }
 
+static void lt_prefetch(void *data, uint32_t node)
+{
+	tree_prefetch(data, node);
+}
+
 static int64_t lt_seek(void *data, uint32_t node, uint64_t off, int whence)
 {
 	return tree_seek(data, node, off, whence);
@@ -79,6 +84,7 @@ static const struct lower_ops tree_lower_ops = {
     .listxattr = lt_listxattr,
     .has_xattr_name = lt_has_xattr_name,
     .read = lt_read,
+    .prefetch = lt_prefetch,
     .seek = lt_seek,
     .close = lt_close,
 };

@@ -1042,6 +1042,16 @@ ssize_t tree_read(const struct tree *t, uint32_t node, void *buf, size_t size, u
 	return li_read(li, n->entry, buf, size, off);
 }
 
+void tree_prefetch(const struct tree *t, uint32_t node)
+{
+	const struct tree_node *n;
+	struct li_index *li;
+	struct li_entry e;
+
+	if (node_entry(t, node, &n, &li, &e) == 0 && S_ISREG(n->mode))
+		li_prefetch(li, n->entry);
+}
+
 int64_t tree_seek(const struct tree *t, uint32_t node, uint64_t off, int whence)
 {
 	const struct tree_node *n;

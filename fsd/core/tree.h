@@ -62,6 +62,8 @@ ssize_t tree_listxattr(const struct tree *t, uint32_t node, char *buf, size_t si
 /* Whether any layer of the image has an entry with an xattr called name (whether or not
  * the merge kept that entry): 1 or 0, or -errno for a corrupt index. */
 int tree_has_xattr_name(const struct tree *t, const char *name);
+/* li_prefetch() of a regular file's data; nothing for other nodes. */
+void tree_prefetch(const struct tree *t, uint32_t node);
 /* File data through the layer index span reader; thread-safe. */
 ssize_t tree_read(const struct tree *t, uint32_t node, void *buf, size_t size, uint64_t off);
 int64_t tree_seek(const struct tree *t, uint32_t node, uint64_t off, int whence);
