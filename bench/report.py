@@ -70,6 +70,8 @@ def fmt_value(v, unit):
     if unit.startswith("tput:"):
         return "%.0f MB/s" % v if v >= 100 else "%.3g MB/s" % v
     if unit == "bytes":
+        if v < 1e6:
+            return "%.0f kB" % (v / 1e3)
         return "%.1f MB" % (v / 1e6) if v < 1e8 else "%.0f MB" % (v / 1e6)
     return "%g" % v
 

