@@ -236,6 +236,24 @@ static int rm_rf_children(int fd, dev_t dev)
 	return r;
 }
 
+int opendir_fd(int dirfd, DIR **ret)
+{
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d;
+
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		int r = -errno;
+
+		close(fd);
+		return r;
+	}
+	*ret = d;
+	return 0;
+}
+
 int rm_rf_at(int dirfd, const char *path)
 {
 	struct stat st;

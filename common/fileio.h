@@ -2,6 +2,7 @@
  * written only on success; every fd is O_CLOEXEC. */
 #pragma once
 
+#include <dirent.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include "macros.h"
@@ -28,6 +29,10 @@ int fsync_dir_at(int dirfd, const char *path);
 
 /* Joins a and b with one '/'; returns a malloc'ed string or NULL on ENOMEM. */
 char *path_join(const char *a, const char *b);
+
+/* A directory stream of the directory dirfd refers to, on a descriptor of its own (dirfd
+ * stays open and its position untouched): 0 and *ret, or -errno. */
+int opendir_fd(int dirfd, DIR **ret);
 
 /* Removes path (relative to dirfd) and everything below it; a missing path is fine.
  * Does not cross mount points and never follows symlinks. */

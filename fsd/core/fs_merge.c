@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/xattr.h>
+#include "common/fileio.h"
 #include "common/log.h"
 #include "fs_internal.h"
 
@@ -555,15 +556,10 @@ static int build_snapshot(struct imgfs *fs, struct imgfs_dir *d)
 	if (dir->upper) {
 		DIR *dp;
 		struct dirent *de;
-		int fd = openat(dir->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		int q = opendir_fd(dir->dirfd, &dp);
 
-		if (fd < 0)
-			return -errno;
-		dp = fdopendir(fd);
-		if (!dp) {
-			close(fd);
-			return -ENOMEM;
-		}
+		if (q < 0)
+			return q;
 		while (r >= 0 && (de = readdir(dp))) {
 			struct stat st;
 			bool whiteout = false;

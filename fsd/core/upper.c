@@ -929,16 +929,11 @@ int upper_dir_only_whiteouts(int dirfd)
 {
 	DIR *d;
 	struct dirent *de;
-	int fd, r = 0;
+	int r = 0;
 
-	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -ENOMEM;
-	}
+	r = opendir_fd(dirfd, &d);
+	if (r < 0)
+		return r;
 	while ((de = readdir(d))) {
 		struct stat st;
 
@@ -962,19 +957,14 @@ int upper_clear_whiteouts(int dirfd)
 {
 	DIR *d;
 	struct dirent *de;
-	int fd, r;
+	int r;
 
 	r = upper_dir_only_whiteouts(dirfd);
 	if (r < 0)
 		return r;
-	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -ENOMEM;
-	}
+	r = opendir_fd(dirfd, &d);
+	if (r < 0)
+		return r;
 	while ((de = readdir(d))) {
 		if (streq(de->d_name, ".") || streq(de->d_name, ".."))
 			continue;

@@ -514,17 +514,12 @@ int upper_recover(struct upper *u, upper_src_fn src_of, void *ctx)
 {
 	DIR *d;
 	struct dirent *de;
-	int fd, r = 0, rewritten = 0;
+	int r = 0, rewritten = 0;
 	bool any = false;
 
-	fd = openat(u->work_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -ENOMEM;
-	}
+	r = opendir_fd(u->work_fd, &d);
+	if (r < 0)
+		return r;
 	while ((de = readdir(d))) {
 		struct upper_pending_name p;
 		int q;

@@ -19,14 +19,7 @@ set -u
 
 . "$(dirname "$0")/writable_lib.sh"
 
-[ "$(id -u)" -eq 0 ] || skip "needs root"
-command -v umoci >/dev/null || skip "no umoci"
-if [ "$SELFTEST" = 1 ]; then
-	grep -qw overlay /proc/filesystems || skip "the kernel has no overlayfs"
-else
-	[ -c /dev/fuse ] || skip "no /dev/fuse"
-	[ -x "$IMGFS" ] || fail "$IMGFS not built"
-fi
+writable_require
 
 writable_workdir wdata
 

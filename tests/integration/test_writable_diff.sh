@@ -21,13 +21,7 @@ set -u
 
 . "$(dirname "$0")/writable_lib.sh"
 
-[ "$(id -u)" -eq 0 ] || skip "needs root"
-grep -qw overlay /proc/filesystems || skip "the kernel has no overlayfs"
-command -v umoci >/dev/null || skip "no umoci"
-if [ "$SELFTEST" != 1 ]; then
-	[ -c /dev/fuse ] || skip "no /dev/fuse"
-	[ -x "$IMGFS" ] || fail "$IMGFS not built"
-fi
+writable_require overlayfs
 
 writable_workdir wdiff
 

@@ -37,6 +37,21 @@ cleanup() {
 	rm -rf --one-file-system "$WORK"
 }
 
+# writable_require [overlayfs]: skips unless the machine can run the test: root, umoci, and
+# the side under test (the kernel's overlayfs in the selftest, FUSE and a built imgfs
+# otherwise); "overlayfs" when the test needs the kernel's overlayfs in any case.
+writable_require() {
+	[ "$(id -u)" -eq 0 ] || skip "needs root"
+	command -v umoci >/dev/null || skip "no umoci"
+	if [ "$SELFTEST" = 1 ] || [ "${1:-}" = overlayfs ]; then
+		grep -qw overlay /proc/filesystems || skip "the kernel has no overlayfs"
+	fi
+	if [ "$SELFTEST" != 1 ]; then
+		[ -c /dev/fuse ] || skip "no /dev/fuse"
+		[ -x "$IMGFS" ] || fail "$IMGFS not built"
+	fi
+}
+
 # writable_workdir NAME: WORK (/tmp/imgfs-NAME.*), the store IMGFS_ROOT in it, an empty
 # MOUNTS (mountpoints the cleanup unmounts) and the traps.
 writable_workdir() {
