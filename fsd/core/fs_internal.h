@@ -40,9 +40,9 @@ struct inode {
 };
 
 struct imgfs {
-	struct lower lower;  /* immutable, thread-safe */
-	uint32_t n_nodes;    /* immutable */
-	bool ro;             /* immutable */
+	struct lower lower; /* immutable, thread-safe */
+	uint32_t n_nodes;   /* immutable */
+	bool ro;            /* immutable */
 	/* Read-only mounts: whether the image has SELinux labels, learnt at the first
 	 * request for one: 0 not yet known, 1 none, 2 some (atomic). */
 	int selinux_labels;
