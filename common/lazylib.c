@@ -30,69 +30,67 @@
 #endif
 
 struct lazy_lib {
-	const char *soname;
+	const char *soname, *what;
 	pthread_once_t once;
 	void *handle;
 };
 
-static struct lazy_lib curl_lib = {CURL_SONAME, PTHREAD_ONCE_INIT, NULL};
-static struct lazy_lib archive_lib = {ARCHIVE_SONAME, PTHREAD_ONCE_INIT, NULL};
+static struct lazy_lib curl_lib = {CURL_SONAME, "libcurl", PTHREAD_ONCE_INIT, NULL};
+static struct lazy_lib archive_lib = {ARCHIVE_SONAME, "libarchive", PTHREAD_ONCE_INIT, NULL};
 
-static void load_curl(void)
+static void lazy_open(struct lazy_lib *lib)
 {
-	curl_lib.handle = dlopen(curl_lib.soname, RTLD_NOW | RTLD_LOCAL);
-	if (!curl_lib.handle)
-		log_msg(LOG_ERR, "cannot load %s (libcurl): %s", curl_lib.soname, dlerror());
+	lib->handle = dlopen(lib->soname, RTLD_NOW | RTLD_LOCAL);
+	if (!lib->handle)
+		log_msg(LOG_ERR, "cannot load %s (%s): %s", lib->soname, lib->what, dlerror());
 }
 
-static void load_archive(void)
+static void open_curl(void)
 {
-	archive_lib.handle = dlopen(archive_lib.soname, RTLD_NOW | RTLD_LOCAL);
-	if (!archive_lib.handle)
-		log_msg(LOG_ERR, "cannot load %s (libarchive): %s", archive_lib.soname, dlerror());
+	lazy_open(&curl_lib);
+}
+
+static void open_archive(void)
+{
+	lazy_open(&archive_lib);
 }
 
 static bool lazy_load(struct lazy_lib *lib)
 {
-	pthread_once(&lib->once, lib == &curl_lib ? load_curl : load_archive);
+	pthread_once(&lib->once, lib == &curl_lib ? open_curl : open_archive);
 	return lib->handle != NULL;
 }
 
-/* The address of name in lib. Only entry points may find the library missing (they
- * check lazy_load() first); anything else reaching here without it is a bug. */
-static void *lazy_sym(struct lazy_lib *lib, const char *name)
+/* The address of name in lib, looked up once and kept in *cache. Only entry points may
+ * find the library missing (they check lazy_load() first); anything else reaching here
+ * without it is a bug. */
+static void *lazy_sym(void **cache, struct lazy_lib *lib, const char *name)
 {
-	void *p = lazy_load(lib) ? dlsym(lib->handle, name) : NULL;
+	void *p = __atomic_load_n(cache, __ATOMIC_ACQUIRE);
 
+	if (p)
+		return p;
+	p = lazy_load(lib) ? dlsym(lib->handle, name) : NULL;
 	if (!p) {
 		log_msg(LOG_ERR, "%s: no symbol %s", lib->soname, name);
 		abort();
 	}
+	__atomic_store_n(cache, p, __ATOMIC_RELEASE);
 	return p;
 }
 
 #define LAZY_FN(lib, ret, name, params, args)                                                      \
 	ret name params                                                                            \
 	{                                                                                          \
-		static ret(*fn) params;                                                            \
-		ret(*f) params = __atomic_load_n(&fn, __ATOMIC_ACQUIRE);                           \
-		if (!f) {                                                                          \
-			f = (ret(*) params)lazy_sym(&lib, #name);                                  \
-			__atomic_store_n(&fn, f, __ATOMIC_RELEASE);                                \
-		}                                                                                  \
-		return f args;                                                                     \
+		static void *fn;                                                                   \
+		return ((ret(*) params)lazy_sym(&fn, &lib, #name))args;                            \
 	}
 
 #define LAZY_VOID(lib, name, params, args)                                                         \
 	void name params                                                                           \
 	{                                                                                          \
-		static void(*fn) params;                                                           \
-		void(*f) params = __atomic_load_n(&fn, __ATOMIC_ACQUIRE);                          \
-		if (!f) {                                                                          \
-			f = (void(*) params)lazy_sym(&lib, #name);                                 \
-			__atomic_store_n(&fn, f, __ATOMIC_RELEASE);                                \
-		}                                                                                  \
-		f args;                                                                            \
+		static void *fn;                                                                   \
+		((void(*) params)lazy_sym(&fn, &lib, #name)) args;                                 \
 	}
 
 /* ---- libcurl ---- */
@@ -101,7 +99,9 @@ CURLcode curl_global_init(long flags)
 {
 	if (!lazy_load(&curl_lib))
 		return CURLE_FAILED_INIT;
-	return ((CURLcode(*)(long))lazy_sym(&curl_lib, "curl_global_init"))(flags);
+	static void *fn;
+
+	return ((CURLcode(*)(long))lazy_sym(&fn, &curl_lib, "curl_global_init"))(flags);
 }
 
 LAZY_FN(curl_lib, CURL *, curl_easy_init, (void), ())
@@ -120,15 +120,11 @@ LAZY_VOID(curl_lib, curl_slist_free_all, (struct curl_slist * l), (l))
  * (curl.h: CURLOPTTYPE_* and CURLINFO_* bases). */
 CURLcode curl_easy_setopt(CURL *c, CURLoption opt, ...)
 {
-	static CURLcode (*fn)(CURL *, CURLoption, ...);
-	CURLcode (*f)(CURL *, CURLoption, ...) = __atomic_load_n(&fn, __ATOMIC_ACQUIRE);
+	static void *fn;
+	CURLcode (*f)(CURL *, CURLoption, ...) = lazy_sym(&fn, &curl_lib, "curl_easy_setopt");
 	CURLcode r;
 	va_list ap;
 
-	if (!f) {
-		f = (CURLcode(*)(CURL *, CURLoption, ...))lazy_sym(&curl_lib, "curl_easy_setopt");
-		__atomic_store_n(&fn, f, __ATOMIC_RELEASE);
-	}
 	va_start(ap, opt);
 	if (opt < CURLOPTTYPE_OBJECTPOINT)
 		r = f(c, opt, va_arg(ap, long));
@@ -146,15 +142,11 @@ CURLcode curl_easy_setopt(CURL *c, CURLoption opt, ...)
 
 CURLcode curl_easy_getinfo(CURL *c, CURLINFO info, ...)
 {
-	static CURLcode (*fn)(CURL *, CURLINFO, ...);
-	CURLcode (*f)(CURL *, CURLINFO, ...) = __atomic_load_n(&fn, __ATOMIC_ACQUIRE);
+	static void *fn;
+	CURLcode (*f)(CURL *, CURLINFO, ...) = lazy_sym(&fn, &curl_lib, "curl_easy_getinfo");
 	CURLcode r;
 	va_list ap;
 
-	if (!f) {
-		f = (CURLcode(*)(CURL *, CURLINFO, ...))lazy_sym(&curl_lib, "curl_easy_getinfo");
-		__atomic_store_n(&fn, f, __ATOMIC_RELEASE);
-	}
 	va_start(ap, info);
 	r = f(c, info, va_arg(ap, void *)); /* always a pointer to the result */
 	va_end(ap);
@@ -167,7 +159,9 @@ struct archive *archive_read_new(void)
 {
 	if (!lazy_load(&archive_lib))
 		return NULL;
-	return ((struct archive * (*)(void)) lazy_sym(&archive_lib, "archive_read_new"))();
+	static void *fn;
+
+	return ((struct archive * (*)(void)) lazy_sym(&fn, &archive_lib, "archive_read_new"))();
 }
 
 LAZY_FN(archive_lib, int, archive_read_free, (struct archive * a), (a))
@@ -191,17 +185,12 @@ LAZY_FN(archive_lib, la_int64_t, archive_filter_bytes, (struct archive * a, int 
 /* Formatted here: a va_list cannot be handed on to a variadic function. */
 void archive_set_error(struct archive *a, int err, const char *fmt, ...)
 {
-	static void (*fn)(struct archive *, int, const char *, ...);
+	static void *fn;
 	void (*f)(struct archive *, int, const char *, ...) =
-	    __atomic_load_n(&fn, __ATOMIC_ACQUIRE);
+	    lazy_sym(&fn, &archive_lib, "archive_set_error");
 	char msg[512];
 	va_list ap;
 
-	if (!f) {
-		f = (void (*)(struct archive *, int, const char *, ...))lazy_sym(
-		    &archive_lib, "archive_set_error");
-		__atomic_store_n(&fn, f, __ATOMIC_RELEASE);
-	}
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
