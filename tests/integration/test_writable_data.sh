@@ -32,15 +32,7 @@ mnt=$WORK/mnt
 upper=$WORK/upper
 
 writable_mount() {
-	mkdir -p "$mnt" "$upper"
-	case " $MOUNTS " in *" $mnt "*) ;; *) MOUNTS="$mnt $MOUNTS" ;; esac
-	if [ "$SELFTEST" = 1 ]; then
-		mkdir -p "$WORK/work"
-		mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$WORK/work,$OVERLAY_FEATURES" \
-			"$mnt" || fail "mount -t overlay failed"
-		return
-	fi
-	imgfs_mount_upper "$upper" "oci:$layout:data" "$mnt"
+	writable_side "$mnt" "$upper" "$lower" "oci:$layout:data"
 }
 
 # writes ROOT ROUND: the writes of round 1 or 2 (round 2 on the files round 1 left).

@@ -27,15 +27,7 @@ upper=$WORK/upper
 
 # writable_mount: the mount under test, over $upper (created or reused).
 writable_mount() {
-	mkdir -p "$mnt" "$upper"
-	case " $MOUNTS " in *" $mnt "*) ;; *) MOUNTS="$mnt $MOUNTS" ;; esac
-	if [ "$SELFTEST" = 1 ]; then
-		mkdir -p "$WORK/work"
-		mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$WORK/work,$OVERLAY_FEATURES" \
-			"$mnt" || fail "mount -t overlay failed"
-		return
-	fi
-	imgfs_mount_upper "$upper" "oci:$layout:job" "$mnt"
+	writable_side "$mnt" "$upper" "$lower" "oci:$layout:job"
 }
 
 # The tarball: 3,000 files of 0 to 64 KiB in 120 directories, symlinks, hardlinks, a few

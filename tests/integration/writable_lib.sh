@@ -71,6 +71,20 @@ imgfs_mount_upper() {
 			"$out (WRITABLE_DIFF_SELFTEST=1 checks the test itself on kernel overlayfs)"
 }
 
+# writable_side MNT UPPER LOWER REF: the side under test at MNT over UPPER (created or
+# reused): imgfs with REF, or in the selftest the kernel's overlayfs over LOWER.
+writable_side() {
+	mkdir -p "$1" "$2"
+	case " $MOUNTS " in *" $1 "*) ;; *) MOUNTS="$1 $MOUNTS" ;; esac
+	if [ "$SELFTEST" = 1 ]; then
+		mkdir -p "$WORK/work"
+		mount -t overlay overlay -o "lowerdir=$3,upperdir=$2,workdir=$WORK/work,$OVERLAY_FEATURES" \
+			"$1" || fail "mount -t overlay failed"
+		return
+	fi
+	imgfs_mount_upper "$2" "$4" "$1"
+}
+
 # writable_umount MNT: unmounts the mount side (imgfs, or overlayfs in the selftest).
 writable_umount() {
 	if [ "$SELFTEST" = 1 ]; then
