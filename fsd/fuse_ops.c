@@ -653,9 +653,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	/* A direct write (the open's flags come with each write; a write from the page cache
 	 * of a mapping carries none) has not been through the kernel's file_remove_privs(). */
 	if (open_direct(req, fi->flags)) {
-		const struct fuse_ctx *ctx = fuse_req_ctx(req);
-
-		writer = (struct imgfs_cred){.uid = ctx->uid, .gid = ctx->gid};
+		writer = req_cred(req);
 		direct = true;
 	}
 	n = imgfs_write_with(req_fs(req), file_of(fi), (uint64_t)off, fuse_buf_size(in),
