@@ -46,7 +46,8 @@ ALL_LDFLAGS = $(OPT_LDFLAGS) -pthread $(LDFLAGS)
 
 COMMON_SRC := $(wildcard common/*.c)
 IMAGE_SRC  := $(wildcard fsd/image/*.c)
-CORE_SRC   := $(wildcard fsd/core/*.c)
+INDEX_SRC  := $(wildcard fsd/index/*.c)
+FS_SRC     := $(wildcard fsd/fs/*.c)
 FSD_SRC    := $(wildcard fsd/*.c)
 RUNLIB_SRC := $(filter-out runner/main.c,$(wildcard runner/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
@@ -57,25 +58,30 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 LIBCOMMON := $(BUILD)/libcommon.a
 LIBIMAGE  := $(BUILD)/libimage.a
-LIBCORE   := $(BUILD)/libcore.a
+LIBINDEX  := $(BUILD)/libindex.a
+LIBFS     := $(BUILD)/libfs.a
 LIBRUNNER := $(BUILD)/librunner.a
 # Link order: users before what they use.
-LIBS_ALL  := $(LIBIMAGE) $(LIBCORE) $(LIBRUNNER) $(LIBCOMMON)
+LIBS_ALL  := $(LIBIMAGE) $(LIBFS) $(LIBINDEX) $(LIBRUNNER) $(LIBCOMMON)
 
 UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 REPLAY_BINS := $(patsubst tests/fuzz/fuzz_%.c,$(BUILD)/tests/replay_%,$(FUZZ_SRC))
 PROBE_BINS := $(patsubst tests/probe/%.c,$(BUILD)/tests/probe/%,$(PROBE_SRC))
 
-.PHONY: all check unit integration bench bench-quick demo install clean help format format-check fuzz deps
+.PHONY: all check unit test integration layering-check bench bench-quick demo install clean help format format-check fuzz deps
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/imgfs $(BUILD)/runner ## build build/imgfs and build/runner
 
-# fsd/core and common never see the fuse3 include path: a libfuse include there fails.
+# Only fsd/*.c see the fuse3 include path: a libfuse include in fsd/index, fsd/fs, fsd/image
+# or common fails to build.
 $(BUILD)/obj/fsd/%.o: fsd/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(FUSE_CFLAGS) -DFUSE_USE_VERSION=314 -c $< -o $@
-$(BUILD)/obj/fsd/core/%.o: fsd/core/%.c
+$(BUILD)/obj/fsd/index/%.o: fsd/index/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+$(BUILD)/obj/fsd/fs/%.o: fsd/fs/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 $(BUILD)/obj/fsd/image/%.o: fsd/image/%.c
@@ -87,7 +93,8 @@ $(BUILD)/obj/%.o: %.c
 
 $(LIBCOMMON): $(call obj,$(COMMON_SRC))
 $(LIBIMAGE): $(call obj,$(IMAGE_SRC))
-$(LIBCORE): $(call obj,$(CORE_SRC))
+$(LIBINDEX): $(call obj,$(INDEX_SRC))
+$(LIBFS): $(call obj,$(FS_SRC))
 $(LIBRUNNER): $(call obj,$(RUNLIB_SRC))
 $(BUILD)/lib%.a:
 	@mkdir -p $(dir $@)
@@ -120,7 +127,7 @@ $(call obj,common/lazylib.c): ALL_CFLAGS += $(if $(CURL_SONAME),-DCURL_SONAME='"
 # tests/fuzz/fuzz_NAME.mk sets fuzz_NAME_SRC for the corpus replay binary.
 -include $(wildcard tests/unit/*.mk tests/fuzz/*.mk)
 .SECONDEXPANSION:
-$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $$(call obj,$$(test_$$*_SRC)) $(LIBCOMMON)
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(BUILD)/obj/tests/unit/unit_filter.o $$(call obj,$$(test_$$*_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCOMMON) $(CMOCKA_LIBS) $(TEST_LIBS)
 
@@ -137,16 +144,42 @@ $(BUILD)/tests/probe/%: tests/probe/%.c
 deps: ## install build, test and bench dependencies (apt-get, idempotent)
 	sh contrib/install-deps.sh
 
+# Object files of tests are not intermediates: keep them, so a second `make unit` relinks
+# nothing that did not change.
+.SECONDARY:
+
 unit: $(UNIT_BINS) $(REPLAY_BINS) ## run unit tests and fuzz corpus replays
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 	@set -e; for t in $(REPLAY_BINS); do n=$${t##*/replay_}; \
 		echo "== $$t tests/fuzz/corpus/$$n"; $$t tests/fuzz/corpus/$$n; done
 
-integration: all $(PROBE_BINS) ## run integration tests (root: registry, FUSE, namespaces)
+integration: all $(PROBE_BINS) ## run integration tests (root), or only TESTS="test_a test_b"
 	BUILD=$(BUILD) sh tests/integration/run.sh $(TESTS)
+
+# One test by name: a unit test (T=test_tree), a corpus replay (T=replay_tree) or an
+# integration test (T=test_run); unit tests take cmocka's filter in F (F='*rename*').
+test: ## run one test: make test T=test_tree [F=GLOB], T=replay_tree or T=test_run
+	@if [ -z "$(T)" ]; then echo "make test T=NAME (see tests/README.md)" >&2; exit 2; fi
+	@if [ -f tests/unit/$(T).c ]; then $(MAKE) --no-print-directory $(BUILD)/tests/$(T) && \
+		$(if $(F),CMOCKA_TEST_FILTER='$(F)') $(BUILD)/tests/$(T); \
+	elif [ -f tests/fuzz/fuzz_$(T:replay_%=%).c ]; then \
+		$(MAKE) --no-print-directory $(BUILD)/tests/$(T) && \
+		$(BUILD)/tests/$(T) tests/fuzz/corpus/$(T:replay_%=%); \
+	elif [ -f tests/integration/$(T).sh ]; then $(MAKE) --no-print-directory integration TESTS=$(T); \
+	else echo "make test: no test called '$(T)'" >&2; exit 2; fi
+
+# Dependency rules: fsd/index never includes fsd/fs; fsd/fs reaches fsd/index only in
+# lower_tree.c (the one place the two halves meet); neither sees fsd/image or the runner.
+layering-check: ## fail when an include crosses the module boundaries
+	@bad=$$(grep -n '#include "fsd/\(fs\|image\)/\|#include "runner/' fsd/index/*.[ch]; \
+		grep -n '#include "fsd/\(index\|image\)/\|#include "runner/' $$(ls fsd/fs/*.[ch] | grep -v lower_tree.c); \
+		grep -n '#include "fsd/\|#include "runner/' common/*.[ch]; \
+		grep -n '#include "fsd/' runner/*.[ch] runner/gen/*.c); \
+	if [ -n "$$bad" ]; then echo "layering-check: includes across module boundaries:"; echo "$$bad"; exit 1; fi
 
 check: deps ## install deps, build, run unit + integration tests and the bench harness (quick)
 	$(MAKE) format-check
+	$(MAKE) layering-check
 	$(MAKE) all
 	$(MAKE) unit
 	$(MAKE) integration

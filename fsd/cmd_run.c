@@ -7,8 +7,8 @@
 #include "common/fileio.h"
 #include "common/log.h"
 #include "fsd/commands.h"
-#include "fsd/core/initlayer.h"
-#include "fsd/core/tree.h"
+#include "fsd/initlayer.h"
+#include "fsd/index/tree.h"
 #include "fsd/image/pull.h"
 #include "runner/runner.h"
 

@@ -5,7 +5,7 @@
 #pragma once
 
 #include "common/macros.h"
-#include "fsd/core/fs.h"
+#include "fsd/fs/fs.h"
 
 struct fuse_ops_opts {
 	const char *mountpoint;

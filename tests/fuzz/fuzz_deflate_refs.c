@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <zlib.h>
 #include "common/macros.h"
-#include "fsd/core/deflate_refs.h"
+#include "fsd/index/deflate_refs.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,1 +1,1 @@
-fuzz_deflate_refs_SRC := fsd/core/deflate_refs.c
+fuzz_deflate_refs_SRC := fsd/index/deflate_refs.c

@@ -7,7 +7,7 @@
 #include <sys/mman.h>
 #include <zlib.h>
 #include "common/fileio.h"
-#include "fsd/core/layerindex.h"
+#include "fsd/index/layerindex.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,1 +1,1 @@
-fuzz_layerindex_SRC := fsd/core/deflate_refs.c fsd/core/layerindex.c fsd/core/layerindex_read.c fsd/core/spancache.c
+fuzz_layerindex_SRC := fsd/index/deflate_refs.c fsd/index/layerindex.c fsd/index/layerindex_read.c fsd/index/spancache.c

@@ -12,7 +12,7 @@
  * Bits 4-7: the size of each read. Without patches, every file must read back exactly. */
 #include <stdint.h>
 #include <zlib.h>
-#include "fsd/core/layerindex_format.h"
+#include "fsd/index/layerindex_format.h"
 #include "tests/fuzz/layerfixture.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -17,7 +17,7 @@
 #include <zlib.h>
 #include "common/digest.h"
 #include "common/fileio.h"
-#include "fsd/core/tree.h"
+#include "fsd/index/tree.h"
 #include "tests/fuzz/layerfixture.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -26,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define MAX_DEPTH 64
 #define READ_BUDGET (1u << 20)
 
-/* The first fields of the tree file's header (fsd/core/tree.c). */
+/* The first fields of the tree file's header (fsd/index/tree.c). */
 struct tree_header_prefix {
 	char magic[8];
 	uint32_t version, header_size, n_nodes, n_layers, crc, dropped;

@@ -1,1 +1,1 @@
-fuzz_tree_SRC := tests/fuzz/layerfixture.c fsd/core/tree.c fsd/core/deflate_refs.c fsd/core/layerindex.c fsd/core/layerindex_read.c fsd/core/spancache.c
+fuzz_tree_SRC := tests/fuzz/layerfixture.c fsd/index/tree.c fsd/index/deflate_refs.c fsd/index/layerindex.c fsd/index/layerindex_read.c fsd/index/spancache.c

@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "fsd/core/layerindex.h"
+#include "fsd/index/layerindex.h"
 
 struct fx_buf {
 	uint8_t *data;

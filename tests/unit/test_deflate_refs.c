@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <zlib.h>
 #include "common/macros.h"
-#include "fsd/core/deflate_refs.h"
+#include "fsd/index/deflate_refs.h"
 
 /* ---- a bit writer for fixed-code streams ---- */
 

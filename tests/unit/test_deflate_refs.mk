@@ -1,1 +1,1 @@
-test_deflate_refs_SRC := fsd/core/deflate_refs.c
+test_deflate_refs_SRC := fsd/index/deflate_refs.c

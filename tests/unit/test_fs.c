@@ -8,7 +8,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sys/sysmacros.h>
-#include "fsd/core/fs.h"
+#include "fsd/fs/fs.h"
 
 struct mem_xattr {
 	const char *name;

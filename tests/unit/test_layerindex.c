@@ -16,9 +16,9 @@
 #include <zlib.h>
 #include <zstd.h>
 #include "common/fileio.h"
-#include "fsd/core/layerindex.h"
-#include "fsd/core/layerindex_format.h"
-#include "fsd/core/spancache.h"
+#include "fsd/index/layerindex.h"
+#include "fsd/index/layerindex_format.h"
+#include "fsd/index/spancache.h"
 #include "tests/unit/fixture_buf.h"
 
 /* Fixture tables name only the fields that matter for each entry. */

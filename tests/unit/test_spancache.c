@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <string.h>
-#include "fsd/core/spancache.h"
+#include "fsd/index/spancache.h"
 
 #define MiB (1u << 20)
 

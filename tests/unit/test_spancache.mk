@@ -1,1 +1,1 @@
-test_spancache_SRC := fsd/core/spancache.c
+test_spancache_SRC := fsd/index/spancache.c

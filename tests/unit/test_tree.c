@@ -15,8 +15,8 @@
 #include <zstd.h>
 #include "common/digest.h"
 #include "common/fileio.h"
-#include "fsd/core/layerindex.h"
-#include "fsd/core/tree.h"
+#include "fsd/index/layerindex.h"
+#include "fsd/index/tree.h"
 #include "tests/unit/fixture_buf.h"
 
 /* Fixture tables name only the fields that matter for each entry. */

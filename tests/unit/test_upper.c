@@ -12,7 +12,7 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include "common/fileio.h"
-#include "fsd/core/upper.h"
+#include "fsd/fs/upper.h"
 
 struct fixture {
 	char dir[64];

@@ -1,1 +1,1 @@
-test_upper_SRC := fsd/core/upper.c fsd/core/upper_pending.c
+test_upper_SRC := fsd/fs/upper.c fsd/fs/upper_pending.c

@@ -15,8 +15,8 @@
 #include <sys/sysmacros.h>
 #include <zlib.h>
 #include "common/digest.h"
-#include "fsd/core/layerindex.h"
-#include "fsd/core/tree.h"
+#include "fsd/index/layerindex.h"
+#include "fsd/index/tree.h"
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the tree file is stored in host order, which must be little endian"

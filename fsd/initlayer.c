@@ -1,7 +1,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include "common/fileio.h"
-#include "initlayer.h"
+#include "fsd/initlayer.h"
 
 static const struct {
 	const char *path;

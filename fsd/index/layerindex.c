@@ -17,9 +17,9 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 #include "common/fileio.h"
-#include "fsd/core/deflate_refs.h"
-#include "fsd/core/layerindex.h"
-#include "fsd/core/layerindex_format.h"
+#include "fsd/index/deflate_refs.h"
+#include "fsd/index/layerindex.h"
+#include "fsd/index/layerindex_format.h"
 
 #define RING_SIZE (4u << 20)
 #define IN_SIZE (256u << 10)

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "common/macros.h"
-#include "fsd/core/deflate_refs.h"
+#include "fsd/index/deflate_refs.h"
 
 #define MAX_BITS 15
 #define FAST_BITS 10

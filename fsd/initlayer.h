@@ -8,7 +8,7 @@
  * symlink) makes the entry skipped: the image's own link stays in charge. */
 #pragma once
 
-#include "tree.h"
+#include "fsd/index/tree.h"
 
 /* Populates the upper directory open at upper_fd (O_DIRECTORY) from lower tree t.
  * Returns the number of entries created, or -errno. */

@@ -13,9 +13,9 @@
 #include <zlib.h>
 #include <zstd.h>
 #include "common/fileio.h"
-#include "fsd/core/layerindex.h"
-#include "fsd/core/layerindex_format.h"
-#include "fsd/core/spancache.h"
+#include "fsd/index/layerindex.h"
+#include "fsd/index/layerindex_format.h"
+#include "fsd/index/spancache.h"
 
 #define WINDOW_SIZE 32768u
 #define READ_CHUNK (128u << 10)

@@ -1,6 +1,6 @@
 /* The lower layer of a mount backed by a merged image tree (core/tree.h). */
 #include "lower.h"
-#include "tree.h"
+#include "fsd/index/tree.h"
 
 static uint32_t lt_node_count(void *data)
 {

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include "common/macros.h"
-#include "fsd/core/spancache.h"
+#include "fsd/index/spancache.h"
 
 #define N_BUCKETS 1024u
 #define N_GHOSTS 64u /* evicted keys remembered: more than parallel readers evict in a row */
