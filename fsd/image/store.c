@@ -14,7 +14,6 @@
 #define ANNOTATION_REF "org.opencontainers.image.ref.name"
 #define ANNOTATION_IMGFS_REF "io.imgfs.ref.name"
 #define INDEX_MAX_SIZE (64u << 20)
-#define STATE_MAX_SIZE 4096
 #define REF_NAME_MAX 4096
 #define GC_MAX_DEPTH 8
 
@@ -671,58 +670,6 @@ fail:
 	return r;
 }
 
-/* Mounts */
-
-static bool mount_name_ok(const char *name)
-{
-	if (!name || !*name || streq(name, ".") || streq(name, "..") || strlen(name) > 255)
-		return false;
-	return !strchr(name, '/');
-}
-
-int store_mount_register(struct store *s, const char *name, const char *manifest_digest,
-                         int *ret_fd)
-{
-	_cleanup_free_ char *dir = NULL, *state = NULL;
-	_cleanup_close_ int fd = -1;
-	json_auto_t *j = NULL;
-	int r;
-
-	if (!mount_name_ok(name) || !digest_valid(manifest_digest))
-		return -EINVAL;
-	if (asprintf(&dir, "mounts/%s", name) < 0) {
-		dir = NULL;
-		return -ENOMEM;
-	}
-	if (asprintf(&state, "mounts/%s/state", name) < 0) {
-		state = NULL;
-		return -ENOMEM;
-	}
-	r = mkdir_p_at(s->root_fd, dir, 0700);
-	if (r < 0)
-		return r;
-	/* A live mount of that name keeps its state: two daemons must not share an upper. */
-	fd = openat(s->root_fd, state, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0)
-		return errno == EWOULDBLOCK ? -EBUSY : -errno;
-	if (fd >= 0)
-		close(TAKE_FD(fd));
-	j = json_pack("{s:s}", "manifest", manifest_digest);
-	if (!j)
-		return -ENOMEM;
-	r = write_json_atomic(s, state, j);
-	if (r < 0)
-		return r;
-	fd = openat(s->root_fd, state, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return -errno;
-	r = flock_retry(fd, LOCK_SH);
-	if (r < 0)
-		return r;
-	*ret_fd = TAKE_FD(fd);
-	return 0;
-}
-
 /* gc */
 
 struct digest_set {
@@ -843,52 +790,16 @@ static int mark_digest(struct store *s, struct digest_set *set, const char *dige
 	return mark_json(s, set, j, depth);
 }
 
-static int mark_mounts(struct store *s, struct digest_set *set)
+struct mark_ctx {
+	struct store *s;
+	struct digest_set *set;
+};
+
+static int mark_root(const char *digest, void *userdata)
 {
-	_cleanup_close_ int dfd = openat(s->root_fd, "mounts", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d;
-	struct dirent *de;
-	int r = 0;
+	struct mark_ctx *m = userdata;
 
-	if (dfd < 0)
-		return errno == ENOENT ? 0 : -errno;
-	d = fdopendir(dfd);
-	if (!d)
-		return -errno;
-	TAKE_FD(dfd);
-	while (r >= 0 && (de = readdir(d))) {
-		_cleanup_free_ char *path = NULL, *buf = NULL;
-		_cleanup_close_ int fd = -1;
-		json_auto_t *j = NULL;
-		json_error_t jerr;
-		const char *m;
-
-		if (de->d_name[0] == '.')
-			continue;
-		if (asprintf(&path, "%s/state", de->d_name) < 0) {
-			path = NULL;
-			r = -ENOMEM;
-			break;
-		}
-		fd = openat(dirfd(d), path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		if (fd < 0)
-			continue;
-		/* Live when a daemon holds LOCK_SH on it. */
-		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
-			continue;
-		if (errno != EWOULDBLOCK) {
-			r = -errno;
-			break;
-		}
-		if (read_file_full(dirfd(d), path, STATE_MAX_SIZE, &buf, NULL) < 0)
-			continue;
-		j = json_loads(buf, 0, &jerr);
-		m = json_str(j, "manifest");
-		if (digest_valid(m))
-			r = mark_digest(s, set, m, 0);
-	}
-	closedir(d);
-	return r;
+	return digest_valid(digest) ? mark_digest(m->s, m->set, digest, 0) : -EINVAL;
 }
 
 struct sweep {
@@ -1019,9 +930,10 @@ static int sweep_root_temps(struct sweep *sw)
 	return 0;
 }
 
-int store_gc(struct store *s, unsigned *ret_removed, uint64_t *ret_bytes)
+int store_gc(struct store *s, store_roots_fn roots, unsigned *ret_removed, uint64_t *ret_bytes)
 {
 	struct digest_set live = {0};
+	struct mark_ctx mark = {s, &live};
 	struct sweep sw = {.s = s, .live = &live};
 	json_auto_t *root = NULL;
 	json_t *manifests;
@@ -1041,8 +953,8 @@ int store_gc(struct store *s, unsigned *ret_removed, uint64_t *ret_bytes)
 		if (digest_valid(digest))
 			r = mark_digest(s, &live, digest, 0);
 	}
-	if (r >= 0)
-		r = mark_mounts(s, &live);
+	if (r >= 0 && roots)
+		r = roots(s, mark_root, &mark);
 	if (r < 0)
 		goto out;
 	if (live.n)

@@ -1,0 +1,1 @@
+test_lifecycle_SRC := fsd/lifecycle.c fsd/image/store.c fsd/image/manifest.c
