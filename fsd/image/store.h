@@ -2,8 +2,8 @@
  *
  *   ROOT/oci-layout, ROOT/index.json   refs: annotation org.opencontainers.image.ref.name
  *   ROOT/blobs/sha256/HEX              manifests, configs, layer blobs as served
- *   ROOT/idx/sha256/HEX                per-layer index (core/layerindex), by layer digest
- *   ROOT/trees/sha256/HEX              merged tree per manifest (core/tree)
+ *   ROOT/idx/sha256/HEX                per-layer index (fsd/index/layerindex), by layer digest
+ *   ROOT/trees/sha256/HEX              merged tree per manifest (fsd/index/tree)
  *   ROOT/mounts/NAME/{upper,work,state} writable layers and live mounts
  *   ROOT/tmp/                          partial downloads (resumable), temporary files
  *   ROOT/lock                          flock: LOCK_SH while pulling, LOCK_EX by gc
