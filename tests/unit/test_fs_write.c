@@ -28,7 +28,12 @@ static struct mem_node image[] = {
     {.name = "x", .parent = 1, .mode = S_IFREG | 0644, .data = "ax\n", .canonical = 2, .nlink = 1},
     /* 3 */ {.name = "sub", .parent = 1, .mode = S_IFDIR | 0755, .canonical = 3, .nlink = 2},
     /* 4 */
-    {.name = "y", .parent = 3, .mode = S_IFREG | 0644, .data = "sub y\n", .canonical = 4, .nlink = 1},
+    {.name = "y",
+     .parent = 3,
+     .mode = S_IFREG | 0644,
+     .data = "sub y\n",
+     .canonical = 4,
+     .nlink = 1},
     /* 5 */ {.name = "b", .parent = 0, .mode = S_IFDIR | 0755, .canonical = 5, .nlink = 2},
     /* 6 */
     {.name = "f",
@@ -39,9 +44,19 @@ static struct mem_node image[] = {
      .nlink = 1,
      .xattrs = {{"user.note", "hi", 2}}},
     /* 7 */
-    {.name = "h1", .parent = 0, .mode = S_IFREG | 0644, .data = "shared\n", .canonical = 8, .nlink = 2},
+    {.name = "h1",
+     .parent = 0,
+     .mode = S_IFREG | 0644,
+     .data = "shared\n",
+     .canonical = 8,
+     .nlink = 2},
     /* 8 */
-    {.name = "h2", .parent = 0, .mode = S_IFREG | 0644, .data = "shared\n", .canonical = 8, .nlink = 2},
+    {.name = "h2",
+     .parent = 0,
+     .mode = S_IFREG | 0644,
+     .data = "shared\n",
+     .canonical = 8,
+     .nlink = 2},
     /* 9 */ {.name = "e", .parent = 0, .mode = S_IFDIR | 0755, .canonical = 9, .nlink = 2},
     /* 10 */
     {.name = "z", .parent = 9, .mode = S_IFREG | 0644, .data = "ez\n", .canonical = 10, .nlink = 1},
@@ -51,14 +66,24 @@ static struct mem_node image[] = {
     /* 14: "/L/N200/N100/d", 306 bytes */
     {.name = "d", .parent = 13, .mode = S_IFDIR | 0755, .canonical = 14, .nlink = 2},
     /* 15 */
-    {.name = "c", .parent = 14, .mode = S_IFREG | 0644, .data = "deep c\n", .canonical = 15, .nlink = 1},
+    {.name = "c",
+     .parent = 14,
+     .mode = S_IFREG | 0644,
+     .data = "deep c\n",
+     .canonical = 15,
+     .nlink = 1},
     /* 16: name255, "/N255" is 256 bytes */
     {.parent = 0, .mode = S_IFDIR | 0755, .canonical = 16, .nlink = 2},
     /* 17 */ {.name = "q", .parent = 0, .mode = S_IFDIR | 0755, .canonical = 17, .nlink = 2},
     /* 18: name254, "/q/N254" is 257 bytes */
     {.parent = 17, .mode = S_IFDIR | 0755, .canonical = 18, .nlink = 2},
     /* 19 */
-    {.name = "g", .parent = 0, .mode = S_IFREG | 0644, .data = "lower g\n", .canonical = 19, .nlink = 1},
+    {.name = "g",
+     .parent = 0,
+     .mode = S_IFREG | 0644,
+     .data = "lower g\n",
+     .canonical = 19,
+     .nlink = 1},
 };
 
 struct fixture {
@@ -427,6 +452,72 @@ static void test_hardlink_split(void **state)
 	assert_int_equal(upper_lstat(f, "h2", &s2), -ENOENT);
 }
 
+/* A file whose last name went while it is open: link count 0 through the handle and by
+ * number (the copy-up's pending work name is not the user's), data still readable. */
+static void test_unlinked_open(void **state)
+{
+	struct fixture *f = *state;
+	struct imgfs *fs = f->fs;
+	struct imgfs_file *file, *other;
+	struct imgfs_entry e;
+	struct stat st;
+	uint64_t ino;
+	char buf[16];
+
+	/* Copied up (still pending) by the open, then unlinked. */
+	ino = walk(fs, "f");
+	assert_int_equal(imgfs_open(fs, ino, O_RDWR, &file), 0);
+	assert_int_equal(imgfs_fgetattr(fs, ino, file, &st), 0);
+	assert_int_equal(st.st_nlink, 1);
+	assert_int_equal(imgfs_unlink(fs, IMGFS_ROOT_INO, "f"), 0);
+	assert_true(upper_is_whiteout_at(f, "f"));
+	assert_int_equal(imgfs_fgetattr(fs, ino, file, &st), 0);
+	assert_int_equal(st.st_nlink, 0);
+	assert_int_equal(imgfs_getattr(fs, ino, &st), 0);
+	assert_int_equal(st.st_nlink, 0);
+	assert_int_equal(imgfs_read(fs, file, buf, sizeof(buf), 0), 8);
+	assert_memory_equal(buf, "lower f\n", 8);
+	/* A second open of the same inode (open of /proc/self/fd/N). */
+	assert_int_equal(imgfs_open(fs, ino, O_RDONLY, &other), 0);
+	assert_int_equal(imgfs_fgetattr(fs, ino, other, &st), 0);
+	assert_int_equal(st.st_nlink, 0);
+	imgfs_release(fs, other);
+	imgfs_release(fs, file);
+
+	/* Renamed over while open. */
+	ino = walk(fs, "a/x");
+	assert_int_equal(imgfs_open(fs, ino, O_RDWR, &file), 0);
+	assert_int_equal(imgfs_rename(fs, IMGFS_ROOT_INO, "g", walk(fs, "a"), "x", 0), 0);
+	assert_int_equal(imgfs_fgetattr(fs, ino, file, &st), 0);
+	assert_int_equal(st.st_nlink, 0);
+	assert_int_equal(imgfs_read(fs, file, buf, sizeof(buf), 0), 3);
+	imgfs_release(fs, file);
+
+	/* Not copied up: the open file is the lower one, whose link count overlayfs shows. */
+	ino = walk(fs, "e/z");
+	assert_int_equal(imgfs_open(fs, ino, O_RDONLY, &file), 0);
+	assert_int_equal(imgfs_unlink(fs, walk(fs, "e"), "z"), 0);
+	assert_int_equal(imgfs_fgetattr(fs, ino, file, &st), 0);
+	assert_int_equal(st.st_nlink, 1);
+	assert_int_equal(imgfs_read(fs, file, buf, sizeof(buf), 0), 3);
+	imgfs_release(fs, file);
+
+	/* Two names of the upper: one gone, then the other. */
+	assert_int_equal(imgfs_create(fs, IMGFS_ROOT_INO, "n1", 0644, O_RDWR, &f->cred, &e, &file),
+	                 0);
+	ino = e.ino;
+	assert_int_equal(imgfs_link(fs, ino, IMGFS_ROOT_INO, "n2", &e), 0);
+	assert_int_equal(imgfs_fgetattr(fs, ino, file, &st), 0);
+	assert_int_equal(st.st_nlink, 2);
+	assert_int_equal(imgfs_unlink(fs, IMGFS_ROOT_INO, "n2"), 0);
+	assert_int_equal(imgfs_fgetattr(fs, ino, file, &st), 0);
+	assert_int_equal(st.st_nlink, 1);
+	assert_int_equal(imgfs_unlink(fs, IMGFS_ROOT_INO, "n1"), 0);
+	assert_int_equal(imgfs_fgetattr(fs, ino, file, &st), 0);
+	assert_int_equal(st.st_nlink, 0);
+	imgfs_release(fs, file);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -437,6 +528,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_whiteout_and_opaque, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_copy_up, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hardlink_split, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_unlinked_open, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
