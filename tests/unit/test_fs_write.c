@@ -518,6 +518,67 @@ static void test_unlinked_open(void **state)
 	imgfs_release(fs, file);
 }
 
+/* A lower directory moved out of its parent needs an absolute redirect: over 256 bytes
+ * (overlayfs' redirect_max), -EXDEV and nothing moved, as the kernel's overlayfs answers
+ * so that mv copies instead. Within its parent the redirect is its name: no limit. */
+static void test_long_redirect_exdev(void **state)
+{
+	struct fixture *f = *state;
+	struct imgfs *fs = f->fs;
+	char deep[512], rel[1024];
+	struct imgfs_entry e;
+	uint64_t d;
+
+	snprintf(deep, sizeof(deep), "L/%s/%s", name200, name100);
+	d = walk(fs, deep);
+	assert_int_equal(imgfs_rename(fs, d, "d", walk(fs, "b"), "d", 0), -EXDEV);
+	assert_int_equal(imgfs_rename(fs, d, "d", walk(fs, "b"), "d", IMGFS_RENAME_NOREPLACE),
+	                 -EXDEV);
+	/* Exchanged with a short one, whichever is named first. */
+	assert_int_equal(imgfs_rename(fs, d, "d", IMGFS_ROOT_INO, "b", IMGFS_RENAME_EXCHANGE),
+	                 -EXDEV);
+	assert_int_equal(imgfs_rename(fs, IMGFS_ROOT_INO, "b", d, "d", IMGFS_RENAME_EXCHANGE),
+	                 -EXDEV);
+	/* Into a deep directory of the upper, or exchanged with one. */
+	assert_int_equal(imgfs_mkdir(fs, walk(fs, "b"), "u1", 0755, &f->cred, &e), 0);
+	assert_int_equal(imgfs_mkdir(fs, walk(fs, "b/u1"), "u2", 0755, &f->cred, &e), 0);
+	assert_int_equal(imgfs_rename(fs, d, "d", walk(fs, "b/u1/u2"), "d", 0), -EXDEV);
+	assert_int_equal(imgfs_rename(fs, walk(fs, "b/u1"), "u2", d, "d", IMGFS_RENAME_EXCHANGE),
+	                 -EXDEV);
+	snprintf(rel, sizeof(rel), "%s/d/c", deep);
+	assert_string_equal(content(fs, rel), "deep c\n");
+	assert_string_equal(listing(fs, "b"), "u1");
+	assert_string_equal(listing(fs, "b/u1"), "u2");
+	snprintf(rel, sizeof(rel), "%s/d", deep);
+	assert_null(upper_xattr(f, rel, REDIRECT));
+
+	/* Exactly 256 bytes moves; 257 does not. */
+	assert_int_equal(imgfs_rename(fs, IMGFS_ROOT_INO, name255, walk(fs, "b"), "p", 0), 0);
+	snprintf(rel, sizeof(rel), "/%s", name255);
+	assert_string_equal(upper_xattr(f, "b/p", REDIRECT), rel);
+	assert_int_equal(imgfs_rename(fs, walk(fs, "q"), name254, walk(fs, "b"), "q", 0), -EXDEV);
+	/* An absolute redirect it has is kept, and the move is not checked again. */
+	assert_int_equal(imgfs_rename(fs, walk(fs, "b"), "p", walk(fs, "b/u1"), "p", 0), 0);
+	assert_string_equal(upper_xattr(f, "b/u1/p", REDIRECT), rel);
+
+	/* Within its parent: the name, whatever the path. */
+	assert_int_equal(imgfs_rename(fs, d, "d", d, "d2", 0), 0);
+	snprintf(rel, sizeof(rel), "%s/d2", deep);
+	assert_string_equal(upper_xattr(f, rel, REDIRECT), "d");
+	snprintf(rel, sizeof(rel), "%s/d2/c", deep);
+	assert_string_equal(content(fs, rel), "deep c\n");
+	/* A relative redirect does not serve elsewhere: the absolute one is too long. */
+	assert_int_equal(imgfs_rename(fs, d, "d2", walk(fs, "b"), "d", 0), -EXDEV);
+	/* Nor does a directory holding it move: its own path is too long. */
+	assert_int_equal(imgfs_rename(fs, walk(fs, "L"), name200, walk(fs, "b"), "m", 0), 0);
+	assert_int_equal(imgfs_rename(fs, walk(fs, "b/m"), name100, IMGFS_ROOT_INO, "n", 0),
+	                 -EXDEV);
+	/* Back under its own name in its parent: the redirect it has is kept. */
+	assert_int_equal(imgfs_rename(fs, d, "d2", d, "d", 0), 0);
+	snprintf(rel, sizeof(rel), "b/m/%s/d", name100);
+	assert_string_equal(upper_xattr(f, rel, REDIRECT), "d");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -529,6 +590,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_copy_up, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hardlink_split, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unlinked_open, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_long_redirect_exdev, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
