@@ -141,7 +141,9 @@ int imgfs_statfs(struct imgfs *fs, uint64_t ino, struct statvfs *ret);
  * on its first change (data, attributes, xattrs, link, rename), alone (a hardlinked image
  * file leaves its group) and with its parents; removing a lower name leaves a whiteout;
  * a directory made where a lower one was removed is opaque; a moved lower directory
- * carries a redirect. Names are checked as the kernel's VFS would not: existence
+ * carries a redirect, and a move that would need an absolute redirect longer than 256
+ * bytes (overlayfs' redirect_max) is refused with -EXDEV, so that mv copies. Names are checked as
+ * the kernel's VFS would not: existence
  * (-EEXIST, -ENOENT), emptiness (-ENOTEMPTY), types (-EISDIR, -ENOTDIR), length
  * (-ENAMETOOLONG). Permissions are the kernel's business (default_permissions).
  *
