@@ -930,23 +930,6 @@ void imgfs_writeback(struct imgfs_writeback *wb)
 	wb->fd = -1;
 }
 
-static ssize_t pwrite_fn(int fd, uint64_t off, size_t size, void *userdata)
-{
-	ssize_t n = pwrite(fd, userdata, size, (off_t)off);
-
-	return n < 0 ? -errno : n;
-}
-
-ssize_t imgfs_write(struct imgfs *fs, struct imgfs_file *f, const void *buf, size_t size,
-                    uint64_t off)
-{
-	struct imgfs_writeback wb;
-	ssize_t n = imgfs_write_with(fs, f, off, size, pwrite_fn, (void *)buf, NULL, &wb);
-
-	imgfs_writeback(&wb);
-	return n;
-}
-
 int imgfs_fallocate(struct imgfs *fs, struct imgfs_file *f, int mode, uint64_t off, uint64_t len)
 {
 	(void)fs;

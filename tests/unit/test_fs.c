@@ -56,7 +56,7 @@ static struct imgfs *new_fs(void)
 	struct imgfs *fs = NULL;
 
 	mem = (struct mem_lower){.nodes = image, .n = ARRAY_SIZE(image)};
-	assert_int_equal(imgfs_new(&l, &(struct imgfs_opts){.ro = true}, &fs), 0);
+	assert_int_equal(imgfs_new(&l, NULL, &fs), 0);
 	return fs;
 }
 
