@@ -713,6 +713,65 @@ int lifecycle_stop(struct store *s, const char *arg)
 	return 0;
 }
 
+void mount_status_done(struct mount_status *st)
+{
+	free(st->dir);
+	free(st->mountpoint);
+	free(st->ref);
+	free(st->manifest);
+	free(st->upper);
+	*st = (struct mount_status){0};
+}
+
+static char *json_strdup(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+
+	return json_is_string(v) ? strdup(json_string_value(v)) : NULL;
+}
+
+int lifecycle_status(struct store *s, const char *arg, struct mount_status *ret)
+{
+	_cleanup_free_ char *path = NULL, *dir = NULL;
+	_cleanup_close_ int dirfd = -1;
+	struct mount_status st = {0};
+	char name[LIFECYCLE_NAME_MAX];
+	bool is_imgfs = false;
+	int r;
+
+	r = lifecycle_canonical_path(arg, &path);
+	if (r < 0)
+		return r;
+	lifecycle_name(path, name);
+	r = open_mount_dir(s, path, name, &dirfd, &dir);
+	if (r < 0)
+		return r;
+	r = find_mount(path, &st.mounted, &is_imgfs);
+	if (r < 0)
+		return r;
+	st.mounted = st.mounted && is_imgfs;
+	if (dirfd < 0 && !st.mounted)
+		return -ENOENT;
+	if (dirfd >= 0) {
+		json_t *j = read_state(dirfd);
+
+		st.alive = flock(dirfd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+		if (!st.alive)
+			(void)flock(dirfd, LOCK_UN);
+		st.pid = st.alive ? state_pid(j) : 0;
+		st.ref = json_strdup(j, "ref");
+		st.manifest = json_strdup(j, "manifest");
+		st.upper = json_strdup(j, "upper");
+		st.ro = json_is_true(json_object_get(j, "ro"));
+		st.upper_given = json_is_true(json_object_get(j, "upper_given"));
+		json_decref(j);
+	}
+	st.dir = TAKE_PTR(dir);
+	st.mountpoint = TAKE_PTR(path);
+	*ret = st;
+	return 0;
+}
+
 /* Calls fn(s, dirfd of ROOT/mounts/NAME, NAME, userdata) for each mount directory. */
 static int for_each_mount_dir(struct store *s,
                               int (*fn)(struct store *s, int dirfd, const char *name, void *ud),
