@@ -472,7 +472,7 @@ static int ensure_tree(struct store *s, const char *manifest_digest, const struc
 		return -ENOMEM;
 	for (size_t i = 0; i < m->n_layers; i++)
 		digests[i] = m->layers[i].digest;
-	r = tree_build(s->root_fd, digests, m->n_layers, &buf, &len);
+	r = tree_build(store_layer_opener(s), digests, m->n_layers, &buf, &len);
 	if (r < 0)
 		return r;
 	return write_file_atomic(s->root_fd, path, buf, len, 0644);

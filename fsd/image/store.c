@@ -58,6 +58,18 @@ bad:
 	return NULL;
 }
 
+/* idx/sha256/HEX.zst: the seekable zstd copy of a zstd layer, beside its index. */
+static const char *zst_path(const char *digest, char *buf, size_t size)
+{
+	char idx[128];
+	int n;
+
+	if (!store_path("idx", digest, idx, sizeof(idx)))
+		return NULL;
+	n = snprintf(buf, size, "%s.zst", idx);
+	return n >= 0 && (size_t)n < size ? buf : NULL;
+}
+
 static int open_index_lock(struct store *s, int *ret_fd)
 {
 	_cleanup_close_ int fd =
@@ -169,6 +181,11 @@ static int ensure_layout(struct store *s)
 	return r;
 }
 
+static int open_layer_index(void *ctx, const char *digest, unsigned flags, struct li_index **ret)
+{
+	return store_open_layer_index(ctx, digest, flags, ret);
+}
+
 int store_open(const char *root, struct store **ret)
 {
 	_cleanup_(store_freep) struct store *s = NULL;
@@ -183,6 +200,7 @@ int store_open(const char *root, struct store **ret)
 	if (!s)
 		return -ENOMEM;
 	s->root_fd = s->lock_fd = -1;
+	s->layer_opener = (struct li_opener){.open = open_layer_index, .ctx = s};
 	s->root = strdup(root);
 	if (!s->root)
 		return -ENOMEM;
@@ -287,6 +305,44 @@ int store_put_blob(struct store *s, const char *digest, const void *buf, size_t 
 	if (store_has_blob(s, digest))
 		return 0;
 	return write_file_atomic(s->root_fd, path, buf, len, 0644);
+}
+
+/* Layer indexes */
+
+int store_open_layer_index(struct store *s, const char *digest, unsigned flags,
+                           struct li_index **ret)
+{
+	_cleanup_close_ int ifd = -1, dfd = -1;
+	enum li_compression comp;
+	char path[160];
+	int r;
+
+	if (!store_path("idx", digest, path, sizeof(path)))
+		return -EINVAL;
+	ifd = openat(s->root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (ifd < 0)
+		return -errno;
+	if (!(flags & LI_OPEN_NO_DATA)) {
+		r = li_peek_compression(ifd, &comp);
+		if (r < 0)
+			return r;
+		if (comp == LI_ZSTD) {
+			zst_path(digest, path, sizeof(path));
+			dfd = openat(s->root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+			if (dfd < 0)
+				return -errno;
+		} else {
+			r = store_open_blob(s, digest, &dfd);
+			if (r < 0)
+				return r;
+		}
+	}
+	return li_open_flags(ifd, dfd, flags, ret);
+}
+
+const struct li_opener *store_layer_opener(struct store *s)
+{
+	return &s->layer_opener;
 }
 
 static void partial_path(const char *digest, char *buf, size_t size)

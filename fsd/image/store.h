@@ -2,8 +2,9 @@
  *
  *   ROOT/oci-layout, ROOT/index.json   refs: annotation org.opencontainers.image.ref.name
  *   ROOT/blobs/sha256/HEX              manifests, configs, layer blobs as served
- *   ROOT/idx/sha256/HEX                per-layer index (core/layerindex), by layer digest
- *   ROOT/trees/sha256/HEX              merged tree per manifest (core/tree)
+ *   ROOT/idx/sha256/HEX                per-layer index (index/layerindex), by layer digest
+ *   ROOT/idx/sha256/HEX.zst            its seekable zstd copy, for a zstd layer
+ *   ROOT/trees/sha256/HEX              merged tree per manifest (index/tree)
  *   ROOT/mounts/NAME/{upper,work,state} writable layers and live mounts
  *   ROOT/tmp/                          partial downloads (resumable), temporary files
  *   ROOT/lock                          flock: LOCK_SH while pulling, LOCK_EX by gc
@@ -26,12 +27,14 @@
 
 #include <stdint.h>
 #include "common/macros.h"
+#include "fsd/index/layerindex.h"
 #include "manifest.h"
 
 struct store {
 	char *root;
-	int root_fd; /* O_PATH|O_DIRECTORY */
-	int lock_fd; /* ROOT/lock, flock'ed LOCK_SH while the store is open */
+	int root_fd;                   /* O_PATH|O_DIRECTORY */
+	int lock_fd;                   /* ROOT/lock, flock'ed LOCK_SH while the store is open */
+	struct li_opener layer_opener; /* store_layer_opener() */
 };
 
 /* Opens (creating the layout when missing) the store at root. Takes no lock: a pull calls
@@ -69,6 +72,16 @@ int store_open_partial(struct store *s, const char *digest, int *ret_fd, uint64_
 int store_commit_partial(struct store *s, const char *digest, int fd);
 /* Removes the partial file of digest (after a digest mismatch). */
 int store_discard_partial(struct store *s, const char *digest);
+
+/* Opens the index of layer digest (idx/) with its data: the seekable zstd copy beside the
+ * index for a zstd layer, else the blob; with LI_OPEN_NO_DATA, the index alone. flags as
+ * for li_open_flags(). Returns 0 and *ret (free with li_close()), -EINVAL for a malformed
+ * digest, -ENOENT when the index or its data is missing, -EBADMSG for a corrupt index. */
+int store_open_layer_index(struct store *s, const char *digest, unsigned flags,
+                           struct li_index **ret);
+/* The li_opener for tree_build() and tree_open_flags(): store_open_layer_index() on s.
+ * Borrowed; valid as long as s. */
+const struct li_opener *store_layer_opener(struct store *s);
 
 /* Path relative to the root for kind "blobs", "idx" or "trees" of digest, in buf.
  * Returns buf, or NULL (and buf "") when digest is not a valid sha256 digest. */

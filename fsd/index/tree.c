@@ -1,7 +1,7 @@
 /* The merged lower tree: built from the layer indexes at pull time (tree_build), mapped at
  * mount time (tree_open). The contract is in tree.h.
  *
- * File layout (ROOT/trees/sha256/HEX, little endian, sections 8-byte aligned):
+ * File layout (little endian, sections 8-byte aligned):
  *   struct tree_header                 magic "IMGFSTRE", version, counts, crc32
  *   struct tree_layer  layers[n]       layer digests, bottom first
  *   struct tree_node   nodes[n_nodes]  breadth first: a directory's children are
@@ -594,22 +594,16 @@ static void builder_done(struct builder *b)
 	free(b->buckets);
 }
 
-static int open_index_only(int store_fd, const char *digest, struct li_index **ret)
+static int open_index_only(const struct li_opener *opener, const char *digest,
+                           struct li_index **ret)
 {
-	_cleanup_close_ int fd = -1;
-	char path[128];
-
 	if (!digest_valid(digest))
 		return -EINVAL;
-	snprintf(path, sizeof(path), "idx/sha256/%s", digest_hex(digest));
-	fd = openat(store_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return -errno;
-	return li_open(fd, -1, ret);
+	return opener->open(opener->ctx, digest, LI_OPEN_VERIFY | LI_OPEN_NO_DATA, ret);
 }
 
-int tree_build(int store_fd, const char *const *layer_digests, size_t n_layers, void **ret_buf,
-               size_t *ret_len)
+int tree_build(const struct li_opener *opener, const char *const *layer_digests, size_t n_layers,
+               void **ret_buf, size_t *ret_len)
 {
 	struct builder b = {0};
 	uint32_t root_inode, root;
@@ -621,7 +615,7 @@ int tree_build(int store_fd, const char *const *layer_digests, size_t n_layers, 
 	if (!b.layers)
 		return -ENOMEM;
 	for (; b.n_layers < n_layers; b.n_layers++) {
-		r = open_index_only(store_fd, layer_digests[b.n_layers], &b.layers[b.n_layers]);
+		r = open_index_only(opener, layer_digests[b.n_layers], &b.layers[b.n_layers]);
 		if (r < 0)
 			goto out;
 	}
@@ -689,7 +683,7 @@ static int check_tree(const struct tree *t)
 	return 0;
 }
 
-int tree_open_flags(int store_fd, int tree_fd, unsigned flags, struct tree **ret)
+int tree_open_flags(const struct li_opener *opener, int tree_fd, unsigned flags, struct tree **ret)
 {
 	_cleanup_(tree_closep) struct tree *t = NULL;
 	struct tree_header copy;
@@ -741,8 +735,9 @@ int tree_open_flags(int store_fd, int tree_fd, unsigned flags, struct tree **ret
 
 		memcpy(digest, tl->digest, sizeof(digest));
 		digest[sizeof(digest) - 1] = 0;
-		r = li_open_store(store_fd, digest, (flags & TREE_OPEN_VERIFY) ? LI_OPEN_VERIFY : 0,
-		                  &t->layers[t->n_layers]);
+		r = opener->open(opener->ctx, digest,
+		                 (flags & TREE_OPEN_VERIFY) ? LI_OPEN_VERIFY : 0,
+		                 &t->layers[t->n_layers]);
 		if (r < 0)
 			return r;
 	}
@@ -757,9 +752,9 @@ int tree_open_flags(int store_fd, int tree_fd, unsigned flags, struct tree **ret
 	return 0;
 }
 
-int tree_open(int store_fd, int tree_fd, struct tree **ret)
+int tree_open(const struct li_opener *opener, int tree_fd, struct tree **ret)
 {
-	return tree_open_flags(store_fd, tree_fd, TREE_OPEN_VERIFY, ret);
+	return tree_open_flags(opener, tree_fd, TREE_OPEN_VERIFY, ret);
 }
 
 void tree_close(struct tree *t)
