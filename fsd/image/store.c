@@ -345,9 +345,79 @@ const struct li_opener *store_layer_opener(struct store *s)
 	return &s->layer_opener;
 }
 
-static void partial_path(const char *digest, char *buf, size_t size)
+bool store_has_index(struct store *s, const char *digest)
+{
+	char path[128];
+
+	if (!store_path("idx", digest, path, sizeof(path)))
+		return false;
+	return faccessat(s->root_fd, path, F_OK, 0) == 0;
+}
+
+int store_open_zst_temp(struct store *s, const char *digest, char *name, size_t size, int *ret_fd)
+{
+	int fd;
+
+	if (!digest_valid(digest))
+		return -EINVAL;
+	snprintf(name, size, "tmp/%s.zst.%d", digest_hex(digest), (int)getpid());
+	fd = openat(s->root_fd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	*ret_fd = fd;
+	return 0;
+}
+
+void store_discard_temp(struct store *s, const char *name)
+{
+	unlinkat(s->root_fd, name, 0);
+}
+
+int store_put_index(struct store *s, const char *digest, const void *buf, size_t len, int zst_fd,
+                    const char *zst_name)
+{
+	char path[128];
+
+	if (!store_path("idx", digest, path, sizeof(path)))
+		return -EINVAL;
+	if (zst_fd >= 0) {
+		char zpath[140];
+
+		if (fsync(zst_fd) < 0)
+			return -errno;
+		zst_path(digest, zpath, sizeof(zpath));
+		if (renameat(s->root_fd, zst_name, s->root_fd, zpath) < 0)
+			return -errno;
+	}
+	return write_file_atomic(s->root_fd, path, buf, len, 0644);
+}
+
+/* Trees */
+
+bool store_has_tree(struct store *s, const char *manifest_digest)
+{
+	char path[128];
+
+	if (!store_path("trees", manifest_digest, path, sizeof(path)))
+		return false;
+	return faccessat(s->root_fd, path, F_OK, 0) == 0;
+}
+
+int store_put_tree(struct store *s, const char *manifest_digest, const void *buf, size_t len)
+{
+	char path[128];
+
+	if (!store_path("trees", manifest_digest, path, sizeof(path)))
+		return -EINVAL;
+	return write_file_atomic(s->root_fd, path, buf, len, 0644);
+}
+
+/* Partial downloads */
+
+const char *store_partial_path(const char *digest, char *buf, size_t size)
 {
 	snprintf(buf, size, "tmp/%s.partial", digest_hex(digest));
+	return buf;
 }
 
 int store_open_partial(struct store *s, const char *digest, int *ret_fd, uint64_t *ret_size)
@@ -356,7 +426,7 @@ int store_open_partial(struct store *s, const char *digest, int *ret_fd, uint64_
 
 	if (!digest_valid(digest))
 		return -EINVAL;
-	partial_path(digest, path, sizeof(path));
+	store_partial_path(digest, path, sizeof(path));
 	for (;;) {
 		_cleanup_close_ int fd = -1;
 		struct stat st, st_path;
@@ -395,7 +465,7 @@ int store_commit_partial(struct store *s, const char *digest, int fd)
 
 	if (!store_path("blobs", digest, to, sizeof(to)))
 		return -EINVAL;
-	partial_path(digest, from, sizeof(from));
+	store_partial_path(digest, from, sizeof(from));
 	if (fstat(fd, &st) < 0 || fstatat(s->root_fd, from, &st_path, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	if (st.st_dev != st_path.st_dev || st.st_ino != st_path.st_ino)
@@ -416,7 +486,7 @@ int store_discard_partial(struct store *s, const char *digest)
 
 	if (!digest_valid(digest))
 		return -EINVAL;
-	partial_path(digest, path, sizeof(path));
+	store_partial_path(digest, path, sizeof(path));
 	if (unlinkat(s->root_fd, path, 0) < 0 && errno != ENOENT)
 		return -errno;
 	return 0;

@@ -62,6 +62,28 @@ int store_read_blob(struct store *s, const char *digest, size_t max, char **ret_
  * on mismatch, and nothing is written. */
 int store_put_blob(struct store *s, const char *digest, const void *buf, size_t len);
 
+/* True when idx/sha256/HEX, the index of layer digest, exists. */
+bool store_has_index(struct store *s, const char *digest);
+/* Opens (creating, truncating) a temporary file in ROOT/tmp for the seekable zstd copy of
+ * layer digest, O_RDWR, for this process; its name, relative to the root, goes to name
+ * (size bytes; 160 are enough) for store_put_index() or store_discard_temp(). */
+int store_open_zst_temp(struct store *s, const char *digest, char *name, size_t size, int *ret_fd);
+/* Removes a temporary file named by store_open_zst_temp(); errors are ignored. */
+void store_discard_temp(struct store *s, const char *name);
+/* Stores the index of layer digest atomically (write it before the blob: a blob in blobs/
+ * always has its index). For a zstd layer, zst_fd/zst_name (from store_open_zst_temp()) is
+ * fsync'ed and renamed beside the index first; zst_fd -1: none. */
+int store_put_index(struct store *s, const char *digest, const void *buf, size_t len, int zst_fd,
+                    const char *zst_name);
+
+/* True when trees/sha256/HEX, the merged tree of manifest_digest, exists. */
+bool store_has_tree(struct store *s, const char *manifest_digest);
+/* Stores the merged tree of manifest_digest atomically. */
+int store_put_tree(struct store *s, const char *manifest_digest, const void *buf, size_t len);
+
+/* ROOT/tmp/HEX.partial, relative to the root, for a valid digest (error messages). Returns
+ * buf. */
+const char *store_partial_path(const char *digest, char *buf, size_t size);
 /* Opens (creating) ROOT/tmp/HEX.partial for a download of digest, O_RDWR, positioned
  * nowhere in particular; *ret_size is its current size (bytes already downloaded).
  * The caller holds an exclusive flock on the returned fd while writing, so two pulls of
