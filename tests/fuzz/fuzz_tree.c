@@ -27,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define MAX_DEPTH 64
 #define READ_BUDGET (1u << 20)
 
-/* The first fields of the tree file's header (fsd/index/tree.c). */
+/* The first fields of the tree file's header (fsd/index/tree_format.h). */
 struct tree_header_prefix {
 	char magic[8];
 	uint32_t version, header_size, n_nodes, n_layers, crc, dropped;
