@@ -251,18 +251,24 @@ bool store_has_blob(struct store *s, const char *digest)
 	return fstatat(s->root_fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
 }
 
-int store_open_blob(struct store *s, const char *digest, int *ret_fd)
+/* Opens path below the root read-only. */
+static int open_file(struct store *s, const char *path, int *ret_fd)
 {
-	char path[128];
-	int fd;
+	int fd = openat(s->root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 
-	if (!store_path("blobs", digest, path, sizeof(path)))
-		return -EINVAL;
-	fd = openat(s->root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -errno;
 	*ret_fd = fd;
 	return 0;
+}
+
+int store_open_blob(struct store *s, const char *digest, int *ret_fd)
+{
+	char path[128];
+
+	if (!store_path("blobs", digest, path, sizeof(path)))
+		return -EINVAL;
+	return open_file(s, path, ret_fd);
 }
 
 int store_read_blob(struct store *s, const char *digest, size_t max, char **ret_buf,
@@ -315,23 +321,19 @@ int store_open_layer_index(struct store *s, const char *digest, unsigned flags,
 
 	if (!store_path("idx", digest, path, sizeof(path)))
 		return -EINVAL;
-	ifd = openat(s->root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (ifd < 0)
-		return -errno;
+	r = open_file(s, path, &ifd);
+	if (r < 0)
+		return r;
 	if (!(flags & LI_OPEN_NO_DATA)) {
 		r = li_peek_compression(ifd, &comp);
 		if (r < 0)
 			return r;
-		if (comp == LI_ZSTD) {
-			zst_path(digest, path, sizeof(path));
-			dfd = openat(s->root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-			if (dfd < 0)
-				return -errno;
-		} else {
+		if (comp == LI_ZSTD)
+			r = open_file(s, zst_path(digest, path, sizeof(path)), &dfd);
+		else
 			r = store_open_blob(s, digest, &dfd);
-			if (r < 0)
-				return r;
-		}
+		if (r < 0)
+			return r;
 	}
 	return li_open_flags(ifd, dfd, flags, ret);
 }

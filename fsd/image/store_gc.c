@@ -133,19 +133,36 @@ static int mark_digest(struct store *s, struct digest_set *set, const char *dige
 	return mark_json(s, set, j, depth);
 }
 
-static int mark_mounts(struct store *s, struct digest_set *set)
+/* Opens directory dir of the store for readdir: 0 and *ret (closedir()), 0 and *ret NULL
+ * when there is no such directory, or -errno. */
+static int open_dir(struct store *s, const char *dir, DIR **ret)
 {
-	_cleanup_close_ int dfd = openat(s->root_fd, "mounts", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_close_ int dfd = openat(s->root_fd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d;
-	struct dirent *de;
-	int r = 0;
 
-	if (dfd < 0)
-		return errno == ENOENT ? 0 : -errno;
+	if (dfd < 0) {
+		if (errno != ENOENT)
+			return -errno;
+		*ret = NULL;
+		return 0;
+	}
 	d = fdopendir(dfd);
 	if (!d)
 		return -errno;
 	TAKE_FD(dfd);
+	*ret = d;
+	return 0;
+}
+
+static int mark_mounts(struct store *s, struct digest_set *set)
+{
+	DIR *d;
+	struct dirent *de;
+	int r;
+
+	r = open_dir(s, "mounts", &d);
+	if (r < 0 || !d)
+		return r;
 	while (r >= 0 && (de = readdir(d))) {
 		_cleanup_free_ char *path = NULL, *buf = NULL;
 		_cleanup_close_ int fd = -1;
@@ -232,17 +249,13 @@ static bool keep_entry(struct sweep *sw, enum sweep_kind kind, int dfd, const ch
 
 static int sweep_dir(struct sweep *sw, const char *dir, enum sweep_kind kind)
 {
-	_cleanup_close_ int dfd = openat(sw->s->root_fd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d;
 	struct dirent *de;
-	int r = 0;
+	int r;
 
-	if (dfd < 0)
-		return errno == ENOENT ? 0 : -errno;
-	d = fdopendir(dfd);
-	if (!d)
-		return -errno;
-	TAKE_FD(dfd);
+	r = open_dir(sw->s, dir, &d);
+	if (r < 0 || !d)
+		return r;
 	while ((errno = 0, de = readdir(d))) {
 		struct stat st;
 
@@ -278,7 +291,6 @@ static int sweep_dir(struct sweep *sw, const char *dir, enum sweep_kind kind)
 static int sweep_root_temps(struct sweep *sw)
 {
 	_cleanup_close_ int lfd = -1;
-	_cleanup_close_ int dfd = -1;
 	DIR *d;
 	struct dirent *de;
 	int r;
@@ -286,13 +298,11 @@ static int sweep_root_temps(struct sweep *sw)
 	r = store_open_index_lock(sw->s, &lfd);
 	if (r < 0)
 		return r;
-	dfd = openat(sw->s->root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
-		return -errno;
-	d = fdopendir(dfd);
+	r = open_dir(sw->s, ".", &d);
+	if (r < 0)
+		return r;
 	if (!d)
-		return -errno;
-	TAKE_FD(dfd);
+		return -ENOENT; /* the root itself is gone */
 	while ((errno = 0, de = readdir(d))) {
 		struct stat st;
 
