@@ -6,6 +6,7 @@
 #include "common/fileio.h"
 #include "common/log.h"
 #include "fsd/commands.h"
+#include "fsd/lifecycle.h"
 #include "fsd/image/ref.h"
 #include "fsd/image/store.h"
 
@@ -182,7 +183,9 @@ static const char gc_usage[] =
     "Usage: imgfs [--root DIR] gc\n"
     "\n"
     "Remove the blobs, layer indexes, merged trees and partial downloads that no\n"
-    "reference and no live mount uses. Waits for running pulls to finish.\n";
+    "reference and no live mount uses, and what mounts whose daemon died left in the\n"
+    "store (a dead mount still mounted is left for `imgfs umount`). Waits for running\n"
+    "pulls to finish.\n";
 
 int cmd_gc(int argc, char **argv)
 {
@@ -196,7 +199,11 @@ int cmd_gc(int argc, char **argv)
 		return r;
 	if (open_store(&s) < 0)
 		return 1;
-	r = store_gc(s, &removed, &bytes);
+	/* Mounts whose daemon died keep nothing alive; their directories go first. */
+	r = lifecycle_reap(s, NULL);
+	if (r < 0)
+		log_errno(LOG_WARNING, r, "cannot clean up the dead mounts of '%s'", s->root);
+	r = store_gc(s, lifecycle_for_each_live, &removed, &bytes);
 	if (r < 0)
 		return log_errno(LOG_ERR, r, "gc of '%s' failed", s->root), 1;
 	printf("Removed %u file%s, %s\n", removed, removed == 1 ? "" : "s",

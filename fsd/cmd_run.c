@@ -7,9 +7,11 @@
 #include "common/fileio.h"
 #include "common/log.h"
 #include "fsd/commands.h"
+#include "fsd/daemon.h"
 #include "fsd/initlayer.h"
 #include "fsd/index/tree.h"
 #include "fsd/image/pull.h"
+#include "fsd/lifecycle.h"
 #include "runner/runner.h"
 
 #define MAX_ENV 4096
@@ -303,22 +305,13 @@ static int make_run_dir(char **ret)
 	return 0;
 }
 
-static int call(int (*fn)(int, char **), const char *const *args)
-{
-	int n = 0;
-
-	while (args[n])
-		n++;
-	optind = 0;
-	return fn(n, (char **)args);
-}
-
 int cmd_run(int argc, char **argv)
 {
 	_cleanup_(ref_freep) struct image_ref *ref = NULL;
 	_cleanup_(store_freep) struct store *s = NULL;
 	_cleanup_(image_config_freep) struct image_config *cfg = NULL;
 	_cleanup_free_ char *manifest = NULL, *dir = NULL, *rootfs = NULL, *upper = NULL;
+	_cleanup_free_ char *upper_real = NULL, *rootfs_real = NULL;
 	_cleanup_free_ const char **env = NULL, **cargv = NULL;
 	struct run_args a = {0};
 	struct runner_error err = {""};
@@ -373,9 +366,20 @@ int cmd_run(int argc, char **argv)
 		log_errno(LOG_ERR, r, "cannot write the init layer into '%s'", upper);
 		goto out;
 	}
-	if (call(cmd_mount, (const char *[]){"mount", "--upper", upper, ref->name, rootfs, NULL}) !=
-	    0)
-		goto out; /* cmd_mount said why */
+	upper_real = realpath(upper, NULL);
+	rootfs_real = realpath(rootfs, NULL);
+	if (!upper_real || !rootfs_real) {
+		log_errno(LOG_ERR, -errno, "cannot use the upper directory '%s'", upper);
+		goto out;
+	}
+	r = daemon_mount(s, &(struct mount_request){
+	                        .ref = ref->name,
+	                        .manifest = manifest,
+	                        .mountpoint = rootfs_real,
+	                        .upper = upper_real,
+	                    });
+	if (r < 0)
+		goto out; /* logged */
 
 	a.rc.rootfs = rootfs;
 	a.rc.argv = (char *const *)cargv;
@@ -391,7 +395,7 @@ int cmd_run(int argc, char **argv)
 		log_errno(LOG_ERR, r, "cannot run '%s'", ref->name);
 	if (r < 0)
 		status = RUNNER_EXIT_FAILURE;
-	if (call(cmd_umount, (const char *[]){"umount", rootfs, NULL}) != 0 && status == 0)
+	if (lifecycle_stop(s, rootfs_real) < 0 && status == 0)
 		status = RUNNER_EXIT_FAILURE;
 out:
 	if (!a.upper && upper)

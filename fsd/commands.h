@@ -21,6 +21,8 @@ int cmd_run(int argc, char **argv);
 /* Opens the store at arg_root or the default root, logging the failure. */
 struct store;
 int open_store(struct store **ret);
+/* open_store() of a store that exists, without logging: -ENOENT when there is none. */
+int open_existing_store(struct store **ret);
 
 /* Parses REF for a subcommand, logging the reason on failure. Returns 0, or 2 (usage). */
 struct image_ref;

@@ -116,8 +116,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 	conn->want |= conn->capable & want;
 	/* No writeback cache: a write is in the upper file when it returns, so a daemon
-	 * that dies loses nothing written (see docs/ARCHITECTURE.md, "The writable layer", for its
-	 * cost). */
+	 * that dies loses nothing written (see docs/decisions/0025-writable-write-path.md for
+	 * its cost). */
 	if (imgfs_is_ro(s->fs)) {
 		/* Without FUSE_POSIX_ACL the kernel caches no ACL and asks for
 		 * system.posix_acl_access on every getxattr (ls -l: once per file); with it,

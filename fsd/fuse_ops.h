@@ -1,4 +1,4 @@
-/* The FUSE glue: the only module that speaks libfuse. It mounts a struct imgfs (core/fs.h)
+/* The FUSE glue: the only module that speaks libfuse. It mounts a struct imgfs (fsd/fs/fs.h)
  * with the libfuse low-level API and serves it with the multithreaded loop, translating
  * each request into a core call and the result into a fuse_reply_*. No filesystem logic
  * lives here. This header does not include libfuse, so its users need not either. */

@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include "common/log.h"
 #include "fsd/commands.h"
 #include "fsd/image/store.h"
@@ -56,24 +57,46 @@ static const struct {
     {"gc", cmd_gc},         {"login", cmd_login},     {"run", cmd_run},
 };
 
+/* The store root of --root, $IMGFS_ROOT or the default. */
+static int store_root(char **ret)
+{
+	char *root;
+
+	if (!arg_root)
+		return store_default_root(ret);
+	root = strdup(arg_root);
+	if (!root)
+		return -ENOMEM;
+	*ret = root;
+	return 0;
+}
+
 int open_store(struct store **ret)
 {
 	_cleanup_free_ char *root = NULL;
 	int r;
 
-	if (arg_root) {
-		root = strdup(arg_root);
-		if (!root)
-			return log_errno(LOG_ERR, -ENOMEM, "cannot open the store");
-	} else {
-		r = store_default_root(&root);
-		if (r < 0)
-			return log_errno(LOG_ERR, r, "cannot find the store root");
-	}
+	r = store_root(&root);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "cannot find the store root");
 	r = store_open(root, ret);
 	if (r < 0)
 		return log_errno(LOG_ERR, r, "cannot open the store '%s'", root);
 	return 0;
+}
+
+int open_existing_store(struct store **ret)
+{
+	_cleanup_free_ char *root = NULL;
+	struct stat st;
+	int r;
+
+	r = store_root(&root);
+	if (r < 0)
+		return r;
+	if (stat(root, &st) < 0)
+		return -errno;
+	return store_open(root, ret);
 }
 
 int main(int argc, char **argv)

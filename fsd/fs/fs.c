@@ -911,7 +911,7 @@ static int ro_readdir(struct imgfs *fs, const struct inode *dir, uint64_t off, b
 /* Whether a read-only view answers name with EOPNOTSUPP: security.selinux when no layer
  * has one. ls -l, cp -a and tar ask for a file's SELinux label one file at a time and, on
  * EOPNOTSUPP, stop asking for the rest of the filesystem; the kernel caches no negative
- * xattr, so each ENODATA would be a round trip to the daemon (see docs/ARCHITECTURE.md,
+ * xattr, so each ENODATA would be a round trip to the daemon (see bench/NOTES.md,
  * "FUSE performance"). */
 static bool ro_xattr_unsupported(struct imgfs *fs, const char *name)
 {

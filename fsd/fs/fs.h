@@ -39,7 +39,7 @@ struct upper;
 
 struct imgfs_opts {
 	bool ro;             /* refuse every change with -EROFS */
-	struct upper *upper; /* the writable layer (core/upper.h), taken over; NULL: read-only */
+	struct upper *upper; /* the writable layer (upper.h), taken over; NULL: read-only */
 };
 
 /* An inode handed to the kernel: number, generation and attributes. */

@@ -1,6 +1,6 @@
 /* Access to the read-only lower layer of a mount, as a small table of operations, so that
  * the filesystem core (fs.c) does not depend on how the lower tree is stored: the real one
- * wraps core/tree.h (lower_from_tree()), unit tests build one in memory.
+ * wraps fsd/index/tree.h (lower_from_tree()), unit tests build one in memory.
  *
  * The contract is tree.h's: nodes are numbered 0 (the root) .. node_count-1, a hardlink
  * group is represented by its canonical node, st_ino of a node is its canonical node + 1.

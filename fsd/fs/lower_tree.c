@@ -1,4 +1,4 @@
-/* The lower layer of a mount backed by a merged image tree (core/tree.h). */
+/* The lower layer of a mount backed by a merged image tree (fsd/index/tree.h). */
 #include "lower.h"
 #include "fsd/index/tree.h"
 

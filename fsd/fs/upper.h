@@ -1,7 +1,7 @@
 /* The upper directory of a writable mount, in the on-disk format of the kernel's overlayfs
- * (redirect_dir=on, index=off, metacopy=off), and the primitives the merge logic (fs.c)
- * builds on: whiteouts, opaque and redirect xattrs, escaping of the overlay's own xattr
- * names, atomic copy-up and creation through the work directory.
+ * (redirect_dir=on, index=off, metacopy=off), and the primitives the merge logic
+ * (fs_merge.c, fs_write.c) builds on: whiteouts, opaque and redirect xattrs, escaping of the
+ * overlay's own xattr names, atomic copy-up and creation through the work directory.
  *
  * Every path is one name relative to a directory fd the caller holds (the upper root or a
  * directory below it, opened by upper_open_dir()); nothing here resolves a path with '/',

@@ -2,10 +2,11 @@
  *
  *   ROOT/oci-layout, ROOT/index.json   refs: annotation org.opencontainers.image.ref.name
  *   ROOT/blobs/sha256/HEX              manifests, configs, layer blobs as served
- *   ROOT/idx/sha256/HEX                per-layer index (index/layerindex), by layer digest
+ *   ROOT/idx/sha256/HEX                per-layer index (fsd/index/layerindex.h), by layer
+ *                                      digest
  *   ROOT/idx/sha256/HEX.zst            its seekable zstd copy, for a zstd layer
- *   ROOT/trees/sha256/HEX              merged tree per manifest (index/tree)
- *   ROOT/mounts/NAME/{upper,work,state} writable layers and live mounts
+ *   ROOT/trees/sha256/HEX              merged tree per manifest (fsd/index/tree.h)
+ *   ROOT/mounts/NAME/                  live mounts (fsd/lifecycle.h, their only writer)
  *   ROOT/tmp/                          partial downloads (resumable), temporary files
  *   ROOT/lock                          flock: LOCK_SH while pulling, LOCK_EX by gc
  *
@@ -38,8 +39,8 @@ struct store {
 };
 
 /* Opens (creating the layout when missing) the store at root. Takes no lock: a pull calls
- * store_lock_shared() for its duration; gc takes the lock exclusive. A live mount holds
- * LOCK_SH on its ROOT/mounts/NAME/state file, which names the manifest it uses. */
+ * store_lock_shared() for its duration; gc takes the lock exclusive. What live mounts use
+ * reaches gc through its roots callback. */
 int store_open(const char *root, struct store **ret);
 void store_free(struct store *s);
 /* Takes the store lock shared (waits for a running gc); held until store_free(). */
@@ -134,22 +135,19 @@ bool store_ref_name_valid(const char *s);
  * ("/srv/rootfs.tar.gz" -> "srv-rootfs-tar-gz-0123456789abcdef"). Malloc'ed. */
 int store_ref_annotation(const char *name, char **ret);
 
-/* Registers a live mount: writes ROOT/mounts/NAME/state ({"manifest": digest})
- * atomically, opens it and takes LOCK_SH on it. The returned fd (O_CLOEXEC) keeps the
- * mount live for gc until it is closed (also across fork: keep it in the daemon). Call it
- * while holding the store lock shared, so that a gc cannot run in between. -EBUSY when a
- * live mount already has that name; -EINVAL for a name with '/' or a bad digest. */
-int store_mount_register(struct store *s, const char *name, const char *manifest_digest,
-                         int *ret_fd);
+/* Calls keep(digest, ctx) for each manifest that is in use outside the refs (a live
+ * mount's); returns keep's first negative result, or 0. */
+typedef int (*store_roots_fn)(struct store *s, int (*keep)(const char *digest, void *ctx),
+                              void *ctx);
 
-/* Removes blobs, idx, trees and tmp files not reachable from a ref or from a live mount
- * (ROOT/mounts/NAME/state names the manifest). Reachable: every index.json entry (named
- * or not), and recursively every descriptor of a stored manifest or index (config,
- * layers, child manifests, subject); idx/HEX and idx/HEX.zst belong to layer HEX,
+/* Removes blobs, idx, trees and tmp files not reachable from a ref or from a manifest
+ * that roots (may be NULL) names, asked for with the store locked exclusive. Reachable: every
+ * index.json entry (named or not), and recursively every descriptor of a stored manifest or index
+ * (config, layers, child manifests, subject); idx/HEX and idx/HEX.zst belong to layer HEX,
  * trees/HEX to manifest HEX. Partial files locked by a pull are kept, other tmp/ files
  * removed, and so are the temporary files a killed writer of index.json or oci-layout
  * left in the root; mounts/ is never touched. Takes the store lock exclusive for the duration
  * (waits for pulls and mounts to finish starting) and releases it at the end (a shared
  * lock held before by this store is released too). Reports what it removed through
  * *ret_removed / *ret_bytes (may be NULL). */
-int store_gc(struct store *s, unsigned *ret_removed, uint64_t *ret_bytes);
+int store_gc(struct store *s, store_roots_fn roots, unsigned *ret_removed, uint64_t *ret_bytes);

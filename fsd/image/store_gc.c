@@ -1,4 +1,4 @@
-/* Garbage collection of the store: marks what refs and live mounts reach, then sweeps
+/* Garbage collection of the store: marks what refs and the caller's roots reach, then sweeps
  * blobs/, idx/, trees/, tmp/ and the root's stray temporary files. The contract is
  * store_gc() in store.h. */
 #include <dirent.h>
@@ -12,7 +12,6 @@
 #include "store.h"
 #include "store_internal.h"
 
-#define STATE_MAX_SIZE 4096
 #define GC_MAX_DEPTH 8
 
 struct digest_set {
@@ -154,48 +153,16 @@ static int open_dir(struct store *s, const char *dir, DIR **ret)
 	return 0;
 }
 
-static int mark_mounts(struct store *s, struct digest_set *set)
+struct mark_ctx {
+	struct store *s;
+	struct digest_set *set;
+};
+
+static int mark_root(const char *digest, void *userdata)
 {
-	DIR *d;
-	struct dirent *de;
-	int r;
+	struct mark_ctx *m = userdata;
 
-	r = open_dir(s, "mounts", &d);
-	if (r < 0 || !d)
-		return r;
-	while (r >= 0 && (de = readdir(d))) {
-		_cleanup_free_ char *path = NULL, *buf = NULL;
-		_cleanup_close_ int fd = -1;
-		json_auto_t *j = NULL;
-		json_error_t jerr;
-		const char *m;
-
-		if (de->d_name[0] == '.')
-			continue;
-		if (asprintf(&path, "%s/state", de->d_name) < 0) {
-			path = NULL;
-			r = -ENOMEM;
-			break;
-		}
-		fd = openat(dirfd(d), path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		if (fd < 0)
-			continue;
-		/* Live when a daemon holds LOCK_SH on it. */
-		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
-			continue;
-		if (errno != EWOULDBLOCK) {
-			r = -errno;
-			break;
-		}
-		if (read_file_full(dirfd(d), path, STATE_MAX_SIZE, &buf, NULL) < 0)
-			continue;
-		j = json_loads(buf, 0, &jerr);
-		m = store_json_str(j, "manifest");
-		if (digest_valid(m))
-			r = mark_digest(s, set, m, 0);
-	}
-	closedir(d);
-	return r;
+	return digest_valid(digest) ? mark_digest(m->s, m->set, digest, 0) : -EINVAL;
 }
 
 struct sweep {
@@ -319,9 +286,10 @@ static int sweep_root_temps(struct sweep *sw)
 	return 0;
 }
 
-int store_gc(struct store *s, unsigned *ret_removed, uint64_t *ret_bytes)
+int store_gc(struct store *s, store_roots_fn roots, unsigned *ret_removed, uint64_t *ret_bytes)
 {
 	struct digest_set live = {0};
+	struct mark_ctx mark = {s, &live};
 	struct sweep sw = {.s = s, .live = &live};
 	json_auto_t *root = NULL;
 	json_t *manifests;
@@ -341,8 +309,8 @@ int store_gc(struct store *s, unsigned *ret_removed, uint64_t *ret_bytes)
 		if (digest_valid(digest))
 			r = mark_digest(s, &live, digest, 0);
 	}
-	if (r >= 0)
-		r = mark_mounts(s, &live);
+	if (r >= 0 && roots)
+		r = roots(s, mark_root, &mark);
 	if (r < 0)
 		goto out;
 	if (live.n)

@@ -2,7 +2,8 @@
  * copies from. The layer index uses it to find the bytes of a checkpoint's 32 KiB window
  * that the deflate data after the checkpoint can read: only back-references that start
  * within the first 32 KiB of output after the point can reach the window, so decoding that
- * much tells exactly which window bytes matter (docs/ARCHITECTURE.md, "Sparse windows").
+ * much tells exactly which window bytes matter (sparse windows:
+ * docs/decisions/0017-sparse-windows-and-gzip-span.md).
  *
  * It accepts what zlib's inflate accepts and rejects what it rejects (incomplete codes
  * only as a single one-bit code, no distance codes 30-31, no length codes 286-287), and

@@ -12,7 +12,7 @@
  *
  * Paths are normalised: relative to the layer root, no leading "./" or "/", no empty, "."
  * or ".." components (entries that would escape are dropped and counted, see
- * docs/ARCHITECTURE.md "Hostile layers"). */
+ * docs/decisions/0018-hostile-layer-entries.md). */
 #pragma once
 
 #include <stdint.h>
@@ -21,7 +21,7 @@
 
 #define LI_DEFAULT_SPAN (1u << 20)
 /* gzip layers: 1.5 MiB keeps the index under 2 % of the layer for a cold small-file read
- * around 2 ms (docs/ARCHITECTURE.md, "Sparse windows"). */
+ * around 2 ms (docs/decisions/0017-sparse-windows-and-gzip-span.md). */
 #define LI_GZIP_SPAN (3u << 19)
 
 enum li_compression {
@@ -81,7 +81,8 @@ struct li_builder;
  * thread internally. */
 int li_builder_new(enum li_compression comp, uint32_t span, int data_fd, struct li_builder **ret);
 /* Feeds the next len bytes of the compressed layer, in order. Returns -EBADMSG on corrupt
- * or truncated data, -EFBIG on a decompression bomb (limits in docs/ARCHITECTURE.md). */
+ * or truncated data, -EFBIG on a decompression bomb (limits in
+ * docs/decisions/0018-hostile-layer-entries.md). */
 int li_builder_feed(struct li_builder *b, const void *buf, size_t len);
 /* Ends the input and serialises the index for layer_digest into a malloc'ed buffer,
  * to be written atomically by the caller. -EBADMSG when the stream ended early. */

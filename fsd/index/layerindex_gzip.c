@@ -13,10 +13,10 @@
 #define WINDOW_CBOUND (WINDOW_SIZE + 1024u) /* room for a compressed window (stored blocks) */
 #define GZ_STEP (64u << 10) /* at most this much compressed input per inflate call */
 #define GZ_HUNT_STEP 64u    /* the same while looking for a block boundary */
-/* Sparse windows (docs/ARCHITECTURE.md, "Sparse windows"): a window is compressed once the
- * output reaches SPARSE_NEED bytes past its point, every byte the deflate data after the
- * point cannot copy zeroed. At most SPARSE_IN compressed bytes after a point are searched
- * for that (more only in a hostile stream: the window is then kept whole). */
+/* Sparse windows (docs/decisions/0017-sparse-windows-and-gzip-span.md): a window is
+ * compressed once the output reaches SPARSE_NEED bytes past its point, every byte the deflate
+ * data after the point cannot copy zeroed. At most SPARSE_IN compressed bytes after a point
+ * are searched for that (more only in a hostile stream: the window is then kept whole). */
 #define SPARSE_NEED (WINDOW_SIZE + DREF_MAX_MATCH)
 #define SPARSE_IN (128u << 10)
 #define SPARSE_RECENT 1024u /* compressed bytes kept before a point, for its block header */

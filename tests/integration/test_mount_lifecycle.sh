@@ -97,6 +97,32 @@ pid_alive "$pid" && fail "daemon ignored SIGTERM"
 is_imgfs_mount "$mnt" && fail "SIGTERM left the mount"
 [ -z "$(ls "$IMGFS_ROOT/mounts")" ] || fail "SIGTERM left $(ls "$IMGFS_ROOT/mounts")"
 
+# A mount made with --root is unmounted without it (and without $IMGFS_ROOT): the mount
+# knows its store. Also after its daemon died.
+other=$WORK/other-store
+for kill_first in no yes; do
+	"$IMGFS" --root "$other" mount --ro "$ref" "$mnt" || fail "mount --root failed"
+	if [ $kill_first = yes ]; then
+		kill -KILL "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' \
+			"$(ls "$other"/mounts/*/state)")"
+		sleep 0.2
+	fi
+	out=$(env -u IMGFS_ROOT "$IMGFS" umount "$mnt" 2>&1) ||
+		fail "umount of a --root mount failed (daemon killed: $kill_first): $out"
+	[ -z "$out" ] || fail "umount of a --root mount said '$out'"
+	is_imgfs_mount "$mnt" && fail "--root mount still there (daemon killed: $kill_first)"
+	[ -z "$(ls "$other/mounts")" ] || fail "umount left $(ls "$other/mounts") in --root"
+done
+
+# gc removes what a killed daemon left once its mount is gone, never a live mount's.
+mount_ro "$ref" "$mnt"
+pid=$(daemon_pid)
+kill -KILL "$pid"
+sleep 0.2
+umount -l "$mnt"
+"$IMGFS" gc >/dev/null || fail "gc failed"
+[ -z "$(ls "$IMGFS_ROOT/mounts")" ] || fail "gc left the dead mount's $(ls "$IMGFS_ROOT/mounts")"
+
 # Foreground mode serves until unmounted.
 "$IMGFS" mount -f --ro "$ref" "$mnt" 2>"$WORK/fg.log" &
 fg=$!

@@ -1,7 +1,7 @@
 #!/bin/bash
 # runner vs runc: the same probe in the same rootfs, with a runc config adjusted to Docker's
 # defaults, must report the same container. Intentional differences are filtered out below
-# and explained in docs/ARCHITECTURE.md ("The runner").
+# and explained in docs/decisions/0037-runner-setup-plan-and-mounts-by-fd.md.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/runner_lib.sh"
 require_root

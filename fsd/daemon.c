@@ -1,0 +1,239 @@
+/* The process that serves an image mount; see daemon.h. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include "common/digest.h"
+#include "common/fileio.h"
+#include "common/log.h"
+#include "fsd/daemon.h"
+#include "fsd/fs/fs.h"
+#include "fsd/fs/upper.h"
+#include "fsd/fuse_ops.h"
+#include "fsd/image/store.h"
+#include "fsd/index/tree.h"
+#include "fsd/lifecycle.h"
+
+/* Whether a non-root user may ask for allow_other (fusermount3 reads /etc/fuse.conf). */
+static bool user_allow_other(void)
+{
+	_cleanup_fclose_ FILE *f = fopen("/etc/fuse.conf", "re");
+	_cleanup_free_ char *line = NULL;
+	size_t cap = 0;
+
+	while (f && getline(&line, &cap, f) > 0) {
+		char *p = line + strspn(line, " \t");
+
+		if (startswith(p, "user_allow_other") && strchr(" \t\n", p[16]))
+			return true;
+	}
+	return false;
+}
+
+static int open_image_tree(struct store *s, const char *manifest, struct tree **ret)
+{
+	_cleanup_close_ int fd = -1;
+	char path[128];
+
+	store_path("trees", manifest, path, sizeof(path));
+	fd = openat(s->root_fd, path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	/* No checksum walk over the tree and its indexes: they were verified when the pull
+	 * wrote them, and every record is range-checked where it is used. */
+	return tree_open_flags(store_layer_opener(s), fd, 0, ret);
+}
+
+/* Opens the writable layer: c->upper (kept across mounts) or ROOT/mounts/NAME/upper
+ * (thrown away at umount), and a work directory on the same filesystem for atomic
+ * copy-up. For --upper it is a hidden sibling of the upper directory when on its
+ * filesystem, so that the copy-ups a killed daemon left pending are found by the next mount
+ * of that upper (ROOT/mounts/NAME goes with `imgfs umount` of the dead mount); else, and
+ * for a throwaway layer, ROOT/mounts/NAME/work. Logs its errors. */
+static int open_upper(const struct mount_request *c, struct lifecycle *lc, char **ret_upper,
+                      char **ret_work, struct upper **ret)
+{
+	_cleanup_free_ char *upper_path = NULL, *work_path = NULL;
+	_cleanup_close_ int ufd = -1, wfd = -1;
+	struct stat us, ws;
+	struct rlimit rl;
+	int r;
+
+	/* Directories of the writable layer are held open while the kernel knows them. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (c->upper)
+		upper_path = strdup(c->upper);
+	else
+		upper_path = path_join(lifecycle_dir_path(lc), "upper");
+	if (!upper_path)
+		return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", c->mountpoint);
+	if (!c->upper && mkdirat(lifecycle_dir_fd(lc), "upper", 0755) < 0 && errno != EEXIST)
+		return log_errno(LOG_ERR, -errno, "cannot create '%s'", upper_path);
+	ufd = open(upper_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (ufd < 0 || fstat(ufd, &us) < 0)
+		return log_errno(LOG_ERR, -errno, "cannot open the upper directory '%s'",
+		                 upper_path);
+	if (c->upper) {
+		_cleanup_free_ char *parent = strdup(upper_path);
+		char *slash = parent ? strrchr(parent, '/') : NULL;
+
+		if (!slash)
+			return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", c->mountpoint);
+		*slash = '\0';
+		if (asprintf(&work_path, "%s/.%s.imgfs-work", parent[0] ? parent : "", slash + 1) <
+		    0) {
+			work_path = NULL;
+			return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", c->mountpoint);
+		}
+		if (mkdir(work_path, 0700) < 0 && errno != EEXIST)
+			log_errno(LOG_DEBUG, -errno, "cannot create '%s'", work_path);
+		wfd = open(work_path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (wfd >= 0 && (fstat(wfd, &ws) < 0 || ws.st_dev != us.st_dev)) {
+			close(wfd);
+			wfd = -1;
+			(void)unlinkat(AT_FDCWD, work_path, AT_REMOVEDIR);
+		}
+		if (wfd < 0) {
+			free(work_path);
+			work_path = NULL;
+		}
+	}
+	if (wfd < 0) {
+		int dirfd = lifecycle_dir_fd(lc);
+		const char *dir = lifecycle_dir_path(lc);
+
+		if (mkdirat(dirfd, "work", 0700) < 0 && errno != EEXIST)
+			return log_errno(LOG_ERR, -errno, "cannot create %s/work", dir);
+		wfd = openat(dirfd, "work", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (wfd < 0 || fstat(wfd, &ws) < 0)
+			return log_errno(LOG_ERR, -errno, "cannot open %s/work", dir);
+		if (ws.st_dev != us.st_dev)
+			return log_errno(LOG_ERR, -EXDEV,
+			                 "no work directory on the filesystem of '%s' (tried a "
+			                 "hidden sibling and %s/work)",
+			                 upper_path, dir);
+	}
+	r = upper_open(TAKE_FD(ufd), TAKE_FD(wfd),
+	               geteuid() == 0 ? UPPER_XATTR_TRUSTED : UPPER_XATTR_USER, ret);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "cannot use the upper directory '%s'", upper_path);
+	/* A throwaway layer is deleted at the next mount: copy-ups need not be durable.
+	 * Pending copy-ups name the image they came from. */
+	if (!c->upper)
+		upper_set_volatile(*ret);
+	(void)upper_set_image(*ret, digest_hex(c->manifest));
+	*ret_upper = TAKE_PTR(upper_path);
+	*ret_work = TAKE_PTR(work_path);
+	return 0;
+}
+
+struct serve_ctx {
+	struct store *s;
+	const struct mount_request *req;
+};
+
+/* Runs in the daemon, with the mount claimed: opens the tree and the upper, registers the
+ * mount, mounts it and serves until unmounted. Returns 0 or -errno (logged). */
+static int serve(struct lifecycle *lc, void *userdata)
+{
+	struct serve_ctx *sc = userdata;
+	const struct mount_request *c = sc->req;
+	_cleanup_free_ char *fsname = NULL;
+	_cleanup_(fuse_ops_freep) struct fuse_ops_session *session = NULL;
+	_cleanup_(imgfs_freep) struct imgfs *fs = NULL;
+	_cleanup_free_ char *upper_path = NULL, *work_path = NULL;
+	struct upper *upper = NULL;
+	struct tree *t = NULL;
+	struct lower lower;
+	int r;
+
+	r = open_image_tree(sc->s, c->manifest, &t);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "%s: cannot open the tree of %s", c->ref,
+		                 c->manifest);
+	lower_from_tree(t, &lower);
+	if (!c->ro) {
+		r = open_upper(c, lc, &upper_path, &work_path, &upper);
+		if (r < 0) {
+			tree_close(t);
+			return r; /* logged */
+		}
+	}
+	r = imgfs_new(&lower, &(struct imgfs_opts){.upper = upper}, &fs);
+	if (r < 0) {
+		log_errno(LOG_ERR, r, "%s: cannot open the tree of %s", c->ref, c->manifest);
+		goto out;
+	}
+	if (c->upper) {
+		r = imgfs_recover_copyups(fs);
+		if (r < 0) {
+			log_errno(LOG_ERR, r, "cannot recover the copy-ups of '%s'", c->upper);
+			goto out;
+		}
+		if (r > 0)
+			log_msg(LOG_WARNING, "%d copied-up file(s) of '%s' rewritten after a crash",
+			        r, c->upper);
+	}
+	r = lifecycle_register(lc, &(struct mount_info){
+	                               .manifest = c->manifest,
+	                               .ref = c->ref,
+	                               .mountpoint = c->mountpoint,
+	                               .upper = upper_path,
+	                               .upper_given = c->upper != NULL,
+	                               .ro = c->ro,
+	                           });
+	if (r < 0) {
+		log_errno(LOG_ERR, r, "cannot write %s/state", lifecycle_dir_path(lc));
+		goto out;
+	}
+	if (asprintf(&fsname, "imgfs:%s", c->ref) < 0) {
+		fsname = NULL;
+		r = log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", c->mountpoint);
+		goto out;
+	}
+	fuse_ops_route_logs();
+	r = fuse_ops_mount(fs,
+	                   &(struct fuse_ops_opts){
+	                       .mountpoint = c->mountpoint,
+	                       .fsname = fsname,
+	                       .allow_other = geteuid() == 0 || user_allow_other(),
+	                       .suid_dev = geteuid() == 0,
+	                       .extra = c->extra_opts,
+	                   },
+	                   &session);
+	if (r < 0)
+		goto out; /* logged */
+	lifecycle_ready(lc);
+	if (chdir("/") < 0)
+		log_errno(LOG_WARNING, -errno, "cannot change to /");
+	log_msg(LOG_INFO, "mounted %s (%s) at %s%s", c->ref, c->manifest, c->mountpoint,
+	        c->ro ? ", read-only" : "");
+
+	r = fuse_ops_loop(session);
+	if (r < 0)
+		log_errno(LOG_ERR, r, "serving '%s' failed", c->mountpoint);
+	fuse_ops_free(TAKE_PTR(session));
+	imgfs_free(TAKE_PTR(fs));
+	log_msg(LOG_INFO, "unmounted %s", c->mountpoint);
+out:
+	/* Empty unless a copy-up could not be made durable: then kept for recovery. */
+	if (work_path)
+		(void)unlinkat(AT_FDCWD, work_path, AT_REMOVEDIR);
+	return r;
+}
+
+int daemon_mount(struct store *s, const struct mount_request *req)
+{
+	struct serve_ctx sc = {s, req};
+
+	return lifecycle_start(s, &(struct lifecycle_opts){
+	                              .mountpoint = req->mountpoint,
+	                              .foreground = req->foreground,
+	                              .keep_work = req->upper != NULL,
+	                              .serve = serve,
+	                              .userdata = &sc,
+	                          });
+}

@@ -1,0 +1,25 @@
+/* The process that serves an image mount: opens the image's tree and the writable layer,
+ * mounts them through FUSE and serves until unmounted. It is started, registered and
+ * stopped by the mount life cycle (lifecycle.h); `imgfs mount` and `imgfs run` both mount
+ * through daemon_mount(). */
+#pragma once
+
+#include "common/macros.h"
+
+struct store;
+
+struct mount_request {
+	const char *ref;        /* the image's canonical name (for the state and mountinfo) */
+	const char *manifest;   /* "sha256:…", in the store */
+	const char *mountpoint; /* canonical path of an existing directory */
+	const char *upper;      /* canonical path of a kept writable layer (--upper), or NULL
+	                         * for a throwaway one in ROOT/mounts/NAME/upper */
+	const char *extra_opts; /* more -o options, or NULL */
+	bool ro;
+	bool foreground; /* serve in this process until unmounted */
+};
+
+/* Mounts the image: returns 0 once the mount is live (a daemon serves it in the
+ * background) or, in the foreground, after it was unmounted; -errno when it could not be
+ * mounted, logged naming the mountpoint or the image. */
+int daemon_mount(struct store *s, const struct mount_request *req);

@@ -1,0 +1,829 @@
+/* The life cycle of a mount; see lifecycle.h. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+#include <time.h>
+#include "common/digest.h"
+#include "common/fileio.h"
+#include "common/log.h"
+#include "fsd/image/store.h"
+#include "fsd/lifecycle.h"
+
+#define DAEMON_EXIT_TIMEOUT_MS 30000
+#define STATE_MAX_SIZE (1 << 16)
+#define MOUNT_DIR_MAX (sizeof("mounts/") + LIFECYCLE_NAME_MAX)
+
+struct lifecycle {
+	struct store *s;
+	char name[LIFECYCLE_NAME_MAX];
+	char rel[MOUNT_DIR_MAX]; /* "mounts/NAME", below the store's root */
+	char *dir_path;          /* ROOT/mounts/NAME, absolute */
+	int dir_fd;     /* LOCK_EX for the daemon's life */
+	int state_fd;   /* LOCK_SH for the daemon's life */
+	int log_fd;
+	int notify_fd; /* to the waiting parent until ready, else -1 */
+	bool store_locked;
+	bool registered;
+	bool linked;        /* the runtime link, written by lifecycle_register() */
+};
+
+void lifecycle_name(const char *mountpoint, char buf[LIFECYCLE_NAME_MAX])
+{
+	char digest[DIGEST_STR_LEN + 1], base[33];
+	const char *b = strrchr(mountpoint, '/');
+	size_t n = 0;
+
+	sha256_buf(mountpoint, strlen(mountpoint), digest);
+	b = b && b[1] ? b + 1 : "root";
+	for (; *b && n < sizeof(base) - 1; b++) {
+		char c = *b;
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+		base[n++] = ok ? c : '_';
+	}
+	base[n] = '\0';
+	snprintf(buf, LIFECYCLE_NAME_MAX, "%.12s-%s", digest_hex(digest), base);
+}
+
+int lifecycle_canonical_path(const char *arg, char **ret)
+{
+	_cleanup_free_ char *copy = NULL, *dir = NULL;
+	char *p, *slash;
+
+	p = realpath(arg, NULL);
+	if (p) {
+		*ret = p;
+		return 0;
+	}
+	if (errno != ENOTCONN && errno != EIO)
+		return -errno;
+	copy = strdup(arg);
+	if (!copy)
+		return -ENOMEM;
+	while (strlen(copy) > 1 && copy[strlen(copy) - 1] == '/')
+		copy[strlen(copy) - 1] = '\0';
+	slash = strrchr(copy, '/');
+	if (slash) {
+		*slash = '\0';
+		dir = realpath(slash == copy ? "/" : copy, NULL);
+		slash++;
+	} else {
+		dir = realpath(".", NULL);
+		slash = copy;
+	}
+	if (!dir)
+		return -errno;
+	if (!*slash || streq(slash, ".") || streq(slash, ".."))
+		return -EINVAL;
+	p = path_join(dir, slash);
+	if (!p)
+		return -ENOMEM;
+	*ret = p;
+	return 0;
+}
+
+/* The runtime directory's mounts/, or NULL when there is none (non-root without
+ * $XDG_RUNTIME_DIR). Malloc'ed. */
+static char *runtime_mounts_dir(void)
+{
+	const char *env = getenv("IMGFS_RUNTIME_DIR"), *xdg = getenv("XDG_RUNTIME_DIR");
+	char *p = NULL;
+
+	if (env && *env)
+		return path_join(env, "mounts");
+	if (geteuid() == 0)
+		return strdup("/run/imgfs/mounts");
+	if (xdg && *xdg && asprintf(&p, "%s/imgfs/mounts", xdg) < 0)
+		p = NULL;
+	return p;
+}
+
+/* Undoes mountinfo's octal escapes (\040 for a space) in place. */
+static void unescape_mountinfo(char *s)
+{
+	char *w = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*w++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else
+			*w++ = *s;
+	}
+	*w = '\0';
+}
+
+/* Whether path is a mountpoint, and whether the topmost mount there is an imgfs one. */
+static int find_mount(const char *path, bool *ret_mounted, bool *ret_imgfs)
+{
+	_cleanup_fclose_ FILE *f = NULL;
+	_cleanup_free_ char *line = NULL;
+	bool mounted = false, imgfs = false;
+	size_t cap = 0;
+
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return -errno;
+	while (getline(&line, &cap, f) > 0) {
+		char *fields[5], *save = NULL, *tok, *sep;
+		int n = 0;
+
+		sep = strstr(line, " - ");
+		if (!sep)
+			continue;
+		*sep = '\0';
+		for (tok = strtok_r(line, " ", &save); tok && n < 5;
+		     tok = strtok_r(NULL, " ", &save))
+			fields[n++] = tok;
+		if (n < 5)
+			continue;
+		unescape_mountinfo(fields[4]);
+		if (!streq(fields[4], path))
+			continue;
+		mounted = true;
+		tok = strtok_r(sep + 3, " ", &save);
+		imgfs = tok && streq(tok, "fuse.imgfs");
+	}
+	*ret_mounted = mounted;
+	*ret_imgfs = imgfs;
+	return 0;
+}
+
+/* Whether the FUSE mount at path lost its daemon. stat() may still succeed from the
+ * kernel's attribute cache; statfs always asks the daemon. */
+static bool mount_is_dead(const char *path)
+{
+	struct statfs sf;
+
+	return statfs(path, &sf) < 0 && errno == ENOTCONN;
+}
+
+/* Refuses to stack a mount on an imgfs mount, live or dead. */
+static int check_mountpoint_free(const char *path)
+{
+	bool mounted, is_imgfs;
+	int r;
+
+	r = find_mount(path, &mounted, &is_imgfs);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "cannot mount '%s': cannot read the mount table",
+		                 path);
+	if (!mounted || !is_imgfs)
+		return 0;
+	if (mount_is_dead(path))
+		log_msg(
+		    LOG_ERR,
+		    "cannot mount '%s': a dead imgfs mount is in the way; run 'imgfs umount %s' "
+		    "first",
+		    path, path);
+	else
+		log_msg(LOG_ERR, "cannot mount '%s': already mounted; run 'imgfs umount %s' first",
+		        path, path);
+	return -EBUSY;
+}
+
+/* Opens ROOT/mounts/NAME (creating it) and takes LOCK_EX on it without waiting.
+ * -EBUSY when a live daemon holds it. */
+static int lock_mount_dir(struct store *s, const char *name, int *ret_fd)
+{
+	char path[MOUNT_DIR_MAX];
+	int r;
+
+	snprintf(path, sizeof(path), "mounts/%s", name);
+	for (int attempt = 0; attempt < 10; attempt++) {
+		_cleanup_close_ int fd = -1;
+		struct stat a, b;
+
+		r = mkdir_p_at(s->root_fd, path, 0700);
+		if (r < 0)
+			return r;
+		fd = openat(s->root_fd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0) {
+			if (errno == ENOENT)
+				continue;
+			return -errno;
+		}
+		if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+			return errno == EWOULDBLOCK ? -EBUSY : -errno;
+		/* A stop may have removed the directory between our open and lock. */
+		if (fstat(fd, &a) < 0)
+			return -errno;
+		if (fstatat(s->root_fd, path, &b, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    a.st_ino != b.st_ino || a.st_dev != b.st_dev)
+			continue;
+		*ret_fd = TAKE_FD(fd);
+		return 0;
+	}
+	return -EAGAIN;
+}
+
+static void remove_runtime_link(const char *name, const char *dir);
+
+static void lifecycle_free(struct lifecycle *lc)
+{
+	if (!lc)
+		return;
+	if (lc->store_locked)
+		(void)flock(lc->s->lock_fd, LOCK_UN);
+	if (lc->linked)
+		remove_runtime_link(lc->name, lc->dir_path);
+	/* Still holding the directory lock: nobody else uses it. A stop waits for the lock
+	 * and finds the directory gone. */
+	if (lc->dir_fd >= 0)
+		(void)rm_rf_at(lc->s->root_fd, lc->rel);
+	free(lc->dir_path);
+	if (lc->state_fd >= 0)
+		close(lc->state_fd);
+	if (lc->log_fd >= 0)
+		close(lc->log_fd);
+	if (lc->notify_fd >= 0)
+		close(lc->notify_fd);
+	if (lc->dir_fd >= 0)
+		close(lc->dir_fd);
+	free(lc);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct lifecycle *, lifecycle_free);
+
+/* Claims ROOT/mounts/NAME for o->mountpoint and locks the store shared. */
+static int claim(struct store *s, const struct lifecycle_opts *o, int notify_fd,
+                 struct lifecycle **ret)
+{
+	_cleanup_(lifecycle_freep) struct lifecycle *lc = NULL;
+	_cleanup_free_ char *root = NULL;
+	int r;
+
+	lc = calloc(1, sizeof(*lc));
+	if (!lc)
+		return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", o->mountpoint);
+	*lc = (struct lifecycle){.s = s, .dir_fd = -1, .state_fd = -1, .log_fd = -1,
+	                         .notify_fd = notify_fd};
+	lifecycle_name(o->mountpoint, lc->name);
+	r = lock_mount_dir(s, lc->name, &lc->dir_fd);
+	if (r == -EBUSY)
+		return log_errno(LOG_ERR, r, "'%s' is already mounted (state in %s/mounts/%s)",
+		                 o->mountpoint, s->root, lc->name);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "cannot create %s/mounts/%s", s->root, lc->name);
+	snprintf(lc->rel, sizeof(lc->rel), "mounts/%s", lc->name);
+	root = realpath(s->root, NULL);
+	if (!root)
+		return log_errno(LOG_ERR, -errno, "cannot use the store '%s'", s->root);
+	lc->dir_path = path_join(root, lc->rel);
+	if (!lc->dir_path)
+		return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", o->mountpoint);
+	/* Leftovers of a daemon that died: its throwaway layer is of no use to anyone. */
+	(void)unlinkat(lc->dir_fd, "state", 0);
+	(void)rm_rf_at(lc->dir_fd, "upper");
+	if (!o->keep_work)
+		(void)rm_rf_at(lc->dir_fd, "work");
+	lc->log_fd =
+	    openat(lc->dir_fd, "log", O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+	if (lc->log_fd < 0)
+		return log_errno(LOG_ERR, -errno, "cannot create %s/log", lc->dir_path);
+	r = store_lock_shared(s);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "cannot lock the store '%s'", s->root);
+	lc->store_locked = true;
+	*ret = TAKE_PTR(lc);
+	return 0;
+}
+
+int lifecycle_dir_fd(const struct lifecycle *lc)
+{
+	return lc->dir_fd;
+}
+
+const char *lifecycle_dir_path(const struct lifecycle *lc)
+{
+	return lc->dir_path;
+}
+
+/* Points the runtime directory's mounts/NAME at ROOT/mounts/NAME. A hint only: a failure
+ * leaves umount to find the mount through --root. */
+static void write_runtime_link(struct lifecycle *lc)
+{
+	_cleanup_free_ char *dir = runtime_mounts_dir(), *tmp = NULL, *link = NULL;
+
+	if (!dir || mkdir_p_at(AT_FDCWD, dir, 0700) < 0)
+		return;
+	link = path_join(dir, lc->name);
+	if (!link)
+		return;
+	if (asprintf(&tmp, "%s.%d.tmp", link, (int)getpid()) < 0) {
+		tmp = NULL;
+		return;
+	}
+	(void)unlink(tmp);
+	if (symlink(lc->dir_path, tmp) < 0 || rename(tmp, link) < 0) {
+		log_errno(LOG_DEBUG, -errno, "cannot write the runtime link '%s'", link);
+		(void)unlink(tmp);
+		return;
+	}
+	lc->linked = true;
+}
+
+/* Not synced: the state describes a running daemon, and only a locked state (a live
+ * daemon, so no crash since it was written) is ever believed; after a crash it is stale
+ * whatever it contains. */
+int lifecycle_register(struct lifecycle *lc, const struct mount_info *info)
+{
+	_cleanup_close_ int fd = -1;
+	_cleanup_free_ char *text = NULL;
+	json_t *o;
+
+	if (!digest_valid(info->manifest) || lc->registered)
+		return -EINVAL;
+	o = json_pack("{s:s, s:s, s:s, s:I, s:o, s:b, s:b}", "manifest", info->manifest, "ref",
+	              info->ref, "mountpoint", info->mountpoint, "pid", (json_int_t)getpid(),
+	              "upper", info->upper ? json_string(info->upper) : json_null(),
+	              "upper_given", info->upper_given, "ro", info->ro);
+	if (!o)
+		return -ENOMEM;
+	text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	if (!text)
+		return -ENOMEM;
+	fd = openat(lc->dir_fd, "state.tmp",
+	            O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	/* Locked before it becomes visible: gc never sees it unlocked while we live. */
+	if (flock(fd, LOCK_SH) < 0)
+		return -errno;
+	if (write_full(fd, text, strlen(text)) < 0 || write_full(fd, "\n", 1) < 0)
+		return negative_errno();
+	if (renameat(lc->dir_fd, "state.tmp", lc->dir_fd, "state") < 0)
+		return -errno;
+	lc->state_fd = TAKE_FD(fd);
+	lc->registered = true;
+	write_runtime_link(lc);
+	if (lc->store_locked) {
+		(void)flock(lc->s->lock_fd, LOCK_UN);
+		lc->store_locked = false;
+	}
+	return 0;
+}
+
+void lifecycle_ready(struct lifecycle *lc)
+{
+	int null_fd;
+
+	if (lc->notify_fd < 0)
+		return;
+	log_set_fd(lc->log_fd, true);
+	(void)write_full(lc->notify_fd, "", 1);
+	close(lc->notify_fd);
+	lc->notify_fd = -1;
+	null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null_fd >= 0) {
+		dup2(null_fd, STDIN_FILENO);
+		dup2(null_fd, STDOUT_FILENO);
+		/* What libc, libfuse or a sanitizer print on stderr is kept in the log. */
+		dup2(lc->log_fd, STDERR_FILENO);
+		close(null_fd);
+	}
+}
+
+/* The daemon: claims the mount and serves it. notify_fd is -1 in the foreground. */
+static int run_daemon(struct store *s, const struct lifecycle_opts *o, int notify_fd)
+{
+	_cleanup_(lifecycle_freep) struct lifecycle *lc = NULL;
+	int r;
+
+	r = claim(s, o, notify_fd, &lc);
+	if (r < 0) {
+		if (notify_fd >= 0)
+			close(notify_fd);
+		return r;
+	}
+	r = o->serve(lc, o->userdata);
+	if (r >= 0 && !lc->registered)
+		r = log_errno(LOG_ERR, -EINVAL, "'%s' was served without a state",
+		              o->mountpoint);
+	return r;
+}
+
+/* The parent of the daemon: copies its log lines to stderr until the NUL that says the
+ * mount is live (0) or the end of the pipe (the daemon failed: -EIO, already logged). */
+static int wait_for_daemon(pid_t pid, int fd, const char *mountpoint)
+{
+	char buf[4096];
+	bool ready = false;
+	int status;
+
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		char *nul;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		nul = memchr(buf, '\0', (size_t)n);
+		if (nul) {
+			ready = true;
+			n = nul - buf;
+		}
+		(void)write_full(STDERR_FILENO, buf, (size_t)n);
+		if (ready)
+			break;
+	}
+	if (ready)
+		return 0;
+	if (waitpid(pid, &status, 0) == pid && WIFSIGNALED(status))
+		log_msg(LOG_ERR, "cannot mount '%s': the daemon was killed by signal %d",
+		        mountpoint, WTERMSIG(status));
+	return -EIO;
+}
+
+int lifecycle_start(struct store *s, const struct lifecycle_opts *o)
+{
+	int pipefd[2], r;
+	pid_t pid;
+
+	r = check_mountpoint_free(o->mountpoint);
+	if (r < 0)
+		return r;
+	if (o->foreground)
+		return run_daemon(s, o, -1);
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return log_errno(LOG_ERR, -errno, "cannot mount '%s'", o->mountpoint);
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		r = log_errno(LOG_ERR, -errno, "cannot mount '%s'", o->mountpoint);
+		close(pipefd[0]);
+		close(pipefd[1]);
+		return r;
+	}
+	if (pid == 0) {
+		/* The daemon: its own session, so the terminal's signals do not reach it;
+		 * messages go to the parent until the mount is live. A parent interrupted
+		 * meanwhile must not kill it half-way with SIGPIPE. */
+		close(pipefd[0]);
+		setsid();
+		signal(SIGPIPE, SIG_IGN);
+		log_set_fd(pipefd[1], false);
+		r = run_daemon(s, o, pipefd[1]);
+		_exit(r < 0 ? 1 : 0);
+	}
+	close(pipefd[1]);
+	r = wait_for_daemon(pid, pipefd[0], o->mountpoint);
+	close(pipefd[0]);
+	return r;
+}
+
+/* The state file of ROOT/mounts/NAME (dirfd), parsed; NULL when missing or not JSON. */
+static json_t *read_state(int dirfd)
+{
+	_cleanup_free_ char *text = NULL;
+
+	if (read_file_full(dirfd, "state", STATE_MAX_SIZE, &text, NULL) < 0)
+		return NULL;
+	return json_loads(text, 0, NULL);
+}
+
+static pid_t state_pid(json_t *state)
+{
+	json_t *v = json_object_get(state, "pid");
+
+	if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= INT_MAX)
+		return (pid_t)json_integer_value(v);
+	return 0;
+}
+
+/* Non-root: fusermount3 -u [-z] path. */
+static int fusermount_unmount(const char *path, bool lazy)
+{
+	int status;
+	pid_t pid;
+
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		execlp("fusermount3", "fusermount3", lazy ? "-uz" : "-u", "--", path, (char *)NULL);
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) < 0)
+		return -errno;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return WIFEXITED(status) && WEXITSTATUS(status) == 127 ? -ENOENT : -EBUSY;
+	return 0;
+}
+
+static int unmount_path(const char *path, bool lazy)
+{
+	if (geteuid() != 0)
+		return fusermount_unmount(path, lazy);
+	if (umount2(path, (lazy ? MNT_DETACH : 0) | UMOUNT_NOFOLLOW) < 0)
+		return -errno;
+	return 0;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits up to timeout_ms for LOCK_EX on fd (the daemon holds it until it exits), polling
+ * with a backoff from 1 ms: a fallback for when the daemon's pid is not known. */
+static int wait_lock(int fd, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+
+	for (int delay = 1;; delay = MIN(delay * 2, 50)) {
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return 0;
+		if (errno != EWOULDBLOCK)
+			return -errno;
+		if (now_ms() >= deadline)
+			return -ETIMEDOUT;
+		(void)poll(NULL, 0, delay);
+	}
+}
+
+/* Waits up to timeout_ms for the daemon (pid, which holds LOCK_EX on fd) to exit, then
+ * takes the lock. A pidfd becomes readable the moment the process exits, so this returns
+ * as soon as the daemon is gone, without polling; the lock then is free (an flock is
+ * released when its holder's last fd closes). */
+static int wait_daemon_exit(int fd, pid_t pid, int timeout_ms)
+{
+	_cleanup_close_ int pidfd = -1;
+	int64_t deadline = now_ms() + timeout_ms;
+	struct pollfd p;
+	int r;
+
+	if (pid > 0)
+		pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0)
+		return wait_lock(fd, timeout_ms);
+	p = (struct pollfd){.fd = pidfd, .events = POLLIN};
+	for (;;) {
+		int64_t left = deadline - now_ms();
+
+		r = poll(&p, 1, (int)MAX(left, (int64_t)0));
+		if (r > 0 || (r < 0 && errno != EINTR) || left <= 0)
+			break;
+	}
+	/* Exited, or not the lock's holder after all (a stale pid): the lock decides. */
+	return wait_lock(fd, r > 0 ? 1000 : 0);
+}
+
+/* ROOT/mounts/NAME of the mount at path: through the runtime link when it leads to a
+ * state that names path, else below s. Sets *ret_fd (or -1 when there is none) and
+ * *ret_dir (its path, for messages). */
+static int open_mount_dir(struct store *s, const char *path, const char *name, int *ret_fd,
+                          char **ret_dir)
+{
+	_cleanup_free_ char *rt = runtime_mounts_dir(), *target = NULL;
+	_cleanup_close_ int fd = -1;
+
+	if (rt) {
+		_cleanup_free_ char *link = path_join(rt, name);
+
+		target = link ? realpath(link, NULL) : NULL;
+		if (target)
+			fd = open(target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0) {
+			json_t *st = read_state(fd);
+			json_t *mp = json_object_get(st, "mountpoint");
+			bool ours = json_is_string(mp) && streq(json_string_value(mp), path);
+
+			json_decref(st);
+			if (!ours) {
+				close(TAKE_FD(fd));
+				free(TAKE_PTR(target));
+			}
+		}
+	}
+	if (fd < 0 && s) {
+		free(target);
+		if (asprintf(&target, "%s/mounts/%s", s->root, name) < 0) {
+			target = NULL;
+			return -ENOMEM;
+		}
+		fd = openat(s->root_fd, target + strlen(s->root) + 1,
+		            O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0 && errno != ENOENT)
+			return -errno;
+	}
+	*ret_fd = TAKE_FD(fd);
+	*ret_dir = *ret_fd >= 0 ? TAKE_PTR(target) : NULL;
+	return 0;
+}
+
+/* Removes the runtime link NAME when it still leads to dir (another store's mount of the
+ * same mountpoint may have taken the name since). Call it before dir is removed. */
+static void remove_runtime_link(const char *name, const char *dir)
+{
+	_cleanup_free_ char *rt = runtime_mounts_dir();
+	_cleanup_free_ char *link = rt ? path_join(rt, name) : NULL;
+	_cleanup_free_ char *a = link ? realpath(link, NULL) : NULL;
+	_cleanup_free_ char *b = a ? realpath(dir, NULL) : NULL;
+
+	if (b && streq(a, b))
+		(void)unlink(link);
+}
+
+int lifecycle_stop(struct store *s, const char *arg)
+{
+	_cleanup_free_ char *path = NULL, *dir = NULL;
+	_cleanup_close_ int dirfd = -1;
+	char name[LIFECYCLE_NAME_MAX];
+	bool mounted = false, is_imgfs = false, daemon_alive = false;
+	pid_t pid = 0;
+	int r;
+
+	r = lifecycle_canonical_path(arg, &path);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "cannot unmount '%s'", arg);
+	lifecycle_name(path, name);
+	r = open_mount_dir(s, path, name, &dirfd, &dir);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "cannot unmount '%s'", path);
+	if (dirfd >= 0) {
+		json_t *st = read_state(dirfd);
+
+		pid = state_pid(st);
+		json_decref(st);
+		if (flock(dirfd, LOCK_EX | LOCK_NB) < 0) {
+			if (errno != EWOULDBLOCK)
+				return log_errno(LOG_ERR, -errno, "cannot lock '%s'", dir);
+			daemon_alive = true;
+		}
+	}
+	r = find_mount(path, &mounted, &is_imgfs);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "cannot unmount '%s': cannot read the mount table",
+		                 path);
+	if (mounted && !is_imgfs) {
+		log_msg(LOG_ERR, "cannot unmount '%s': not an imgfs mount", path);
+		return -EINVAL;
+	}
+	if (!mounted && dirfd < 0) {
+		log_msg(LOG_ERR, "cannot unmount '%s': not mounted", path);
+		return -ENOENT;
+	}
+	if (mounted) {
+		/* A daemon that died leaves a mount that answers ENOTCONN; nothing can be
+		 * flushed through it any more, so detach it even when processes still use it. */
+		bool dead = !daemon_alive || mount_is_dead(path);
+
+		r = unmount_path(path, dead);
+		if (r == -EBUSY) {
+			log_msg(LOG_ERR, "cannot unmount '%s': target is busy", path);
+			return r;
+		}
+		if (r < 0 && r != -EINVAL && r != -ENOENT)
+			return log_errno(LOG_ERR, r, "cannot unmount '%s'", path);
+	} else if (daemon_alive && pid > 0) {
+		/* Served, but not mounted in this mount namespace (unmounted behind the
+		 * daemon's back, or mounted in another one): the daemon ends on SIGTERM. */
+		(void)kill(pid, SIGTERM);
+	}
+	if (dirfd < 0) {
+		log_msg(LOG_WARNING, "'%s' had no state (mounted by an older imgfs?)", path);
+		return 0;
+	}
+	if (daemon_alive) {
+		r = wait_daemon_exit(dirfd, pid, DAEMON_EXIT_TIMEOUT_MS);
+		if (r < 0)
+			return log_errno(LOG_ERR, r,
+			                 "'%s' is unmounted but its daemon (pid %d) did not exit",
+			                 path, (int)pid);
+	}
+	remove_runtime_link(name, dir);
+	r = rm_rf_at(AT_FDCWD, dir);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "cannot remove '%s'", dir);
+	return 0;
+}
+
+/* Calls fn(s, dirfd of ROOT/mounts/NAME, NAME, userdata) for each mount directory. */
+static int for_each_mount_dir(struct store *s,
+                              int (*fn)(struct store *s, int dirfd, const char *name, void *ud),
+                              void *ud)
+{
+	_cleanup_close_ int dfd =
+	    openat(s->root_fd, "mounts", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *d;
+	struct dirent *de;
+	int r = 0;
+
+	if (dfd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	r = opendir_fd(TAKE_FD(dfd), &d);
+	if (r < 0)
+		return r;
+	while (r >= 0 && (de = readdir(d))) {
+		_cleanup_close_ int fd = -1;
+
+		if (de->d_name[0] == '.')
+			continue;
+		fd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		r = fn(s, fd, de->d_name, ud);
+	}
+	closedir(d);
+	return r;
+}
+
+struct live_walk {
+	int (*fn)(const char *manifest, void *userdata);
+	void *userdata;
+};
+
+static int visit_live(struct store *s, int dirfd, const char *name, void *ud)
+{
+	struct live_walk *w = ud;
+	_cleanup_close_ int fd = -1;
+	json_t *st, *m;
+	int r = 0;
+
+	(void)s;
+	(void)name;
+	fd = openat(dirfd, "state", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return 0;
+	/* Live when a daemon holds LOCK_SH on it. */
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+		return 0;
+	if (errno != EWOULDBLOCK)
+		return -errno;
+	st = read_state(dirfd);
+	m = json_object_get(st, "manifest");
+	if (json_is_string(m) && digest_valid(json_string_value(m)))
+		r = w->fn(json_string_value(m), w->userdata);
+	json_decref(st);
+	return r;
+}
+
+int lifecycle_for_each_live(struct store *s, int (*fn)(const char *manifest, void *userdata),
+                            void *userdata)
+{
+	struct live_walk w = {fn, userdata};
+
+	return for_each_mount_dir(s, visit_live, &w);
+}
+
+static int reap_one(struct store *s, int dirfd, const char *name, void *ud)
+{
+	unsigned *removed = ud;
+	_cleanup_free_ char *path = NULL;
+	json_t *st, *mp, *given;
+	bool mounted = false, is_imgfs = false, keep = false;
+	int r;
+
+	if (flock(dirfd, LOCK_EX | LOCK_NB) < 0)
+		return errno == EWOULDBLOCK ? 0 : -errno; /* live, or being started */
+	st = read_state(dirfd);
+	mp = json_object_get(st, "mountpoint");
+	given = json_object_get(st, "upper_given");
+	if (json_is_string(mp) &&
+	    find_mount(json_string_value(mp), &mounted, &is_imgfs) == 0 && mounted && is_imgfs)
+		keep = true; /* a dead mount still in the way: lifecycle_stop() detaches it */
+	/* Copy-ups of a kept upper that a crash left pending in work/: the next mount of
+	 * that upper recovers them. */
+	if (json_is_true(given) && faccessat(dirfd, "work", F_OK, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    unlinkat(dirfd, "work", AT_REMOVEDIR) < 0 && errno == ENOTEMPTY)
+		keep = true;
+	json_decref(st);
+	if (keep)
+		return 0;
+	if (asprintf(&path, "%s/mounts/%s", s->root, name) < 0) {
+		path = NULL;
+		return -ENOMEM;
+	}
+	remove_runtime_link(name, path);
+	r = rm_rf_at(s->root_fd, path + strlen(s->root) + 1);
+	if (r < 0)
+		return r;
+	(*removed)++;
+	return 0;
+}
+
+int lifecycle_reap(struct store *s, unsigned *ret_removed)
+{
+	unsigned removed = 0;
+	int r = for_each_mount_dir(s, reap_one, &removed);
+
+	if (ret_removed)
+		*ret_removed = removed;
+	return r;
+}
