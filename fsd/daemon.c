@@ -152,8 +152,7 @@ static int serve(struct lifecycle *lc, void *userdata)
 
 	r = open_image_tree(sc->s, c->manifest, &t);
 	if (r < 0)
-		return log_errno(LOG_ERR, r, "%s: cannot open the tree of %s", c->ref,
-		                 c->manifest);
+		return log_errno(LOG_ERR, r, "%s: cannot open the tree of %s", c->ref, c->manifest);
 	lower_from_tree(t, &lower);
 	if (!c->ro) {
 		r = open_upper(c, lc, &upper_path, &work_path, &upper);

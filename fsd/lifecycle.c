@@ -28,13 +28,13 @@ struct lifecycle {
 	char name[LIFECYCLE_NAME_MAX];
 	char rel[MOUNT_DIR_MAX]; /* "mounts/NAME", below the store's root */
 	char *dir_path;          /* ROOT/mounts/NAME, absolute */
-	int dir_fd;     /* LOCK_EX for the daemon's life */
-	int state_fd;   /* LOCK_SH for the daemon's life */
+	int dir_fd;              /* LOCK_EX for the daemon's life */
+	int state_fd;            /* LOCK_SH for the daemon's life */
 	int log_fd;
 	int notify_fd; /* to the waiting parent until ready, else -1 */
 	bool store_locked;
 	bool registered;
-	bool linked;        /* the runtime link, written by lifecycle_register() */
+	bool linked; /* the runtime link, written by lifecycle_register() */
 };
 
 void lifecycle_name(const char *mountpoint, char buf[LIFECYCLE_NAME_MAX])
@@ -266,8 +266,8 @@ static int claim(struct store *s, const struct lifecycle_opts *o, int notify_fd,
 	lc = calloc(1, sizeof(*lc));
 	if (!lc)
 		return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", o->mountpoint);
-	*lc = (struct lifecycle){.s = s, .dir_fd = -1, .state_fd = -1, .log_fd = -1,
-	                         .notify_fd = notify_fd};
+	*lc = (struct lifecycle){
+	    .s = s, .dir_fd = -1, .state_fd = -1, .log_fd = -1, .notify_fd = notify_fd};
 	lifecycle_name(o->mountpoint, lc->name);
 	r = lock_mount_dir(s, lc->name, &lc->dir_fd);
 	if (r == -EBUSY)
@@ -346,16 +346,16 @@ int lifecycle_register(struct lifecycle *lc, const struct mount_info *info)
 		return -EINVAL;
 	o = json_pack("{s:s, s:s, s:s, s:I, s:o, s:b, s:b}", "manifest", info->manifest, "ref",
 	              info->ref, "mountpoint", info->mountpoint, "pid", (json_int_t)getpid(),
-	              "upper", info->upper ? json_string(info->upper) : json_null(),
-	              "upper_given", info->upper_given, "ro", info->ro);
+	              "upper", info->upper ? json_string(info->upper) : json_null(), "upper_given",
+	              info->upper_given, "ro", info->ro);
 	if (!o)
 		return -ENOMEM;
 	text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(o);
 	if (!text)
 		return -ENOMEM;
-	fd = openat(lc->dir_fd, "state.tmp",
-	            O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+	fd = openat(lc->dir_fd, "state.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+	            0644);
 	if (fd < 0)
 		return -errno;
 	/* Locked before it becomes visible: gc never sees it unlocked while we live. */
@@ -409,8 +409,7 @@ static int run_daemon(struct store *s, const struct lifecycle_opts *o, int notif
 	}
 	r = o->serve(lc, o->userdata);
 	if (r >= 0 && !lc->registered)
-		r = log_errno(LOG_ERR, -EINVAL, "'%s' was served without a state",
-		              o->mountpoint);
+		r = log_errno(LOG_ERR, -EINVAL, "'%s' was served without a state", o->mountpoint);
 	return r;
 }
 
@@ -795,8 +794,8 @@ static int reap_one(struct store *s, int dirfd, const char *name, void *ud)
 	st = read_state(dirfd);
 	mp = json_object_get(st, "mountpoint");
 	given = json_object_get(st, "upper_given");
-	if (json_is_string(mp) &&
-	    find_mount(json_string_value(mp), &mounted, &is_imgfs) == 0 && mounted && is_imgfs)
+	if (json_is_string(mp) && find_mount(json_string_value(mp), &mounted, &is_imgfs) == 0 &&
+	    mounted && is_imgfs)
 		keep = true; /* a dead mount still in the way: lifecycle_stop() detaches it */
 	/* Copy-ups of a kept upper that a crash left pending in work/: the next mount of
 	 * that upper recovers them. */
