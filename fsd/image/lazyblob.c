@@ -110,7 +110,9 @@ static int64_t fetch_run(struct lazyblob *b, uint64_t first, uint64_t n)
 	present = calloc(n, sizeof(*present));
 	if (!buf || !present)
 		return -ENOMEM;
-	fl = (struct flock){.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = (off_t)off,
+	fl = (struct flock){.l_type = F_WRLCK,
+	                    .l_whence = SEEK_SET,
+	                    .l_start = (off_t)off,
 	                    .l_len = (off_t)(end - off)};
 	while (fcntl(b->fd, F_OFD_SETLKW, &fl) < 0)
 		if (errno != EINTR)
@@ -269,8 +271,8 @@ static int commit(struct lazyblob *b)
 	if (!h || !buf)
 		return -ENOMEM;
 	while (off < b->sp->blob_size) {
-		ssize_t n = pread_full(b->fd, buf, (size_t)MIN((uint64_t)(1u << 20),
-		                                                b->sp->blob_size - off),
+		ssize_t n = pread_full(b->fd, buf,
+		                       (size_t)MIN((uint64_t)(1u << 20), b->sp->blob_size - off),
 		                       (off_t)off);
 
 		if (n <= 0)
@@ -281,8 +283,8 @@ static int commit(struct lazyblob *b)
 	sha256_final(h, digest);
 	if (!streq(digest, b->sp->layer))
 		return log_errno(LOG_ERR, -EBADMSG,
-		                 "%s: the fetched blob has digest %s; it is not kept",
-		                 b->sp->layer, digest);
+		                 "%s: the fetched blob has digest %s; it is not kept", b->sp->layer,
+		                 digest);
 	r = store_commit_lazy(b->s, b->sp->layer, b->fd);
 	if (r == -ESTALE && store_has_blob(b->s, b->sp->layer))
 		r = 0; /* another process committed it first */

@@ -67,8 +67,7 @@ bool spans_check(const struct spans *sp, uint64_t i, const void *buf, size_t len
 	return memcmp(md, sp->digest[i], 32) == 0;
 }
 
-int spans_compute(int fd, const char *layer, uint64_t size, uint32_t span_size,
-                  struct spans **ret)
+int spans_compute(int fd, const char *layer, uint64_t size, uint32_t span_size, struct spans **ret)
 {
 	_cleanup_(spans_freep) struct spans *sp = NULL;
 	_cleanup_free_ uint8_t *buf = NULL;
@@ -161,8 +160,7 @@ int spans_parse(const void *buf, size_t len, const char *expected_layer, uint64_
 		return error_set(err, -EBADMSG, "span table is for %s, not %s", layer,
 		                 expected_layer);
 	if (expected_size != UINT64_MAX && size != expected_size)
-		return error_set(err, -EBADMSG,
-		                 "span table is for %llu bytes, the layer has %llu",
+		return error_set(err, -EBADMSG, "span table is for %llu bytes, the layer has %llu",
 		                 (unsigned long long)size, (unsigned long long)expected_size);
 	if (n != count_spans(size, span_size) || n > (len - HEADER_LEN) / 32 ||
 	    len != HEADER_LEN + n * 32)

@@ -33,8 +33,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct spans *, spans_free);
 
 /* Hashes the blob of digest layer, size bytes read from fd, in spans of span_size.
  * Returns 0 and *ret (free with spans_free()), or -errno (-EIO when fd is short). */
-int spans_compute(int fd, const char *layer, uint64_t size, uint32_t span_size,
-                  struct spans **ret);
+int spans_compute(int fd, const char *layer, uint64_t size, uint32_t span_size, struct spans **ret);
 
 /* Serialises sp into a malloc'ed buffer. */
 int spans_encode(const struct spans *sp, void **ret_buf, size_t *ret_len);

@@ -197,11 +197,11 @@ static void test_fill_completes(void **state)
 
 		assert_int_equal(spans_parse(f->table, f->table_len, NULL, UINT64_MAX, &sp, NULL),
 		                 0);
-		assert_int_equal(lazyblob_open(f->s, sp,
-		                               &(struct lazyblob_opts){.fetch = remote_fetch,
-		                                                       .ctx = &f->remote},
-		                               &again),
-		                 -EEXIST);
+		assert_int_equal(
+		    lazyblob_open(f->s, sp,
+		                  &(struct lazyblob_opts){.fetch = remote_fetch, .ctx = &f->remote},
+		                  &again),
+		    -EEXIST);
 	}
 }
 
@@ -224,9 +224,9 @@ static void test_restart_and_sharing(void **state)
 		snprintf(path, sizeof(path), "%s/tmp/%s.lazy", f->dir, digest_hex(f->digest));
 		fd = open(path, O_RDWR | O_CLOEXEC);
 		assert_true(fd >= 0);
-		assert_int_equal(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-		                           10 * SPAN, SPAN / 2),
-		                 0);
+		assert_int_equal(
+		    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 10 * SPAN, SPAN / 2),
+		    0);
 	}
 	bytes = f->remote.bytes;
 	b = open_blob(f, 0);
@@ -255,8 +255,7 @@ static void test_spans_parse_hostile(void **state)
 	memcpy(bad, f->table, f->table_len);
 	for (size_t cut = 0; cut < f->table_len; cut += 7)
 		assert_int_equal(spans_parse(bad, cut, NULL, UINT64_MAX, &sp, NULL), -EBADMSG);
-	assert_int_equal(spans_parse(bad, f->table_len + 1, NULL, UINT64_MAX, &sp, NULL),
-	                 -EBADMSG);
+	assert_int_equal(spans_parse(bad, f->table_len + 1, NULL, UINT64_MAX, &sp, NULL), -EBADMSG);
 	sha256_buf("x", 1, other);
 	assert_int_equal(spans_parse(bad, f->table_len, other, UINT64_MAX, &sp, &err), -EBADMSG);
 	assert_non_null(strstr(err.msg, "is for"));
