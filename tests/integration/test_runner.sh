@@ -25,6 +25,9 @@ assert_eq "$(probe_get status.NoNewPrivs)" 1 no_new_privs
 assert_eq "$(probe_get status.Seccomp)" 2 "seccomp filter mode"
 assert_eq "$(probe_get seccomp.keyctl)" "Operation not permitted" "keyctl (not in the allowlist)"
 assert_eq "$(probe_get seccomp.clone3)" "Function not implemented" "clone3 (ENOSYS, as Docker)"
+for c in io_uring_setup io_uring_enter io_uring_register; do
+	assert_eq "$(probe_get seccomp.$c)" "Operation not permitted" "$c (denied since moby 25)"
+done
 assert_eq "$(probe_get status.Uid)" "0 0 0 0" uid
 assert_eq "$(probe_get status.Groups)" "10" "supplementary groups of root (wheel)"
 assert_eq "$(probe_get fds)" "0 1 2" "open fds"
