@@ -34,6 +34,10 @@ static const char usage[] =
     "      --pids-limit N     maximum number of processes and threads\n"
     "      --no-init          run COMMAND as PID 1 instead of under the built-in init\n"
     "                         (which reaps orphans and forwards signals)\n"
+    "      --device HOST[:CONTAINER][:PERMS]\n"
+    "                         make the host's device node HOST available at CONTAINER\n"
+    "                         (default: the same path) with PERMS, some of r, w, m\n"
+    "                         (default rwm), as docker run --device (repeatable)\n"
     "  -t, --tty              allocate a terminal (default: when stdin is a terminal)\n"
     "  -T, --no-tty           do not allocate a terminal\n"
     "  -h, --help             show this help\n"
@@ -44,6 +48,13 @@ static const char usage[] =
     "\n"
     "Resource limits use a cgroup imgfs/<runner pid> (cgroup v2, or the v1 memory, cpu\n"
     "and pids hierarchies on hybrid hosts) and need root.\n"
+    "\n"
+    "Devices: as Docker, the container may create any device node (CAP_MKNOD) but open\n"
+    "only null, zero, full, random, urandom, tty, console, ptmx, pts/* and the --device\n"
+    "nodes: as root this is a device cgroup (the v1 devices controller, or a BPF program\n"
+    "on cgroup v2), and the runner fails (125) when it cannot set one up. Started by a\n"
+    "non-root user there is none: in the container's user namespace the kernel refuses\n"
+    "mknod of devices, and device nodes on the container's own mounts do not open.\n"
     "\n"
     "SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to the runner are forwarded\n"
     "to COMMAND. Killing the runner kills every process of the container.\n"
@@ -64,6 +75,7 @@ enum {
 	OPT_CPUS,
 	OPT_PIDS,
 	OPT_NO_INIT,
+	OPT_DEVICE,
 };
 
 static int usage_error(const char *fmt, ...) _printf_(1, 2);
@@ -92,6 +104,7 @@ int main(int argc, char **argv)
 	    {"cpus", required_argument, NULL, OPT_CPUS},
 	    {"pids-limit", required_argument, NULL, OPT_PIDS},
 	    {"no-init", no_argument, NULL, OPT_NO_INIT},
+	    {"device", required_argument, NULL, OPT_DEVICE},
 	    {"tty", no_argument, NULL, 't'},
 	    {"no-tty", no_argument, NULL, 'T'},
 	    {"help", no_argument, NULL, 'h'},
@@ -100,13 +113,15 @@ int main(int argc, char **argv)
 	struct runner_config c = {.net = RUNNER_NET_HOST, .tty = -1};
 	struct runner_error err;
 	_cleanup_free_ char **env = NULL;
-	size_t n_env = 0;
+	_cleanup_free_ struct runner_device *devs = NULL;
+	size_t n_env = 0, n_devs = 0;
 	long ncpu;
 	int opt, r, status;
 
 	log_set_ident("runner");
 	env = calloc((size_t)argc + 1, sizeof(*env));
-	if (!env) {
+	devs = calloc((size_t)argc + 1, sizeof(*devs));
+	if (!env || !devs) {
 		log_msg(LOG_ERR, "out of memory");
 		return RUNNER_EXIT_FAILURE;
 	}
@@ -173,6 +188,19 @@ int main(int argc, char **argv)
 		case OPT_NO_INIT:
 			c.no_init = true;
 			break;
+		case OPT_DEVICE: {
+			_cleanup_free_ char *spec = strdup(optarg);
+
+			if (!spec)
+				return usage_error("out of memory");
+			if (runner_parse_device(optarg, &devs[n_devs]) < 0)
+				return usage_error(
+				    "invalid --device '%s' (HOST[:CONTAINER][:PERMS], "
+				    "absolute paths, PERMS some of rwm)",
+				    spec);
+			n_devs++;
+			break;
+		}
 		case 't':
 			c.tty = 1;
 			break;
@@ -195,6 +223,8 @@ int main(int argc, char **argv)
 	c.rootfs = argv[optind];
 	c.argv = &argv[optind + 1];
 	c.env = env;
+	c.devices = devs;
+	c.n_devices = n_devs;
 
 	r = runner_run(&c, &status, &err);
 	if (r < 0) {

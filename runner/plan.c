@@ -150,6 +150,18 @@ static int plan_dev(struct setup_plan *p, const struct host_facts *h)
 	    .flags = MS_NOSUID | MS_NODEV | MS_NOEXEC, .data = "mode=1777,size=65536k");
 	ADD(p, .type = STEP_MOUNT, .target = "/dev/mqueue", .source = "mqueue", .fstype = "mqueue",
 	    .flags = MS_NOSUID | MS_NODEV | MS_NOEXEC);
+	/* --device: the device cgroup (cgroup.c) decides what may be opened; the node only
+	 * has to exist. */
+	for (size_t i = 0; i < h->n_devices; i++) {
+		const struct host_device *d = &h->devices[i];
+
+		if (h->userns)
+			ADD(p, .type = STEP_BIND, .target = d->container, .source = d->host,
+			    .opts = STEP_ON_FILE);
+		else
+			ADD(p, .type = STEP_MKNOD, .target = d->container,
+			    .mode = d->mode & (S_IFMT | 0777), .dev = d->rdev);
+	}
 	return 0;
 }
 

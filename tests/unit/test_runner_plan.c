@@ -238,13 +238,57 @@ static void test_caps(void **state)
 	assert_int_equal(plan_default_caps(), 0xa80425fbull);
 }
 
+/* --device: a node with the host's type, numbers and permissions as root, a bind of the
+ * host's node in a user namespace; after /dev is mounted either way. */
+static void test_devices(void **state)
+{
+	struct runner_config c = {.rootfs = "/r", .argv = argv_true};
+	struct host_device d[] = {
+	    {.host = "/dev/loop-control",
+	     .container = "/dev/loop-control",
+	     .mode = S_IFCHR | 0660,
+	     .rdev = makedev(10, 237),
+	     .access = RUNNER_DEV_READ},
+	    {.host = "/dev/sda",
+	     .container = "/disk",
+	     .mode = S_IFBLK | 0660,
+	     .rdev = makedev(8, 0)},
+	};
+	struct host_facts h = {.cgroup2 = true, .devices = d, .n_devices = 2};
+	struct setup_plan *p = NULL;
+	const struct setup_step *s;
+	size_t i_dev = 0, i_loop = 0;
+
+	(void)state;
+	assert_int_equal(plan_build(&c, &h, "box", &p), 0);
+	assert_non_null(find(p, STEP_MOUNT, "/dev", &i_dev));
+	s = find(p, STEP_MKNOD, "/dev/loop-control", &i_loop);
+	assert_non_null(s);
+	assert_true(i_loop > i_dev);
+	assert_int_equal(s->mode, S_IFCHR | 0660);
+	assert_int_equal(s->dev, makedev(10, 237));
+	s = find(p, STEP_MKNOD, "/disk", NULL);
+	assert_non_null(s);
+	assert_int_equal(s->mode, S_IFBLK | 0660);
+	plan_free(p);
+
+	h.userns = true;
+	assert_int_equal(plan_build(&c, &h, "box", &p), 0);
+	assert_null(find(p, STEP_MKNOD, "/dev/loop-control", NULL));
+	s = find(p, STEP_BIND, "/disk", NULL);
+	assert_non_null(s);
+	assert_string_equal(s->source, "/dev/sda");
+	assert_true(s->opts & STEP_ON_FILE);
+	plan_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_root_v1), cmocka_unit_test(test_rootless),
 	    cmocka_unit_test(test_cgroup2), cmocka_unit_test(test_invalid),
 	    cmocka_unit_test(test_resolv),  cmocka_unit_test(test_env),
-	    cmocka_unit_test(test_caps),
+	    cmocka_unit_test(test_caps),    cmocka_unit_test(test_devices),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
