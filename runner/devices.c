@@ -31,8 +31,7 @@ static bool rule_valid(const struct dev_rule *r)
 	       (r->minor >= 0 || r->minor == DEV_ANY) && r->access && !(r->access & ~RWM);
 }
 
-int devices_rules(const struct host_device *devs, size_t n, struct dev_rule **ret,
-                  size_t *ret_n)
+int devices_rules(const struct host_device *devs, size_t n, struct dev_rule **ret, size_t *ret_n)
 {
 	_cleanup_free_ struct dev_rule *v = NULL;
 	size_t k = devices_n_default_rules;
@@ -75,9 +74,9 @@ int devices_v1_line(const struct dev_rule *r, char *buf, size_t size)
 		return -EINVAL;
 	num(maj, sizeof(maj), r->major);
 	num(min, sizeof(min), r->minor);
-	n = snprintf(buf, size, "%c %s:%s %s%s%s", r->type, maj, min,
-	             r->access & RUNNER_DEV_READ ? "r" : "", r->access & RUNNER_DEV_WRITE ? "w" : "",
-	             r->access & RUNNER_DEV_MKNOD ? "m" : "");
+	n = snprintf(
+	    buf, size, "%c %s:%s %s%s%s", r->type, maj, min, r->access & RUNNER_DEV_READ ? "r" : "",
+	    r->access & RUNNER_DEV_WRITE ? "w" : "", r->access & RUNNER_DEV_MKNOD ? "m" : "");
 	if (n < 0 || (size_t)n >= size)
 		return -ENOBUFS;
 	return 0;
@@ -118,8 +117,7 @@ static unsigned devcg_access(unsigned access)
  *	next:
  *	return 0
  */
-int devices_bpf_build(const struct dev_rule *rules, size_t n, struct bpf_insn **ret,
-                      size_t *ret_n)
+int devices_bpf_build(const struct dev_rule *rules, size_t n, struct bpf_insn **ret, size_t *ret_n)
 {
 	_cleanup_free_ struct bpf_insn *p = NULL;
 	size_t i = 0;
@@ -142,7 +140,8 @@ int devices_bpf_build(const struct dev_rule *rules, size_t n, struct bpf_insn **
 		if (!rule_valid(r))
 			return -EINVAL;
 		jumps[n_jumps++] = i;
-		p[i++] = JNE_K(BPF_REG_2, r->type == 'c' ? BPF_DEVCG_DEV_CHAR : BPF_DEVCG_DEV_BLOCK);
+		p[i++] =
+		    JNE_K(BPF_REG_2, r->type == 'c' ? BPF_DEVCG_DEV_CHAR : BPF_DEVCG_DEV_BLOCK);
 		if ((r->access & RWM) != RWM) {
 			p[i++] = MOV64_X(BPF_REG_1, BPF_REG_3);
 			p[i++] = AND32_K(BPF_REG_1, (int32_t)(~devcg_access(r->access) & 0xffff));

@@ -33,8 +33,7 @@ extern const size_t devices_n_default_rules;
 /* The container's rules: Docker's defaults, then one for each of devs[0..n) (its type,
  * major, minor and access). Returns 0 and sets *ret (malloc'ed, the caller frees) and
  * *ret_n, or -EINVAL (a node that is not a character or block device), -ENOMEM. */
-int devices_rules(const struct host_device *devs, size_t n, struct dev_rule **ret,
-                  size_t *ret_n);
+int devices_rules(const struct host_device *devs, size_t n, struct dev_rule **ret, size_t *ret_n);
 
 /* Formats r as a cgroup v1 devices.allow line ("c 1:3 rwm", "b *:* m") into buf.
  * Returns 0, or -EINVAL for an invalid rule, -ENOBUFS when buf is too small. */
@@ -43,8 +42,7 @@ int devices_v1_line(const struct dev_rule *r, char *buf, size_t size);
 /* Builds the cgroup device program that allows exactly what one of rules[0..n) allows.
  * Returns 0 and sets *ret (malloc'ed, the caller frees) and *ret_n (instructions), or
  * -EINVAL (invalid rule), -E2BIG (too many rules), -ENOMEM. */
-int devices_bpf_build(const struct dev_rule *rules, size_t n, struct bpf_insn **ret,
-                      size_t *ret_n);
+int devices_bpf_build(const struct dev_rule *rules, size_t n, struct bpf_insn **ret, size_t *ret_n);
 
 /* Loads the program for rules and attaches it to the cgroup v2 directory cgroup_fd
  * (BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI). The program stays attached for the life of the

@@ -22,7 +22,7 @@
 static void test_v1_lines(void **state)
 {
 	static const char *const want[] = {
-	    "c *:* m",   "b *:* m",   "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm",     "c 1:8 rwm",
+	    "c *:* m",   "b *:* m",   "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm",   "c 1:8 rwm",
 	    "c 1:9 rwm", "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm",
 	};
 	char buf[32];
@@ -33,9 +33,9 @@ static void test_v1_lines(void **state)
 		assert_int_equal(devices_v1_line(&devices_default_rules[i], buf, sizeof(buf)), 0);
 		assert_string_equal(buf, want[i]);
 	}
-	assert_int_equal(devices_v1_line(&(struct dev_rule){'a', 1, 1, RUNNER_DEV_READ}, buf,
-	                                 sizeof(buf)),
-	                 -EINVAL);
+	assert_int_equal(
+	    devices_v1_line(&(struct dev_rule){'a', 1, 1, RUNNER_DEV_READ}, buf, sizeof(buf)),
+	    -EINVAL);
 	assert_int_equal(devices_v1_line(&(struct dev_rule){'c', 1, 1, 0}, buf, sizeof(buf)),
 	                 -EINVAL);
 	assert_int_equal(devices_v1_line(&devices_default_rules[2], buf, 4), -ENOBUFS);
