@@ -269,7 +269,7 @@ static int child_setup(struct child *x, int *ret_slave, struct runner_error *e)
 	r = mount_prepare_root(x->rootfs_fd, &root_fd, e);
 	if (r < 0)
 		return r;
-	r = mount_run_plan(root_fd, x->plan, e);
+	r = mount_run_plan(&root_fd, x->plan, e);
 	if (r < 0)
 		return r;
 	r = mount_pivot(root_fd, e);
