@@ -62,6 +62,7 @@ struct host_facts {
 	const char *hosts; /* host's /etc/hosts contents (for RUNNER_NET_HOST), NULL if missing */
 	const struct host_device *devices; /* --device nodes to create, n_devices of them */
 	size_t n_devices;
+	unsigned n_cpus; /* possible CPUs: their thermal_throttle directories are masked */
 };
 
 struct setup_plan {

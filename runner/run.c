@@ -653,6 +653,7 @@ int runner_run(const struct runner_config *c, int *ret_exit_status, struct runne
 	_cleanup_free_ struct host_device *devs = NULL;
 	_cleanup_free_ struct dev_rule *rules = NULL;
 	size_t n_rules = 0;
+	long ncpu;
 	char **env = NULL;
 	char hostname[HOST_NAME_MAX + 1], cgname[32];
 	struct terminal term = {.master = -1};
@@ -698,6 +699,8 @@ int runner_run(const struct runner_config *c, int *ret_exit_status, struct runne
 		return r;
 	facts.devices = devs;
 	facts.n_devices = c->n_devices;
+	ncpu = sysconf(_SC_NPROCESSORS_CONF);
+	facts.n_cpus = ncpu > 0 && ncpu <= 8192 ? (unsigned)ncpu : 0;
 	/* As root the device cgroup is what keeps the container from opening the host's
 	 * disks (it keeps CAP_MKNOD, as under Docker): without one the runner refuses to
 	 * run. In a user namespace the kernel refuses mknod of devices and ignores device

@@ -83,7 +83,7 @@ static void test_root_v1(void **state)
 	assert_non_null(find(p, STEP_REMOUNT_RO, "/sys/fs/cgroup", &i_ro));
 	assert_non_null(find(p, STEP_MASK, "/proc/kcore", &i_mask));
 	assert_non_null(find(p, STEP_MASK, "/sys/firmware", &i_sysmask));
-	assert_int_equal(count(p, STEP_MASK), 11);
+	assert_int_equal(count(p, STEP_MASK), 12);
 	assert_int_equal(count(p, STEP_READONLY), 5);
 	assert_true(find(p, STEP_READONLY, "/proc/sysrq-trigger", NULL)->opts & STEP_OPTIONAL);
 	/* Order: each mount after what it lands on; masks after proc and sys. */
@@ -238,6 +238,28 @@ static void test_caps(void **state)
 	assert_int_equal(plan_default_caps(), 0xa80425fbull);
 }
 
+/* Docker's masked paths, with /proc/interrupts and each CPU's thermal_throttle
+ * (GHSA-6fw5-f8r9-fgfm); all optional. */
+static void test_masks(void **state)
+{
+	struct runner_config c = {.rootfs = "/r", .argv = argv_true};
+	struct host_facts h = {.cgroup2 = true, .n_cpus = 2};
+	struct setup_plan *p = NULL;
+	const struct setup_step *s;
+
+	(void)state;
+	assert_int_equal(plan_build(&c, &h, "box", &p), 0);
+	s = find(p, STEP_MASK, "/proc/interrupts", NULL);
+	assert_non_null(s);
+	assert_true(s->opts & STEP_OPTIONAL);
+	assert_non_null(find(p, STEP_MASK, "/sys/devices/system/cpu/cpu0/thermal_throttle", NULL));
+	s = find(p, STEP_MASK, "/sys/devices/system/cpu/cpu1/thermal_throttle", NULL);
+	assert_non_null(s);
+	assert_true(s->opts & STEP_OPTIONAL);
+	assert_null(find(p, STEP_MASK, "/sys/devices/system/cpu/cpu2/thermal_throttle", NULL));
+	plan_free(p);
+}
+
 /* --device: a node with the host's type, numbers and permissions as root, a bind of the
  * host's node in a user namespace; after /dev is mounted either way. */
 static void test_devices(void **state)
@@ -289,6 +311,7 @@ int main(void)
 	    cmocka_unit_test(test_cgroup2), cmocka_unit_test(test_invalid),
 	    cmocka_unit_test(test_resolv),  cmocka_unit_test(test_env),
 	    cmocka_unit_test(test_caps),    cmocka_unit_test(test_devices),
+	    cmocka_unit_test(test_masks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
