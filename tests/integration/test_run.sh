@@ -77,6 +77,12 @@ assert_ok imgfs run -q --upper "$upper" "$ref" /bin/sh -c 'cat /kept; test -e /b
 assert_eq "$OUT" "kept
 gone" "second run on the same upper"
 
+log "the runner adds nothing to a kept upper: -w /made/here is created in the container"
+before=$(cd "$upper" && find . | LC_ALL=C sort)
+assert_ok imgfs run -q --upper "$upper" -w /made/here "$ref" /bin/sh -c 'pwd; cat /etc/hostname >/dev/null'
+assert_eq "$OUT" /made/here "working directory"
+assert_eq "$(cd "$upper" && find . | LC_ALL=C sort)" "$before" "entries of the upper after the run"
+
 log "nothing left behind: no mount, no run directory, no mount state"
 assert_eq "$(run_mounts)" "$run_mounts_before" "mounts under /run/imgfs"
 [ -z "$(ls -A "$IMGFS_ROOT/mounts" 2>/dev/null)" ] || fail "left in mounts/: $(ls "$IMGFS_ROOT/mounts")"
