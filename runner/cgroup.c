@@ -46,7 +46,7 @@ static int write_u64(const char *dir, const char *file, uint64_t v)
 	return write_str(dir, file, buf);
 }
 
-/* Creates base/imgfs/name; returns the malloc'ed path in *ret. */
+/* Creates base/imgfs/name (replacing an empty one); returns the malloc'ed path in *ret. */
 static int make_dir(const char *base, const char *name, char **ret)
 {
 	_cleanup_free_ char *parent = path_join(base, "imgfs"), *p = NULL;
@@ -58,7 +58,9 @@ static int make_dir(const char *base, const char *name, char **ret)
 	p = path_join(parent, name);
 	if (!p)
 		return -ENOMEM;
-	if (mkdir(p, 0755) < 0)
+	/* NAME is our pid: one that exists was left by an earlier runner with the same pid
+	 * that was killed (SIGKILL) before it could remove it. Empty, it can go. */
+	if (mkdir(p, 0755) < 0 && (errno != EEXIST || rmdir(p) < 0 || mkdir(p, 0755) < 0))
 		return -errno;
 	*ret = TAKE_PTR(p);
 	return 0;

@@ -78,9 +78,20 @@ assert_eq "$RC" 125 "status without a device cgroup"
 assert_contains "$ERR" "no device cgroup"
 assert_eq "$(printf '%s\n' "$ERR" | wc -l)" 1 "one line of error"
 
-log "nothing left behind"
+log "nothing left behind: no mount, no cgroup"
 assert_not_contains "$(host_mounts)" "$ROOT"
-if [ -d /sys/fs/cgroup/devices/imgfs ]; then
-	assert_eq "$(find /sys/fs/cgroup/devices/imgfs -mindepth 1 -type d | wc -l)" 0 "device cgroups left"
-fi
+"$RUNNER" "$ROOT" /bin/sh -c 'ls /sys/fs/cgroup/devices >/dev/null' &
+rpid=$!
+wait "$rpid" || fail "runner failed"
+for cg in /sys/fs/cgroup/devices /sys/fs/cgroup/unified /sys/fs/cgroup; do
+	assert_no_file "$cg/imgfs/$rpid"
+done
+
+log "an empty cgroup left by a killed runner with the same pid does not get in the way"
+base=/sys/fs/cgroup
+[ "$(stat -fc %T /sys/fs/cgroup/devices 2>/dev/null)" = cgroupfs ] && base=/sys/fs/cgroup/devices
+mkdir -p "$base/imgfs"
+# shellcheck disable=SC2016
+run_rc sh -c 'mkdir "$1/imgfs/$$" && exec "$2" "$3" /bin/true' sh "$base" "$RUNNER" "$ROOT"
+assert_eq "$RC" 0 "status with a stale cgroup of the same pid"
 log "ok"
