@@ -197,7 +197,10 @@ static int shadow_dir(struct run_state *x, int dfd)
 	if (fsfd < 0)
 		return -errno;
 	snprintf(mode, sizeof(mode), "%o", (unsigned)(st.st_mode & 07777));
-	if (fsconfig(fsfd, FSCONFIG_SET_STRING, "mode", mode, 0) < 0 ||
+	/* Bounded like /dev: what the container adds here lives in memory. */
+	if (fsconfig(fsfd, FSCONFIG_SET_STRING, "source", "tmpfs", 0) < 0 ||
+	    fsconfig(fsfd, FSCONFIG_SET_STRING, "mode", mode, 0) < 0 ||
+	    fsconfig(fsfd, FSCONFIG_SET_STRING, "size", "65536k", 0) < 0 ||
 	    fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
 		return -errno;
 	mnt = fsmount(fsfd, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
