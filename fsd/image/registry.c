@@ -340,6 +340,8 @@ struct xfer {
 	uint64_t skip;       /* bytes of a 200 answer to a Range request already delivered */
 	int64_t retry_after; /* seconds, from Retry-After; 0 when absent */
 	int err;             /* error raised inside a callback, explained in msg */
+	uint64_t last_rx_ms; /* when the last header or body bytes arrived (monotonic) */
+	bool stalled;        /* aborted: nothing received for the registry's timeout */
 	char msg[160];
 	struct buf www_auth; /* all WWW-Authenticate values, joined with ", " */
 	char *content_type;
@@ -359,6 +361,7 @@ static void xfer_reset_response(struct xfer *x)
 	x->skip = 0;
 	x->retry_after = 0;
 	x->err = 0;
+	x->stalled = false;
 	x->msg[0] = '\0';
 	buf_free(&x->www_auth);
 	free(x->content_type);
@@ -400,6 +403,8 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata)
 	struct xfer *x = userdata;
 	size_t len = size * nitems;
 	const char *colon;
+
+	x->last_rx_ms = now_ms();
 	_cleanup_free_ char *value = NULL;
 
 	if (len >= 5 && strncmp(line, "HTTP/", 5) == 0) {
@@ -501,6 +506,7 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userdata)
 	struct xfer *x = userdata;
 	size_t len = size * nmemb;
 
+	x->last_rx_ms = now_ms();
 	if (!x->body_started) {
 		x->body_started = true;
 		x->to_sink = is_2xx(x->status);
@@ -546,6 +552,21 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userdata)
 	}
 	x->offset += len;
 	return size * nmemb;
+}
+
+/* Ends a transfer that has received nothing for the registry's timeout. curl's own
+ * low-speed limit averages over the last seconds, so it notices a server that went silent
+ * after sending some bytes only several seconds late. */
+static int progress_cb(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+	struct xfer *x = userdata;
+
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	if (now_ms() - x->last_rx_ms < (uint64_t)x->r->timeout_s * 1000)
+		return 0;
+	x->stalled = true;
+	return 1;
 }
 
 static void curl_easy_cleanupp(CURL **c)
@@ -662,6 +683,9 @@ static int exchange(struct xfer *x, const char *url0, const char *extra_auth, in
 		curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)r->timeout_s);
 		curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
 		curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)r->timeout_s);
+		curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+		curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress_cb);
+		curl_easy_setopt(c, CURLOPT_XFERINFODATA, x);
 		curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
 		curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb);
 		curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
@@ -680,7 +704,13 @@ static int exchange(struct xfer *x, const char *url0, const char *extra_auth, in
 			curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &blob);
 		}
 		x->curl_err[0] = '\0';
+		x->last_rx_ms = now_ms();
 		rc = curl_easy_perform(c);
+		if (rc == CURLE_ABORTED_BY_CALLBACK && x->stalled) {
+			snprintf(x->curl_err, sizeof(x->curl_err),
+			         "timed out: nothing received for %u s", r->timeout_s);
+			rc = CURLE_OPERATION_TIMEDOUT;
+		}
 		if (x->err < 0) {
 			snprintf(x->curl_err, sizeof(x->curl_err), "%s", x->msg);
 			return x->err;
