@@ -551,6 +551,8 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userdata)
 		return 0;
 	}
 	x->offset += len;
+	/* A sink that waited (a slow disk, a full index ring) is not a silent server. */
+	x->last_rx_ms = now_ms();
 	return size * nmemb;
 }
 
