@@ -519,8 +519,11 @@ static int fetch_config(struct pull_ctx *ctx, const struct manifest *m)
 		if (m->config.size > CONFIG_MAX_SIZE)
 			return log_errno(LOG_ERR, -EFBIG, "%s: config %s is larger than %u bytes",
 			                 ctx->image, m->config.digest, CONFIG_MAX_SIZE);
-		r = source_get_blob_mem(ctx->src, m->config.digest, CONFIG_MAX_SIZE, &body, &len,
-		                        err);
+		/* The descriptor's size bounds the body, as for layers: a Content-Length beyond
+		 * it fails at once instead of waiting for bytes the blob does not have. */
+		r = source_get_blob_mem(ctx->src, m->config.digest,
+		                        m->config.size ? (size_t)m->config.size : CONFIG_MAX_SIZE,
+		                        &body, &len, err);
 		if (r < 0) {
 			if (err[0])
 				return log_msg(LOG_ERR, "%s: %s", ctx->image, err), r;
