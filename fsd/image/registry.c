@@ -17,6 +17,7 @@
 #include <time.h>
 #include "fsd/image/registry.h"
 #include "fsd/image/auth.h"
+#include "fsd/image/manifest.h"
 #include "common/digest.h"
 #include "common/fileio.h"
 #include "common/log.h"
@@ -57,6 +58,7 @@ struct registry {
 	char *repo;
 	char *origin;  /* "http://127.0.0.1:5000": URLs under origin + "/" get Authorization */
 	bool insecure; /* TLS without verification, and plain HTTP when TLS is not spoken */
+	bool push;     /* tokens are asked for with the push scope too */
 	pthread_once_t origin_once; /* the insecure HTTPS-or-HTTP probe, done once */
 	unsigned max_retries, timeout_s, backoff_ms;
 	char *ca_blob; /* system CAs + certs.d/HOST/ *.crt, or NULL when there are no extras */
@@ -290,6 +292,7 @@ int registry_new(const struct image_ref *ref, const struct registry_opts *opts,
 	else
 		r->max_retries = opts->max_retries ?: DEFAULT_RETRIES;
 	r->timeout_s = opts->timeout_s ?: DEFAULT_TIMEOUT_S;
+	r->push = opts->push;
 	r->backoff_ms = opts->backoff_ms ?: DEFAULT_BACKOFF_MS;
 	if (opts->username) {
 		r->user = strdup(opts->username);
@@ -318,10 +321,18 @@ typedef int (*sink_fn)(struct xfer *x, const char *buf, size_t len);
 struct xfer {
 	struct registry *r;
 	const char *accept; /* full "Accept: ..." header or NULL */
-	bool want_range;    /* send Range: bytes=offset- when offset > 0 */
-	uint64_t offset;    /* absolute position of the next payload byte */
-	uint64_t limit;     /* payload may not go beyond this absolute offset; 0: no limit */
-	int limit_err;      /* error when it does (-EFBIG) */
+	const char *method; /* "HEAD", "POST", "PUT"; NULL: GET */
+	const void *upload; /* the request body of a POST or PUT */
+	size_t upload_len;
+	const char *upload_type; /* full "Content-Type: ..." header of the body, or NULL */
+	char *location;          /* the Location header of the last response, or NULL */
+	bool want_range;         /* send Range: bytes=offset- when offset > 0 */
+	uint64_t range_end;      /* with want_range: ask for bytes=offset-(range_end - 1), also from
+	                          * 0, and end the transfer there (also a 200 with the whole blob) */
+	bool range_done;         /* the transfer was ended at range_end */
+	uint64_t offset;         /* absolute position of the next payload byte */
+	uint64_t limit;          /* payload may not go beyond this absolute offset; 0: no limit */
+	int limit_err;           /* error when it does (-EFBIG) */
 	/* A body in memory (mem_sink) is whole once it hashes to this digest, or to the
 	 * response's Docker-Content-Digest with verify_remote, even when the response
 	 * announced more and then went silent. */
@@ -362,6 +373,9 @@ static void xfer_reset_response(struct xfer *x)
 	x->retry_after = 0;
 	x->err = 0;
 	x->stalled = false;
+	x->range_done = false;
+	free(x->location);
+	x->location = NULL;
 	x->msg[0] = '\0';
 	buf_free(&x->www_auth);
 	free(x->content_type);
@@ -372,6 +386,8 @@ static void xfer_reset_response(struct xfer *x)
 
 static void xfer_done(struct xfer *x)
 {
+	free(x->location);
+	x->location = NULL;
 	buf_free(&x->www_auth);
 	free(x->content_type);
 	buf_free(&x->errbody);
@@ -459,6 +475,9 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata)
 	} else if (IS("Content-Type")) {
 		free(x->content_type);
 		x->content_type = TAKE_PTR(value);
+	} else if (IS("Location")) {
+		free(x->location);
+		x->location = TAKE_PTR(value);
 	} else if (IS("Content-Length")) {
 		char *end;
 		unsigned long long v;
@@ -539,6 +558,18 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userdata)
 		len -= s;
 		if (len == 0)
 			return size * nmemb;
+	}
+	if (x->range_end && x->offset + len >= x->range_end) {
+		/* The bytes asked for are here; the rest of a 200 is not wanted. */
+		len = (size_t)(x->range_end - x->offset);
+		x->err = len ? x->sink(x, data, len) : 0;
+		if (x->err < 0) {
+			snprintf(x->msg, sizeof(x->msg), "%s", strerror(-x->err));
+			return 0;
+		}
+		x->offset += len;
+		x->range_done = true;
+		return 0;
 	}
 	if (x->limit && x->offset + len > x->limit) {
 		x->err = x->limit_err;
@@ -646,7 +677,18 @@ static int exchange(struct xfer *x, const char *url0, const char *extra_auth, in
 		xfer_reset_response(x);
 		if (x->accept && !(hdrs = curl_slist_append(hdrs, x->accept)))
 			return -ENOMEM;
-		if (x->want_range && x->offset > 0) {
+		if (x->upload_type) {
+			if (!(t = curl_slist_append(hdrs, x->upload_type)))
+				return -ENOMEM;
+			hdrs = t;
+		}
+		if (x->want_range && x->range_end > x->offset) {
+			snprintf(range, sizeof(range), "Range: bytes=%" PRIu64 "-%" PRIu64,
+			         x->offset, x->range_end - 1);
+			if (!(t = curl_slist_append(hdrs, range)))
+				return -ENOMEM;
+			hdrs = t;
+		} else if (x->want_range && x->offset > 0) {
 			snprintf(range, sizeof(range), "Range: bytes=%" PRIu64 "-", x->offset);
 			if (!(t = curl_slist_append(hdrs, range)))
 				return -ENOMEM;
@@ -694,6 +736,14 @@ static int exchange(struct xfer *x, const char *url0, const char *extra_auth, in
 		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
 		curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
 		curl_easy_setopt(c, CURLOPT_BUFFERSIZE, RECV_BUFFER_SIZE);
+		if (x->method && streq(x->method, "HEAD")) {
+			curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+		} else if (x->method) {
+			/* A body (empty for a POST that starts an upload), sent as given. */
+			curl_easy_setopt(c, CURLOPT_POSTFIELDS, x->upload ? x->upload : "");
+			curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->upload_len);
+			curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, x->method);
+		}
 		curl_easy_setopt(c, CURLOPT_ERRORBUFFER, x->curl_err);
 		if (r->insecure) {
 			curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
@@ -716,6 +766,11 @@ static int exchange(struct xfer *x, const char *url0, const char *extra_auth, in
 		if (x->err < 0) {
 			snprintf(x->curl_err, sizeof(x->curl_err), "%s", x->msg);
 			return x->err;
+		}
+		if (x->range_done) {
+			if (ret_final_url)
+				*ret_final_url = TAKE_PTR(url);
+			return (int)x->status;
 		}
 		if (rc != CURLE_OK && x->headers_done && !is_2xx(x->status) &&
 		    !is_redirect(x->status)) {
@@ -762,7 +817,9 @@ static int exchange(struct xfer *x, const char *url0, const char *extra_auth, in
 				return -EIO;
 			}
 		}
-		if (!is_redirect(x->status)) {
+		if (!is_redirect(x->status) || (x->method && !streq(x->method, "HEAD"))) {
+			/* A request with a body is never replayed elsewhere: its caller reads
+			 * the Location. */
 			if (ret_final_url)
 				*ret_final_url = TAKE_PTR(url);
 			return (int)x->status;
@@ -916,7 +973,7 @@ static int fetch_token_locked(struct registry *r, const struct www_auth *wa,
 		        wa->realm);
 		return -EPROTO;
 	}
-	if (asprintf(&sc, "repository:%s:pull", r->repo) < 0)
+	if (asprintf(&sc, "repository:%s:%s", r->repo, r->push ? "pull,push" : "pull") < 0)
 		return -ENOMEM;
 	scope = url_escape(sc);
 	svc = wa->service ? url_escape(wa->service) : strdup("");
@@ -1439,4 +1496,181 @@ int registry_get_blob_mem(struct registry *r, const char *digest, size_t max, ch
 	buf_free(&body);
 	xfer_done(&x);
 	return k;
+}
+
+struct range_sink {
+	uint8_t *buf;
+	uint64_t start;
+};
+
+static int range_sink(struct xfer *x, const char *data, size_t len)
+{
+	struct range_sink *rs = x->sink_data;
+
+	memcpy(rs->buf + (x->offset - rs->start), data, len);
+	return 0;
+}
+
+int registry_get_blob_range(struct registry *r, const char *digest, uint64_t offset, uint64_t len,
+                            void *buf, struct registry_error *err)
+{
+	_cleanup_free_ char *url = NULL;
+	struct range_sink rs = {buf, offset};
+	struct xfer x = {.r = r,
+	                 .want_range = true,
+	                 .offset = offset,
+	                 .range_end = offset + len,
+	                 .sink = range_sink,
+	                 .sink_data = &rs};
+	int k;
+
+	if (!digest_valid(digest)) {
+		set_err(err, "invalid blob digest '%.100s'", digest);
+		return -EINVAL;
+	}
+	if (len == 0)
+		return 0;
+	if (asprintf(&url, "%s/v2/%s/blobs/%s", origin(r), r->repo, digest) < 0)
+		return -ENOMEM;
+	k = request(r, &x, url, NULL, offset + len, err);
+	xfer_done(&x);
+	return k;
+}
+
+int registry_get_referrers(struct registry *r, const char *digest, size_t max, char **ret_body,
+                           size_t *ret_len, struct registry_error *err)
+{
+	_cleanup_free_ char *url = NULL;
+	struct buf body = {0};
+	struct xfer x = {.r = r,
+	                 .accept = "Accept: " MT_OCI_INDEX,
+	                 .sink = mem_sink,
+	                 .sink_data = &body,
+	                 .limit = max,
+	                 .limit_err = -EFBIG};
+	int k;
+
+	if (!digest_valid(digest)) {
+		set_err(err, "invalid digest '%.100s'", digest);
+		return -EINVAL;
+	}
+	if (asprintf(&url, "%s/v2/%s/referrers/%s", origin(r), r->repo, digest) < 0)
+		return -ENOMEM;
+	k = request(r, &x, url, reset_mem, 0, err);
+	/* A registry without the API answers 404 (or 400/405 for an unknown route). */
+	if (k == -EINVAL || k == -EOPNOTSUPP)
+		k = -ENOENT;
+	if (k >= 0 && (!x.content_type || !startswith(x.content_type, MT_OCI_INDEX)))
+		k = -ENOENT; /* not the API: a catch-all answer */
+	if (k >= 0 && !body.data && buf_append(&body, "", 0) < 0)
+		k = -ENOMEM;
+	if (k >= 0) {
+		*ret_len = body.len;
+		*ret_body = TAKE_PTR(body.data);
+	}
+	buf_free(&body);
+	xfer_done(&x);
+	return k;
+}
+
+int registry_has_blob(struct registry *r, const char *digest, struct registry_error *err)
+{
+	_cleanup_free_ char *url = NULL;
+	struct buf body = {0};
+	struct xfer x = {.r = r, .method = "HEAD", .sink = mem_sink, .sink_data = &body};
+	int k;
+
+	if (!digest_valid(digest)) {
+		set_err(err, "invalid blob digest '%.100s'", digest);
+		return -EINVAL;
+	}
+	if (asprintf(&url, "%s/v2/%s/blobs/%s", origin(r), r->repo, digest) < 0)
+		return -ENOMEM;
+	k = request(r, &x, url, reset_mem, 0, err);
+	buf_free(&body);
+	xfer_done(&x);
+	if (k == -ENOENT) {
+		if (err)
+			err->msg[0] = '\0';
+		return 0;
+	}
+	return k < 0 ? k : 1;
+}
+
+/* An upload URL from a Location header: absolute, or a path on the registry's origin. */
+static char *upload_url(struct registry *r, const char *location, const char *digest)
+{
+	char *url = NULL;
+
+	if (!location || !*location)
+		return NULL;
+	if (asprintf(&url, "%s%s%sdigest=%s", location[0] == '/' ? origin(r) : "", location,
+	             strchr(location, '?') ? "&" : "?", digest) < 0)
+		return NULL;
+	return url;
+}
+
+int registry_put_blob(struct registry *r, const char *digest, const void *buf, size_t len,
+                      struct registry_error *err)
+{
+	_cleanup_free_ char *url = NULL, *put = NULL;
+	struct buf body = {0};
+	struct xfer x = {.r = r, .method = "POST", .sink = mem_sink, .sink_data = &body};
+	int k;
+
+	if (!digest_valid(digest)) {
+		set_err(err, "invalid blob digest '%.100s'", digest);
+		return -EINVAL;
+	}
+	if (asprintf(&url, "%s/v2/%s/blobs/uploads/", origin(r), r->repo) < 0)
+		return -ENOMEM;
+	k = request(r, &x, url, reset_mem, 0, err);
+	if (k >= 0) {
+		put = upload_url(r, x.location, digest);
+		if (!put) {
+			set_err(err, "POST %s: no upload location in the answer", url);
+			k = -EPROTO;
+		}
+	}
+	if (k >= 0) {
+		xfer_done(&x);
+		x = (struct xfer){.r = r,
+		                  .method = "PUT",
+		                  .upload = buf,
+		                  .upload_len = len,
+		                  .upload_type = "Content-Type: application/octet-stream",
+		                  .sink = mem_sink,
+		                  .sink_data = &body};
+		k = request(r, &x, put, reset_mem, 0, err);
+	}
+	buf_free(&body);
+	xfer_done(&x);
+	return k < 0 ? k : 0;
+}
+
+int registry_put_manifest(struct registry *r, const char *reference, const char *media_type,
+                          const void *buf, size_t len, struct registry_error *err)
+{
+	_cleanup_free_ char *url = NULL, *type = NULL;
+	struct buf body = {0};
+	struct xfer x = {.r = r,
+	                 .method = "PUT",
+	                 .upload = buf,
+	                 .upload_len = len,
+	                 .sink = mem_sink,
+	                 .sink_data = &body};
+	int k;
+
+	if (!reference_valid(reference)) {
+		set_err(err, "invalid manifest reference '%.100s'", reference);
+		return -EINVAL;
+	}
+	if (asprintf(&url, "%s/v2/%s/manifests/%s", origin(r), r->repo, reference) < 0 ||
+	    asprintf(&type, "Content-Type: %s", media_type) < 0)
+		return -ENOMEM;
+	x.upload_type = type;
+	k = request(r, &x, url, reset_mem, 0, err);
+	buf_free(&body);
+	xfer_done(&x);
+	return k < 0 ? k : 0;
 }

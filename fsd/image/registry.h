@@ -36,6 +36,7 @@ struct registry_opts {
 	unsigned max_retries;  /* 0: default (5); REGISTRY_RETRIES_NONE: none */
 	unsigned timeout_s;    /* connect and low-speed timeout; 0: default (30 s) */
 	unsigned backoff_ms;   /* first retry delay, doubled each time; 0: default (250 ms) */
+	bool push;             /* ask tokens for the push scope too (index push) */
 };
 
 struct registry;
@@ -72,6 +73,27 @@ typedef int (*registry_data_fn)(const void *buf, size_t len, void *userdata);
 int registry_get_blob(struct registry *r, const char *digest, uint64_t offset,
                       uint64_t expected_size, char *const *urls, registry_data_fn fn,
                       void *userdata, struct registry_error *err);
+
+/* Fetches bytes [offset, offset + len) of blob digest into buf with one Range request
+ * (resumed from the last byte on a dropped connection, as registry_get_blob()); a registry
+ * that answers 200 with the whole blob is read up to the end of the range only. Verifying
+ * the bytes is the caller's job. Thread-safe. */
+int registry_get_blob_range(struct registry *r, const char *digest, uint64_t offset, uint64_t len,
+                            void *buf, struct registry_error *err);
+
+/* GET /v2/NAME/referrers/DIGEST: the referrers index of a manifest (malloc'ed body).
+ * -ENOENT when the registry has no referrers API. */
+int registry_get_referrers(struct registry *r, const char *digest, size_t max, char **ret_body,
+                           size_t *ret_len, struct registry_error *err);
+
+/* HEAD of blob digest: 1 when the registry has it, 0 when not, -errno. */
+int registry_has_blob(struct registry *r, const char *digest, struct registry_error *err);
+/* Uploads a blob (POST, then a monolithic PUT with its digest). */
+int registry_put_blob(struct registry *r, const char *digest, const void *buf, size_t len,
+                      struct registry_error *err);
+/* PUT of a manifest under reference (a tag or its digest) with its media type. */
+int registry_put_manifest(struct registry *r, const char *reference, const char *media_type,
+                          const void *buf, size_t len, struct registry_error *err);
 
 /* Fetches a small blob (config) fully into memory, verifying its digest; -EFBIG beyond max
  * (or a Content-Length beyond it). A response that announces more than it sends is complete
