@@ -561,6 +561,16 @@ static const char *spans_path(const char *digest, char *buf, size_t size)
 	return n >= 0 && (size_t)n < size ? buf : NULL;
 }
 
+int store_read_index(struct store *s, const char *digest, size_t max, char **ret_buf,
+                     size_t *ret_len)
+{
+	char path[128];
+
+	if (!store_path("idx", digest, path, sizeof(path)))
+		return -EINVAL;
+	return read_file_full(s->root_fd, path, max, ret_buf, ret_len);
+}
+
 int store_put_spans(struct store *s, const char *digest, const void *buf, size_t len)
 {
 	char path[160];

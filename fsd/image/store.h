@@ -100,6 +100,9 @@ int store_open_lazy(struct store *s, const char *digest, uint64_t size, int *ret
 /* fsyncs fd (the lazy file of digest, verified complete by the caller) and renames it into
  * blobs/. -ESTALE when the path no longer names fd (another process committed it). */
 int store_commit_lazy(struct store *s, const char *digest, int fd);
+/* Reads the index of layer digest (its file, as stored) into a malloc'ed buffer. */
+int store_read_index(struct store *s, const char *digest, size_t max, char **ret_buf,
+                     size_t *ret_len);
 /* Stores the span table of layer digest atomically (idx/sha256/HEX.spans). */
 int store_put_spans(struct store *s, const char *digest, const void *buf, size_t len);
 /* Reads the span table of layer digest into a malloc'ed buffer; -ENOENT when none. */

@@ -1,0 +1,336 @@
+/* Publishing and finding layer indexes; see indexpush.h. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include "common/fileio.h"
+#include "common/log.h"
+#include "fsd/image/indexart.h"
+#include "fsd/image/indexpush.h"
+#include "fsd/image/spans.h"
+#include "fsd/index/layerindex.h"
+
+/* The registry's reason, where the registry gave one. */
+static int reg_fail(struct error *err, int r, const struct registry_error *re,
+                    const char *what)
+{
+	if (re->msg[0])
+		return error_set(err, r, "%s", re->msg);
+	return error_set(err, r, "%s: %s", what, strerror(-r));
+}
+
+static void fallback_tag(const char *digest, char tag[DIGEST_STR_LEN + 1])
+{
+	snprintf(tag, DIGEST_STR_LEN + 1, "sha256-%s", digest_hex(digest));
+}
+
+/* Uploads buf as blob digest unless the registry has it; adds what it sent to *sent. */
+static int push_blob(struct registry *reg, const char *digest, const void *buf, size_t len,
+                     uint64_t *sent, struct error *err)
+{
+	struct registry_error re = {""};
+	int r = registry_has_blob(reg, digest, &re);
+
+	if (r < 0)
+		return reg_fail(err, r, &re, digest);
+	if (r > 0)
+		return 0;
+	r = registry_put_blob(reg, digest, buf, len, &re);
+	if (r < 0)
+		return reg_fail(err, r, &re, digest);
+	*sent += len;
+	return 0;
+}
+
+static int load_manifest(struct store *s, const char *digest, struct manifest **ret,
+                         struct error *err)
+{
+	_cleanup_free_ char *body = NULL;
+	size_t len = 0;
+	int r;
+
+	r = store_read_blob(s, digest, MANIFEST_MAX_SIZE, &body, &len);
+	if (r < 0)
+		return error_set(err, r, "manifest %s is not in the store: %s", digest,
+		                 strerror(-r));
+	r = manifest_parse(body, len, NULL, ret, NULL);
+	if (r < 0)
+		return error_set(err, r, "manifest %s: %s", digest, strerror(-r));
+	return 0;
+}
+
+/* The index and span table of one layer, as blobs to push. */
+static int layer_blobs(struct store *s, const struct descriptor *d, struct indexart_layer *ret,
+                       void **ret_index, size_t *ret_index_len, void **ret_spans,
+                       size_t *ret_spans_len, struct error *err)
+{
+	_cleanup_(spans_freep) struct spans *sp = NULL;
+	_cleanup_close_ int fd = -1;
+	int r;
+
+	if (d->compression == LAYER_ZSTD)
+		return error_set(err, -EOPNOTSUPP,
+		                 "layer %s is zstd: its index reads a re-encoded copy that the "
+		                 "registry does not have",
+		                 d->digest);
+	r = store_read_index(s, d->digest, INDEXART_MAX_INDEX_SIZE, (char **)ret_index,
+	                     ret_index_len);
+	if (r < 0)
+		return error_set(err, r, "layer %s has no index in the store: %s", d->digest,
+		                 strerror(-r));
+	r = store_open_blob(s, d->digest, &fd);
+	if (r >= 0)
+		r = spans_compute(fd, d->digest, d->size, SPANS_DEFAULT_SIZE, &sp);
+	if (r >= 0)
+		r = spans_encode(sp, ret_spans, ret_spans_len);
+	if (r >= 0)
+		r = store_put_spans(s, d->digest, *ret_spans, *ret_spans_len);
+	if (r < 0)
+		return error_set(err, r, "layer %s: cannot compute its span table: %s", d->digest,
+		                 strerror(-r));
+	memcpy(ret->layer, d->digest, DIGEST_STR_LEN + 1);
+	sha256_buf(*ret_index, *ret_index_len, ret->index.digest);
+	ret->index.size = *ret_index_len;
+	sha256_buf(*ret_spans, *ret_spans_len, ret->spans.digest);
+	ret->spans.size = *ret_spans_len;
+	return 0;
+}
+
+int index_push(struct store *s, struct registry *reg, const char *manifest_digest,
+               char **ret_artifact, uint64_t *ret_uploaded, struct error *err)
+{
+	_cleanup_(manifest_freep) struct manifest *m = NULL;
+	_cleanup_free_ struct indexart_layer *layers = NULL;
+	_cleanup_free_ char *art = NULL, *tag_body = NULL, *tag_mt = NULL, *tag_digest = NULL;
+	_cleanup_free_ char *merged = NULL, *refs = NULL;
+	struct registry_error re = {""};
+	char art_digest[DIGEST_STR_LEN + 1], tag[DIGEST_STR_LEN + 1];
+	size_t art_len, tag_len = 0, merged_len, refs_len;
+	uint64_t sent = 0, manifest_size;
+	bool changed;
+	int r;
+
+	r = load_manifest(s, manifest_digest, &m, err);
+	if (r < 0)
+		return r;
+	if (m->kind != MANIFEST_IMAGE)
+		return error_set(err, -EINVAL, "%s is not an image manifest", manifest_digest);
+	layers = calloc(m->n_layers ? m->n_layers : 1, sizeof(*layers));
+	if (!layers)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->n_layers; i++) {
+		_cleanup_free_ void *index = NULL, *spans = NULL;
+		size_t index_len = 0, spans_len = 0;
+
+		r = layer_blobs(s, &m->layers[i], &layers[i], &index, &index_len, &spans,
+		                &spans_len, err);
+		if (r < 0)
+			return r;
+		r = push_blob(reg, layers[i].index.digest, index, index_len, &sent, err);
+		if (r >= 0)
+			r = push_blob(reg, layers[i].spans.digest, spans, spans_len, &sent, err);
+		if (r < 0)
+			return r;
+	}
+	r = push_blob(reg, OCI_EMPTY_DIGEST, OCI_EMPTY_JSON, 2, &sent, err);
+	if (r < 0)
+		return r;
+	{
+		_cleanup_free_ char *body = NULL;
+		size_t len = 0;
+
+		r = store_read_blob(s, manifest_digest, MANIFEST_MAX_SIZE, &body, &len);
+		if (r < 0)
+			return error_set(err, r, "manifest %s: %s", manifest_digest, strerror(-r));
+		manifest_size = len;
+	}
+	r = indexart_encode(m->media_type, manifest_digest, manifest_size, layers, m->n_layers,
+	                    &art, &art_len);
+	if (r < 0)
+		return error_set(err, r, "cannot encode the index artifact: %s", strerror(-r));
+	sha256_buf(art, art_len, art_digest);
+	r = registry_put_manifest(reg, art_digest, MT_OCI_MANIFEST, art, art_len, &re);
+	if (r < 0)
+		return reg_fail(err, r, &re, art_digest);
+
+	/* A registry with the referrers API lists the artifact by its subject itself. */
+	r = registry_get_referrers(reg, manifest_digest, MANIFEST_MAX_SIZE, &refs, &refs_len,
+	                           &re);
+	if (r < 0 && r != -ENOENT)
+		return reg_fail(err, r, &re, "referrers");
+	if (r == -ENOENT) {
+		re.msg[0] = '\0';
+		fallback_tag(manifest_digest, tag);
+		r = registry_get_manifest(reg, tag, MANIFEST_MAX_SIZE, &tag_body, &tag_len,
+		                          &tag_mt, &tag_digest, &re);
+		if (r < 0 && r != -ENOENT)
+			return reg_fail(err, r, &re, tag);
+		r = indexart_referrers_add(r == -ENOENT ? NULL : tag_body, tag_len, art_digest,
+		                           art_len, &merged, &merged_len, &changed, err);
+		if (r < 0)
+			return error_set(err, r, "tag %s: %s", tag, strerror(-r));
+		if (changed) {
+			r = registry_put_manifest(reg, tag, MT_OCI_INDEX, merged, merged_len, &re);
+			if (r < 0)
+				return reg_fail(err, r, &re, tag);
+			sent += merged_len;
+		}
+	}
+	*ret_artifact = strdup(art_digest);
+	if (!*ret_artifact)
+		return -ENOMEM;
+	*ret_uploaded = sent;
+	return 0;
+}
+
+/* Candidate artifacts for the manifest: the referrers API's, else the fallback tag's. */
+static int find_artifacts(struct registry *reg, const char *manifest_digest,
+                          char (**ret)[DIGEST_STR_LEN + 1], size_t *ret_n, struct error *err)
+{
+	_cleanup_free_ char *body = NULL, *mt = NULL, *digest = NULL;
+	struct registry_error re = {""};
+	char tag[DIGEST_STR_LEN + 1];
+	size_t len = 0;
+	int r;
+
+	r = registry_get_referrers(reg, manifest_digest, MANIFEST_MAX_SIZE, &body, &len, &re);
+	if (r == -ENOENT) {
+		re.msg[0] = '\0';
+		fallback_tag(manifest_digest, tag);
+		r = registry_get_manifest(reg, tag, MANIFEST_MAX_SIZE, &body, &len, &mt, &digest,
+		                          &re);
+	}
+	if (r == -ENOENT)
+		return error_set(err, r, "no layer index is published for %s", manifest_digest);
+	if (r < 0)
+		return reg_fail(err, r, &re, "referrers");
+	r = indexart_referrers(body, len, ret, ret_n, err);
+	if (r < 0)
+		return r;
+	if (*ret_n == 0) {
+		free(*ret);
+		*ret = NULL;
+		return error_set(err, -ENOENT, "no layer index is published for %s",
+		                 manifest_digest);
+	}
+	return 0;
+}
+
+/* Checks an index blob against its layer: a layer index, intact, of that layer. */
+static int check_index(const void *buf, size_t len, const struct descriptor *d,
+                       struct error *err)
+{
+	_cleanup_close_ int fd = memfd_create("index", MFD_CLOEXEC);
+	_cleanup_(li_closep) struct li_index *li = NULL;
+	struct li_info info;
+	int r;
+
+	if (fd < 0)
+		return -errno;
+	r = write_full(fd, buf, len);
+	if (r < 0)
+		return r;
+	r = li_open_flags(fd, -1, LI_OPEN_VERIFY | LI_OPEN_NO_DATA, &li);
+	if (r < 0)
+		return error_set(err, -EBADMSG, "the published index of %s is not one: %s",
+		                 d->digest, strerror(-r));
+	li_get_info(li, &info);
+	if (!info.digest || !streq(info.digest, d->digest))
+		return error_set(err, -EBADMSG, "the published index of %s is of layer %s",
+		                 d->digest, info.digest ? info.digest : "?");
+	if (info.compression == LI_ZSTD || (info.compression == LI_GZIP) !=
+	                                       (d->compression == LAYER_GZIP))
+		return error_set(err, -EBADMSG,
+		                 "the published index of %s does not match its compression",
+		                 d->digest);
+	if (info.total_in > d->size)
+		return error_set(err, -EBADMSG, "the published index of %s reads past its end",
+		                 d->digest);
+	return 0;
+}
+
+static int fetch_layer(struct store *s, struct registry *reg, const struct indexart_layer *l,
+                       const struct descriptor *d, struct error *err)
+{
+	_cleanup_free_ char *index = NULL, *table = NULL;
+	_cleanup_(spans_freep) struct spans *sp = NULL;
+	struct registry_error re = {""};
+	size_t index_len = 0, table_len = 0;
+	void *have = NULL;
+	size_t have_len = 0;
+	int r;
+
+	if (store_has_blob(s, d->digest) && store_has_index(s, d->digest))
+		return 0; /* complete here */
+	if (store_has_index(s, d->digest) && store_read_spans(s, d->digest, &have, &have_len) == 0) {
+		free(have);
+		return 0; /* a lazy mount before this one fetched them */
+	}
+	r = registry_get_blob_mem(reg, l->index.digest, (size_t)l->index.size, &index, &index_len,
+	                          &re);
+	if (r < 0)
+		return reg_fail(err, r, &re, l->index.digest);
+	r = check_index(index, index_len, d, err);
+	if (r < 0)
+		return r;
+	r = registry_get_blob_mem(reg, l->spans.digest, (size_t)l->spans.size, &table, &table_len,
+	                          &re);
+	if (r < 0)
+		return reg_fail(err, r, &re, l->spans.digest);
+	r = spans_parse(table, table_len, d->digest, d->size, &sp, err);
+	if (r < 0)
+		return r;
+	r = store_put_spans(s, d->digest, table, table_len);
+	if (r >= 0)
+		r = store_put_index(s, d->digest, index, index_len, -1, NULL);
+	if (r < 0)
+		return error_set(err, r, "cannot store the index of %s: %s", d->digest,
+		                 strerror(-r));
+	return 0;
+}
+
+int index_fetch(struct store *s, struct registry *reg, const char *manifest_digest,
+                const struct manifest *m, struct error *err)
+{
+	_cleanup_free_ char(*found)[DIGEST_STR_LEN + 1] = NULL;
+	size_t n = 0;
+	int r;
+
+	for (size_t i = 0; i < m->n_layers; i++)
+		if (m->layers[i].compression == LAYER_ZSTD && !store_has_blob(s, m->layers[i].digest))
+			return error_set(err, -EOPNOTSUPP, "layer %s is zstd", m->layers[i].digest);
+	r = find_artifacts(reg, manifest_digest, &found, &n, err);
+	if (r < 0)
+		return r;
+	/* The newest entry first: a later push may have replaced an older span size. */
+	for (size_t k = n; k-- > 0;) {
+		_cleanup_free_ char *body = NULL, *mt = NULL, *digest = NULL;
+		_cleanup_(indexart_freep) struct indexart *a = NULL;
+		struct registry_error re = {""};
+		size_t len = 0;
+
+		r = registry_get_manifest(reg, found[k], MANIFEST_MAX_SIZE, &body, &len, &mt,
+		                          &digest, &re);
+		if (r < 0) {
+			reg_fail(err, r, &re, found[k]);
+			continue;
+		}
+		r = indexart_parse(body, len, manifest_digest, &a, err);
+		if (r < 0)
+			continue;
+		for (size_t i = 0; r >= 0 && i < m->n_layers; i++) {
+			const struct indexart_layer *l = indexart_find(a, m->layers[i].digest);
+
+			if (!l)
+				r = error_set(err, -ENOENT, "the published index lacks layer %s",
+				              m->layers[i].digest);
+			else
+				r = fetch_layer(s, reg, l, &m->layers[i], err);
+		}
+		if (r >= 0) {
+			if (err)
+				err->msg[0] = '\0';
+			return 0;
+		}
+	}
+	return r < 0 ? r : -ENOENT;
+}
