@@ -397,6 +397,49 @@ start_faultproxy() {
 	wait_http "http://$PROXY/v2/"
 }
 
+# start_linkproxy UPSTREAM_HOST:PORT [linkproxy.py options, e.g. --rate 40mbit]: starts
+# tests/integration/linkproxy.py (one emulated link that counts bytes and requests) in
+# front of UPSTREAM on an ephemeral loopback port; sets LINK=127.0.0.1:PORT, LINK_PID,
+# LINK_STATS (its JSON stats file) and LINK_LOG (one line per request).
+start_linkproxy() {
+	local up=$1 i port=""
+	shift
+	LINK_STATS="$TESTDIR/link-stats.json"
+	LINK_LOG="$TESTDIR/link-requests.log"
+	"$PYTHON" "$HELPERS/linkproxy.py" --listen 127.0.0.1:0 --upstream "$up" \
+		--stats "$LINK_STATS" --log "$LINK_LOG" "$@" >"$TESTDIR/linkproxy.port" \
+		2>"$TESTDIR/linkproxy.log" &
+	LINK_PID=$!
+	_pids+=("$LINK_PID")
+	for i in $(seq 100); do
+		port=$(head -n 1 "$TESTDIR/linkproxy.port")
+		[ -z "$port" ] || break
+		kill -0 "$LINK_PID" 2>/dev/null || fail "linkproxy.py exited: $(cat "$TESTDIR/linkproxy.log")"
+		sleep 0.1
+	done
+	[ -n "$port" ] || fail "linkproxy.py printed no port within 10 s"
+	LINK=127.0.0.1:$port
+}
+
+# link_settle: waits until every connection through the link proxy has ended and its stats
+# file has been rewritten since (every 100 ms when something changed), then keeps a copy
+# that link_stat reads.
+link_settle() {
+	local i
+	for i in $(seq 50); do
+		jq -e '.active_connections == 0' "$LINK_STATS" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	sleep 0.2
+	cp "$LINK_STATS" "$TESTDIR/link-stats.settled.json"
+}
+
+# link_stat JQ_EXPR: JQ_EXPR on the stats kept by the last link_settle.
+link_stat() {
+	jq -er "$1" "$TESTDIR/link-stats.settled.json" ||
+		fail "link stats: no '$1' in $(head -c 300 "$TESTDIR/link-stats.settled.json")"
+}
+
 # proxy_rules JSON: replaces the fault proxy's rules (hit counters start again at 0).
 proxy_rules() {
 	printf '%s\n' "$1" >"$PROXY_RULES.tmp" && mv "$PROXY_RULES.tmp" "$PROXY_RULES"
