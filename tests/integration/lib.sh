@@ -4,9 +4,10 @@
 #
 # and gets: a private temp dir $TESTDIR, an empty store $IMGFS_ROOT in it, isolated
 # credential files, `imgfs` (the binary under test), local registries, a token server, a
-# fault-injecting proxy, fixture images, assertions, and one EXIT trap that stops every
-# process the test started, unmounts everything under $TESTDIR, runs the cleanups queued
-# with `defer` (last first) and removes $TESTDIR (kept when IMGFS_TEST_KEEP=1).
+# fault-injecting proxy, a link-emulating proxy, fixture images, assertions, and one EXIT
+# trap that stops every process the test started, unmounts everything under $TESTDIR, runs
+# the cleanups queued with `defer` (last first) and removes $TESTDIR (kept when
+# IMGFS_TEST_KEEP=1).
 #
 # Conventions: helpers exit the test through `fail` on error; a test exits 0 on success,
 # 77 (`skip`) only when the machine lacks a feature the test needs.
@@ -28,6 +29,7 @@ export DOCKER_CONFIG="$TESTDIR/docker"
 mkdir -p "$XDG_RUNTIME_DIR" "$DOCKER_CONFIG"
 
 REGISTRY_SERVICE=imgfs-test-registry
+. "$HELPERS/linkproxy.sh"
 _pids=()
 _cleanups=()
 
@@ -402,35 +404,14 @@ start_faultproxy() {
 # front of UPSTREAM on an ephemeral loopback port; sets LINK=127.0.0.1:PORT, LINK_PID,
 # LINK_STATS (its JSON stats file) and LINK_LOG (one line per request).
 start_linkproxy() {
-	local up=$1 i port=""
-	shift
-	LINK_STATS="$TESTDIR/link-stats.json"
-	LINK_LOG="$TESTDIR/link-requests.log"
-	"$PYTHON" "$HELPERS/linkproxy.py" --listen 127.0.0.1:0 --upstream "$up" \
-		--stats "$LINK_STATS" --log "$LINK_LOG" "$@" >"$TESTDIR/linkproxy.port" \
-		2>"$TESTDIR/linkproxy.log" &
-	LINK_PID=$!
+	linkproxy_start "$TESTDIR" "$@" || fail "cannot start linkproxy.py"
 	_pids+=("$LINK_PID")
-	for i in $(seq 100); do
-		port=$(head -n 1 "$TESTDIR/linkproxy.port")
-		[ -z "$port" ] || break
-		kill -0 "$LINK_PID" 2>/dev/null || fail "linkproxy.py exited: $(cat "$TESTDIR/linkproxy.log")"
-		sleep 0.1
-	done
-	[ -n "$port" ] || fail "linkproxy.py printed no port within 10 s"
-	LINK=127.0.0.1:$port
 }
 
-# link_settle: waits until every connection through the link proxy has ended and its stats
-# file has been rewritten since (every 100 ms when something changed), then keeps a copy
-# that link_stat reads.
+# link_settle: once every connection through the link proxy has ended and its stats file
+# has caught up, keeps a copy of the stats for link_stat.
 link_settle() {
-	local i
-	for i in $(seq 50); do
-		jq -e '.active_connections == 0' "$LINK_STATS" >/dev/null 2>&1 && break
-		sleep 0.1
-	done
-	sleep 0.2
+	linkproxy_settle
 	cp "$LINK_STATS" "$TESTDIR/link-stats.settled.json"
 }
 

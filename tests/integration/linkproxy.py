@@ -113,7 +113,7 @@ def slice_size(rate):
 
 class Request:
     __slots__ = ("conn", "method", "path", "range", "status", "body", "wire", "start", "end",
-                 "complete")
+                 "complete", "text")
 
     def __init__(self, conn, method, path, rng):
         self.conn, self.method, self.path, self.range = conn, method, path, rng
@@ -122,12 +122,19 @@ class Request:
         self.start = time.time()
         self.end = None
         self.complete = False
+        self.text = None  # the JSON of a finished request, made once
 
-    def as_dict(self):
-        return {"conn": self.conn, "method": self.method, "path": self.path,
-                "range": self.range, "status": self.status, "body_bytes": self.body,
-                "wire_bytes": self.wire, "start": round(self.start, 6),
-                "end": round(self.end, 6) if self.end else None, "complete": self.complete}
+    def as_json(self):
+        if self.text is not None:
+            return self.text
+        text = json.dumps({
+            "conn": self.conn, "method": self.method, "path": self.path, "range": self.range,
+            "status": self.status, "body_bytes": self.body, "wire_bytes": self.wire,
+            "start": round(self.start, 6), "end": round(self.end, 6) if self.end else None,
+            "complete": self.complete})
+        if self.end is not None:
+            self.text = text
+        return text
 
 
 def header_map(head):
@@ -168,36 +175,29 @@ class HttpStream:
         self.buf = b""
         while data:
             if self.state == "head":
-                end = data.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(data) > MAX_HEAD:
-                        raise ValueError("head too long")
-                    self.buf = data
+                head, data = self._take_until(data, b"\r\n\r\n")
+                if head is None:
                     return
-                head, data = data[:end + 4], data[end + 4:]
                 self.on_bytes(len(head), True)
                 kind, n = self.on_head(*header_map(head[:-4]))
                 self._start_body(kind, n)
             elif self.state in ("body", "chunk"):
-                k = len(data) if self.state == "body" and self.left < 0 else min(self.left,
-                                                                               len(data))
+                k = len(data) if self.left < 0 else min(self.left, len(data))  # < 0: to EOF
                 self.on_bytes(k, False)
                 data = data[k:]
-                self.left -= k if self.left >= 0 else 0
+                if self.left > 0:
+                    self.left -= k
                 if self.left == 0:
                     if self.state == "body":
                         self._done()
                     else:
                         self.state = "chunk-crlf"
             else:  # chunk-size, chunk-crlf, trailer: line-based
-                end = data.find(b"\r\n")
-                if end < 0:
-                    if len(data) > MAX_HEAD:
-                        raise ValueError("line too long")
-                    self.buf = data
+                line, data = self._take_until(data, b"\r\n")
+                if line is None:
                     return
-                line, data = data[:end], data[end + 2:]
-                self.on_bytes(end + 2, False)
+                self.on_bytes(len(line), False)
+                line = line[:-2]
                 if self.state == "chunk-size":
                     size = int(line.split(b";")[0].strip(), 16)
                     if size == 0:
@@ -210,6 +210,18 @@ class HttpStream:
                     self.state = "chunk-size"
                 elif not line:  # trailer ends with an empty line
                     self._done()
+
+    def _take_until(self, data, sep):
+        """(data up to and including sep, the rest); (None, b"") when sep is not there yet,
+        keeping data for the next feed."""
+        end = data.find(sep)
+        if end < 0:
+            if len(data) > MAX_HEAD:
+                raise ValueError("head or line too long")
+            self.buf = data
+            return None, b""
+        end += len(sep)
+        return data[:end], data[end:]
 
     def _start_body(self, kind, n):
         if kind == "chunked":
@@ -267,9 +279,10 @@ class Link:
                     req.status if req.status is not None else "-", req.body, req.wire,
                     req.conn, (req.end - req.start) * 1000, "yes" if complete else "no"))
 
-    def stats(self):
+    def stats_json(self):
+        """The stats file's text: the counters, then one line per request."""
         a = self.args
-        return {
+        head = json.dumps({
             "listen": "%s:%s" % (a.listen[0], self.port), "upstream": "%s:%d" % a.upstream,
             "rate_down_bytes_per_s": a.rate, "rate_up_bytes_per_s": a.up_rate,
             "latency_ms": a.latency, "started": round(self.started, 3),
@@ -278,8 +291,10 @@ class Link:
             "connections": self.connections, "active_connections": self.active,
             "upstream_errors": self.upstream_errors, "requests": self.nrequests,
             "unattributed_bytes_down": self.unattributed_down,
-            "request_list": [r.as_dict() for r in self.request_list],
-        }
+        }, indent=1)
+        reqs = ",\n  ".join(r.as_json() for r in self.request_list)
+        return '%s,\n "request_list": [%s%s%s]\n}\n' % (
+            head[:-2], "\n  " if reqs else "", reqs, "\n " if reqs else "")
 
     def write_stats(self, force=False):
         if not self.args.stats or (self.written == self.generation and not force):
@@ -287,8 +302,7 @@ class Link:
         self.written = self.generation
         tmp = "%s.tmp.%d" % (self.args.stats, os.getpid())
         with open(tmp, "w") as f:
-            json.dump(self.stats(), f, indent=1)
-            f.write("\n")
+            f.write(self.stats_json())
         os.replace(tmp, self.args.stats)
 
     async def stats_loop(self):
@@ -446,7 +460,12 @@ class Connection:
                     w.close()  # after what is still buffered
                 else:
                     w.transport.abort()
-            for req in ([self.response] if self.response else []) + list(self.pending):
+            # A response delimited by the end of the connection is complete when that end
+            # was clean.
+            if self.response is not None:
+                link.finish_request(self.response, clean and self.responses.state == "body"
+                                    and self.responses.left < 0 and not self.responses.broken)
+            for req in self.pending:
                 link.finish_request(req, False)
 
 
@@ -496,6 +515,7 @@ async def main_async(args):
         link.write_stats(force=True)
         if link.logf:
             link.logf.close()
+            link.logf = None
 
 
 def main():
