@@ -214,8 +214,10 @@ ref() { echo "$REGISTRY/bench/$1"; }
 # ---------------------------------------------------------------------------------------
 # Images, built once into $LAYOUT and reused
 
+# (grep reads all of umoci's output: with -q it could stop early, umoci would die of
+# SIGPIPE and pipefail would turn a present tag into a missing one, rebuilding the image.)
 have_tag() {
-	[ -f "$LAYOUT/index.json" ] && umoci ls --layout "$LAYOUT" 2>/dev/null | grep -qxF "$1"
+	[ -f "$LAYOUT/index.json" ] && umoci ls --layout "$LAYOUT" 2>/dev/null | grep -xF "$1" >/dev/null
 }
 
 # layer_digests TAG: the layer digests of TAG's manifest, one per line, lowest first.
