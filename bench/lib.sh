@@ -14,6 +14,7 @@ CACHE=${BENCH_CACHE:-$BENCH_TOP/build/bench-cache}
 LAYOUT=$CACHE/images # one OCI layout, one tag per bench image
 
 _bench_pids=()
+. "$BENCH_TOP/tests/integration/linkproxy.sh"
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -200,6 +201,23 @@ start_registry() {
 		sleep 0.1
 	done
 	die "docker-registry does not answer at $REGISTRY: $(tail -n 3 "$WORK/registry.log")"
+}
+
+# start_link: tests/integration/linkproxy.py in front of $REGISTRY, emulating one link of
+# $LINK_RATE with $LINK_LATENCY ms each way; sets LINK=127.0.0.1:PORT and LINK_STATS
+# (bytes and requests that crossed it, see linkproxy.py); its request log is
+# $RAW/link-requests.log.
+start_link() {
+	linkproxy_start "$RAW" "$REGISTRY" --rate "$LINK_RATE" --latency "$LINK_LATENCY" ||
+		die "cannot start the link proxy"
+	_bench_pids+=("$LINK_PID")
+}
+
+# link_bytes: the bytes the link has carried from the registry so far, read once the
+# connections through it have ended.
+link_bytes() {
+	linkproxy_settle
+	jq -r .bytes_down "$LINK_STATS"
 }
 
 # push TAG: the bench image TAG to $REGISTRY/bench/TAG (skopeo skips blobs already there).
