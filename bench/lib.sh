@@ -14,6 +14,7 @@ CACHE=${BENCH_CACHE:-$BENCH_TOP/build/bench-cache}
 LAYOUT=$CACHE/images # one OCI layout, one tag per bench image
 
 _bench_pids=()
+. "$BENCH_TOP/tests/integration/linkproxy.sh"
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -202,6 +203,23 @@ start_registry() {
 	die "docker-registry does not answer at $REGISTRY: $(tail -n 3 "$WORK/registry.log")"
 }
 
+# start_link: tests/integration/linkproxy.py in front of $REGISTRY, emulating one link of
+# $LINK_RATE with $LINK_LATENCY ms each way; sets LINK=127.0.0.1:PORT and LINK_STATS
+# (bytes and requests that crossed it, see linkproxy.py); its request log is
+# $RAW/link-requests.log.
+start_link() {
+	linkproxy_start "$RAW" "$REGISTRY" --rate "$LINK_RATE" --latency "$LINK_LATENCY" ||
+		die "cannot start the link proxy"
+	_bench_pids+=("$LINK_PID")
+}
+
+# link_bytes: the bytes the link has carried from the registry so far, read once the
+# connections through it have ended.
+link_bytes() {
+	linkproxy_settle
+	jq -r .bytes_down "$LINK_STATS"
+}
+
 # push TAG: the bench image TAG to $REGISTRY/bench/TAG (skopeo skips blobs already there).
 push() {
 	skopeo copy -q --dest-tls-verify=false "oci:$LAYOUT:$1" "docker://$REGISTRY/bench/$1" \
@@ -214,8 +232,10 @@ ref() { echo "$REGISTRY/bench/$1"; }
 # ---------------------------------------------------------------------------------------
 # Images, built once into $LAYOUT and reused
 
+# (grep reads all of umoci's output: with -q it could stop early, umoci would die of
+# SIGPIPE and pipefail would turn a present tag into a missing one, rebuilding the image.)
 have_tag() {
-	[ -f "$LAYOUT/index.json" ] && umoci ls --layout "$LAYOUT" 2>/dev/null | grep -qxF "$1"
+	[ -f "$LAYOUT/index.json" ] && umoci ls --layout "$LAYOUT" 2>/dev/null | grep -xF "$1" >/dev/null
 }
 
 # layer_digests TAG: the layer digests of TAG's manifest, one per line, lowest first.

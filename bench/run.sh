@@ -10,7 +10,9 @@
 #
 # Environment: BUILD (build dir holding imgfs and runner, default build), IMGFS, RUNNER
 # (binaries), BENCH_REPS (repetitions), BENCH_CACHE (image cache), BENCH_OUT (where
-# RESULTS.md and the chart go).
+# RESULTS.md and the chart go), BENCH_ONLY (the groups to measure, e.g. "lazy"; the
+# report still lists every row), BENCH_LINK_RATE and BENCH_LINK_LATENCY (the emulated
+# link of the lazy group: 100mbit and 1 ms).
 #
 # Needs root (mounts, namespaces, dropping the page cache). Every measurement is
 # independent: what cannot run is reported as n/a with the reason. Timings are reported,
@@ -24,7 +26,7 @@ case ${1:-} in
 --quick) QUICK=1 ;;
 "") ;;
 -h | --help)
-	sed -n '2,18s/^# \{0,1\}//p' "$0"
+	sed -n '2,20s/^# \{0,1\}//p' "$0"
 	exit 0
 	;;
 *)
@@ -203,6 +205,9 @@ else
 	STORE_IMGS=(busybox small5 big64 debian debian-multi big300) WRITE_MB=256 NFILES=10000 NFILES_DESC=10,000
 fi
 READ_IMG=big64 READ_FILE=big/random-1.bin READ_BYTES=$((64 * 1024 * 1024))
+# The emulated link of the lazy group (tests/integration/linkproxy.py rates and ms).
+LINK_RATE=${BENCH_LINK_RATE:-100mbit} LINK_LATENCY=${BENCH_LINK_LATENCY:-1}
+LINK_DESC="a $LINK_RATE link ($LINK_LATENCY ms each way)"
 
 # imgfs_store NAME TAG...: a store $WORK/NAME-store (exported as IMGFS_ROOT) holding the
 # given images, pulled untimed. Fails (with the reason on stderr) when imgfs cannot pull.
@@ -248,10 +253,10 @@ cold_imgfs_once() {
 	"$RUNNER" "$m" "${COLD_CMD[@]}" >"$W/out" 2>>"$MLOG" || return 1
 	t3=$(now_us)
 	cold_check >>"$MLOG" || return 1
-	add_time cold_imgfs "$t0" "$t3"
-	add_time cold_imgfs_p1 "$t0" "$t1"
-	add_time cold_imgfs_p2 "$t1" "$t2"
-	add_time cold_imgfs_p3 "$t2" "$t3"
+	add_time "${COLD_KEY}_imgfs" "$t0" "$t3"
+	add_time "${COLD_KEY}_imgfs_p1" "$t0" "$t1"
+	add_time "${COLD_KEY}_imgfs_p2" "$t1" "$t2"
+	add_time "${COLD_KEY}_imgfs_p3" "$t2" "$t3"
 	"$IMGFS" umount "$m" >>"$MLOG" 2>&1
 }
 
@@ -264,7 +269,7 @@ cold_imgfs_run_once() {
 	"$IMGFS" run "$(ref "$COLD_IMG")" "${COLD_CMD[@]}" </dev/null >"$W/out" 2>>"$MLOG" || return 1
 	t1=$(now_us)
 	cold_check >>"$MLOG" || return 1
-	add_time cold_imgfs_run "$t0" "$t1"
+	add_time "${COLD_KEY}_imgfs_run" "$t0" "$t1"
 }
 
 cold_runc_once() {
@@ -272,18 +277,19 @@ cold_runc_once() {
 	rm -rf "$W/oci" "$W/bundle"
 	drop_caches
 	t0=$(now_us)
-	skopeo copy -q --src-tls-verify=false "docker://$(ref "$COLD_IMG")" "oci:$W/oci:img" >>"$MLOG"
+	skopeo copy -q --src-tls-verify=false "docker://$(ref "$COLD_IMG")" "oci:$W/oci:img" \
+		>>"$MLOG" || return 1
 	t1=$(now_us)
-	umoci unpack --image "$W/oci:img" "$W/bundle" >>"$MLOG"
-	cp "$W/config.json" "$W/bundle/config.json"
+	umoci unpack --image "$W/oci:img" "$W/bundle" >>"$MLOG" || return 1
+	cp "$W/config.json" "$W/bundle/config.json" || return 1
 	t2=$(now_us)
-	runc run --bundle "$W/bundle" "imgfs-bench-$$-$i" </dev/null >"$W/out" 2>>"$MLOG"
+	runc run --bundle "$W/bundle" "imgfs-bench-$$-$i" </dev/null >"$W/out" 2>>"$MLOG" || return 1
 	t3=$(now_us)
-	cold_check
-	add_time cold_runc "$t0" "$t3"
-	add_time cold_runc_p1 "$t0" "$t1"
-	add_time cold_runc_p2 "$t1" "$t2"
-	add_time cold_runc_p3 "$t2" "$t3"
+	cold_check || return 1
+	add_time "${COLD_KEY}_runc" "$t0" "$t3"
+	add_time "${COLD_KEY}_runc_p1" "$t0" "$t1"
+	add_time "${COLD_KEY}_runc_p2" "$t1" "$t2"
+	add_time "${COLD_KEY}_runc_p3" "$t2" "$t3"
 }
 
 cold_am_once() {
@@ -310,30 +316,75 @@ cold_am_once() {
 	fusermount -u "$m" 2>/dev/null || umount "$m"
 }
 
-m_cold() {
-	local i ok_imgfs=1 ok_run=1
+# The keys of the cold_*_once functions start with $COLD_KEY (cold, or lazy for the start
+# over a throttled link). With COLD_BYTES=1, cold_side also records the bytes the link
+# carried for each approach. COLD_AM=0 leaves archivemount out.
+COLD_KEY=cold COLD_BYTES=0 COLD_AM=1
+
+# cold_side KEY CMD...: runs CMD (a cold_*_once function); with COLD_BYTES=1 the bytes the
+# link carried from the registry meanwhile become a sample of KEY_bytes.
+cold_side() {
+	local key=$1 b0
+	shift
+	[ "$COLD_BYTES" = 1 ] || {
+		"$@"
+		return
+	}
+	b0=$(link_bytes)
+	"$@" || return
+	add_sample "${key}_bytes" $(($(link_bytes) - b0))
+}
+
+# cold_reps: REPS repetitions of each approach, interleaved. An imgfs failure makes its
+# keys n/a; a failure of an alternative breaks the group.
+cold_reps() {
+	local i ok_imgfs=1 ok_run=1 k=$COLD_KEY
 	echo "imgfs mounts with: ${COLD_MOUNT_OPT:-(writable)}"
 	runc_config rootfs "${COLD_CMD[@]}" >"$W/config.json"
 	[ -n "$HAVE_PULL" ] && [ -n "$HAVE_MOUNT" ] && [ -n "$HAVE_RUNNER" ] || {
 		ok_imgfs=0
-		na cold_imgfs "${NA_MOUNT:-${NA_RUNNER:-}}"
+		na "${k}_imgfs" "${NA_MOUNT:-${NA_RUNNER:-}}"
+		na "${k}_imgfs_bytes" "${NA_MOUNT:-${NA_RUNNER:-}}"
 	}
 	[ -n "$HAVE_RUN" ] || {
 		ok_run=0
-		na cold_imgfs_run "$NA_RUN"
+		na "${k}_imgfs_run" "$NA_RUN"
+		na "${k}_imgfs_run_bytes" "$NA_RUN"
 	}
 	for i in $(seq "$REPS"); do
-		if [ "$ok_imgfs" = 1 ] && ! cold_imgfs_once; then
+		if [ "$ok_imgfs" = 1 ] && ! cold_side "${k}_imgfs" cold_imgfs_once; then
 			ok_imgfs=0
-			side_failed cold_imgfs
+			side_failed "${k}_imgfs" "${k}_imgfs_bytes"
 		fi
-		if [ "$ok_run" = 1 ] && ! cold_imgfs_run_once; then
+		if [ "$ok_run" = 1 ] && ! cold_side "${k}_imgfs_run" cold_imgfs_run_once; then
 			ok_run=0
-			side_failed cold_imgfs_run
+			side_failed "${k}_imgfs_run" "${k}_imgfs_run_bytes"
 		fi
-		cold_runc_once "$i"
-		cold_am_once
+		cold_side "${k}_runc" cold_runc_once "$i"
+		[ "$COLD_AM" = 0 ] || cold_am_once
 	done
+}
+
+m_cold() {
+	cold_reps
+}
+
+# ---------------------------------------------------------------------------------------
+# Start over a throttled link: the cold start again (without archivemount), the registry
+# reached through tests/integration/linkproxy.py, which emulates one link ($LINK_DESC)
+# shared by all connections and counts the bytes that cross it. imgfs pulls the whole
+# image before it mounts today; these rows are the baseline of the lazy mount (DESIGN.md,
+# "Lazy pull") measured in the same run.
+
+m_lazy() {
+	local REGISTRY=$LINK COLD_KEY=lazy COLD_BYTES=1 COLD_AM=0
+	echo "through the link proxy at $LINK: $LINK_DESC"
+	cold_reps
+	# LAZY HOOK: once `imgfs mount` / `imgfs run` start before the download, time them
+	# here from an empty store, through the same link, as keys lazy_imgfs_lazy and
+	# lazy_imgfs_lazy_run (with cold_side, for their _bytes), interleaved with the rest,
+	# and add their rows in declare_rows (see the hook there). Until then there is no
+	# lazy row: today's mount pulls everything first, which the rows above measure.
 }
 
 # ---------------------------------------------------------------------------------------
@@ -726,6 +777,17 @@ declare_rows() {
 		"$([ "$QUICK" = 1 ] || echo "≤ 0.5×")"
 	row cold "Cold start → $COLD_DESC: $how" cold_imgfs "$alt_a" cold_am time
 	row cold "Cold start → $COLD_DESC: imgfs run" cold_imgfs_run "$alt_c" cold_runc time
+	row lazy "Start over $LINK_DESC → $COLD_DESC: $how (pulls first)" lazy_imgfs \
+		"$alt_c, same link" lazy_runc time
+	row lazy "Start over $LINK_DESC → $COLD_DESC: imgfs run (pulls first)" lazy_imgfs_run \
+		"$alt_c, same link" lazy_runc time
+	row lazy "Bytes fetched from the registry for that start: $how" lazy_imgfs_bytes \
+		"$alt_c" lazy_runc_bytes bytes
+	row lazy "Bytes fetched from the registry for that start: imgfs run" lazy_imgfs_run_bytes \
+		"$alt_c" lazy_runc_bytes bytes
+	# LAZY HOOK (rows): "Start over the link → ...: imgfs mount, lazy + runner"
+	# lazy_imgfs_lazy against lazy_runc, its bytes lazy_imgfs_lazy_bytes against
+	# lazy_runc_bytes; the same for lazy_imgfs_lazy_run.
 	row warm "Warm start ($WALK_IMG): mount --ro + runner /bin/true + umount" warm_imgfs \
 		"runc run, extracted tree" warm_runc time
 	row warm "Warm start ($WALK_IMG): mount --ro + runner /bin/true + umount" warm_imgfs \
@@ -788,13 +850,15 @@ for t in busybox "$SMALL_IMG" "$LARGE_IMG" "$READ_IMG" "$WALK_IMG" "$COLD_IMG" "
 	"${STORE_IMGS[@]}"; do
 	echo "$t"
 done | sort -u | while read -r t; do push "$t"; done
+start_link
+log "link proxy at $LINK in front of the registry: $LINK_DESC"
 probe
 # imgfs run mounts with a writable layer; the cold start does the same when there is one.
 COLD_MOUNT_OPT=--ro
 [ -z "$HAVE_RW" ] || COLD_MOUNT_OPT=""
 declare_rows
 
-for g in ${BENCH_ONLY:-cold warm mount pull read walk rw runner rss store}; do
+for g in ${BENCH_ONLY:-cold lazy warm mount pull read walk rw runner rss store}; do
 	measure "$g"
 done
 

@@ -4,9 +4,10 @@
 #
 # and gets: a private temp dir $TESTDIR, an empty store $IMGFS_ROOT in it, isolated
 # credential files, `imgfs` (the binary under test), local registries, a token server, a
-# fault-injecting proxy, fixture images, assertions, and one EXIT trap that stops every
-# process the test started, unmounts everything under $TESTDIR, runs the cleanups queued
-# with `defer` (last first) and removes $TESTDIR (kept when IMGFS_TEST_KEEP=1).
+# fault-injecting proxy, a link-emulating proxy, fixture images, assertions, and one EXIT
+# trap that stops every process the test started, unmounts everything under $TESTDIR, runs
+# the cleanups queued with `defer` (last first) and removes $TESTDIR (kept when
+# IMGFS_TEST_KEEP=1).
 #
 # Conventions: helpers exit the test through `fail` on error; a test exits 0 on success,
 # 77 (`skip`) only when the machine lacks a feature the test needs.
@@ -28,6 +29,7 @@ export DOCKER_CONFIG="$TESTDIR/docker"
 mkdir -p "$XDG_RUNTIME_DIR" "$DOCKER_CONFIG"
 
 REGISTRY_SERVICE=imgfs-test-registry
+. "$HELPERS/linkproxy.sh"
 _pids=()
 _cleanups=()
 
@@ -395,6 +397,28 @@ start_faultproxy() {
 	spawn faultproxy "$PYTHON" "$HELPERS/faultproxy.py" --listen "$PROXY" \
 		--upstream "$1" --rules "$PROXY_RULES" --log "$PROXY_LOG"
 	wait_http "http://$PROXY/v2/"
+}
+
+# start_linkproxy UPSTREAM_HOST:PORT [linkproxy.py options, e.g. --rate 40mbit]: starts
+# tests/integration/linkproxy.py (one emulated link that counts bytes and requests) in
+# front of UPSTREAM on an ephemeral loopback port; sets LINK=127.0.0.1:PORT, LINK_PID,
+# LINK_STATS (its JSON stats file) and LINK_LOG (one line per request).
+start_linkproxy() {
+	linkproxy_start "$TESTDIR" "$@" || fail "cannot start linkproxy.py"
+	_pids+=("$LINK_PID")
+}
+
+# link_settle: once every connection through the link proxy has ended and its stats file
+# has caught up, keeps a copy of the stats for link_stat.
+link_settle() {
+	linkproxy_settle
+	cp "$LINK_STATS" "$TESTDIR/link-stats.settled.json"
+}
+
+# link_stat JQ_EXPR: JQ_EXPR on the stats kept by the last link_settle.
+link_stat() {
+	jq -er "$1" "$TESTDIR/link-stats.settled.json" ||
+		fail "link stats: no '$1' in $(head -c 300 "$TESTDIR/link-stats.settled.json")"
 }
 
 # proxy_rules JSON: replaces the fault proxy's rules (hit counters start again at 0).
