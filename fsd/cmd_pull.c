@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <stdio.h>
+#include "common/error.h"
 #include "common/log.h"
 #include "fsd/commands.h"
 #include "fsd/image/pull.h"
@@ -45,14 +46,11 @@ static const char pull_usage[] =
 /* Parses REF for a subcommand, logging the reason on failure. Returns 0 or 2 (usage). */
 int parse_ref_arg(const char *s, struct image_ref **ret)
 {
-	const char *reason = NULL;
-	int r = ref_parse(s, ret, &reason);
+	struct error err = {""};
+	int r = ref_parse(s, ret, &err);
 
 	if (r < 0) {
-		if (reason)
-			log_msg(LOG_ERR, "invalid reference '%s': %s", s, reason);
-		else
-			log_errno(LOG_ERR, r, "invalid reference '%s'", s);
+		log_error(LOG_ERR, r, &err, "invalid reference '%s'", s);
 		return 2;
 	}
 	return 0;

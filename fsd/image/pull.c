@@ -12,6 +12,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include "common/digest.h"
+#include "common/error.h"
 #include "common/fileio.h"
 #include "common/log.h"
 #include "fsd/index/layerindex.h"
@@ -487,7 +488,7 @@ static int fetch_manifest(struct pull_ctx *ctx, const char *reference, const cha
 	_cleanup_free_ char *body = NULL, *mt = NULL, *digest = NULL;
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
 	char err[REGISTRY_ERR_MAX] = "";
-	const char *reason = NULL;
+	struct error perr = {""};
 	size_t len = 0;
 	int r;
 
@@ -512,12 +513,9 @@ static int fetch_manifest(struct pull_ctx *ctx, const char *reference, const cha
 		return log_errno(LOG_ERR, -EBADMSG,
 		                 "%s: manifest %s has digest %s, not what was asked for",
 		                 ctx->image, want_digest, digest);
-	r = manifest_parse(body, len, mt, &m, &reason);
-	if (r < 0) {
-		log_msg(LOG_ERR, "%s: bad manifest %s: %s", ctx->image, digest,
-		        reason ? reason : strerror(-r));
-		return r;
-	}
+	r = manifest_parse(body, len, mt, &m, &perr);
+	if (r < 0)
+		return log_error(LOG_ERR, r, &perr, "%s: bad manifest %s", ctx->image, digest);
 	r = store_put_blob(ctx->store, digest, body, len);
 	if (r < 0)
 		return log_errno(LOG_ERR, r, "%s: cannot store manifest %s", ctx->image, digest);
@@ -534,7 +532,7 @@ static int fetch_config(struct pull_ctx *ctx, const struct manifest *m)
 	_cleanup_free_ char *body = NULL;
 	_cleanup_(image_config_freep) struct image_config *cfg = NULL;
 	char err[REGISTRY_ERR_MAX] = "";
-	const char *reason = NULL;
+	struct error perr = {""};
 	size_t len = 0;
 	int r;
 
@@ -557,12 +555,10 @@ static int fetch_config(struct pull_ctx *ctx, const struct manifest *m)
 	if (r < 0)
 		return log_errno(LOG_ERR, r, "%s: cannot store config %s", ctx->image,
 		                 m->config.digest);
-	r = image_config_parse(body, len, &cfg, &reason);
-	if (r < 0) {
-		log_msg(LOG_ERR, "%s: bad image config %s: %s", ctx->image, m->config.digest,
-		        reason ? reason : strerror(-r));
-		return r;
-	}
+	r = image_config_parse(body, len, &cfg, &perr);
+	if (r < 0)
+		return log_error(LOG_ERR, r, &perr, "%s: bad image config %s", ctx->image,
+		                 m->config.digest);
 	if (cfg->n_diff_ids != m->n_layers) {
 		log_msg(LOG_ERR, "%s: config %s lists %zu layers, the manifest %zu", ctx->image,
 		        m->config.digest, cfg->n_diff_ids, m->n_layers);
