@@ -28,7 +28,7 @@ struct layer_job {
 	const struct descriptor *desc;
 	int slot; /* progress bar */
 	int result;
-	char err[REGISTRY_ERR_MAX];
+	struct error err;
 };
 
 struct pull_ctx {
@@ -170,14 +170,15 @@ static int open_zst_tmp(struct store *s, const char *digest, char *name, size_t 
 static void layer_refused(struct layer_job *job, const char *digest, int r)
 {
 	if (r == -EFBIG)
-		snprintf(job->err, sizeof(job->err),
-		         "layer %s exceeds a limit of the layer index (uncompressed size, entries, "
-		         "path or link length)",
-		         digest);
+		error_set(
+		    &job->err, r,
+		    "layer %s exceeds a limit of the layer index (uncompressed size, entries, "
+		    "path or link length)",
+		    digest);
 	else
-		snprintf(job->err, sizeof(job->err),
-		         "layer %s is corrupt or truncated (not a valid compressed tar stream)",
-		         digest);
+		error_set(&job->err, r,
+		          "layer %s is corrupt or truncated (not a valid compressed tar stream)",
+		          digest);
 }
 
 static int write_index(struct store *s, const char *digest, struct li_builder *b, int zst_fd,
@@ -288,11 +289,9 @@ static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 	int r;
 
 	r = store_open_partial(ctx->store, d->digest, &fd, &have);
-	if (r < 0) {
-		snprintf(job->err, sizeof(job->err), "cannot create a partial file for layer %s",
-		         d->digest);
-		return r;
-	}
+	if (r < 0)
+		return error_set(&job->err, r, "cannot create a partial file for layer %s",
+		                 d->digest);
 	/* Another pull may have finished this blob while we waited for the partial's lock. */
 	if (store_has_blob(ctx->store, d->digest) && has_index(ctx->store, d->digest)) {
 		store_discard_partial(ctx->store, d->digest);
@@ -319,40 +318,40 @@ static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 		return -errno;
 	ls.fd_offset = have;
 	if (have < d->size) {
-		r = source_get_blob(ctx->src, d, have, stream_bytes, &ls, job->err);
+		struct error serr = {""};
+
+		r = source_get_blob(ctx->src, d, have, stream_bytes, &ls, &serr);
 		if (r < 0 && ls.write_err)
 			/* Not the source's fault: say which file could not be written. */
-			snprintf(job->err, sizeof(job->err), "cannot write %s/tmp/%s.partial: %s",
-			         ctx->store->root, d->digest + strlen("sha256:"),
-			         strerror(-ls.write_err));
+			return error_set(&job->err, r, "cannot write %s/tmp/%s.partial: %s",
+			                 ctx->store->root, d->digest + strlen("sha256:"),
+			                 strerror(-ls.write_err));
 		if (r < 0)
-			return r;
+			return error_set(&job->err, r, "%s", serr.msg);
 	}
 	if (ls.done != d->size) {
-		snprintf(job->err, sizeof(job->err),
-		         "layer %s: got %" PRIu64 " bytes, expected %" PRIu64, d->digest, ls.done,
-		         d->size);
 		store_discard_partial(ctx->store, d->digest);
-		return -EBADMSG;
+		return error_set(&job->err, -EBADMSG,
+		                 "layer %s: got %" PRIu64 " bytes, expected %" PRIu64, d->digest,
+		                 ls.done, d->size);
 	}
 	sha256_final(ls.hash, got);
 	if (!streq(got, d->digest)) {
-		snprintf(job->err, sizeof(job->err),
-		         "layer %s: digest mismatch, the source sent content with digest %s",
-		         d->digest, got);
 		store_discard_partial(ctx->store, d->digest);
 		if (zname[0])
 			unlinkat(ctx->store->root_fd, zname, 0);
-		return -EBADMSG;
+		return error_set(
+		    &job->err, -EBADMSG,
+		    "layer %s: digest mismatch, the source sent content with digest %s", d->digest,
+		    got);
 	}
 	/* Flush the blob while the index worker finishes the last bytes in its ring, rather
 	 * than after it: store_commit_partial()'s fsync then has nothing left to do. */
 	start_writeback(&ls, true);
 	if (fdatasync(fd) < 0) {
 		r = -errno;
-		snprintf(job->err, sizeof(job->err), "cannot write %s/tmp/%s.partial: %s",
-		         ctx->store->root, digest_hex(d->digest), strerror(-r));
-		return r;
+		return error_set(&job->err, r, "cannot write %s/tmp/%s.partial: %s",
+		                 ctx->store->root, digest_hex(d->digest), strerror(-r));
 	}
 	r = ls.builder_err;
 	if (r == 0)
@@ -365,14 +364,12 @@ static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 			unlinkat(ctx->store->root_fd, zname, 0);
 		return r;
 	}
-	if (r < 0) {
-		snprintf(job->err, sizeof(job->err), "cannot index layer %s: %s", d->digest,
-		         strerror(-r));
-		return r;
-	}
+	if (r < 0)
+		return error_set(&job->err, r, "cannot index layer %s: %s", d->digest,
+		                 strerror(-r));
 	r = store_commit_partial(ctx->store, d->digest, fd);
 	if (r < 0)
-		snprintf(job->err, sizeof(job->err), "cannot store layer %s", d->digest);
+		return error_set(&job->err, r, "cannot store layer %s", d->digest);
 	return r;
 }
 
@@ -400,9 +397,8 @@ static void *layer_worker(void *userdata)
 			r = index_existing_blob(ctx, job);
 			if (r == -EBADMSG || r == -EFBIG)
 				layer_refused(job, job->desc->digest, r);
-			else if (r < 0 && !job->err[0])
-				snprintf(job->err, sizeof(job->err), "cannot index layer %s",
-				         job->desc->digest);
+			else if (r < 0)
+				error_set(&job->err, r, "cannot index layer %s", job->desc->digest);
 		} else {
 			r = fetch_layer(ctx, job);
 		}
@@ -445,13 +441,12 @@ static int fetch_layers(struct pull_ctx *ctx, const struct manifest *m, unsigned
 	for (unsigned i = 0; i < n_threads; i++)
 		pthread_join(threads[i], NULL);
 	for (size_t i = 0; i < ctx->n_jobs; i++) {
-		if (ctx->jobs[i].result < 0) {
-			if (ctx->jobs[i].err[0])
-				log_msg(LOG_ERR, "%s: %s", ctx->image, ctx->jobs[i].err);
-			else
-				log_errno(LOG_ERR, ctx->jobs[i].result, "%s: layer %s", ctx->image,
-				          ctx->jobs[i].desc->digest);
-			return ctx->jobs[i].result;
+		struct layer_job *job = &ctx->jobs[i];
+
+		if (job->result < 0) {
+			error_set(&job->err, job->result, "layer %s: %s", job->desc->digest,
+			          strerror(-job->result));
+			return log_error(LOG_ERR, job->result, &job->err, "%s", ctx->image);
 		}
 	}
 	return r;
@@ -487,23 +482,23 @@ static int fetch_manifest(struct pull_ctx *ctx, const char *reference, const cha
 {
 	_cleanup_free_ char *body = NULL, *mt = NULL, *digest = NULL;
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
-	char err[REGISTRY_ERR_MAX] = "";
+	struct error err = {""};
 	struct error perr = {""};
 	size_t len = 0;
 	int r;
 
-	r = source_get_manifest(ctx->src, reference, &body, &len, &mt, &digest, err);
+	r = source_get_manifest(ctx->src, reference, &body, &len, &mt, &digest, &err);
 	if (r < 0) {
-		if (r == -EFBIG && err[0]) {
+		if (r == -EFBIG && error_isset(&err)) {
 			log_msg(LOG_ERR, "%s: %s (manifests are limited to %u bytes)", ctx->image,
-			        err, MANIFEST_MAX_SIZE);
+			        err.msg, MANIFEST_MAX_SIZE);
 			return r;
 		}
 		if (r == -EFBIG)
 			return log_errno(LOG_ERR, r, "%s: manifest larger than %u bytes",
 			                 ctx->image, MANIFEST_MAX_SIZE);
-		if (err[0])
-			log_msg(LOG_ERR, "%s: %s", ctx->image, err);
+		if (error_isset(&err))
+			log_msg(LOG_ERR, "%s: %s", ctx->image, err.msg);
 		else
 			log_errno(LOG_ERR, r, "%s: cannot get manifest '%s'", ctx->image,
 			          reference);
@@ -531,7 +526,7 @@ static int fetch_config(struct pull_ctx *ctx, const struct manifest *m)
 {
 	_cleanup_free_ char *body = NULL;
 	_cleanup_(image_config_freep) struct image_config *cfg = NULL;
-	char err[REGISTRY_ERR_MAX] = "";
+	struct error err = {""};
 	struct error perr = {""};
 	size_t len = 0;
 	int r;
@@ -543,10 +538,10 @@ static int fetch_config(struct pull_ctx *ctx, const struct manifest *m)
 			return log_errno(LOG_ERR, -EFBIG, "%s: config %s is larger than %u bytes",
 			                 ctx->image, m->config.digest, CONFIG_MAX_SIZE);
 		r = source_get_blob_mem(ctx->src, m->config.digest, CONFIG_MAX_SIZE, &body, &len,
-		                        err);
+		                        &err);
 		if (r < 0) {
-			if (err[0])
-				return log_msg(LOG_ERR, "%s: %s", ctx->image, err), r;
+			if (error_isset(&err))
+				return log_msg(LOG_ERR, "%s: %s", ctx->image, err.msg), r;
 			return log_errno(LOG_ERR, r, "%s: cannot get config %s", ctx->image,
 			                 m->config.digest);
 		}

@@ -2,6 +2,7 @@
 #include <jansson.h>
 #include <sys/stat.h>
 #include "common/digest.h"
+#include "common/error.h"
 #include "common/fileio.h"
 #include "archive_source.h"
 #include "common/log.h"
@@ -116,12 +117,12 @@ int source_open(const struct image_ref *ref, const struct pull_opts *opts, struc
 		break;
 	case REF_DOCKER_ARCHIVE:
 	case REF_TARBALL: {
-		char err[REGISTRY_ERR_MAX] = "";
+		struct error err = {""};
 
 		r = archive_image_open(ref->path, ref->transport == REF_DOCKER_ARCHIVE, ref->tag,
-		                       &s->archive, err);
+		                       &s->archive, &err);
 		if (r < 0)
-			return log_errno(LOG_ERR, r, "%s", err[0] ? err : ref->name);
+			return log_errno(LOG_ERR, r, "%s", error_isset(&err) ? err.msg : ref->name);
 		s->first_reference = strdup(archive_image_manifest_digest(s->archive));
 		break;
 	}
@@ -140,7 +141,13 @@ const char *source_reference(const struct source *s)
 	return s->first_reference;
 }
 
-static int oci_open_blob(struct source *s, const char *digest, int *ret_fd, char *err)
+/* Carries the registry client's message into err; goes once registry.h uses struct error. */
+static int error_from_registry(struct error *err, int r, const struct registry_error *rerr)
+{
+	return r < 0 && rerr->msg[0] ? error_set(err, r, "%s", rerr->msg) : r;
+}
+
+static int oci_open_blob(struct source *s, const char *digest, int *ret_fd, struct error *err)
 {
 	char path[128];
 	int fd;
@@ -152,17 +159,15 @@ static int oci_open_blob(struct source *s, const char *digest, int *ret_fd, char
 	if (fd < 0) {
 		int r = -errno;
 
-		if (err)
-			snprintf(err, REGISTRY_ERR_MAX, "cannot open '%s/%s': %s", s->ref->path,
-			         path, strerror(-r));
-		return r;
+		return error_set(err, r, "cannot open '%s/%s': %s", s->ref->path, path,
+		                 strerror(-r));
 	}
 	*ret_fd = fd;
 	return 0;
 }
 
 static int oci_read_blob(struct source *s, const char *digest, size_t max, char **ret_body,
-                         size_t *ret_len, char *err)
+                         size_t *ret_len, struct error *err)
 {
 	_cleanup_free_ char *body = NULL;
 	char got[DIGEST_STR_LEN + 1], path[128];
@@ -173,26 +178,20 @@ static int oci_read_blob(struct source *s, const char *digest, size_t max, char 
 		return -EINVAL;
 	snprintf(path, sizeof(path), "blobs/sha256/%s", digest_hex(digest));
 	r = read_file_full(s->dir_fd, path, max, &body, &len);
-	if (r < 0) {
-		if (err)
-			snprintf(err, REGISTRY_ERR_MAX, "cannot read '%s/%s': %s", s->ref->path,
-			         path, strerror(-r));
-		return r;
-	}
+	if (r < 0)
+		return error_set(err, r, "cannot read '%s/%s': %s", s->ref->path, path,
+		                 strerror(-r));
 	sha256_buf(body, len, got);
-	if (!streq(got, digest)) {
-		if (err)
-			snprintf(err, REGISTRY_ERR_MAX, "'%s': blob %s has digest %s", s->ref->path,
-			         digest, got);
-		return -EBADMSG;
-	}
+	if (!streq(got, digest))
+		return error_set(err, -EBADMSG, "'%s': blob %s has digest %s", s->ref->path, digest,
+		                 got);
 	*ret_body = TAKE_PTR(body);
 	*ret_len = len;
 	return 0;
 }
 
 int source_get_manifest(struct source *s, const char *reference, char **ret_body, size_t *ret_len,
-                        char **ret_media_type, char **ret_digest, char *err)
+                        char **ret_media_type, char **ret_digest, struct error *err)
 {
 	struct registry_error rerr = {""};
 	int r;
@@ -200,9 +199,7 @@ int source_get_manifest(struct source *s, const char *reference, char **ret_body
 	if (s->reg) {
 		r = registry_get_manifest(s->reg, reference, MANIFEST_MAX_SIZE, ret_body, ret_len,
 		                          ret_media_type, ret_digest, &rerr);
-		if (r < 0 && err)
-			memcpy(err, rerr.msg, REGISTRY_ERR_MAX);
-		return r;
+		return error_from_registry(err, r, &rerr);
 	}
 	if (s->archive)
 		r = archive_image_get_mem(s->archive, reference, ret_body, ret_len);
@@ -220,7 +217,7 @@ int source_get_manifest(struct source *s, const char *reference, char **ret_body
 }
 
 int source_get_blob(struct source *s, const struct descriptor *d, uint64_t offset,
-                    registry_data_fn fn, void *userdata, char *err)
+                    registry_data_fn fn, void *userdata, struct error *err)
 {
 	_cleanup_close_ int fd = -1;
 	_cleanup_free_ char *buf = NULL;
@@ -231,9 +228,7 @@ int source_get_blob(struct source *s, const struct descriptor *d, uint64_t offse
 	if (s->reg) {
 		r = registry_get_blob(s->reg, d->digest, offset, d->size,
 		                      d->foreign ? d->urls : NULL, fn, userdata, &rerr);
-		if (r < 0 && err)
-			memcpy(err, rerr.msg, REGISTRY_ERR_MAX);
-		return r;
+		return error_from_registry(err, r, &rerr);
 	}
 	if (s->archive)
 		return archive_image_get_layer(s->archive, d->digest, offset, fn, userdata, err);
@@ -258,16 +253,14 @@ int source_get_blob(struct source *s, const struct descriptor *d, uint64_t offse
 }
 
 int source_get_blob_mem(struct source *s, const char *digest, size_t max, char **ret_body,
-                        size_t *ret_len, char *err)
+                        size_t *ret_len, struct error *err)
 {
 	struct registry_error rerr = {""};
 	int r;
 
 	if (s->reg) {
 		r = registry_get_blob_mem(s->reg, digest, max, ret_body, ret_len, &rerr);
-		if (r < 0 && err)
-			memcpy(err, rerr.msg, REGISTRY_ERR_MAX);
-		return r;
+		return error_from_registry(err, r, &rerr);
 	}
 	if (s->archive)
 		return archive_image_get_mem(s->archive, digest, ret_body, ret_len);
