@@ -14,7 +14,6 @@
 #include "common/digest.h"
 #include "common/error.h"
 #include "common/fileio.h"
-#include "common/log.h"
 #include "fsd/index/layerindex.h"
 #include "fsd/index/tree.h"
 #include "progress.h"
@@ -36,7 +35,7 @@ struct pull_ctx {
 	struct source *src;
 	struct progress *progress;
 	const volatile sig_atomic_t *cancel;
-	const char *image; /* the reference, for messages */
+	struct error *err; /* the caller's, for the first failure */
 	struct layer_job *jobs;
 	size_t n_jobs;
 	pthread_mutex_t lock; /* protects next_job and failed */
@@ -444,11 +443,14 @@ static int fetch_layers(struct pull_ctx *ctx, const struct manifest *m, unsigned
 		struct layer_job *job = &ctx->jobs[i];
 
 		if (job->result < 0) {
-			error_set(&job->err, job->result, "layer %s: %s", job->desc->digest,
-			          strerror(-job->result));
-			return log_error(LOG_ERR, job->result, &job->err, "%s", ctx->image);
+			if (!error_isset(&job->err))
+				return error_set(ctx->err, job->result, "layer %s: %s",
+				                 job->desc->digest, strerror(-job->result));
+			return error_set(ctx->err, job->result, "%s", job->err.msg);
 		}
 	}
+	if (r < 0)
+		return error_set(ctx->err, r, "cannot start a download thread: %s", strerror(-r));
 	return r;
 }
 
@@ -483,37 +485,32 @@ static int fetch_manifest(struct pull_ctx *ctx, const char *reference, const cha
 	_cleanup_free_ char *body = NULL, *mt = NULL, *digest = NULL;
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
 	struct error err = {""};
-	struct error perr = {""};
 	size_t len = 0;
 	int r;
 
 	r = source_get_manifest(ctx->src, reference, &body, &len, &mt, &digest, &err);
-	if (r < 0) {
-		if (r == -EFBIG && error_isset(&err)) {
-			log_msg(LOG_ERR, "%s: %s (manifests are limited to %u bytes)", ctx->image,
-			        err.msg, MANIFEST_MAX_SIZE);
-			return r;
-		}
-		if (r == -EFBIG)
-			return log_errno(LOG_ERR, r, "%s: manifest larger than %u bytes",
-			                 ctx->image, MANIFEST_MAX_SIZE);
-		if (error_isset(&err))
-			log_msg(LOG_ERR, "%s: %s", ctx->image, err.msg);
-		else
-			log_errno(LOG_ERR, r, "%s: cannot get manifest '%s'", ctx->image,
-			          reference);
-		return r;
-	}
-	if (want_digest && !streq(digest, want_digest))
-		return log_errno(LOG_ERR, -EBADMSG,
-		                 "%s: manifest %s has digest %s, not what was asked for",
-		                 ctx->image, want_digest, digest);
-	r = manifest_parse(body, len, mt, &m, &perr);
+	if (r == -EFBIG && error_isset(&err))
+		return error_set(ctx->err, r, "%s (manifests are limited to %u bytes)", err.msg,
+		                 MANIFEST_MAX_SIZE);
+	if (r == -EFBIG)
+		return error_set(ctx->err, r, "manifest larger than %u bytes: %s",
+		                 MANIFEST_MAX_SIZE, strerror(-r));
+	if (r < 0 && error_isset(&err))
+		return error_set(ctx->err, r, "%s", err.msg);
 	if (r < 0)
-		return log_error(LOG_ERR, r, &perr, "%s: bad manifest %s", ctx->image, digest);
+		return error_set(ctx->err, r, "cannot get manifest '%s': %s", reference,
+		                 strerror(-r));
+	if (want_digest && !streq(digest, want_digest))
+		return error_set(ctx->err, -EBADMSG,
+		                 "manifest %s has digest %s, not what was asked for: %s",
+		                 want_digest, digest, strerror(EBADMSG));
+	r = manifest_parse(body, len, mt, &m, &err);
+	if (r < 0)
+		return error_set(ctx->err, r, "bad manifest %s: %s", digest,
+		                 error_isset(&err) ? err.msg : strerror(-r));
 	r = store_put_blob(ctx->store, digest, body, len);
 	if (r < 0)
-		return log_errno(LOG_ERR, r, "%s: cannot store manifest %s", ctx->image, digest);
+		return error_set(ctx->err, r, "cannot store manifest %s: %s", digest, strerror(-r));
 	if (ret_mt)
 		*ret_mt = strdup(m->media_type);
 	*ret_size = len;
@@ -527,7 +524,6 @@ static int fetch_config(struct pull_ctx *ctx, const struct manifest *m)
 	_cleanup_free_ char *body = NULL;
 	_cleanup_(image_config_freep) struct image_config *cfg = NULL;
 	struct error err = {""};
-	struct error perr = {""};
 	size_t len = 0;
 	int r;
 
@@ -535,30 +531,25 @@ static int fetch_config(struct pull_ctx *ctx, const struct manifest *m)
 		r = store_read_blob(ctx->store, m->config.digest, CONFIG_MAX_SIZE, &body, &len);
 	} else {
 		if (m->config.size > CONFIG_MAX_SIZE)
-			return log_errno(LOG_ERR, -EFBIG, "%s: config %s is larger than %u bytes",
-			                 ctx->image, m->config.digest, CONFIG_MAX_SIZE);
+			return error_set(ctx->err, -EFBIG, "config %s is larger than %u bytes: %s",
+			                 m->config.digest, CONFIG_MAX_SIZE, strerror(EFBIG));
 		r = source_get_blob_mem(ctx->src, m->config.digest, CONFIG_MAX_SIZE, &body, &len,
-		                        &err);
-		if (r < 0) {
-			if (error_isset(&err))
-				return log_msg(LOG_ERR, "%s: %s", ctx->image, err.msg), r;
-			return log_errno(LOG_ERR, r, "%s: cannot get config %s", ctx->image,
-			                 m->config.digest);
-		}
+		                        ctx->err);
+		if (r < 0)
+			return error_set(ctx->err, r, "cannot get config %s: %s", m->config.digest,
+			                 strerror(-r));
 		r = store_put_blob(ctx->store, m->config.digest, body, len);
 	}
 	if (r < 0)
-		return log_errno(LOG_ERR, r, "%s: cannot store config %s", ctx->image,
-		                 m->config.digest);
-	r = image_config_parse(body, len, &cfg, &perr);
+		return error_set(ctx->err, r, "cannot store config %s: %s", m->config.digest,
+		                 strerror(-r));
+	r = image_config_parse(body, len, &cfg, &err);
 	if (r < 0)
-		return log_error(LOG_ERR, r, &perr, "%s: bad image config %s", ctx->image,
-		                 m->config.digest);
-	if (cfg->n_diff_ids != m->n_layers) {
-		log_msg(LOG_ERR, "%s: config %s lists %zu layers, the manifest %zu", ctx->image,
-		        m->config.digest, cfg->n_diff_ids, m->n_layers);
-		return -EBADMSG;
-	}
+		return error_set(ctx->err, r, "bad image config %s: %s", m->config.digest,
+		                 error_isset(&err) ? err.msg : strerror(-r));
+	if (cfg->n_diff_ids != m->n_layers)
+		return error_set(ctx->err, -EBADMSG, "config %s lists %zu layers, the manifest %zu",
+		                 m->config.digest, cfg->n_diff_ids, m->n_layers);
 	return 0;
 }
 
@@ -606,14 +597,14 @@ int pull_resolve_local(struct store *s, const struct image_ref *ref, char **ret_
 }
 
 int pull_image(struct store *s, const struct image_ref *ref, const struct pull_opts *opts,
-               bool force, char **ret_manifest)
+               bool force, char **ret_manifest, struct error *err)
 {
 	_cleanup_(source_freep) struct source *src = NULL;
 	_cleanup_(progress_freep) struct progress *progress = NULL;
 	_cleanup_(manifest_freep) struct manifest *top = NULL, *img = NULL;
 	_cleanup_free_ char *top_digest = NULL, *img_digest = NULL, *img_mt = NULL;
 	struct platform want = {0};
-	struct pull_ctx ctx = {.store = s, .image = ref->name};
+	struct pull_ctx ctx = {.store = s, .err = err};
 	struct descriptor ref_desc = {0};
 	size_t img_size = 0;
 	int r;
@@ -622,13 +613,13 @@ int pull_image(struct store *s, const struct image_ref *ref, const struct pull_o
 		return 0;
 	r = store_lock_shared(s);
 	if (r < 0)
-		return log_errno(LOG_ERR, r, "cannot lock the store '%s'", s->root);
+		return error_set(err, r, "cannot lock the store '%s': %s", s->root, strerror(-r));
 	progress = progress_new(opts->quiet ? PROGRESS_QUIET : PROGRESS_AUTO);
 	if (!progress)
-		return log_errno(LOG_ERR, -ENOMEM, "%s", ref->name);
-	r = source_open(ref, opts, &src);
+		return -ENOMEM;
+	r = source_open(ref, opts, &src, err);
 	if (r < 0)
-		return r; /* logged by source_open */
+		return r;
 	ctx.src = src;
 	ctx.progress = progress;
 	ctx.cancel = opts->cancel;
@@ -636,8 +627,8 @@ int pull_image(struct store *s, const struct image_ref *ref, const struct pull_o
 
 	r = opts->platform ? platform_parse(opts->platform, &want) : platform_host(&want);
 	if (r < 0) {
-		log_errno(LOG_ERR, r, "invalid platform '%s'",
-		          opts->platform ? opts->platform : "host");
+		error_set(err, r, "invalid platform '%s': %s",
+		          opts->platform ? opts->platform : "host", strerror(-r));
 		goto out;
 	}
 	r = fetch_manifest(&ctx, source_reference(src), ref->digest, &top, &top_digest, NULL,
@@ -649,9 +640,9 @@ int pull_image(struct store *s, const struct image_ref *ref, const struct pull_o
 
 		r = manifest_select_platform(top, &want, &d);
 		if (r < 0) {
-			log_msg(LOG_ERR, "%s: no manifest for platform %s/%s%s%s", ref->name,
-			        want.os, want.architecture, want.variant ? "/" : "",
-			        want.variant ? want.variant : "");
+			error_set(err, r, "no manifest for platform %s/%s%s%s", want.os,
+			          want.architecture, want.variant ? "/" : "",
+			          want.variant ? want.variant : "");
 			goto out;
 		}
 		r = fetch_manifest(&ctx, d->digest, d->digest, &img, &img_digest, &img_mt,
@@ -659,9 +650,8 @@ int pull_image(struct store *s, const struct image_ref *ref, const struct pull_o
 		if (r < 0)
 			goto out;
 		if (img->kind != MANIFEST_IMAGE) {
-			r = log_errno(LOG_ERR, -EBADMSG,
-			              "%s: index entry %s is not an image manifest", ref->name,
-			              d->digest);
+			r = error_set(err, -EBADMSG, "index entry %s is not an image manifest: %s",
+			              d->digest, strerror(EBADMSG));
 			goto out;
 		}
 	} else {
@@ -683,7 +673,7 @@ int pull_image(struct store *s, const struct image_ref *ref, const struct pull_o
 		goto out;
 	r = ensure_tree(s, img_digest, img);
 	if (r < 0) {
-		log_errno(LOG_ERR, r, "%s: cannot build the merged tree", ref->name);
+		error_set(err, r, "cannot build the merged tree: %s", strerror(-r));
 		goto out;
 	}
 	ref_desc.media_type = img_mt;
@@ -691,7 +681,7 @@ int pull_image(struct store *s, const struct image_ref *ref, const struct pull_o
 	ref_desc.size = img_size;
 	r = store_ref_set(s, ref->name, &ref_desc);
 	if (r < 0) {
-		log_errno(LOG_ERR, r, "%s: cannot record the reference", ref->name);
+		error_set(err, r, "cannot record the reference: %s", strerror(-r));
 		goto out;
 	}
 	progress_note(progress, "%s: pulled %s", ref->name, img_digest);

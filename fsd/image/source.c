@@ -5,7 +5,6 @@
 #include "common/error.h"
 #include "common/fileio.h"
 #include "archive_source.h"
-#include "common/log.h"
 #include "source.h"
 
 #define OCI_INDEX_MAX (4u << 20)
@@ -33,7 +32,8 @@ void source_free(struct source *s)
 
 /* Finds the manifest that an OCI layout's index.json names for tag: the entry whose
  * org.opencontainers.image.ref.name is tag, or the only entry when tag is NULL. */
-static int oci_find_tag(int dir_fd, const char *dir, const char *tag, char **ret_digest)
+static int oci_find_tag(int dir_fd, const char *dir, const char *tag, char **ret_digest,
+                        struct error *err)
 {
 	_cleanup_free_ char *buf = NULL;
 	json_t *root, *manifests, *m;
@@ -44,10 +44,10 @@ static int oci_find_tag(int dir_fd, const char *dir, const char *tag, char **ret
 
 	r = read_file_full(dir_fd, "index.json", OCI_INDEX_MAX, &buf, &len);
 	if (r < 0)
-		return log_errno(LOG_ERR, r, "cannot read '%s/index.json'", dir);
+		return error_set(err, r, "cannot read '%s/index.json': %s", dir, strerror(-r));
 	root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
-		return log_errno(LOG_ERR, -EINVAL, "'%s/index.json': %s (line %d)", dir, jerr.text,
+		return error_set(err, -EINVAL, "'%s/index.json': %s (line %d)", dir, jerr.text,
 		                 jerr.line);
 	manifests = json_object_get(root, "manifests");
 	json_array_foreach(manifests, i, m)
@@ -66,29 +66,28 @@ static int oci_find_tag(int dir_fd, const char *dir, const char *tag, char **ret
 	if (n_found == 0 || (!tag && n_found > 1)) {
 		json_decref(root);
 		if (tag)
-			return log_errno(LOG_ERR, -ENOENT, "'%s' has no image tagged '%s'", dir,
-			                 tag);
-		return log_errno(LOG_ERR, -ENOENT,
-		                 "'%s' holds %zu images: name one with oci:%s:TAG", dir, n_found,
-		                 dir);
+			return error_set(err, -ENOENT, "'%s' has no image tagged '%s'", dir, tag);
+		return error_set(err, -ENOENT, "'%s' holds %zu images: name one with oci:%s:TAG",
+		                 dir, n_found, dir);
 	}
 	if (!digest_valid(found)) {
+		r = error_set(err, -EINVAL, "'%s/index.json': unsupported digest '%s'", dir, found);
 		json_decref(root);
-		return log_errno(LOG_ERR, -EINVAL, "'%s/index.json': unsupported digest '%s'", dir,
-		                 found);
+		return r;
 	}
 	*ret_digest = strdup(found);
 	json_decref(root);
 	return *ret_digest ? 0 : -ENOMEM;
 }
 
-int source_open(const struct image_ref *ref, const struct pull_opts *opts, struct source **ret)
+int source_open(const struct image_ref *ref, const struct pull_opts *opts, struct source **ret,
+                struct error *err)
 {
 	_cleanup_(source_freep) struct source *s = calloc(1, sizeof(*s));
 	int r;
 
 	if (!s)
-		return log_errno(LOG_ERR, -ENOMEM, "%s", ref->name);
+		return -ENOMEM;
 	s->ref = ref;
 	s->dir_fd = -1;
 	switch (ref->transport) {
@@ -98,40 +97,39 @@ int source_open(const struct image_ref *ref, const struct pull_opts *opts, struc
 		ro.insecure = ro.insecure || opts->insecure;
 		r = registry_new(ref, &ro, &s->reg);
 		if (r < 0)
-			return log_errno(LOG_ERR, r, "%s: cannot set up the registry client",
-			                 ref->name);
+			return error_set(err, r, "cannot set up the registry client: %s",
+			                 strerror(-r));
 		s->first_reference = strdup(ref->digest ? ref->digest : ref->tag);
 		break;
 	}
 	case REF_OCI:
 		s->dir_fd = open(ref->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (s->dir_fd < 0)
-			return log_errno(LOG_ERR, -errno, "cannot open OCI layout '%s'", ref->path);
+		if (s->dir_fd < 0) {
+			r = -errno;
+			return error_set(err, r, "cannot open OCI layout '%s': %s", ref->path,
+			                 strerror(-r));
+		}
 		if (ref->digest) {
 			s->first_reference = strdup(ref->digest);
 		} else {
-			r = oci_find_tag(s->dir_fd, ref->path, ref->tag, &s->first_reference);
+			r = oci_find_tag(s->dir_fd, ref->path, ref->tag, &s->first_reference, err);
 			if (r < 0)
 				return r;
 		}
 		break;
 	case REF_DOCKER_ARCHIVE:
-	case REF_TARBALL: {
-		struct error err = {""};
-
+	case REF_TARBALL:
 		r = archive_image_open(ref->path, ref->transport == REF_DOCKER_ARCHIVE, ref->tag,
-		                       &s->archive, &err);
+		                       &s->archive, err);
 		if (r < 0)
-			return log_errno(LOG_ERR, r, "%s", error_isset(&err) ? err.msg : ref->name);
+			return r;
 		s->first_reference = strdup(archive_image_manifest_digest(s->archive));
 		break;
-	}
 	default:
-		return log_errno(LOG_ERR, -EOPNOTSUPP,
-		                 "%s: this kind of source cannot be pulled yet", ref->name);
+		return error_set(err, -EOPNOTSUPP, "this kind of source cannot be pulled yet");
 	}
 	if (!s->first_reference)
-		return log_errno(LOG_ERR, -ENOMEM, "%s", ref->name);
+		return -ENOMEM;
 	*ret = TAKE_PTR(s);
 	return 0;
 }

@@ -12,8 +12,11 @@ struct error;
 
 struct source;
 
-/* Opens the source of ref. Errors are logged, naming the image. */
-int source_open(const struct image_ref *ref, const struct pull_opts *opts, struct source **ret);
+/* Opens the source of ref: sets up the registry client, or opens and checks the local
+ * layout or archive. Returns 0 and *ret (free with source_free()), or -errno. ref must
+ * outlive the source. */
+int source_open(const struct image_ref *ref, const struct pull_opts *opts, struct source **ret,
+                struct error *err);
 void source_free(struct source *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct source *, source_free);
 
