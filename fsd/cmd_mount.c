@@ -1,4 +1,4 @@
-/* imgfs mount / umount: the command lines; the mount's life cycle is lifecycle.c, the
+/* imgfs mount / umount / status: the command lines; the mount's life cycle is lifecycle.c, the
  * process serving it daemon.c. */
 #include <getopt.h>
 #include <stdio.h>
@@ -140,6 +140,74 @@ int cmd_mount(int argc, char **argv)
 	req.upper = upper_real;
 	req.extra_opts = extra;
 	return daemon_mount(s, &req) < 0 ? 1 : 0;
+}
+
+static const char status_usage[] =
+    "Usage: imgfs status MOUNTPOINT\n"
+    "\n"
+    "Print the state of an imgfs mount as `key: value` lines:\n"
+    "  mountpoint   the mount's canonical path\n"
+    "  state        live (a daemon serves it), dead (its daemon died: `imgfs umount` it)\n"
+    "               or unknown (mounted, but no state was found)\n"
+    "  image        the image reference\n"
+    "  digest       the manifest digest\n"
+    "  read-only    yes or no\n"
+    "  upper        the writable layer's directory, or - for a read-only mount\n"
+    "  upper-kept   yes when the layer was given with --upper (kept at umount)\n"
+    "  daemon-pid   the process serving requests, or - when none\n"
+    "  state-dir    the mount's directory in its store (log, state)\n"
+    "Like `imgfs umount`, it finds the mount's store from the mount. Exit status 0 for a\n"
+    "live mount, 1 for a dead or unknown one or no mount at all.\n";
+
+static const char *yes_no(bool b)
+{
+	return b ? "yes" : "no";
+}
+
+int cmd_status(int argc, char **argv)
+{
+	static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {}};
+	_cleanup_(store_freep) struct store *s = NULL;
+	struct mount_status st;
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
+		if (c == 'h') {
+			fputs(status_usage, stdout);
+			return 0;
+		}
+		fputs("Try 'imgfs status --help'.\n", stderr);
+		return 2;
+	}
+	if (argc - optind != 1) {
+		fputs(status_usage, stderr);
+		return 2;
+	}
+	(void)open_existing_store(&s);
+	r = lifecycle_status(s, argv[optind], &st);
+	if (r == -ENOENT) {
+		log_msg(LOG_ERR, "'%s' is not an imgfs mount", argv[optind]);
+		return 1;
+	}
+	if (r < 0) {
+		log_errno(LOG_ERR, r, "cannot read the state of '%s'", argv[optind]);
+		return 1;
+	}
+	printf("mountpoint: %s\n", st.mountpoint);
+	printf("state: %s\n", st.alive ? "live" : st.dir ? "dead" : "unknown");
+	printf("image: %s\n", st.ref ? st.ref : "-");
+	printf("digest: %s\n", st.manifest ? st.manifest : "-");
+	printf("read-only: %s\n", yes_no(st.ro));
+	printf("upper: %s\n", st.upper ? st.upper : "-");
+	printf("upper-kept: %s\n", yes_no(st.upper_given));
+	if (st.pid > 0)
+		printf("daemon-pid: %d\n", (int)st.pid);
+	else
+		printf("daemon-pid: -\n");
+	printf("state-dir: %s\n", st.dir ? st.dir : "-");
+	r = st.alive ? 0 : 1;
+	mount_status_done(&st);
+	return r;
 }
 
 int cmd_umount(int argc, char **argv)

@@ -272,7 +272,7 @@ static int prepare_upper(struct store *s, const char *manifest, const char *uppe
 	tree_fd = openat(s->root_fd, path, O_RDONLY | O_CLOEXEC);
 	if (tree_fd < 0)
 		return -errno;
-	r = tree_open_flags(s->root_fd, tree_fd, 0, &t);
+	r = tree_open_flags(store_layer_opener(s), tree_fd, 0, &t);
 	if (r < 0)
 		return r;
 	upper_fd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

@@ -41,7 +41,7 @@ static int open_image_tree(struct store *s, const char *manifest, struct tree **
 		return -errno;
 	/* No checksum walk over the tree and its indexes: they were verified when the pull
 	 * wrote them, and every record is range-checked where it is used. */
-	return tree_open_flags(s->root_fd, fd, 0, ret);
+	return tree_open_flags(store_layer_opener(s), fd, 0, ret);
 }
 
 /* Opens the writable layer: c->upper (kept across mounts) or ROOT/mounts/NAME/upper
@@ -152,8 +152,7 @@ static int serve(struct lifecycle *lc, void *userdata)
 
 	r = open_image_tree(sc->s, c->manifest, &t);
 	if (r < 0)
-		return log_errno(LOG_ERR, r, "%s: cannot open the tree of %s", c->ref,
-		                 c->manifest);
+		return log_errno(LOG_ERR, r, "%s: cannot open the tree of %s", c->ref, c->manifest);
 	lower_from_tree(t, &lower);
 	if (!c->ro) {
 		r = open_upper(c, lc, &upper_path, &work_path, &upper);

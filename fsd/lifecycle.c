@@ -28,13 +28,13 @@ struct lifecycle {
 	char name[LIFECYCLE_NAME_MAX];
 	char rel[MOUNT_DIR_MAX]; /* "mounts/NAME", below the store's root */
 	char *dir_path;          /* ROOT/mounts/NAME, absolute */
-	int dir_fd;     /* LOCK_EX for the daemon's life */
-	int state_fd;   /* LOCK_SH for the daemon's life */
+	int dir_fd;              /* LOCK_EX for the daemon's life */
+	int state_fd;            /* LOCK_SH for the daemon's life */
 	int log_fd;
 	int notify_fd; /* to the waiting parent until ready, else -1 */
 	bool store_locked;
 	bool registered;
-	bool linked;        /* the runtime link, written by lifecycle_register() */
+	bool linked; /* the runtime link, written by lifecycle_register() */
 };
 
 void lifecycle_name(const char *mountpoint, char buf[LIFECYCLE_NAME_MAX])
@@ -266,8 +266,8 @@ static int claim(struct store *s, const struct lifecycle_opts *o, int notify_fd,
 	lc = calloc(1, sizeof(*lc));
 	if (!lc)
 		return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", o->mountpoint);
-	*lc = (struct lifecycle){.s = s, .dir_fd = -1, .state_fd = -1, .log_fd = -1,
-	                         .notify_fd = notify_fd};
+	*lc = (struct lifecycle){
+	    .s = s, .dir_fd = -1, .state_fd = -1, .log_fd = -1, .notify_fd = notify_fd};
 	lifecycle_name(o->mountpoint, lc->name);
 	r = lock_mount_dir(s, lc->name, &lc->dir_fd);
 	if (r == -EBUSY)
@@ -346,16 +346,16 @@ int lifecycle_register(struct lifecycle *lc, const struct mount_info *info)
 		return -EINVAL;
 	o = json_pack("{s:s, s:s, s:s, s:I, s:o, s:b, s:b}", "manifest", info->manifest, "ref",
 	              info->ref, "mountpoint", info->mountpoint, "pid", (json_int_t)getpid(),
-	              "upper", info->upper ? json_string(info->upper) : json_null(),
-	              "upper_given", info->upper_given, "ro", info->ro);
+	              "upper", info->upper ? json_string(info->upper) : json_null(), "upper_given",
+	              info->upper_given, "ro", info->ro);
 	if (!o)
 		return -ENOMEM;
 	text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(o);
 	if (!text)
 		return -ENOMEM;
-	fd = openat(lc->dir_fd, "state.tmp",
-	            O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+	fd = openat(lc->dir_fd, "state.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+	            0644);
 	if (fd < 0)
 		return -errno;
 	/* Locked before it becomes visible: gc never sees it unlocked while we live. */
@@ -409,8 +409,7 @@ static int run_daemon(struct store *s, const struct lifecycle_opts *o, int notif
 	}
 	r = o->serve(lc, o->userdata);
 	if (r >= 0 && !lc->registered)
-		r = log_errno(LOG_ERR, -EINVAL, "'%s' was served without a state",
-		              o->mountpoint);
+		r = log_errno(LOG_ERR, -EINVAL, "'%s' was served without a state", o->mountpoint);
 	return r;
 }
 
@@ -714,6 +713,65 @@ int lifecycle_stop(struct store *s, const char *arg)
 	return 0;
 }
 
+void mount_status_done(struct mount_status *st)
+{
+	free(st->dir);
+	free(st->mountpoint);
+	free(st->ref);
+	free(st->manifest);
+	free(st->upper);
+	*st = (struct mount_status){0};
+}
+
+static char *json_strdup(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+
+	return json_is_string(v) ? strdup(json_string_value(v)) : NULL;
+}
+
+int lifecycle_status(struct store *s, const char *arg, struct mount_status *ret)
+{
+	_cleanup_free_ char *path = NULL, *dir = NULL;
+	_cleanup_close_ int dirfd = -1;
+	struct mount_status st = {0};
+	char name[LIFECYCLE_NAME_MAX];
+	bool is_imgfs = false;
+	int r;
+
+	r = lifecycle_canonical_path(arg, &path);
+	if (r < 0)
+		return r;
+	lifecycle_name(path, name);
+	r = open_mount_dir(s, path, name, &dirfd, &dir);
+	if (r < 0)
+		return r;
+	r = find_mount(path, &st.mounted, &is_imgfs);
+	if (r < 0)
+		return r;
+	st.mounted = st.mounted && is_imgfs;
+	if (dirfd < 0 && !st.mounted)
+		return -ENOENT;
+	if (dirfd >= 0) {
+		json_t *j = read_state(dirfd);
+
+		st.alive = flock(dirfd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+		if (!st.alive)
+			(void)flock(dirfd, LOCK_UN);
+		st.pid = st.alive ? state_pid(j) : 0;
+		st.ref = json_strdup(j, "ref");
+		st.manifest = json_strdup(j, "manifest");
+		st.upper = json_strdup(j, "upper");
+		st.ro = json_is_true(json_object_get(j, "ro"));
+		st.upper_given = json_is_true(json_object_get(j, "upper_given"));
+		json_decref(j);
+	}
+	st.dir = TAKE_PTR(dir);
+	st.mountpoint = TAKE_PTR(path);
+	*ret = st;
+	return 0;
+}
+
 /* Calls fn(s, dirfd of ROOT/mounts/NAME, NAME, userdata) for each mount directory. */
 static int for_each_mount_dir(struct store *s,
                               int (*fn)(struct store *s, int dirfd, const char *name, void *ud),
@@ -795,8 +853,8 @@ static int reap_one(struct store *s, int dirfd, const char *name, void *ud)
 	st = read_state(dirfd);
 	mp = json_object_get(st, "mountpoint");
 	given = json_object_get(st, "upper_given");
-	if (json_is_string(mp) &&
-	    find_mount(json_string_value(mp), &mounted, &is_imgfs) == 0 && mounted && is_imgfs)
+	if (json_is_string(mp) && find_mount(json_string_value(mp), &mounted, &is_imgfs) == 0 &&
+	    mounted && is_imgfs)
 		keep = true; /* a dead mount still in the way: lifecycle_stop() detaches it */
 	/* Copy-ups of a kept upper that a crash left pending in work/: the next mount of
 	 * that upper recovers them. */

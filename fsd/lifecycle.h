@@ -90,6 +90,22 @@ void lifecycle_ready(struct lifecycle *lc);
  * no such mount, -EINVAL for another filesystem's mount. */
 int lifecycle_stop(struct store *s, const char *mountpoint);
 
+/* What lifecycle_status() finds of a mount; strings malloc'ed (NULL when unknown). */
+struct mount_status {
+	char *dir;        /* ROOT/mounts/NAME */
+	char *mountpoint; /* canonical */
+	char *ref, *manifest, *upper;
+	bool ro, upper_given;
+	bool alive;   /* a daemon holds the mount */
+	bool mounted; /* an imgfs mount is at the mountpoint (in this mount namespace) */
+	pid_t pid;    /* the daemon serving requests, 0 when dead */
+};
+void mount_status_done(struct mount_status *st);
+
+/* The state of the mount at mountpoint (an argument as the user gave it), found as
+ * lifecycle_stop() finds it. -ENOENT when no imgfs mount is there and none has a state. */
+int lifecycle_status(struct store *s, const char *mountpoint, struct mount_status *ret);
+
 /* Calls fn with the manifest of every mount below s whose daemon is alive; stops at and
  * returns fn's first negative result. */
 int lifecycle_for_each_live(struct store *s, int (*fn)(const char *manifest, void *userdata),

@@ -23,6 +23,7 @@ static const char usage[] =
     "  mount [-f] [--ro] [--upper DIR] [-o OPT] REF MOUNTPOINT\n"
     "                         show REF's rootfs at MOUNTPOINT (pulls it if missing)\n"
     "  umount MOUNTPOINT      unmount, stop the daemon, drop a throwaway writable layer\n"
+    "  status MOUNTPOINT      the state of a mount: image, upper, daemon (key: value)\n"
     "  images                 list the images in the store\n"
     "  inspect REF            print the manifest and config of an image (JSON)\n"
     "  rmi REF                remove an image reference (gc frees its blobs)\n"
@@ -55,6 +56,7 @@ static const struct {
     {"pull", cmd_pull},     {"mount", cmd_mount},     {"umount", cmd_umount},
     {"images", cmd_images}, {"inspect", cmd_inspect}, {"rmi", cmd_rmi},
     {"gc", cmd_gc},         {"login", cmd_login},     {"run", cmd_run},
+    {"status", cmd_status},
 };
 
 /* The store root of --root, $IMGFS_ROOT or the default. */

@@ -82,9 +82,7 @@ int imgfs_new(const struct lower *lower, const struct imgfs_opts *opts, struct i
 	}
 	fs->lower = *lower;
 	fs->upper = opts ? opts->upper : NULL;
-	fs->ro = fs->upper ? false : opts ? opts->ro : true;
-	if (!fs->upper)
-		fs->ro = true;
+	fs->ro = !fs->upper;
 	fs->n_nodes = lower->ops->node_count(lower->data);
 	fs->next_ino = (uint64_t)fs->n_nodes + 1;
 	pthread_mutex_init(&fs->lock, NULL);

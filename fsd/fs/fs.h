@@ -38,8 +38,8 @@ struct imgfs_dir;
 struct upper;
 
 struct imgfs_opts {
-	bool ro;             /* refuse every change with -EROFS */
-	struct upper *upper; /* the writable layer (upper.h), taken over; NULL: read-only */
+	struct upper *upper; /* the writable layer (upper.h), taken over; NULL: read-only,
+	                      * every change refused with -EROFS */
 };
 
 /* An inode handed to the kernel: number, generation and attributes. */
@@ -141,7 +141,9 @@ int imgfs_statfs(struct imgfs *fs, uint64_t ino, struct statvfs *ret);
  * on its first change (data, attributes, xattrs, link, rename), alone (a hardlinked image
  * file leaves its group) and with its parents; removing a lower name leaves a whiteout;
  * a directory made where a lower one was removed is opaque; a moved lower directory
- * carries a redirect. Names are checked as the kernel's VFS would not: existence
+ * carries a redirect, and a move that would need an absolute redirect longer than 256
+ * bytes (overlayfs' redirect_max) is refused with -EXDEV, so that mv copies. Names are checked as
+ * the kernel's VFS would not: existence
  * (-EEXIST, -ENOENT), emptiness (-ENOTEMPTY), types (-EISDIR, -ENOTDIR), length
  * (-ENAMETOOLONG). Permissions are the kernel's business (default_permissions).
  *
@@ -179,9 +181,6 @@ int imgfs_rename(struct imgfs *fs, uint64_t parent, const char *name, uint64_t n
  * file of an ftruncate/fchmod. Returns the new attributes in *ret. */
 int imgfs_setattr(struct imgfs *fs, uint64_t ino, struct imgfs_file *f, const struct stat *st,
                   unsigned valid, struct stat *ret);
-/* Writes to a file opened for writing: the number of bytes written. */
-ssize_t imgfs_write(struct imgfs *fs, struct imgfs_file *f, const void *buf, size_t size,
-                    uint64_t off);
 /* Moves size bytes into fd (the upper file) at off; returns the number moved (fewer only
  * on an error after some were) or -errno. */
 typedef ssize_t (*imgfs_write_fn)(int fd, uint64_t off, size_t size, void *userdata);
@@ -190,7 +189,7 @@ struct imgfs_writeback {
 	int fd; /* -1: none due */
 	uint64_t off, len;
 };
-/* imgfs_write() for data that is not in memory: fn(fd, off, size, userdata) moves it into
+/* Writes to a file opened for writing: fn(fd, off, size, userdata) moves the data into
  * the upper file (e.g. splice(2) from a pipe); the core checks f and accounts the write.
  *
  * writer: NULL when the kernel has already cleared the setuid/setgid bits as write(2) does

@@ -475,26 +475,41 @@ int imgfs_rmdir(struct imgfs *fs, uint64_t parent, const char *name)
 
 /* ---- rename ---- */
 
-/* A directory about to move under newparent: a lower one gets a redirect to where its
- * lower directory is (relative when that is in newparent's lower directory), an upper-only
- * one moving into a merged directory becomes opaque (it must not merge with a lower
- * directory of its new name). */
-static int prepare_dir_move(struct imgfs *fs, struct inode *d, struct inode *newparent)
+/* The longest absolute redirect written, in bytes without the NUL: the default of the
+ * kernel's overlayfs (module parameter redirect_max), whose rename answers EXDEV beyond it
+ * so that mv copies instead. See docs/decisions/0301-redirect-max.md. */
+#define REDIRECT_MAX 256
+
+/* A directory about to move (samedir: within its parent), as the kernel's
+ * ovl_rename()/ovl_set_redirect(): a lower one gets a redirect to its lower directory,
+ * relative (its current name) within its parent, absolute (the lower directory's path)
+ * elsewhere, -EXDEV when that is longer than REDIRECT_MAX; a redirect it has is kept when
+ * it still serves (any within the parent, an absolute one anywhere). An upper-only one
+ * moving into a merged directory becomes opaque (it must not merge with a lower directory
+ * of its new name). */
+static int prepare_dir_move(struct imgfs *fs, struct inode *d, struct inode *newparent,
+                            bool samedir)
 {
 	char path[PATH_MAX];
 	int r;
 
 	if (d->lower_dir != NO_NODE) {
-		uint32_t lparent = fs->lower.ops->parent(fs->lower.data, d->lower_dir);
-
-		if (newparent->lower_dir != NO_NODE && lparent == newparent->lower_dir &&
-		    d->lower_dir != 0)
-			r = lower_name(fs, d->lower_dir, path, sizeof(path));
-		else
-			r = lower_path(fs, d->lower_dir, path, sizeof(path));
-		if (r < 0)
+		r = upper_get_redirect(fs->upper, d->dirfd, path, sizeof(path));
+		if (r < 0 && r != -ENODATA)
 			return r;
-		return upper_set_redirect(fs->upper, d->dirfd, path);
+		if (r > 0 && (samedir || path[0] == '/'))
+			return 0;
+		if (samedir)
+			r = snprintf(path, sizeof(path), "%s", d->name);
+		else {
+			r = lower_path(fs, d->lower_dir, path, sizeof(path));
+			if (r == -ENAMETOOLONG || r > REDIRECT_MAX)
+				return -EXDEV;
+			if (r < 0)
+				return r;
+		}
+		/* As the kernel: a redirect that cannot be stored leaves the move to mv. */
+		return upper_set_redirect(fs->upper, d->dirfd, path) < 0 ? -EXDEV : 0;
 	}
 	if (!d->opaque && newparent->lower_dir != NO_NODE) {
 		r = upper_set_opaque(fs->upper, d->dirfd);
@@ -610,9 +625,9 @@ int imgfs_rename(struct imgfs *fs, uint64_t parent, const char *name, uint64_t n
 	if (r >= 0 && exchange)
 		r = copy_up(fs, tgt, true);
 	if (r >= 0 && S_ISDIR(src->type))
-		r = prepare_dir_move(fs, src, ndir);
+		r = prepare_dir_move(fs, src, ndir, odir == ndir);
 	if (r >= 0 && exchange && S_ISDIR(tgt->type))
-		r = prepare_dir_move(fs, tgt, odir);
+		r = prepare_dir_move(fs, tgt, odir, odir == ndir);
 	if (r < 0)
 		goto out;
 
@@ -913,23 +928,6 @@ void imgfs_writeback(struct imgfs_writeback *wb)
 	(void)sync_file_range(wb->fd, (off_t)wb->off, (off_t)wb->len, SYNC_FILE_RANGE_WRITE);
 	close(wb->fd);
 	wb->fd = -1;
-}
-
-static ssize_t pwrite_fn(int fd, uint64_t off, size_t size, void *userdata)
-{
-	ssize_t n = pwrite(fd, userdata, size, (off_t)off);
-
-	return n < 0 ? -errno : n;
-}
-
-ssize_t imgfs_write(struct imgfs *fs, struct imgfs_file *f, const void *buf, size_t size,
-                    uint64_t off)
-{
-	struct imgfs_writeback wb;
-	ssize_t n = imgfs_write_with(fs, f, off, size, pwrite_fn, (void *)buf, NULL, &wb);
-
-	imgfs_writeback(&wb);
-	return n;
 }
 
 int imgfs_fallocate(struct imgfs *fs, struct imgfs_file *f, int mode, uint64_t off, uint64_t len)

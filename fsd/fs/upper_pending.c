@@ -374,7 +374,9 @@ int upper_fstatat(struct upper *u, int dirfd, const char *name, int flags, struc
 	pthread_rwlock_rdlock(&u->nlink_lock);
 	if (fstatat(dirfd, name, &st, flags | AT_SYMLINK_NOFOLLOW) < 0)
 		r = -errno;
-	else if (S_ISREG(st.st_mode) && st.st_nlink > 1 && u->n_pending > 0) {
+	else if (S_ISREG(st.st_mode) && st.st_nlink > 0 && u->n_pending > 0) {
+		/* Also when the pending name is the only link left: the user unlinked the
+		 * file (kept open), whose count is then 0. */
 		struct pending_entry *e = find(u, st.st_ino);
 
 		if (e && e->linked)

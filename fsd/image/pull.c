@@ -146,24 +146,6 @@ static enum li_compression li_comp(enum layer_compression c)
 	return LI_AUTO;
 }
 
-static bool has_index(struct store *s, const char *digest)
-{
-	char path[128];
-
-	store_path("idx", digest, path, sizeof(path));
-	return faccessat(s->root_fd, path, F_OK, 0) == 0;
-}
-
-/* Opens a temporary file in ROOT/tmp for the seekable zstd copy of a layer. */
-static int open_zst_tmp(struct store *s, const char *digest, char *name, size_t size)
-{
-	int fd;
-
-	snprintf(name, size, "tmp/%s.zst.%d", digest_hex(digest), (int)getpid());
-	fd = openat(s->root_fd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	return fd < 0 ? -errno : fd;
-}
-
 /* The one-line reason for a layer whose bytes the index builder refused (r is -EBADMSG or
  * -EFBIG, from li_builder_feed() or li_builder_finish()). */
 static void layer_refused(struct layer_job *job, const char *digest, int r)
@@ -180,29 +162,26 @@ static void layer_refused(struct layer_job *job, const char *digest, int r)
 		          digest);
 }
 
+/* The one-line reason for a failed write r of the partial file of a layer. Returns r. */
+static int partial_unwritable(struct layer_job *job, struct store *s, const char *digest, int r)
+{
+	char path[128];
+
+	return error_set(&job->err, r, "cannot write %s/%s: %s", s->root,
+	                 store_partial_path(digest, path, sizeof(path)), strerror(-r));
+}
+
 static int write_index(struct store *s, const char *digest, struct li_builder *b, int zst_fd,
                        const char *zst_tmp)
 {
 	_cleanup_free_ void *buf = NULL;
-	char path[128];
 	size_t len = 0;
 	int r;
 
 	r = li_builder_finish(b, digest, &buf, &len);
 	if (r < 0)
 		return r;
-	if (zst_fd >= 0) {
-		char zpath[140];
-
-		if (fsync(zst_fd) < 0)
-			return -errno;
-		store_path("idx", digest, path, sizeof(path));
-		snprintf(zpath, sizeof(zpath), "%s.zst", path);
-		if (renameat(s->root_fd, zst_tmp, s->root_fd, zpath) < 0)
-			return -errno;
-	}
-	store_path("idx", digest, path, sizeof(path));
-	return write_file_atomic(s->root_fd, path, buf, len, 0644);
+	return store_put_index(s, digest, buf, len, zst_fd, zst_tmp);
 }
 
 static void layer_stream_clear(struct layer_stream *ls)
@@ -241,9 +220,10 @@ static int open_zst_for(struct store *s, const struct descriptor *d, char *name,
 
 	name[0] = '\0';
 	if (d->compression == LAYER_ZSTD) {
-		fd = open_zst_tmp(s, d->digest, name, size);
-		if (fd < 0)
-			return fd;
+		int r = store_open_zst_temp(s, d->digest, name, size, &fd);
+
+		if (r < 0)
+			return r;
 	}
 	*ret_fd = fd;
 	return 0;
@@ -292,7 +272,7 @@ static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 		return error_set(&job->err, r, "cannot create a partial file for layer %s",
 		                 d->digest);
 	/* Another pull may have finished this blob while we waited for the partial's lock. */
-	if (store_has_blob(ctx->store, d->digest) && has_index(ctx->store, d->digest)) {
+	if (store_has_blob(ctx->store, d->digest) && store_has_index(ctx->store, d->digest)) {
 		store_discard_partial(ctx->store, d->digest);
 		return 1;
 	}
@@ -320,11 +300,11 @@ static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 		struct error serr = {""};
 
 		r = source_get_blob(ctx->src, d, have, stream_bytes, &ls, &serr);
-		if (r < 0 && ls.write_err)
+		if (r < 0 && ls.write_err) {
 			/* Not the source's fault: say which file could not be written. */
-			return error_set(&job->err, r, "cannot write %s/tmp/%s.partial: %s",
-			                 ctx->store->root, d->digest + strlen("sha256:"),
-			                 strerror(-ls.write_err));
+			partial_unwritable(job, ctx->store, d->digest, ls.write_err);
+			return r;
+		}
 		if (r < 0)
 			return error_set(&job->err, r, "%s", serr.msg);
 	}
@@ -338,7 +318,7 @@ static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 	if (!streq(got, d->digest)) {
 		store_discard_partial(ctx->store, d->digest);
 		if (zname[0])
-			unlinkat(ctx->store->root_fd, zname, 0);
+			store_discard_temp(ctx->store, zname);
 		return error_set(
 		    &job->err, -EBADMSG,
 		    "layer %s: digest mismatch, the source sent content with digest %s", d->digest,
@@ -349,8 +329,7 @@ static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 	start_writeback(&ls, true);
 	if (fdatasync(fd) < 0) {
 		r = -errno;
-		return error_set(&job->err, r, "cannot write %s/tmp/%s.partial: %s",
-		                 ctx->store->root, digest_hex(d->digest), strerror(-r));
+		return partial_unwritable(job, ctx->store, d->digest, r);
 	}
 	r = ls.builder_err;
 	if (r == 0)
@@ -360,7 +339,7 @@ static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 		layer_refused(job, d->digest, r);
 		store_discard_partial(ctx->store, d->digest);
 		if (zname[0])
-			unlinkat(ctx->store->root_fd, zname, 0);
+			store_discard_temp(ctx->store, zname);
 		return r;
 	}
 	if (r < 0)
@@ -389,7 +368,7 @@ static void *layer_worker(void *userdata)
 		pthread_mutex_unlock(&ctx->lock);
 
 		if (store_has_blob(ctx->store, job->desc->digest)) {
-			if (has_index(ctx->store, job->desc->digest)) {
+			if (store_has_index(ctx->store, job->desc->digest)) {
 				progress_finish(ctx->progress, job->slot, "exists");
 				continue;
 			}
@@ -458,22 +437,20 @@ static int ensure_tree(struct store *s, const char *manifest_digest, const struc
 {
 	_cleanup_free_ const char **digests = NULL;
 	_cleanup_free_ void *buf = NULL;
-	char path[128];
 	size_t len = 0;
 	int r;
 
-	store_path("trees", manifest_digest, path, sizeof(path));
-	if (faccessat(s->root_fd, path, F_OK, 0) == 0)
+	if (store_has_tree(s, manifest_digest))
 		return 0;
 	digests = calloc(m->n_layers + 1, sizeof(*digests));
 	if (!digests)
 		return -ENOMEM;
 	for (size_t i = 0; i < m->n_layers; i++)
 		digests[i] = m->layers[i].digest;
-	r = tree_build(s->root_fd, digests, m->n_layers, &buf, &len);
+	r = tree_build(store_layer_opener(s), digests, m->n_layers, &buf, &len);
 	if (r < 0)
 		return r;
-	return write_file_atomic(s->root_fd, path, buf, len, 0644);
+	return store_put_tree(s, manifest_digest, buf, len);
 }
 
 /* Fetches a manifest blob by reference through src, verifying it against want_digest when
@@ -558,7 +535,6 @@ static bool image_complete(struct store *s, const char *manifest_digest)
 {
 	_cleanup_free_ char *body = NULL;
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
-	char path[128];
 	size_t len;
 
 	if (store_read_blob(s, manifest_digest, MANIFEST_MAX_SIZE, &body, &len) < 0)
@@ -568,10 +544,10 @@ static bool image_complete(struct store *s, const char *manifest_digest)
 	if (!store_has_blob(s, m->config.digest))
 		return false;
 	for (size_t i = 0; i < m->n_layers; i++)
-		if (!store_has_blob(s, m->layers[i].digest) || !has_index(s, m->layers[i].digest))
+		if (!store_has_blob(s, m->layers[i].digest) ||
+		    !store_has_index(s, m->layers[i].digest))
 			return false;
-	store_path("trees", manifest_digest, path, sizeof(path));
-	return faccessat(s->root_fd, path, F_OK, 0) == 0;
+	return store_has_tree(s, manifest_digest);
 }
 
 int pull_resolve_local(struct store *s, const struct image_ref *ref, char **ret_manifest)

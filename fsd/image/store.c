@@ -1,8 +1,7 @@
 /* The OCI-layout store. The layout is what skopeo, umoci and oras read; idx/, trees/,
- * mounts/, tmp/ and the two lock files are ours and ignored by them. */
-#include <dirent.h>
+ * mounts/, tmp/ and the two lock files are ours and ignored by them. Garbage collection is
+ * in store_gc.c. */
 #include <fcntl.h>
-#include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <sys/file.h>
@@ -10,17 +9,17 @@
 #include "common/digest.h"
 #include "common/fileio.h"
 #include "store.h"
+#include "store_internal.h"
 
 #define ANNOTATION_REF "org.opencontainers.image.ref.name"
 #define ANNOTATION_IMGFS_REF "io.imgfs.ref.name"
 #define INDEX_MAX_SIZE (64u << 20)
 #define REF_NAME_MAX 4096
-#define GC_MAX_DEPTH 8
 
 static const char *const store_dirs[] = {"blobs/sha256", "idx/sha256", "trees/sha256", "mounts",
                                          "tmp"};
 
-static int flock_retry(int fd, int op)
+int store_flock_retry(int fd, int op)
 {
 	while (flock(fd, op) < 0) {
 		if (errno != EINTR)
@@ -57,7 +56,19 @@ bad:
 	return NULL;
 }
 
-static int open_index_lock(struct store *s, int *ret_fd)
+/* idx/sha256/HEX.zst: the seekable zstd copy of a zstd layer, beside its index. */
+static const char *zst_path(const char *digest, char *buf, size_t size)
+{
+	char idx[128];
+	int n;
+
+	if (!store_path("idx", digest, idx, sizeof(idx)))
+		return NULL;
+	n = snprintf(buf, size, "%s.zst", idx);
+	return n >= 0 && (size_t)n < size ? buf : NULL;
+}
+
+int store_open_index_lock(struct store *s, int *ret_fd)
 {
 	_cleanup_close_ int fd =
 	    openat(s->root_fd, "index.lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
@@ -65,7 +76,7 @@ static int open_index_lock(struct store *s, int *ret_fd)
 
 	if (fd < 0)
 		return -errno;
-	r = flock_retry(fd, LOCK_EX);
+	r = store_flock_retry(fd, LOCK_EX);
 	if (r < 0)
 		return r;
 	*ret_fd = TAKE_FD(fd);
@@ -87,9 +98,7 @@ static json_t *empty_index(void)
 	                 "manifests");
 }
 
-/* Reads index.json. The caller holds the index lock when it will write it back. A store
- * without one yet reads as an empty index. */
-static int index_load(struct store *s, json_t **ret)
+int store_index_load(struct store *s, json_t **ret)
 {
 	_cleanup_free_ char *buf = NULL;
 	json_error_t jerr;
@@ -155,7 +164,7 @@ static int ensure_layout(struct store *s)
 	}
 	if (faccessat(s->root_fd, "index.json", F_OK, AT_SYMLINK_NOFOLLOW) == 0)
 		return 0;
-	r = open_index_lock(s, &lfd);
+	r = store_open_index_lock(s, &lfd);
 	if (r < 0)
 		return r;
 	if (faccessat(s->root_fd, "index.json", F_OK, AT_SYMLINK_NOFOLLOW) == 0)
@@ -166,6 +175,11 @@ static int ensure_layout(struct store *s)
 	r = write_json_atomic(s, "index.json", j);
 	json_decref(j);
 	return r;
+}
+
+static int open_layer_index(void *ctx, const char *digest, unsigned flags, struct li_index **ret)
+{
+	return store_open_layer_index(ctx, digest, flags, ret);
 }
 
 int store_open(const char *root, struct store **ret)
@@ -182,6 +196,7 @@ int store_open(const char *root, struct store **ret)
 	if (!s)
 		return -ENOMEM;
 	s->root_fd = s->lock_fd = -1;
+	s->layer_opener = (struct li_opener){.open = open_layer_index, .ctx = s};
 	s->root = strdup(root);
 	if (!s->root)
 		return -ENOMEM;
@@ -200,7 +215,7 @@ int store_open(const char *root, struct store **ret)
 
 int store_lock_shared(struct store *s)
 {
-	return flock_retry(s->lock_fd, LOCK_SH);
+	return store_flock_retry(s->lock_fd, LOCK_SH);
 }
 
 int store_default_root(char **ret)
@@ -236,18 +251,24 @@ bool store_has_blob(struct store *s, const char *digest)
 	return fstatat(s->root_fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
 }
 
-int store_open_blob(struct store *s, const char *digest, int *ret_fd)
+/* Opens path below the root read-only. */
+static int open_file(struct store *s, const char *path, int *ret_fd)
 {
-	char path[128];
-	int fd;
+	int fd = openat(s->root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 
-	if (!store_path("blobs", digest, path, sizeof(path)))
-		return -EINVAL;
-	fd = openat(s->root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -errno;
 	*ret_fd = fd;
 	return 0;
+}
+
+int store_open_blob(struct store *s, const char *digest, int *ret_fd)
+{
+	char path[128];
+
+	if (!store_path("blobs", digest, path, sizeof(path)))
+		return -EINVAL;
+	return open_file(s, path, ret_fd);
 }
 
 int store_read_blob(struct store *s, const char *digest, size_t max, char **ret_buf,
@@ -288,9 +309,113 @@ int store_put_blob(struct store *s, const char *digest, const void *buf, size_t 
 	return write_file_atomic(s->root_fd, path, buf, len, 0644);
 }
 
-static void partial_path(const char *digest, char *buf, size_t size)
+/* Layer indexes */
+
+int store_open_layer_index(struct store *s, const char *digest, unsigned flags,
+                           struct li_index **ret)
+{
+	_cleanup_close_ int ifd = -1, dfd = -1;
+	enum li_compression comp;
+	char path[160];
+	int r;
+
+	if (!store_path("idx", digest, path, sizeof(path)))
+		return -EINVAL;
+	r = open_file(s, path, &ifd);
+	if (r < 0)
+		return r;
+	if (!(flags & LI_OPEN_NO_DATA)) {
+		r = li_peek_compression(ifd, &comp);
+		if (r < 0)
+			return r;
+		if (comp == LI_ZSTD)
+			r = open_file(s, zst_path(digest, path, sizeof(path)), &dfd);
+		else
+			r = store_open_blob(s, digest, &dfd);
+		if (r < 0)
+			return r;
+	}
+	return li_open_flags(ifd, dfd, flags, ret);
+}
+
+const struct li_opener *store_layer_opener(struct store *s)
+{
+	return &s->layer_opener;
+}
+
+bool store_has_index(struct store *s, const char *digest)
+{
+	char path[128];
+
+	if (!store_path("idx", digest, path, sizeof(path)))
+		return false;
+	return faccessat(s->root_fd, path, F_OK, 0) == 0;
+}
+
+int store_open_zst_temp(struct store *s, const char *digest, char *name, size_t size, int *ret_fd)
+{
+	int fd;
+
+	if (!digest_valid(digest))
+		return -EINVAL;
+	snprintf(name, size, "tmp/%s.zst.%d", digest_hex(digest), (int)getpid());
+	fd = openat(s->root_fd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	*ret_fd = fd;
+	return 0;
+}
+
+void store_discard_temp(struct store *s, const char *name)
+{
+	unlinkat(s->root_fd, name, 0);
+}
+
+int store_put_index(struct store *s, const char *digest, const void *buf, size_t len, int zst_fd,
+                    const char *zst_name)
+{
+	char path[128];
+
+	if (!store_path("idx", digest, path, sizeof(path)))
+		return -EINVAL;
+	if (zst_fd >= 0) {
+		char zpath[140];
+
+		if (fsync(zst_fd) < 0)
+			return -errno;
+		zst_path(digest, zpath, sizeof(zpath));
+		if (renameat(s->root_fd, zst_name, s->root_fd, zpath) < 0)
+			return -errno;
+	}
+	return write_file_atomic(s->root_fd, path, buf, len, 0644);
+}
+
+/* Trees */
+
+bool store_has_tree(struct store *s, const char *manifest_digest)
+{
+	char path[128];
+
+	if (!store_path("trees", manifest_digest, path, sizeof(path)))
+		return false;
+	return faccessat(s->root_fd, path, F_OK, 0) == 0;
+}
+
+int store_put_tree(struct store *s, const char *manifest_digest, const void *buf, size_t len)
+{
+	char path[128];
+
+	if (!store_path("trees", manifest_digest, path, sizeof(path)))
+		return -EINVAL;
+	return write_file_atomic(s->root_fd, path, buf, len, 0644);
+}
+
+/* Partial downloads */
+
+const char *store_partial_path(const char *digest, char *buf, size_t size)
 {
 	snprintf(buf, size, "tmp/%s.partial", digest_hex(digest));
+	return buf;
 }
 
 int store_open_partial(struct store *s, const char *digest, int *ret_fd, uint64_t *ret_size)
@@ -299,7 +424,7 @@ int store_open_partial(struct store *s, const char *digest, int *ret_fd, uint64_
 
 	if (!digest_valid(digest))
 		return -EINVAL;
-	partial_path(digest, path, sizeof(path));
+	store_partial_path(digest, path, sizeof(path));
 	for (;;) {
 		_cleanup_close_ int fd = -1;
 		struct stat st, st_path;
@@ -308,7 +433,7 @@ int store_open_partial(struct store *s, const char *digest, int *ret_fd, uint64_
 		fd = openat(s->root_fd, path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
 		if (fd < 0)
 			return -errno;
-		r = flock_retry(fd, LOCK_EX);
+		r = store_flock_retry(fd, LOCK_EX);
 		if (r < 0)
 			return r;
 		/* The previous holder may have committed (renamed) or discarded (unlinked) the
@@ -338,7 +463,7 @@ int store_commit_partial(struct store *s, const char *digest, int fd)
 
 	if (!store_path("blobs", digest, to, sizeof(to)))
 		return -EINVAL;
-	partial_path(digest, from, sizeof(from));
+	store_partial_path(digest, from, sizeof(from));
 	if (fstat(fd, &st) < 0 || fstatat(s->root_fd, from, &st_path, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	if (st.st_dev != st_path.st_dev || st.st_ino != st_path.st_ino)
@@ -359,7 +484,7 @@ int store_discard_partial(struct store *s, const char *digest)
 
 	if (!digest_valid(digest))
 		return -EINVAL;
-	partial_path(digest, path, sizeof(path));
+	store_partial_path(digest, path, sizeof(path));
 	if (unlinkat(s->root_fd, path, 0) < 0 && errno != ENOENT)
 		return -errno;
 	return 0;
@@ -444,7 +569,7 @@ int store_ref_annotation(const char *name, char **ret)
 	return 0;
 }
 
-static const char *json_str(json_t *obj, const char *key)
+const char *store_json_str(json_t *obj, const char *key)
 {
 	json_t *v = json_object_get(obj, key);
 
@@ -460,18 +585,19 @@ static const char *entry_name(json_t *entry)
 
 	if (!json_is_object(ann))
 		return NULL;
-	n = json_str(ann, ANNOTATION_IMGFS_REF);
-	return n ? n : json_str(ann, ANNOTATION_REF);
+	n = store_json_str(ann, ANNOTATION_IMGFS_REF);
+	return n ? n : store_json_str(ann, ANNOTATION_REF);
 }
 
 static const char *entry_ref_annotation(json_t *entry)
 {
-	return json_str(json_object_get(entry, "annotations"), ANNOTATION_REF);
+	return store_json_str(json_object_get(entry, "annotations"), ANNOTATION_REF);
 }
 
 static int entry_descriptor(json_t *entry, struct descriptor *ret)
 {
-	const char *mt = json_str(entry, "mediaType"), *digest = json_str(entry, "digest");
+	const char *mt = store_json_str(entry, "mediaType"),
+	           *digest = store_json_str(entry, "digest");
 	json_t *size = json_object_get(entry, "size");
 	struct descriptor d = {0};
 
@@ -532,9 +658,9 @@ int store_ref_set(struct store *s, const char *name, const struct descriptor *ma
 		return -ENOMEM;
 	}
 
-	r = open_index_lock(s, &lfd);
+	r = store_open_index_lock(s, &lfd);
 	if (r >= 0)
-		r = index_load(s, &root);
+		r = store_index_load(s, &root);
 	if (r < 0) {
 		json_decref(entry);
 		return r;
@@ -571,7 +697,7 @@ int store_ref_get(struct store *s, const char *name, struct descriptor *ret)
 
 	if (!name)
 		return -EINVAL;
-	r = index_load(s, &root);
+	r = store_index_load(s, &root);
 	if (r < 0)
 		return r;
 	manifests = json_object_get(root, "manifests");
@@ -595,10 +721,10 @@ int store_ref_remove(struct store *s, const char *name)
 
 	if (!name)
 		return -EINVAL;
-	r = open_index_lock(s, &lfd);
+	r = store_open_index_lock(s, &lfd);
 	if (r < 0)
 		return r;
-	r = index_load(s, &root);
+	r = store_index_load(s, &root);
 	if (r < 0)
 		return r;
 	manifests = json_object_get(root, "manifests");
@@ -636,7 +762,7 @@ int store_ref_list(struct store *s, struct store_ref **ret, size_t *ret_n)
 	size_t n = 0, cap;
 	int r;
 
-	r = index_load(s, &root);
+	r = store_index_load(s, &root);
 	if (r < 0)
 		return r;
 	manifests = json_object_get(root, "manifests");
@@ -667,316 +793,5 @@ int store_ref_list(struct store *s, struct store_ref **ret, size_t *ret_n)
 	return 0;
 fail:
 	store_refs_free(refs, n);
-	return r;
-}
-
-/* gc */
-
-struct digest_set {
-	char (*hex)[DIGEST_HEX_LEN + 1];
-	size_t n, cap;
-	bool sorted; /* after marking: looked up by bsearch */
-};
-
-static int hex_cmp(const void *a, const void *b)
-{
-	return memcmp(a, b, DIGEST_HEX_LEN);
-}
-
-static bool set_has(const struct digest_set *set, const char *hex)
-{
-	if (set->n == 0)
-		return false; /* bsearch may not be handed a NULL array, even an empty one */
-	if (set->sorted)
-		return bsearch(hex, set->hex, set->n, sizeof(*set->hex), hex_cmp) != NULL;
-	for (size_t i = 0; i < set->n; i++)
-		if (memcmp(set->hex[i], hex, DIGEST_HEX_LEN) == 0)
-			return true;
-	return false;
-}
-
-/* Adds hex; returns 1 when it was new. */
-static int set_add(struct digest_set *set, const char *hex)
-{
-	if (set_has(set, hex))
-		return 0;
-	if (set->n == set->cap) {
-		size_t cap = set->cap ? set->cap * 2 : 64;
-		void *p = realloc(set->hex, cap * sizeof(*set->hex));
-
-		if (!p)
-			return -ENOMEM;
-		set->hex = p;
-		set->cap = cap;
-	}
-	memcpy(set->hex[set->n], hex, DIGEST_HEX_LEN);
-	set->hex[set->n][DIGEST_HEX_LEN] = '\0';
-	set->n++;
-	return 1;
-}
-
-static int mark_digest(struct store *s, struct digest_set *set, const char *digest, int depth);
-
-/* Marks every descriptor found in a JSON document (config, layers, manifests, subject…),
- * so that artifacts of other tools survive as well as our images. */
-static int mark_json(struct store *s, struct digest_set *set, json_t *j, int depth)
-{
-	const char *key;
-	json_t *v;
-	size_t i;
-	int r;
-
-	if (json_is_array(j)) {
-		json_array_foreach(j, i, v)
-		{
-			r = mark_json(s, set, v, depth);
-			if (r < 0)
-				return r;
-		}
-		return 0;
-	}
-	if (!json_is_object(j))
-		return 0;
-	if (json_is_string(json_object_get(j, "mediaType")) &&
-	    digest_valid(json_str(j, "digest"))) {
-		r = mark_digest(s, set, json_str(j, "digest"), depth + 1);
-		if (r < 0)
-			return r;
-	}
-	json_object_foreach(j, key, v)
-	{
-		if (json_is_object(v) || json_is_array(v)) {
-			r = mark_json(s, set, v, depth);
-			if (r < 0)
-				return r;
-		}
-	}
-	return 0;
-}
-
-static int mark_digest(struct store *s, struct digest_set *set, const char *digest, int depth)
-{
-	_cleanup_free_ char *buf = NULL;
-	json_auto_t *j = NULL;
-	json_error_t jerr;
-	size_t len = 0;
-	int r;
-
-	r = set_add(set, digest_hex(digest));
-	if (r <= 0)
-		return r;
-	if (depth > GC_MAX_DEPTH)
-		return 0;
-	/* Manifests and indexes are small JSON; layers are not read (they fail the size cap or
-	 * the parse cheaply: only the first bytes are inspected). */
-	{
-		char path[128], first;
-		_cleanup_close_ int fd = -1;
-
-		store_path("blobs", digest, path, sizeof(path));
-		fd = openat(s->root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		if (fd < 0 || pread(fd, &first, 1, 0) != 1 || first != '{')
-			return 0;
-	}
-	if (store_read_blob(s, digest, MANIFEST_MAX_SIZE, &buf, &len) < 0)
-		return 0;
-	j = json_loadb(buf, len, 0, &jerr);
-	if (!j)
-		return 0;
-	/* Only manifests and indexes reference blobs; a config is a leaf. */
-	if (!json_object_get(j, "layers") && !json_object_get(j, "manifests") &&
-	    !json_object_get(j, "blobs") && !json_object_get(j, "subject"))
-		return 0;
-	return mark_json(s, set, j, depth);
-}
-
-struct mark_ctx {
-	struct store *s;
-	struct digest_set *set;
-};
-
-static int mark_root(const char *digest, void *userdata)
-{
-	struct mark_ctx *m = userdata;
-
-	return digest_valid(digest) ? mark_digest(m->s, m->set, digest, 0) : -EINVAL;
-}
-
-struct sweep {
-	struct store *s;
-	struct digest_set *live;
-	unsigned removed;
-	uint64_t bytes;
-};
-
-static bool is_hex64(const char *name, size_t len)
-{
-	if (len < DIGEST_HEX_LEN)
-		return false;
-	for (size_t i = 0; i < DIGEST_HEX_LEN; i++)
-		if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
-			return false;
-	return true;
-}
-
-enum sweep_kind {
-	SWEEP_BLOBS, /* HEX */
-	SWEEP_IDX,   /* HEX, HEX.zst */
-	SWEEP_TREES, /* HEX */
-	SWEEP_TMP,   /* HEX.partial unless locked, anything else */
-};
-
-static bool keep_entry(struct sweep *sw, enum sweep_kind kind, int dfd, const char *name)
-{
-	size_t len = strlen(name);
-
-	switch (kind) {
-	case SWEEP_BLOBS:
-	case SWEEP_TREES:
-		return len == DIGEST_HEX_LEN && is_hex64(name, len) && set_has(sw->live, name);
-	case SWEEP_IDX:
-		return is_hex64(name, len) &&
-		       (len == DIGEST_HEX_LEN || streq(name + DIGEST_HEX_LEN, ".zst")) &&
-		       set_has(sw->live, name);
-	case SWEEP_TMP: {
-		_cleanup_close_ int fd = -1;
-
-		if (!(len > 8 && streq(name + len - 8, ".partial")))
-			return false;
-		fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		/* A partial being written is locked by its pull. */
-		return fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0;
-	}
-	}
-	return true;
-}
-
-static int sweep_dir(struct sweep *sw, const char *dir, enum sweep_kind kind)
-{
-	_cleanup_close_ int dfd = openat(sw->s->root_fd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d;
-	struct dirent *de;
-	int r = 0;
-
-	if (dfd < 0)
-		return errno == ENOENT ? 0 : -errno;
-	d = fdopendir(dfd);
-	if (!d)
-		return -errno;
-	TAKE_FD(dfd);
-	while ((errno = 0, de = readdir(d))) {
-		struct stat st;
-
-		if (streq(de->d_name, ".") || streq(de->d_name, ".."))
-			continue;
-		if (keep_entry(sw, kind, dirfd(d), de->d_name))
-			continue;
-		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (S_ISDIR(st.st_mode)) {
-			int k = rm_rf_at(dirfd(d), de->d_name);
-
-			if (k < 0 && r == 0)
-				r = k;
-		} else if (unlinkat(dirfd(d), de->d_name, 0) < 0) {
-			if (errno != ENOENT && r == 0)
-				r = -errno;
-			continue;
-		}
-		sw->removed++;
-		sw->bytes += (uint64_t)st.st_size;
-	}
-	closedir(d);
-	if (r == 0)
-		r = fsync_dir_at(sw->s->root_fd, dir);
-	return r;
-}
-
-/* Removes the temporary files a killed writer of index.json or oci-layout left in the
- * root (write_file_atomic's ".NAME.tmp-PID-RAND"). Writers of index.json hold the index
- * lock, taken here too; oci-layout is written only by a store_open() that found it
- * missing, and gc's own store_open() made sure it is there. */
-static int sweep_root_temps(struct sweep *sw)
-{
-	_cleanup_close_ int lfd = -1;
-	_cleanup_close_ int dfd = -1;
-	DIR *d;
-	struct dirent *de;
-	int r;
-
-	r = open_index_lock(sw->s, &lfd);
-	if (r < 0)
-		return r;
-	dfd = openat(sw->s->root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
-		return -errno;
-	d = fdopendir(dfd);
-	if (!d)
-		return -errno;
-	TAKE_FD(dfd);
-	while ((errno = 0, de = readdir(d))) {
-		struct stat st;
-
-		if (!startswith(de->d_name, ".index.json.tmp-") &&
-		    !startswith(de->d_name, ".oci-layout.tmp-"))
-			continue;
-		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-		    !S_ISREG(st.st_mode) || unlinkat(dirfd(d), de->d_name, 0) < 0)
-			continue;
-		sw->removed++;
-		sw->bytes += (uint64_t)st.st_size;
-	}
-	closedir(d);
-	return 0;
-}
-
-int store_gc(struct store *s, store_roots_fn roots, unsigned *ret_removed, uint64_t *ret_bytes)
-{
-	struct digest_set live = {0};
-	struct mark_ctx mark = {s, &live};
-	struct sweep sw = {.s = s, .live = &live};
-	json_auto_t *root = NULL;
-	json_t *manifests;
-	int r;
-
-	r = flock_retry(s->lock_fd, LOCK_EX);
-	if (r < 0)
-		return r;
-	r = index_load(s, &root);
-	if (r < 0)
-		goto out;
-	/* Every entry of index.json is a root, named or not, ours or another tool's. */
-	manifests = json_object_get(root, "manifests");
-	for (size_t i = 0; r >= 0 && i < json_array_size(manifests); i++) {
-		const char *digest = json_str(json_array_get(manifests, i), "digest");
-
-		if (digest_valid(digest))
-			r = mark_digest(s, &live, digest, 0);
-	}
-	if (r >= 0 && roots)
-		r = roots(s, mark_root, &mark);
-	if (r < 0)
-		goto out;
-	if (live.n)
-		qsort(live.hex, live.n, sizeof(*live.hex), hex_cmp);
-	live.sorted = true;
-	r = sweep_dir(&sw, "blobs/sha256", SWEEP_BLOBS);
-	if (r >= 0)
-		r = sweep_dir(&sw, "idx/sha256", SWEEP_IDX);
-	if (r >= 0)
-		r = sweep_dir(&sw, "trees/sha256", SWEEP_TREES);
-	if (r >= 0)
-		r = sweep_dir(&sw, "tmp", SWEEP_TMP);
-	if (r >= 0)
-		r = sweep_root_temps(&sw);
-	if (r >= 0) {
-		if (ret_removed)
-			*ret_removed = sw.removed;
-		if (ret_bytes)
-			*ret_bytes = sw.bytes;
-	}
-out:
-	free(live.hex);
-	flock(s->lock_fd, LOCK_UN);
 	return r;
 }

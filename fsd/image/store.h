@@ -4,6 +4,7 @@
  *   ROOT/blobs/sha256/HEX              manifests, configs, layer blobs as served
  *   ROOT/idx/sha256/HEX                per-layer index (fsd/index/layerindex.h), by layer
  *                                      digest
+ *   ROOT/idx/sha256/HEX.zst            its seekable zstd copy, for a zstd layer
  *   ROOT/trees/sha256/HEX              merged tree per manifest (fsd/index/tree.h)
  *   ROOT/mounts/NAME/                  live mounts (fsd/lifecycle.h, their only writer)
  *   ROOT/tmp/                          partial downloads (resumable), temporary files
@@ -27,12 +28,14 @@
 
 #include <stdint.h>
 #include "common/macros.h"
+#include "fsd/index/layerindex.h"
 #include "manifest.h"
 
 struct store {
 	char *root;
-	int root_fd; /* O_PATH|O_DIRECTORY */
-	int lock_fd; /* ROOT/lock, flock'ed LOCK_SH while the store is open */
+	int root_fd;                   /* O_PATH|O_DIRECTORY */
+	int lock_fd;                   /* ROOT/lock, flock'ed LOCK_SH while the store is open */
+	struct li_opener layer_opener; /* store_layer_opener() */
 };
 
 /* Opens (creating the layout when missing) the store at root. Takes no lock: a pull calls
@@ -60,6 +63,28 @@ int store_read_blob(struct store *s, const char *digest, size_t max, char **ret_
  * on mismatch, and nothing is written. */
 int store_put_blob(struct store *s, const char *digest, const void *buf, size_t len);
 
+/* True when idx/sha256/HEX, the index of layer digest, exists. */
+bool store_has_index(struct store *s, const char *digest);
+/* Opens (creating, truncating) a temporary file in ROOT/tmp for the seekable zstd copy of
+ * layer digest, O_RDWR, for this process; its name, relative to the root, goes to name
+ * (size bytes; 160 are enough) for store_put_index() or store_discard_temp(). */
+int store_open_zst_temp(struct store *s, const char *digest, char *name, size_t size, int *ret_fd);
+/* Removes a temporary file named by store_open_zst_temp(); errors are ignored. */
+void store_discard_temp(struct store *s, const char *name);
+/* Stores the index of layer digest atomically (write it before the blob: a blob in blobs/
+ * always has its index). For a zstd layer, zst_fd/zst_name (from store_open_zst_temp()) is
+ * fsync'ed and renamed beside the index first; zst_fd -1: none. */
+int store_put_index(struct store *s, const char *digest, const void *buf, size_t len, int zst_fd,
+                    const char *zst_name);
+
+/* True when trees/sha256/HEX, the merged tree of manifest_digest, exists. */
+bool store_has_tree(struct store *s, const char *manifest_digest);
+/* Stores the merged tree of manifest_digest atomically. */
+int store_put_tree(struct store *s, const char *manifest_digest, const void *buf, size_t len);
+
+/* ROOT/tmp/HEX.partial, relative to the root, for a valid digest (error messages). Returns
+ * buf. */
+const char *store_partial_path(const char *digest, char *buf, size_t size);
 /* Opens (creating) ROOT/tmp/HEX.partial for a download of digest, O_RDWR, positioned
  * nowhere in particular; *ret_size is its current size (bytes already downloaded).
  * The caller holds an exclusive flock on the returned fd while writing, so two pulls of
@@ -70,6 +95,16 @@ int store_open_partial(struct store *s, const char *digest, int *ret_fd, uint64_
 int store_commit_partial(struct store *s, const char *digest, int fd);
 /* Removes the partial file of digest (after a digest mismatch). */
 int store_discard_partial(struct store *s, const char *digest);
+
+/* Opens the index of layer digest (idx/) with its data: the seekable zstd copy beside the
+ * index for a zstd layer, else the blob; with LI_OPEN_NO_DATA, the index alone. flags as
+ * for li_open_flags(). Returns 0 and *ret (free with li_close()), -EINVAL for a malformed
+ * digest, -ENOENT when the index or its data is missing, -EBADMSG for a corrupt index. */
+int store_open_layer_index(struct store *s, const char *digest, unsigned flags,
+                           struct li_index **ret);
+/* The li_opener for tree_build() and tree_open_flags(): store_open_layer_index() on s.
+ * Borrowed; valid as long as s. */
+const struct li_opener *store_layer_opener(struct store *s);
 
 /* Path relative to the root for kind "blobs", "idx" or "trees" of digest, in buf.
  * Returns buf, or NULL (and buf "") when digest is not a valid sha256 digest. */

@@ -1,14 +1,14 @@
 /* Per-layer random-access index, built in one streaming pass over the compressed layer
  * and read back through mmap without parsing.
  *
- * File format (ROOT/idx/sha256/HEX, little endian, versioned, checksummed): header (magic,
+ * File format (little endian, versioned, checksummed; the caller stores it): header (magic,
  * version, layer digest, compression, sizes, section offsets, checksum of everything
  * after the header), entry table (path, type, mode, uid, gid, mtime, size, rdev, link
  * target, xattrs, hardlink target, data offset in the uncompressed tar stream, sparse
  * segment map), string table, and access points: gzip checkpoints (zran-style: compressed
  * bit offset, uncompressed offset, the 32 KiB window stored compressed), or the frame table
- * of the seekable zstd copy of a zstd layer (stored beside the index as
- * ROOT/idx/sha256/HEX.zst), or nothing for a plain tar layer.
+ * of the seekable zstd copy of a zstd layer (which the caller stores beside the index and
+ * passes as the data at open), or nothing for a plain tar layer.
  *
  * Paths are normalised: relative to the layer root, no leading "./" or "/", no empty, "."
  * or ".." components (entries that would escape are dropped and counted, see
@@ -120,9 +120,24 @@ int li_open(int index_fd, int data_fd, struct li_index **ret);
 void li_close(struct li_index *idx);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct li_index *, li_close);
 
-/* Opens the index of layer digest below a store: store_fd/idx/sha256/HEX, with its data
- * in store_fd/idx/sha256/HEX.zst for a zstd layer, else store_fd/blobs/sha256/HEX. */
-int li_open_store(int store_fd, const char *digest, unsigned flags, struct li_index **ret);
+/* Reads the compression recorded in the header of an index file, without mapping it, so
+ * that the caller knows which data to pass to li_open_flags(): the seekable zstd copy for
+ * LI_ZSTD, else the layer blob. -EBADMSG when index_fd is not a layer index. */
+int li_peek_compression(int index_fd, enum li_compression *ret);
+
+/* For an li_opener: open the index alone, with no data (metadata-only use, tree_build());
+ * reads then fail with -EBADF. li_open_flags() ignores it. */
+#define LI_OPEN_NO_DATA (1u << 1)
+
+/* How the caller finds the index of a layer: open() opens the index of layer digest with
+ * its data and the flags (LI_OPEN_VERIFY, LI_OPEN_NO_DATA), and returns 0 and *ret (free
+ * with li_close()), or -errno: -EINVAL for a malformed digest, -ENOENT for an index or data
+ * that is not there. Where indexes and data are kept is the opener's business (the store's:
+ * store_layer_opener()); ctx is passed back to open() unchanged. */
+struct li_opener {
+	int (*open)(void *ctx, const char *digest, unsigned flags, struct li_index **ret);
+	void *ctx;
+};
 
 struct li_info {
 	enum li_compression compression;

@@ -136,32 +136,18 @@ int li_open(int index_fd, int data_fd, struct li_index **ret)
 	return li_open_flags(index_fd, data_fd, LI_OPEN_VERIFY, ret);
 }
 
-int li_open_store(int store_fd, const char *digest, unsigned flags, struct li_index **ret)
+int li_peek_compression(int index_fd, enum li_compression *ret)
 {
-	_cleanup_close_ int ifd = -1, dfd = -1;
 	struct lix_header h;
-	char path[160];
 	ssize_t n;
 
-	if (strlen(digest) != 71 || !startswith(digest, "sha256:") || strchr(digest + 7, '/'))
-		return -EINVAL;
-	snprintf(path, sizeof(path), "idx/sha256/%s", digest + 7);
-	ifd = openat(store_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (ifd < 0)
-		return -errno;
-	n = pread_full(ifd, &h, sizeof(h), 0);
+	n = pread_full(index_fd, &h, sizeof(h), 0);
 	if (n < 0)
 		return (int)n;
 	if ((size_t)n < sizeof(h) || memcmp(h.magic, LIX_MAGIC, 8) != 0)
 		return -EBADMSG;
-	if (h.compression == LI_ZSTD)
-		snprintf(path, sizeof(path), "idx/sha256/%s.zst", digest + 7);
-	else
-		snprintf(path, sizeof(path), "blobs/sha256/%s", digest + 7);
-	dfd = openat(store_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (dfd < 0)
-		return -errno;
-	return li_open_flags(ifd, dfd, flags, ret);
+	*ret = (enum li_compression)h.compression;
+	return 0;
 }
 
 void li_close(struct li_index *idx)

@@ -1,7 +1,8 @@
 /* The merged lower tree of an image: the layer indexes of a manifest merged at pull time
  * (whiteouts `.wh.NAME`, opaque dirs `.wh..wh..opq`, later layers win, hardlinks resolved,
- * including across layers) into one file (ROOT/trees/sha256/MANIFEST_HEX) that is mmap'ed
- * at mount time, so mounting does no work proportional to the image.
+ * including across layers) into one file, stored by the caller, that is mmap'ed at mount
+ * time, so mounting does no work proportional to the image. The layer indexes come from
+ * the caller's struct li_opener (layerindex.h); the tree names its layers by digest only.
  *
  * Nodes are numbered 0 (the root) .. n-1; a directory's children are contiguous and sorted
  * by name (lookup is a binary search, readdir an index). Hardlinked nodes share one
@@ -12,14 +13,16 @@
 #include <stdint.h>
 #include <sys/stat.h>
 #include "common/macros.h"
+#include "fsd/index/layerindex.h"
 
 #define TREE_ROOT 0u
 
-/* Builds the tree for the layers (bottom first), whose indexes are in
- * store_fd/idx/sha256/HEX, and returns the serialised tree in a malloc'ed buffer that the
- * caller writes atomically to trees/sha256/MANIFEST_HEX. */
-int tree_build(int store_fd, const char *const *layer_digests, size_t n_layers, void **ret_buf,
-               size_t *ret_len);
+/* Builds the tree for the layers (bottom first), whose indexes opener opens (verified,
+ * without their data: LI_OPEN_VERIFY | LI_OPEN_NO_DATA), and returns the serialised tree in
+ * a malloc'ed buffer that the caller stores atomically. -EINVAL for a malformed digest;
+ * the opener's error when an index cannot be opened. */
+int tree_build(const struct li_opener *opener, const char *const *layer_digests, size_t n_layers,
+               void **ret_buf, size_t *ret_len);
 
 struct tree;
 
@@ -29,11 +32,13 @@ struct tree;
  * so a corrupt tree gives -EBADMSG from the accessor (or wrong data), never a wild read. */
 #define TREE_OPEN_VERIFY (1u << 0)
 
-/* Maps a tree file and opens the layer indexes and blobs it names, below store_fd.
- * -EBADMSG when the file is not a tree (or, with TREE_OPEN_VERIFY, is corrupt). */
-int tree_open_flags(int store_fd, int tree_fd, unsigned flags, struct tree **ret);
-/* tree_open_flags(store_fd, tree_fd, TREE_OPEN_VERIFY, ret). */
-int tree_open(int store_fd, int tree_fd, struct tree **ret);
+/* Maps a tree file and opens the layer indexes it names, with their data, through opener
+ * (with LI_OPEN_VERIFY under TREE_OPEN_VERIFY); the opener is not used after the call.
+ * -EBADMSG when the file is not a tree (or, with TREE_OPEN_VERIFY, is corrupt); the
+ * opener's error when a layer cannot be opened. */
+int tree_open_flags(const struct li_opener *opener, int tree_fd, unsigned flags, struct tree **ret);
+/* tree_open_flags(opener, tree_fd, TREE_OPEN_VERIFY, ret). */
+int tree_open(const struct li_opener *opener, int tree_fd, struct tree **ret);
 void tree_close(struct tree *t);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct tree *, tree_close);
 

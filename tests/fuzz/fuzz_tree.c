@@ -4,12 +4,12 @@
  * tree_open() either rejects the file or yields a tree whose every call returns a result
  * within bounds or -errno, without reading outside the map.
  *
- * The layers the tree names live in a store built once in a temporary directory: the two
+ * The layers the tree names live in a directory built once (fixture_layerdir.h): the two
  * fixture layers of layerfixture.h (gzip below, plain tar above), indexed, and the tree
  * tree_build() makes of them. The first input byte picks the mode. Bit 0, raw: the rest is
  * the tree file. Otherwise the rest is a list of patches (u32 offset, u8 length, that many
  * bytes; length 0 truncates there) applied to the built tree. Bit 1, repair: file_size and
- * crc32 are recomputed and the layer slots name the store's layers, so that the checks
+ * crc32 are recomputed and the layer slots name the fixture's layers, so that the checks
  * behind them are reached. Without patches, the walk must find the fixture exactly. */
 #include <fcntl.h>
 #include <stdint.h>
@@ -19,6 +19,7 @@
 #include "common/fileio.h"
 #include "fsd/index/tree.h"
 #include "tests/fuzz/layerfixture.h"
+#include "tests/unit/fixture_layerdir.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -26,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define MAX_DEPTH 64
 #define READ_BUDGET (1u << 20)
 
-/* The first fields of the tree file's header (fsd/index/tree.c). */
+/* The first fields of the tree file's header (fsd/index/tree_format.h). */
 struct tree_header_prefix {
 	char magic[8];
 	uint32_t version, header_size, n_nodes, n_layers, crc, dropped;
@@ -35,21 +36,21 @@ struct tree_header_prefix {
 #define TREE_HEADER_SIZE 72u
 #define TREE_LAYER_SIZE 80u
 
-static char store_path[] = "/tmp/fuzz-tree.XXXXXX";
-static int store_fd = -1;
+static char dir_path[] = "/tmp/fuzz-tree.XXXXXX";
+static int dir_fd = -1;
+static struct li_opener opener;
 static char digests[2][DIGEST_STR_LEN + 1];
 static struct fx_buf base_tree;
 
-static void remove_store(void)
+static void remove_dir(void)
 {
-	if (store_fd >= 0)
-		rm_rf_at(AT_FDCWD, store_path);
+	if (dir_fd >= 0)
+		rm_rf_at(AT_FDCWD, dir_path);
 }
 
-static int store_layer(int variant, enum li_compression comp, char digest[DIGEST_STR_LEN + 1])
+static int put_layer(int variant, enum li_compression comp, char digest[DIGEST_STR_LEN + 1])
 {
 	struct fx_buf tar = {0}, layer = {0}, idx = {0}, dat = {0};
-	char path[128];
 	int r;
 
 	r = fx_layer_tar(variant, &tar);
@@ -59,12 +60,7 @@ static int store_layer(int variant, enum li_compression comp, char digest[DIGEST
 		r = fx_index(comp, &layer, 4096, &idx, &dat);
 	if (r == 0) {
 		sha256_buf(layer.data, layer.len, digest);
-		snprintf(path, sizeof(path), "idx/sha256/%s", digest_hex(digest));
-		r = write_file_atomic(store_fd, path, idx.data, idx.len, 0644);
-	}
-	if (r == 0) {
-		snprintf(path, sizeof(path), "blobs/sha256/%s", digest_hex(digest));
-		r = write_file_atomic(store_fd, path, dat.data, dat.len, 0644);
+		r = layerdir_put(dir_fd, digest, idx.data, idx.len, dat.data, dat.len);
 	}
 	fx_buf_free(&tar);
 	fx_buf_free(&layer);
@@ -79,18 +75,17 @@ static void setup(void)
 	void *buf;
 	size_t len;
 
-	if (store_fd >= 0)
+	if (dir_fd >= 0)
 		return;
-	if (!mkdtemp(store_path))
+	if (!mkdtemp(dir_path))
 		abort();
-	store_fd = open(store_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (store_fd < 0)
+	dir_fd = open(dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir_fd < 0)
 		abort();
-	atexit(remove_store);
-	if (mkdir_p_at(store_fd, "idx/sha256", 0755) < 0 ||
-	    mkdir_p_at(store_fd, "blobs/sha256", 0755) < 0 ||
-	    store_layer(0, LI_GZIP, digests[0]) < 0 || store_layer(1, LI_TAR, digests[1]) < 0 ||
-	    tree_build(store_fd, layers, 2, &buf, &len) < 0)
+	atexit(remove_dir);
+	opener = layerdir_opener(&dir_fd);
+	if (put_layer(0, LI_GZIP, digests[0]) < 0 || put_layer(1, LI_TAR, digests[1]) < 0 ||
+	    tree_build(&opener, layers, 2, &buf, &len) < 0)
 		abort(); /* the fixture itself must build */
 	base_tree = (struct fx_buf){.data = buf, .len = len, .cap = len};
 }
@@ -328,7 +323,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fd = fx_memfd("tree", tf.data, tf.len);
 	if (fd < 0)
 		goto out;
-	r = tree_open(store_fd, fd, &t);
+	r = tree_open(&opener, fd, &t);
 	if (r < 0) {
 		if (w.exact)
 			abort();

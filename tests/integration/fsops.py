@@ -28,6 +28,7 @@ import hashlib
 import os
 import random
 import stat
+import subprocess
 import sys
 import time
 
@@ -208,6 +209,22 @@ def populate(rootfs):
     os.chmod(os.path.join(w, "dev/null"), 0o666)
     os.mkfifo(os.path.join(w, "dev/fifo"), 0o644)
     made += [os.path.join(w, "dev"), os.path.join(w, "dev/null"), os.path.join(w, "dev/fifo")]
+    # Lower directories whose absolute redirect would pass overlayfs' redirect_max (256):
+    # /w/lr/A200/B100/d (309 bytes), /w/lb/X250 (256 bytes), /w/lc/Y251 (257 bytes).
+    mkfile("lr/%s/%s/d/c" % ("a" * 200, "b" * 100), b"deep c\n")
+    mkfile("lr/%s/%s/d/sub/e" % ("a" * 200, "b" * 100), b"deep e\n")
+    mkfile("lr/short/s", b"short s\n")
+    mkfile("lb/%s/f" % ("x" * 250), b"256 bytes\n")
+    mkfile("lc/%s/f" % ("y" * 251), b"257 bytes\n")
+    # Files and directories removed while open (link counts).
+    for name in ("ro", "rw", "chmod", "over-src", "over-dst", "over2-src", "over2-dst"):
+        mkfile("nl/" + name, b"nl/%s\n" % name.encode())
+    mkfile("nl/pa", b"pair pa-pb\n")
+    link("nl/pa", "nl/pb")
+    mkfile("nl/qa", b"pair qa-qb\n")
+    link("nl/qa", "nl/qb")
+    mkdir("nl/dir")
+    mkdir("nl/mdir")
     mkfile("rnd/n0", b"rnd n0\n")
     mkfile("rnd/n1", data(77, 5000))
     mkfile("rnd/d0/n2", b"rnd d0/n2\n")
@@ -476,9 +493,10 @@ class Script:
     def run(self, seed, random_steps):
         for section in (self.lower_reads, self.create_and_open, self.data_ops,
                         self.hardlinks, self.whiteouts_and_opaque, self.rename_files,
-                        self.rename_dirs, self.rename2, self.deep_trees, self.metadata,
-                        self.xattr_ops, self.special_files, self.symlinks, self.sync_and_locks,
-                        self.open_fds, self.permissions, self.misuse):
+                        self.rename_dirs, self.rename2, self.deep_trees, self.long_redirects,
+                        self.metadata, self.xattr_ops, self.special_files, self.symlinks,
+                        self.sync_and_locks, self.open_fds, self.unlinked_nlink,
+                        self.permissions, self.misuse):
             self.out.write("# %s\n" % section.__name__)
             section()
         self.out.write("# random seed=%d steps=%d\n" % (seed, random_steps))
@@ -892,6 +910,73 @@ class Script:
         self.ls("w/deep/l01/l04-back")
         self.read("w/deep/l01/l04-back/l05/l06/f")
 
+    def long_redirects(self):
+        """A lower directory moved out of its parent needs an absolute redirect; overlayfs
+        answers EXDEV beyond redirect_max (256) bytes, so that mv copies instead."""
+        try:
+            with open("/sys/module/overlay/parameters/redirect_max") as f:
+                limit = int(f.read())
+        except (OSError, ValueError):
+            limit = None
+        if limit != 256:
+            self.out.write("# skipped: overlayfs redirect_max is not 256\n")
+            return
+        a, b = "a" * 200, "b" * 100
+        deep = "w/lr/%s/%s" % (a, b)
+        up = "t/lr/u1/u2/u3"
+        for rel in ("t/lr", "t/lr/u1", "t/lr/u1/u2", up):
+            self.mkdir(rel)
+        # Out of its parent: EXDEV, whatever the target, the flags, the partner.
+        self.rename(deep + "/d", "t/lr/d")
+        self.rename(deep + "/d", up + "/d")
+        self.rename(deep + "/d", up + "/d", RENAME_NOREPLACE)
+        self.rename(deep + "/d", "w/lr/short", RENAME_EXCHANGE)
+        self.rename("w/lr/short", deep + "/d", RENAME_EXCHANGE)
+        self.rename(deep + "/d", up, RENAME_EXCHANGE)
+        self.rename(up, deep + "/d", RENAME_EXCHANGE)
+        self.rename(deep + "/d/sub", "t/lr/sub")
+        self.ls(deep + "/d")
+        self.read(deep + "/d/c")
+        self.ls(up)
+        self.ls("w/lr/short")
+        # Within its parent: a relative redirect, whatever the length of the path; it does
+        # not serve elsewhere.
+        self.rename(deep + "/d", deep + "/d2")
+        self.ls(deep)
+        self.read(deep + "/d2/sub/e")
+        self.rename(deep + "/d2", up + "/d")
+        self.rename(deep + "/d2", deep + "/d")
+        self.ls(deep)
+        # A parent with a short path moves; then its child does not.
+        self.rename("w/lr/" + a, "t/lr/m")
+        self.ls("t/lr/m")
+        self.rename("t/lr/m/" + b, "t/lr/n")
+        self.rename("t/lr/m/" + b, "t/lr/m/" + b + "2")
+        self.read("t/lr/m/%s2/d/c" % b)
+        # The limit: 256 bytes move, 257 do not; an absolute redirect moves on.
+        self.rename("w/lb/" + "x" * 250, "t/lr/x")
+        self.ls("t/lr/x")
+        self.rename("t/lr/x", up + "/x")
+        self.read(up + "/x/f")
+        self.rename("w/lc/" + "y" * 251, "t/lr/y")
+        self.rename("w/lc/" + "y" * 251, "t/lr/y", RENAME_EXCHANGE)
+        self.ls("w/lc")
+        # A short lower directory exchanged with a deep upper one: both move.
+        self.rename("w/lr/short", up, RENAME_EXCHANGE)
+        self.ls(up)
+        self.ls("w/lr/short")
+        self.read(up + "/s")
+        # What mv does with EXDEV: a copy, then the source removed.
+        def mv(src, dst):
+            r = subprocess.run(["mv", self.p(src), self.p(dst)], capture_output=True)
+            if r.returncode != 0:
+                raise OSError(errno.EIO, "mv failed")
+        self.op("mv", "%s/d t/lr/mv" % deep, mv, deep + "/d", "t/lr/mv")
+        self.ls("t/lr/mv")
+        self.ls("t/lr/mv/sub")
+        self.read("t/lr/mv/c")
+        self.ls("t/lr/m/" + b + "2")
+
     def metadata(self):
         before = self.ino("w/files/f12")
         self.chmod("w/files/f12", 0o640)
@@ -1198,6 +1283,69 @@ class Script:
             finally:
                 os.close(fd)
         self.op("listdir", "w/rnd fd reused across mkdir/rmdir", readdir_while_changing)
+
+    def unlinked_nlink(self):
+        """The link count of a file or directory whose name went while it is open, through
+        fstat and through a new open of /proc/self/fd/N: overlayfs shows the real file's."""
+        def probe(rel, how="ro", remove=None, over=None):
+            def fn():
+                if how == "chmod":
+                    os.chmod(self.p(rel), 0o640)
+                fd = os.open(self.p(rel), os.O_RDWR if how == "rw" else os.O_RDONLY)
+                try:
+                    before = os.fstat(fd).st_nlink
+                    if over:
+                        os.rename(self.p(over), self.p(rel))
+                    else:
+                        os.unlink(self.p(remove or rel))
+                    after = os.fstat(fd).st_nlink
+                    fd2 = os.open("/proc/self/fd/%d" % fd, os.O_RDONLY)
+                    try:
+                        again = os.fstat(fd2).st_nlink
+                        b = os.pread(fd2, 1 << 20, 0)
+                    finally:
+                        os.close(fd2)
+                    return "nlink=%d fstat=%d reopen=%d len=%d sha=%s" % (
+                        before, after, again, len(b), short_hash(b))
+                finally:
+                    os.close(fd)
+            desc = "%s %s%s" % (rel, how, " -%s" % remove if remove else
+                                " <%s" % over if over else "")
+            return self.op("nlink", desc, fn)
+
+        probe("w/nl/ro")
+        probe("w/nl/rw", "rw")
+        probe("w/nl/chmod", "chmod")
+        probe("w/nl/pa", "ro", remove="w/nl/pb")
+        probe("w/nl/qa", "rw")
+        self.stat("w/nl/qb")
+        probe("w/nl/over-dst", "ro", over="w/nl/over-src")
+        probe("w/nl/over2-dst", "rw", over="w/nl/over2-src")
+        self.write_file("t/nl1", b"upper pair\n")
+        self.link("t/nl1", "t/nl2")
+        probe("t/nl1", "ro", remove="t/nl2")
+        probe("t/nl1", "rw")
+        self.write_file("t/nl3", b"upper\n")
+        probe("t/nl3", "rw")
+
+        def dir_probe(rel, prepare=None):
+            def fn():
+                if prepare:
+                    prepare()
+                fd = os.open(self.p(rel), os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    before = os.fstat(fd).st_nlink
+                    os.rmdir(self.p(rel))
+                    return "nlink=%d fstat=%d" % (before, os.fstat(fd).st_nlink)
+                finally:
+                    os.close(fd)
+            return self.op("nlink", "%s rmdir" % rel, fn)
+
+        dir_probe("w/nl/dir")
+        dir_probe("w/nl/mdir", lambda: os.chmod(self.p("w/nl/mdir"), 0o700))
+        self.mkdir("t/nld")
+        dir_probe("t/nld")
+        self.ls("w/nl")
 
     def permissions(self):
         def read(rel):

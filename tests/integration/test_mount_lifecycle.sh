@@ -30,6 +30,13 @@ daemon_pid() {
 mount_ro "$ref" "$mnt"
 pid=$(daemon_pid)
 pid_alive "$pid" || fail "daemon $pid not running after mount returned"
+# imgfs status: key: value lines a script can read, found without --root.
+st=$(env -u IMGFS_ROOT "$IMGFS" status "$mnt") || fail "status of a live mount failed: $st"
+echo "$st" | grep -qx "daemon-pid: $pid" || fail "status daemon-pid is not $pid: $st"
+echo "$st" | grep -qx "state: live" || fail "status does not say live: $st"
+echo "$st" | grep -qx "image: $ref" || fail "status image is not $ref: $st"
+echo "$st" | grep -qx "read-only: yes" || fail "status read-only is not yes: $st"
+echo "$st" | grep -q "^digest: sha256:[0-9a-f]\{64\}$" || fail "status has no digest: $st"
 [ -s "$(ls -d "$IMGFS_ROOT"/mounts/*)/log" ] || fail "daemon log is empty"
 [ "$(cat "$mnt/etc/os-release" | head -n 1)" = 'NAME="imgfs test image"' ] ||
 	fail "cannot read through the mount"
@@ -76,8 +83,12 @@ sleep 0.3
 kill -KILL "$pid"
 sleep 0.2
 ls "$mnt" >/dev/null 2>&1 && fail "mount still answers after its daemon was killed"
+st=$("$IMGFS" status "$mnt") && fail "status of a dead mount exited 0"
+echo "$st" | grep -qx "state: dead" || fail "status of a dead mount: $st"
+echo "$st" | grep -qx "daemon-pid: -" || fail "status of a dead mount names a daemon: $st"
 expect_fail "imgfs umount" "$IMGFS" mount --ro "$ref" "$mnt"
 "$IMGFS" umount "$mnt" || fail "umount of a dead mount failed"
+expect_fail "not an imgfs mount" "$IMGFS" status "$mnt"
 is_imgfs_mount "$mnt" && fail "dead mount still there"
 [ -z "$(ls "$IMGFS_ROOT/mounts")" ] || fail "umount left $(ls "$IMGFS_ROOT/mounts")"
 kill $busy

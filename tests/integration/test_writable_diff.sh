@@ -42,7 +42,12 @@ writable_mount() {
 	fi
 	mkdir -p "$1" "$2"
 	MOUNTS="$1 $MOUNTS"
+	# Copy-ups stay pending (their work name linked) for a while, as under load: the
+	# link counts the script observes must not show it.
+	IMGFS_TEST_SYNC_DELAY_MS=1500
+	export IMGFS_TEST_SYNC_DELAY_MS
 	imgfs_mount_upper "$2" "oci:$layout:fsops" "$1"
+	unset IMGFS_TEST_SYNC_DELAY_MS
 }
 
 # run_fsops MNT LOG: runs the script, records its start time (ns) in LOG.since.

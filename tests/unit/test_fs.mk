@@ -1,1 +1,1 @@
-test_fs_SRC := fsd/fs/fs.c fsd/fs/fs_merge.c fsd/fs/fs_write.c fsd/fs/upper.c fsd/fs/upper_pending.c
+test_fs_SRC := fsd/fs/fs.c fsd/fs/fs_merge.c fsd/fs/fs_write.c fsd/fs/upper.c fsd/fs/upper_pending.c tests/unit/fixture_lower.c

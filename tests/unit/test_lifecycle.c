@@ -269,6 +269,41 @@ static void test_dead_daemon_reaped(void **state)
 	assert_false(exists_at(f->s->root_fd, dir));
 }
 
+/* What `imgfs status` shows: live with the daemon's pid, then dead, then nothing. */
+static void test_status(void **state)
+{
+	struct fixture *f = *state;
+	struct serve_args a = {.f = f};
+	struct mount_status st;
+	pid_t pid;
+
+	assert_int_equal(lifecycle_status(f->s, f->mountpoint, &st), -ENOENT);
+	assert_int_equal(start(f, &a), 0);
+	pid = daemon_pid(f);
+	/* Found through the runtime link alone, as for umount. */
+	assert_int_equal(lifecycle_status(NULL, f->mountpoint, &st), 0);
+	assert_true(st.alive);
+	assert_false(st.mounted);
+	assert_int_equal(st.pid, pid);
+	assert_string_equal(st.manifest, f->manifest);
+	assert_string_equal(st.ref, "example.com/test:1");
+	assert_string_equal(st.mountpoint, f->mountpoint);
+	assert_null(st.upper);
+	assert_true(st.ro);
+	mount_status_done(&st);
+
+	assert_int_equal(kill(pid, SIGKILL), 0);
+	while (alive(pid))
+		usleep(1000);
+	assert_int_equal(lifecycle_status(f->s, f->mountpoint, &st), 0);
+	assert_false(st.alive);
+	assert_int_equal(st.pid, 0);
+	assert_string_equal(st.manifest, f->manifest);
+	mount_status_done(&st);
+	assert_int_equal(lifecycle_stop(f->s, f->mountpoint), 0);
+	assert_int_equal(lifecycle_status(f->s, f->mountpoint, &st), -ENOENT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -277,6 +312,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_stop_without_store, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_start_fails, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dead_daemon_reaped, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_status, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,4 +1,4 @@
-/* The merged tree: layers are written with libarchive, indexed into a temporary store,
+/* The merged tree: layers are written with libarchive, indexed into a temporary directory,
  * merged with tree_build and read back through tree_open, as a mount would: whiteouts,
  * opaque directories, replacements, hardlinks across layers, implicit parents, lookup and
  * readdir order, attributes, xattrs, symlinks and file data. */
@@ -18,6 +18,7 @@
 #include "fsd/index/layerindex.h"
 #include "fsd/index/tree.h"
 #include "tests/unit/fixture_buf.h"
+#include "tests/unit/fixture_layerdir.h"
 
 /* Fixture tables name only the fields that matter for each entry. */
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -104,38 +105,37 @@ static void gzip_buf(const struct buf *in, struct buf *out)
 	deflateEnd(&z);
 }
 
-/* ---- a store in a temporary directory ---- */
+/* ---- a temporary directory: the layers (fixture_layerdir.h) and the tree ---- */
 
-static char store_path[64];
-static int store_fd = -1;
+static char dir_path[64];
+static int dir_fd = -1;
+static struct li_opener opener;
 
-static int setup_store(void **state)
+static int setup_dir(void **state)
 {
 	(void)state;
-	strcpy(store_path, "/tmp/test_tree.XXXXXX");
-	assert_non_null(mkdtemp(store_path));
-	store_fd = open(store_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	assert_true(store_fd >= 0);
-	assert_int_equal(mkdir_p_at(store_fd, "idx/sha256", 0755), 0);
-	assert_int_equal(mkdir_p_at(store_fd, "blobs/sha256", 0755), 0);
+	strcpy(dir_path, "/tmp/test_tree.XXXXXX");
+	assert_non_null(mkdtemp(dir_path));
+	dir_fd = open(dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(dir_fd >= 0);
+	opener = layerdir_opener(&dir_fd);
 	return 0;
 }
 
-static int teardown_store(void **state)
+static int teardown_dir(void **state)
 {
 	(void)state;
-	rm_rf_at(AT_FDCWD, store_path);
-	close(store_fd);
+	rm_rf_at(AT_FDCWD, dir_path);
+	close(dir_fd);
 	return 0;
 }
 
-/* Writes one layer (compression 'g' gzip, 'z' zstd, 't' plain tar) into the store and
- * returns its digest in digest. */
+/* Writes one layer (compression 'g' gzip, 'z' zstd, 't' plain tar) and its index into the
+ * layer directory and returns its digest in digest. */
 static void add_layer(const struct ent *ents, char comp, char digest[DIGEST_STR_LEN + 1])
 {
 	_cleanup_(li_builder_freep) struct li_builder *b = NULL;
 	struct buf tar = {0}, blob = {0};
-	char path[160];
 	void *idx;
 	size_t idx_len;
 	int zfd = -1;
@@ -154,18 +154,13 @@ static void add_layer(const struct ent *ents, char comp, char digest[DIGEST_STR_
 		buf_put(&blob, tar.p, tar.len);
 	}
 	sha256_buf(blob.p, blob.len, digest);
-	if (comp == 'z') {
-		snprintf(path, sizeof(path), "idx/sha256/%s.zst", digest_hex(digest));
-		zfd = openat(store_fd, path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		assert_true(zfd >= 0);
-	}
+	if (comp == 'z') /* the builder writes the seekable copy, which is what is read */
+		assert_int_equal(layerdir_open_data(dir_fd, digest, &zfd), 0);
 	assert_int_equal(li_builder_new(LI_AUTO, 4096, zfd, &b), 0);
 	assert_int_equal(li_builder_feed(b, blob.p, blob.len), 0);
 	assert_int_equal(li_builder_finish(b, digest, &idx, &idx_len), 0);
-	snprintf(path, sizeof(path), "idx/sha256/%s", digest_hex(digest));
-	assert_int_equal(write_file_atomic(store_fd, path, idx, idx_len, 0644), 0);
-	snprintf(path, sizeof(path), "blobs/sha256/%s", digest_hex(digest));
-	assert_int_equal(write_file_atomic(store_fd, path, blob.p, blob.len, 0644), 0);
+	assert_int_equal(
+	    layerdir_put(dir_fd, digest, idx, idx_len, zfd >= 0 ? NULL : blob.p, blob.len), 0);
 	if (zfd >= 0)
 		close(zfd);
 	free(idx);
@@ -187,12 +182,12 @@ static struct tree *open_image(const struct ent *const *layers, const char *comp
 		add_layer(layers[n], comps ? comps[n] : 'g', digests[n]);
 		dp[n] = digests[n];
 	}
-	assert_int_equal(tree_build(store_fd, dp, n, &buf, &len), 0);
-	assert_int_equal(write_file_atomic(store_fd, "tree", buf, len, 0644), 0);
+	assert_int_equal(tree_build(&opener, dp, n, &buf, &len), 0);
+	assert_int_equal(write_file_atomic(dir_fd, "tree", buf, len, 0644), 0);
 	free(buf);
-	fd = openat(store_fd, "tree", O_RDONLY | O_CLOEXEC);
+	fd = openat(dir_fd, "tree", O_RDONLY | O_CLOEXEC);
 	assert_true(fd >= 0);
-	assert_int_equal(tree_open(store_fd, fd, &t), 0);
+	assert_int_equal(tree_open(&opener, fd, &t), 0);
 	close(fd); /* the map stays valid */
 	return t;
 }
@@ -571,17 +566,17 @@ static void test_corrupt_tree_file(void **state)
 
 	(void)state;
 	tree_close(t);
-	assert_int_equal(read_file_full(store_fd, "tree", 1 << 20, &data, &len), 0);
+	assert_int_equal(read_file_full(dir_fd, "tree", 1 << 20, &data, &len), 0);
 	for (size_t at = 0; at < len; at += 7) {
 		int fd;
 
 		data[at] ^= 0x40;
-		assert_int_equal(write_file_atomic(store_fd, "bad", data, len, 0644), 0);
+		assert_int_equal(write_file_atomic(dir_fd, "bad", data, len, 0644), 0);
 		data[at] ^= 0x40;
-		fd = openat(store_fd, "bad", O_RDONLY | O_CLOEXEC);
+		fd = openat(dir_fd, "bad", O_RDONLY | O_CLOEXEC);
 		assert_true(fd >= 0);
 		t = NULL;
-		assert_int_equal(tree_open(store_fd, fd, &t), -EBADMSG);
+		assert_int_equal(tree_open(&opener, fd, &t), -EBADMSG);
 		close(fd);
 	}
 	{
@@ -589,7 +584,7 @@ static void test_corrupt_tree_file(void **state)
 		    "sha256:0000000000000000000000000000000000000000000000000000000000000000"};
 		void *buf;
 
-		assert_int_equal(tree_build(store_fd, missing, 1, &buf, &len), -ENOENT);
+		assert_int_equal(tree_build(&opener, missing, 1, &buf, &len), -ENOENT);
 	}
 }
 
@@ -605,5 +600,5 @@ int main(void)
 	    cmocka_unit_test(test_corrupt_tree_file),
 	};
 
-	return cmocka_run_group_tests(tests, setup_store, teardown_store);
+	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
