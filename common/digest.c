@@ -74,3 +74,10 @@ bool digest_valid(const char *s)
 	}
 	return s[DIGEST_STR_LEN] == '\0';
 }
+
+void sha256_raw(const void *buf, size_t len, uint8_t out[32])
+{
+	unsigned int n = 32;
+
+	EVP_Digest(buf, len, out, &n, EVP_sha256(), NULL);
+}

@@ -20,6 +20,8 @@ void sha256_final(struct sha256 *h, char out[DIGEST_STR_LEN + 1]);
 
 /* One-shot digest of a buffer. */
 void sha256_buf(const void *buf, size_t len, char out[DIGEST_STR_LEN + 1]);
+/* One-shot digest of a buffer, the 32 raw bytes. */
+void sha256_raw(const void *buf, size_t len, uint8_t out[32]);
 
 /* True when s is "sha256:" followed by exactly 64 lowercase hex digits. Other algorithms
  * (sha512) are accepted by OCI but not by this store; callers report them. */

@@ -23,6 +23,25 @@ int write_full(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+int pwrite_full(int fd, const void *buf, size_t len, off_t off)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = pwrite(fd, p, len, off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		off += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
 ssize_t read_full(int fd, void *buf, size_t len)
 {
 	char *p = buf;

@@ -18,6 +18,8 @@ int read_file_full(int dirfd, const char *path, size_t max, char **ret_buf, size
 /* Writes/reads exactly len bytes, retrying on EINTR and short transfers.
  * read_full returns the number of bytes read (less than len only at end of file). */
 int write_full(int fd, const void *buf, size_t len);
+/* pwrite(2) of all of buf at off, retried on EINTR and short writes; 0 or -errno. */
+int pwrite_full(int fd, const void *buf, size_t len, off_t off);
 ssize_t read_full(int fd, void *buf, size_t len);
 ssize_t pread_full(int fd, void *buf, size_t len, off_t off);
 

@@ -16,6 +16,7 @@
 #include "runner/runner.h"
 
 #define MAX_ENV 4096
+#define MAX_DEVICES 64
 
 static const char run_usage[] =
     "Usage: imgfs [--root DIR] run [OPTIONS] REF [CMD [ARGS...]]\n"
@@ -40,6 +41,9 @@ static const char run_usage[] =
     "  --cpus N               CPU limit (e.g. 0.5)\n"
     "  --pids-limit N         maximum number of processes\n"
     "  --no-init              run the command as PID 1, without the built-in init\n"
+    "  --device HOST[:CONTAINER][:PERMS]\n"
+    "                         add the host's device HOST to the container (PERMS: some\n"
+    "                         of r, w, m; default rwm); other devices cannot be opened\n"
     "  --upper DIR            keep the writable layer in DIR (overlayfs format)\n"
     "  --platform OS/ARCH     platform to pull when the image is missing\n"
     "  -q, --quiet            no pull progress\n"
@@ -51,6 +55,8 @@ static const char run_usage[] =
 struct run_args {
 	const char *env[MAX_ENV];
 	size_t n_env;
+	struct runner_device devices[MAX_DEVICES];
+	size_t n_devices;
 	const char *workdir, *user, *hostname, *upper, *entrypoint;
 	bool entrypoint_set, quiet;
 	struct runner_config rc;
@@ -69,7 +75,8 @@ static int parse_run_args(int argc, char **argv, struct run_args *a)
 		OPT_PIDS,
 		OPT_NO_INIT,
 		OPT_UPPER,
-		OPT_PLATFORM
+		OPT_PLATFORM,
+		OPT_DEVICE
 	};
 	static const struct option opts[] = {
 	    {"rm", no_argument, NULL, OPT_RM},
@@ -85,6 +92,7 @@ static int parse_run_args(int argc, char **argv, struct run_args *a)
 	    {"no-init", no_argument, NULL, OPT_NO_INIT},
 	    {"upper", required_argument, NULL, OPT_UPPER},
 	    {"platform", required_argument, NULL, OPT_PLATFORM},
+	    {"device", required_argument, NULL, OPT_DEVICE},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
 	    {},
@@ -160,6 +168,20 @@ static int parse_run_args(int argc, char **argv, struct run_args *a)
 		case OPT_PLATFORM:
 			a->po.platform = optarg;
 			break;
+		case OPT_DEVICE: {
+			_cleanup_free_ char *spec = strdup(optarg);
+
+			if (!spec || a->n_devices == MAX_DEVICES ||
+			    runner_parse_device(optarg, &a->devices[a->n_devices]) < 0) {
+				log_msg(LOG_ERR,
+				        "run: invalid --device '%s' (HOST[:CONTAINER][:PERMS], at "
+				        "most %d)",
+				        spec ? spec : optarg, MAX_DEVICES);
+				return 2;
+			}
+			a->n_devices++;
+			break;
+		}
 		case 'q':
 			a->po.quiet = true;
 			break;
@@ -392,6 +414,8 @@ int cmd_run(int argc, char **argv)
 	                     : (cfg->working_dir && *cfg->working_dir ? cfg->working_dir : NULL);
 	a.rc.user = a.user ? a.user : (cfg->user && *cfg->user ? cfg->user : NULL);
 	a.rc.hostname = a.hostname;
+	a.rc.devices = a.devices;
+	a.rc.n_devices = a.n_devices;
 	r = runner_run(&a.rc, &status, &err);
 	if (err.msg[0])
 		log_msg(r < 0 ? LOG_ERR : LOG_NOTICE, "%s", err.msg);

@@ -7,6 +7,7 @@
 #include <time.h>
 #include "common/fileio.h"
 #include "runner/cgroup.h"
+#include "runner/devices.h"
 #include "runner/util.h"
 
 #define CGROUP_ROOT "/sys/fs/cgroup"
@@ -14,7 +15,7 @@
 
 struct runner_cgroup {
 	size_t n;
-	char *paths[4];
+	char *paths[6];
 };
 
 bool cgroup_is_unified(void)
@@ -45,7 +46,7 @@ static int write_u64(const char *dir, const char *file, uint64_t v)
 	return write_str(dir, file, buf);
 }
 
-/* Creates base/imgfs/name; returns the malloc'ed path in *ret. */
+/* Creates base/imgfs/name (replacing an empty one); returns the malloc'ed path in *ret. */
 static int make_dir(const char *base, const char *name, char **ret)
 {
 	_cleanup_free_ char *parent = path_join(base, "imgfs"), *p = NULL;
@@ -57,7 +58,9 @@ static int make_dir(const char *base, const char *name, char **ret)
 	p = path_join(parent, name);
 	if (!p)
 		return -ENOMEM;
-	if (mkdir(p, 0755) < 0)
+	/* NAME is our pid: one that exists was left by an earlier runner with the same pid
+	 * that was killed (SIGKILL) before it could remove it. Empty, it can go. */
+	if (mkdir(p, 0755) < 0 && (errno != EEXIST || rmdir(p) < 0 || mkdir(p, 0755) < 0))
 		return -errno;
 	*ret = TAKE_PTR(p);
 	return 0;
@@ -70,21 +73,28 @@ static int create_v2(const struct runner_config *c, const char *name, struct run
 	const char *dir;
 	int r;
 
-	/* Enable the controllers for our subtree; an unavailable one fails here. */
+	/* Enable the controllers for our subtree; an unavailable one fails here. The device
+	 * program needs none. */
 	snprintf(buf, sizeof(buf), "%s%s%s", c->memory ? "+memory " : "",
 	         c->cpus_milli ? "+cpu " : "", c->pids ? "+pids" : "");
-	r = write_str(CGROUP_ROOT, "cgroup.subtree_control", buf);
-	if (r < 0)
-		return runner_errf(e, r == -EINVAL ? -ENODEV : r,
-		                   "cannot enable cgroup controllers '%s' in " CGROUP_ROOT, buf);
 	_cleanup_free_ char *parent = path_join(CGROUP_ROOT, "imgfs");
 	if (!parent)
 		return -ENOMEM;
+	if (buf[0]) {
+		r = write_str(CGROUP_ROOT, "cgroup.subtree_control", buf);
+		if (r < 0)
+			return runner_errf(e, r == -EINVAL ? -ENODEV : r,
+			                   "cannot enable cgroup controllers '%s' in " CGROUP_ROOT,
+			                   buf);
+	}
 	if (mkdir(parent, 0755) < 0 && errno != EEXIST)
 		return runner_errf(e, -errno, "cannot create cgroup '%s'", parent);
-	r = write_str(parent, "cgroup.subtree_control", buf);
-	if (r < 0)
-		return runner_errf(e, r, "cannot enable cgroup controllers in '%s'", parent);
+	if (buf[0]) {
+		r = write_str(parent, "cgroup.subtree_control", buf);
+		if (r < 0)
+			return runner_errf(e, r, "cannot enable cgroup controllers in '%s'",
+			                   parent);
+	}
 	r = make_dir(CGROUP_ROOT, name, &cg->paths[cg->n]);
 	if (r < 0)
 		return runner_errf(e, r, "cannot create cgroup imgfs/%s", name);
@@ -130,14 +140,63 @@ static int create_v1(const char *controller, const char *name, struct runner_cgr
 	return 0;
 }
 
-int cgroup_create(const struct runner_config *c, const char *name, struct runner_cgroup **ret,
-                  struct runner_error *e)
+static bool is_fs(const char *path, long magic)
+{
+	struct statfs s;
+
+	return statfs(path, &s) == 0 && s.f_type == magic;
+}
+
+/* Attaches the device program for rules to the cgroup v2 directory dir. */
+static int devices_v2(const char *dir, const struct dev_rule *rules, size_t n_rules,
+                      struct runner_error *e)
+{
+	_cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r;
+
+	if (fd < 0)
+		return runner_errf(e, -errno, "cannot open cgroup '%s'", dir);
+	r = devices_bpf_attach(fd, rules, n_rules);
+	if (r < 0)
+		return runner_errf(e, r, "cannot attach the device cgroup program to '%s'", dir);
+	return 0;
+}
+
+/* The v1 devices controller: deny everything, then allow each rule. */
+static int devices_v1(const char *name, const struct dev_rule *rules, size_t n_rules,
+                      struct runner_cgroup *cg, struct runner_error *e)
+{
+	char *dir, line[64];
+	int r;
+
+	r = create_v1("devices", name, cg, e, &dir);
+	if (r < 0)
+		return r;
+	r = write_str(dir, "devices.deny", "a");
+	if (r < 0)
+		return runner_errf(e, r, "cannot write devices.deny in '%s'", dir);
+	for (size_t i = 0; i < n_rules; i++) {
+		r = devices_v1_line(&rules[i], line, sizeof(line));
+		if (r >= 0)
+			r = write_str(dir, "devices.allow", line);
+		if (r < 0)
+			return runner_errf(e, r, "cannot allow '%s' in '%s/devices.allow'", line,
+			                   dir);
+	}
+	return 0;
+}
+
+int cgroup_create(const struct runner_config *c, const char *name, const struct dev_rule *rules,
+                  size_t n_rules, struct runner_cgroup **ret, struct runner_error *e)
 {
 	_cleanup_(cgroup_destroyp) struct runner_cgroup *cg = NULL;
+	_cleanup_free_ char *v1_devices = path_join(CGROUP_ROOT, "devices");
 	char *dir;
 	int r;
 
-	if (!c->memory && !c->cpus_milli && !c->pids) {
+	if (!v1_devices)
+		return -ENOMEM;
+	if (!c->memory && !c->cpus_milli && !c->pids && !rules) {
 		*ret = NULL;
 		return 0;
 	}
@@ -146,10 +205,31 @@ int cgroup_create(const struct runner_config *c, const char *name, struct runner
 		return -ENOMEM;
 	if (cgroup_is_unified()) {
 		r = create_v2(c, name, cg, e);
+		if (r >= 0 && rules)
+			r = devices_v2(cg->paths[cg->n - 1], rules, n_rules, e);
 		if (r < 0)
 			return r;
 		*ret = TAKE_PTR(cg);
 		return 0;
+	}
+	if (rules && is_fs(v1_devices, CGROUP_SUPER_MAGIC)) {
+		r = devices_v1(name, rules, n_rules, cg, e);
+		if (r < 0)
+			return r;
+	} else if (rules && is_fs(CGROUP_ROOT "/unified", CGROUP2_SUPER_MAGIC)) {
+		/* A hybrid host without the v1 devices controller: the device program works
+		 * on its v2 hierarchy, where every process has a cgroup too. */
+		r = make_dir(CGROUP_ROOT "/unified", name, &cg->paths[cg->n]);
+		if (r < 0)
+			return runner_errf(e, r, "cannot create cgroup '%s/imgfs/%s'",
+			                   CGROUP_ROOT "/unified", name);
+		r = devices_v2(cg->paths[cg->n++], rules, n_rules, e);
+		if (r < 0)
+			return r;
+	} else if (rules) {
+		return runner_errf(e, -ENODEV,
+		                   "no device cgroup: neither a cgroup v1 'devices' hierarchy nor "
+		                   "cgroup2 under " CGROUP_ROOT);
 	}
 	if (c->memory) {
 		r = create_v1("memory", name, cg, e, &dir);

@@ -13,14 +13,17 @@ static const char usage[] =
     "UTS, IPC and cgroup namespaces (and network namespace with --net none; a user\n"
     "namespace when started by a non-root user), fresh /proc, /dev and read-only /sys,\n"
     "Docker's masked paths, default capabilities and default seccomp profile, and\n"
-    "no_new_privs. ROOTFS itself is not modified except for creating missing mount points\n"
-    "(/proc, /dev, /sys, /etc/hosts, ...).\n"
+    "no_new_privs. The runner does not modify ROOTFS, which may be read-only: a missing\n"
+    "mount point (/proc, /dev, /sys, /etc/hosts, the -w directory, ...) is created in the\n"
+    "container only, on a tmpfs over its parent directory that holds binds of the\n"
+    "directory's entries (new files directly in that directory are then the container's\n"
+    "own). The command's writes elsewhere reach ROOTFS.\n"
     "\n"
     "Options:\n"
     "  -e, --env K=V          set an environment variable (repeatable); \"-e K\" copies K\n"
     "                         from the runner's environment when it is set\n"
-    "  -w, --workdir DIR      working directory inside the container (created if missing;\n"
-    "                         default /)\n"
+    "  -w, --workdir DIR      working directory inside the container (created in the\n"
+    "                         container if missing; default /)\n"
     "  -u, --user USER[:GROUP]\n"
     "                         user name or uid, optional group name or gid, resolved with\n"
     "                         the image's /etc/passwd and /etc/group (default root)\n"
@@ -34,6 +37,10 @@ static const char usage[] =
     "      --pids-limit N     maximum number of processes and threads\n"
     "      --no-init          run COMMAND as PID 1 instead of under the built-in init\n"
     "                         (which reaps orphans and forwards signals)\n"
+    "      --device HOST[:CONTAINER][:PERMS]\n"
+    "                         make the host's device node HOST available at CONTAINER\n"
+    "                         (default: the same path) with PERMS, some of r, w, m\n"
+    "                         (default rwm), as docker run --device (repeatable)\n"
     "  -t, --tty              allocate a terminal (default: when stdin is a terminal)\n"
     "  -T, --no-tty           do not allocate a terminal\n"
     "  -h, --help             show this help\n"
@@ -44,6 +51,13 @@ static const char usage[] =
     "\n"
     "Resource limits use a cgroup imgfs/<runner pid> (cgroup v2, or the v1 memory, cpu\n"
     "and pids hierarchies on hybrid hosts) and need root.\n"
+    "\n"
+    "Devices: as Docker, the container may create any device node (CAP_MKNOD) but open\n"
+    "only null, zero, full, random, urandom, tty, console, ptmx, pts/* and the --device\n"
+    "nodes: as root this is a device cgroup (the v1 devices controller, or a BPF program\n"
+    "on cgroup v2), and the runner fails (125) when it cannot set one up. Started by a\n"
+    "non-root user there is none: in the container's user namespace the kernel refuses\n"
+    "mknod of devices, and device nodes on the container's own mounts do not open.\n"
     "\n"
     "SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to the runner are forwarded\n"
     "to COMMAND. Killing the runner kills every process of the container.\n"
@@ -64,6 +78,7 @@ enum {
 	OPT_CPUS,
 	OPT_PIDS,
 	OPT_NO_INIT,
+	OPT_DEVICE,
 };
 
 static int usage_error(const char *fmt, ...) _printf_(1, 2);
@@ -92,6 +107,7 @@ int main(int argc, char **argv)
 	    {"cpus", required_argument, NULL, OPT_CPUS},
 	    {"pids-limit", required_argument, NULL, OPT_PIDS},
 	    {"no-init", no_argument, NULL, OPT_NO_INIT},
+	    {"device", required_argument, NULL, OPT_DEVICE},
 	    {"tty", no_argument, NULL, 't'},
 	    {"no-tty", no_argument, NULL, 'T'},
 	    {"help", no_argument, NULL, 'h'},
@@ -100,13 +116,15 @@ int main(int argc, char **argv)
 	struct runner_config c = {.net = RUNNER_NET_HOST, .tty = -1};
 	struct runner_error err;
 	_cleanup_free_ char **env = NULL;
-	size_t n_env = 0;
+	_cleanup_free_ struct runner_device *devs = NULL;
+	size_t n_env = 0, n_devs = 0;
 	long ncpu;
 	int opt, r, status;
 
 	log_set_ident("runner");
 	env = calloc((size_t)argc + 1, sizeof(*env));
-	if (!env) {
+	devs = calloc((size_t)argc + 1, sizeof(*devs));
+	if (!env || !devs) {
 		log_msg(LOG_ERR, "out of memory");
 		return RUNNER_EXIT_FAILURE;
 	}
@@ -173,6 +191,19 @@ int main(int argc, char **argv)
 		case OPT_NO_INIT:
 			c.no_init = true;
 			break;
+		case OPT_DEVICE: {
+			_cleanup_free_ char *spec = strdup(optarg);
+
+			if (!spec)
+				return usage_error("out of memory");
+			if (runner_parse_device(optarg, &devs[n_devs]) < 0)
+				return usage_error(
+				    "invalid --device '%s' (HOST[:CONTAINER][:PERMS], "
+				    "absolute paths, PERMS some of rwm)",
+				    spec);
+			n_devs++;
+			break;
+		}
 		case 't':
 			c.tty = 1;
 			break;
@@ -195,6 +226,8 @@ int main(int argc, char **argv)
 	c.rootfs = argv[optind];
 	c.argv = &argv[optind + 1];
 	c.env = env;
+	c.devices = devs;
+	c.n_devices = n_devs;
 
 	r = runner_run(&c, &status, &err);
 	if (r < 0) {

@@ -11,6 +11,8 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <dirent.h>
 #include <sys/syscall.h>
 #include <limits.h>
 #include "common/fileio.h"
@@ -18,6 +20,16 @@
 #include "runner/util.h"
 
 #define MAX_SYMLINK_HOPS 40
+#define MAX_OURS 64
+#define MAX_SHADOWS 32
+
+enum root_want {
+	ROOT_EXISTING, /* the path must exist */
+	ROOT_DIR,      /* create missing components as directories */
+	ROOT_FILE,     /* as ROOT_DIR, but the last component is created as an empty file */
+};
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(DIR *, closedir);
 
 static int openat2_in_root(int root_fd, const char *path, int *ret_fd)
 {
@@ -61,7 +73,210 @@ static int split_path(const char *path, char *dir, char *base)
 	return 0;
 }
 
-static int root_open_depth(int root_fd, const char *path, enum root_want want, int depth,
+static bool same_inode(int a, int b)
+{
+	struct stat sa, sb;
+
+	return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+	       sa.st_ino == sb.st_ino;
+}
+
+/* State of one plan execution: what every step needs, looked up once. */
+struct run_state {
+	int root_fd;      /* borrowed, or new_root once the root is shadowed */
+	int new_root;     /* the root's shadow (owned), or -1 */
+	struct stat root; /* of root_fd */
+	int files_fs;     /* detached tmpfs of the generated files, or -1 */
+	int null_fd;      /* the container's /dev/null (for masks), or -1 */
+	int dir_fd;       /* parent directory of the previous mknod/symlink step, or -1 */
+	char dir[PATH_MAX], base[PATH_MAX];
+	char cached_dir[PATH_MAX]; /* the path dir_fd was opened for */
+	/* Filesystems the runner mounted and may create entries in: its tmpfs mounts (/dev,
+	 * the v1 /sys/fs/cgroup) and the shadows. */
+	dev_t ours[MAX_OURS];
+	size_t n_ours;
+	/* The shadows (shadow_dir()): made read-only at the end when the directory they
+	 * cover is on a read-only mount. */
+	int shadow_fd[MAX_SHADOWS];
+	bool shadow_rdonly[MAX_SHADOWS];
+	size_t n_shadows;
+};
+
+static bool is_ours(const struct run_state *x, dev_t dev)
+{
+	for (size_t i = 0; i < x->n_ours; i++)
+		if (x->ours[i] == dev)
+			return true;
+	return false;
+}
+
+static int add_ours(struct run_state *x, dev_t dev)
+{
+	if (is_ours(x, dev))
+		return 0;
+	if (x->n_ours == MAX_OURS)
+		return -E2BIG;
+	x->ours[x->n_ours++] = dev;
+	return 0;
+}
+
+static int attach(int tree_fd, int target_fd)
+{
+	if (move_mount(tree_fd, "", target_fd, "",
+	               MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Copies entry name of dir (a directory fd) into the shadow sfd: a symlink as a symlink
+ * with the same text; anything else as an empty placeholder with the original bound on
+ * it (recursively, so mounts below come along). */
+static int shadow_entry(int dir, int sfd, const char *name)
+{
+	_cleanup_close_ int tree = -1, target = -1;
+	char link[PATH_MAX];
+	struct stat st;
+	ssize_t n;
+	int fd;
+
+	if (fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno; /* gone meanwhile */
+	if (S_ISLNK(st.st_mode)) {
+		n = readlinkat(dir, name, link, sizeof(link) - 1);
+		if (n < 0)
+			return -errno;
+		link[n] = '\0';
+		if (symlinkat(link, sfd, name) < 0)
+			return -errno;
+		(void)!fchownat(sfd, name, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW);
+		return 0;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		if (mkdirat(sfd, name, 0755) < 0)
+			return -errno;
+	} else {
+		fd = openat(sfd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+		if (fd < 0)
+			return -errno;
+		close(fd);
+	}
+	tree = open_tree(dir, name,
+	                 OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_SYMLINK_NOFOLLOW);
+	if (tree < 0)
+		return -errno;
+	target = openat(sfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (target < 0)
+		return -errno;
+	return attach(tree, target);
+}
+
+/* Covers the directory dfd with a shadow: a tmpfs with dfd's mode and owner holding every
+ * entry of dfd (shadow_entry()), so that a missing mount point can be created without
+ * touching the rootfs. Reads and writes of the existing entries reach the originals; new
+ * entries directly in the directory are the container's own (gone with it), and renaming
+ * over one of the bound entries fails (EBUSY), as over Docker's bound /etc/hosts.
+ * Returns a borrowed O_PATH fd of the shadow's root, or -errno. */
+static int shadow_dir(struct run_state *x, int dfd)
+{
+	_cleanup_close_ int fsfd = -1, mnt = -1, dir = -1, sfd = -1;
+	_cleanup_(closedirp) DIR *d = NULL;
+	struct statfs sfs;
+	struct stat st, sst;
+	struct dirent *de;
+	char mode[16];
+	int r;
+
+	if (x->n_shadows == MAX_SHADOWS)
+		return -E2BIG;
+	if (fstat(dfd, &st) < 0 || fstatfs(dfd, &sfs) < 0)
+		return -errno;
+	dir = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir < 0)
+		return -errno;
+	fsfd = fsopen("tmpfs", FSOPEN_CLOEXEC);
+	if (fsfd < 0)
+		return -errno;
+	snprintf(mode, sizeof(mode), "%o", (unsigned)(st.st_mode & 07777));
+	/* Bounded like /dev: what the container adds here lives in memory. */
+	if (fsconfig(fsfd, FSCONFIG_SET_STRING, "source", "tmpfs", 0) < 0 ||
+	    fsconfig(fsfd, FSCONFIG_SET_STRING, "mode", mode, 0) < 0 ||
+	    fsconfig(fsfd, FSCONFIG_SET_STRING, "size", "65536k", 0) < 0 ||
+	    fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		return -errno;
+	mnt = fsmount(fsfd, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+	if (mnt < 0)
+		return -errno;
+	/* Unmapped ids (rootless) cannot be set; the shadow's root then stays ours. */
+	(void)!fchownat(mnt, "", st.st_uid, st.st_gid, AT_EMPTY_PATH);
+	sfd = openat(mnt, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (sfd < 0)
+		return -errno;
+	d = fdopendir(dir);
+	if (!d)
+		return -errno;
+	dir = -1; /* owned by d now */
+	for (;;) {
+		errno = 0;
+		de = readdir(d);
+		if (!de)
+			break;
+		if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+			continue;
+		r = shadow_entry(dirfd(d), sfd, de->d_name);
+		if (r < 0)
+			return r;
+	}
+	if (errno)
+		return -errno;
+	r = attach(mnt, dfd);
+	if (r < 0)
+		return r;
+	if (fstat(mnt, &sst) < 0)
+		return -errno;
+	r = add_ours(x, sst.st_dev);
+	if (r < 0)
+		return r;
+	/* A directory fd opened before may name what the shadow now covers. */
+	if (x->dir_fd >= 0)
+		close(TAKE_FD(x->dir_fd));
+	if (st.st_dev == x->root.st_dev && st.st_ino == x->root.st_ino) {
+		/* The root itself: everything from now on is resolved from the shadow. */
+		closep(&x->new_root);
+		x->new_root = fcntl(mnt, F_DUPFD_CLOEXEC, 3);
+		if (x->new_root < 0)
+			return -errno;
+		x->root_fd = x->new_root;
+		x->root = sst;
+	}
+	x->shadow_rdonly[x->n_shadows] = sfs.f_flags & ST_RDONLY;
+	x->shadow_fd[x->n_shadows] = TAKE_FD(mnt);
+	return x->shadow_fd[x->n_shadows++];
+}
+
+/* Creates base (a directory, or with want ROOT_FILE an empty file) in the directory dfd:
+ * directly on a filesystem of the runner's, else in a shadow of dfd. */
+static int create_in(struct run_state *x, int dfd, const char *base, enum root_want want)
+{
+	struct stat st;
+	int fd;
+
+	if (fstat(dfd, &st) < 0)
+		return -errno;
+	if (!is_ours(x, st.st_dev)) {
+		dfd = shadow_dir(x, dfd);
+		if (dfd < 0)
+			return dfd;
+	}
+	if (want != ROOT_FILE)
+		return mkdirat(dfd, base, 0755) < 0 ? -errno : 0;
+	fd = openat(dfd, base, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	close(fd);
+	return 0;
+}
+
+static int root_open_depth(struct run_state *x, const char *path, enum root_want want, int depth,
                            int *ret_fd)
 {
 	_cleanup_free_ char *cur = NULL, *dir = NULL, *base = NULL, *link = NULL;
@@ -77,30 +292,28 @@ static int root_open_depth(int root_fd, const char *path, enum root_want want, i
 		return -ENOMEM;
 	for (int hops = 0; hops < MAX_SYMLINK_HOPS; hops++) {
 		_cleanup_close_ int dfd = -1;
+		struct stat st;
 		ssize_t n;
 
-		r = openat2_in_root(root_fd, cur, ret_fd);
+		r = openat2_in_root(x->root_fd, cur, ret_fd);
 		if (r != -ENOENT || want == ROOT_EXISTING)
 			return r;
 		r = split_path(cur, dir, base);
 		if (r < 0)
 			return r;
-		r = root_open_depth(root_fd, dir, ROOT_DIR, depth + 1, &dfd);
+		r = root_open_depth(x, dir, ROOT_DIR, depth + 1, &dfd);
 		if (r < 0)
 			return r;
-		if (want == ROOT_FILE) {
-			int fd = openat(dfd, base,
-			                O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
-			r = fd < 0 ? -errno : 0;
-			if (fd >= 0)
-				close(fd);
-		} else {
-			r = mkdirat(dfd, base, 0755) < 0 ? -errno : 0;
-		}
-		if (r == 0)
+		if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno != ENOENT)
+				return -errno;
+			r = create_in(x, dfd, base, want);
+			if (r < 0 && r != -EEXIST)
+				return r;
 			continue;
-		if (r != -EEXIST)
-			return r;
+		}
+		if (!S_ISLNK(st.st_mode))
+			continue; /* created meanwhile: resolve it again */
 		/* It exists but did not resolve: a dangling symlink. Create its target,
 		 * resolved inside the root like everything else. */
 		n = readlinkat(dfd, base, link, PATH_MAX - 1);
@@ -118,29 +331,15 @@ static int root_open_depth(int root_fd, const char *path, enum root_want want, i
 	return -ELOOP;
 }
 
-int root_open(int root_fd, const char *path, enum root_want want, int *ret_fd)
+/* Opens path (absolute or relative, resolved inside the root as if it were "/"; symlinks
+ * are followed but cannot leave it, magic links are refused) as an O_PATH fd, creating
+ * what is missing as want says, never in the rootfs itself (create_in()); a dangling
+ * symlink's target is created inside the root. Returns 0 and sets *ret_fd, or -errno
+ * (-ELOOP for too many symlinks). */
+static int root_open(struct run_state *x, const char *path, enum root_want want, int *ret_fd)
 {
-	return root_open_depth(root_fd, path, want, 0, ret_fd);
+	return root_open_depth(x, path, want, 0, ret_fd);
 }
-
-static bool same_inode(int a, int b)
-{
-	struct stat sa, sb;
-
-	return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
-	       sa.st_ino == sb.st_ino;
-}
-
-/* State of one plan execution: what every step needs, looked up once. */
-struct run_state {
-	int root_fd;      /* borrowed */
-	struct stat root; /* of root_fd */
-	int files_fs;     /* detached tmpfs of the generated files, or -1 */
-	int null_fd;      /* the container's /dev/null (for masks), or -1 */
-	int dir_fd;       /* parent directory of the previous mknod/symlink step, or -1 */
-	char dir[PATH_MAX], base[PATH_MAX];
-	char cached_dir[PATH_MAX]; /* the path dir_fd was opened for */
-};
 
 /* Opens a step's target, refusing one that resolves to the root itself (a "/proc -> /"
  * symlink would otherwise bury the whole rootfs under proc). Sets *ret_st to its stat. */
@@ -148,7 +347,7 @@ static int open_target(struct run_state *x, const struct setup_step *s, enum roo
                        int *ret_fd, struct stat *ret_st)
 {
 	_cleanup_close_ int fd = -1;
-	int r = root_open(x->root_fd, s->target, want, &fd);
+	int r = root_open(x, s->target, want, &fd);
 
 	if (r < 0)
 		return r;
@@ -173,7 +372,7 @@ static int parent_dir(struct run_state *x, const char *target)
 		return x->dir_fd;
 	if (x->dir_fd >= 0)
 		close(TAKE_FD(x->dir_fd));
-	r = root_open(x->root_fd, x->dir, ROOT_DIR, &x->dir_fd);
+	r = root_open(x, x->dir, ROOT_DIR, &x->dir_fd);
 	if (r < 0)
 		return r;
 	memcpy(x->cached_dir, x->dir, sizeof(x->cached_dir));
@@ -183,14 +382,6 @@ static int parent_dir(struct run_state *x, const char *target)
 static void fd_path(int fd, char buf[32])
 {
 	snprintf(buf, 32, "/proc/self/fd/%d", fd);
-}
-
-static int attach(int tree_fd, int target_fd)
-{
-	if (move_mount(tree_fd, "", target_fd, "",
-	               MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
-		return -errno;
-	return 0;
 }
 
 static int set_rdonly(int fd, bool recursive)
@@ -236,7 +427,16 @@ static int do_mount(struct run_state *x, const struct setup_step *s)
 	fd_path(fd, p);
 	if (mount(s->source, p, s->fstype, s->flags, s->data) < 0)
 		return -errno;
-	return 0;
+	if (!streq(s->fstype, "tmpfs"))
+		return 0;
+	/* Later steps create their mount points on this tmpfs (/dev/pts, ...). */
+	closep(&fd);
+	r = root_open(x, s->target, ROOT_EXISTING, &fd);
+	if (r < 0)
+		return r;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	return add_ours(x, st.st_dev);
 }
 
 static int do_bind(struct run_state *x, const struct setup_step *s)
@@ -298,7 +498,7 @@ static int do_mask(struct run_state *x, const struct setup_step *s)
 		return 0;
 	}
 	if (x->null_fd < 0) {
-		r = root_open(x->root_fd, "/dev/null", ROOT_EXISTING, &x->null_fd);
+		r = root_open(x, "/dev/null", ROOT_EXISTING, &x->null_fd);
 		if (r < 0)
 			return r;
 	}
@@ -412,26 +612,30 @@ static void run_state_free(struct run_state *x)
 	closep(&x->files_fs);
 	closep(&x->null_fd);
 	closep(&x->dir_fd);
+	closep(&x->new_root);
+	for (size_t i = 0; i < x->n_shadows; i++)
+		closep(&x->shadow_fd[i]);
 	free(x);
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct run_state *, run_state_free);
 
-int mount_run_plan(int root_fd, const struct setup_plan *p, struct runner_error *e)
+int mount_run_plan(int *root_fd, const struct setup_plan *p, struct runner_error *e)
 {
-	_cleanup_(run_state_freep) struct run_state *x = malloc(sizeof(*x));
+	_cleanup_(run_state_freep) struct run_state *x = calloc(1, sizeof(*x));
+	int r;
 
 	if (!x)
 		return runner_errf(e, -ENOMEM, "cannot set up the container");
-	x->root_fd = root_fd;
-	x->files_fs = x->null_fd = x->dir_fd = -1;
-	if (fstat(root_fd, &x->root) < 0)
+	x->root_fd = *root_fd;
+	x->files_fs = x->null_fd = x->dir_fd = x->new_root = -1;
+	if (fstat(x->root_fd, &x->root) < 0)
 		return runner_errf(e, -errno, "cannot stat the rootfs");
 
 	for (size_t i = 0; i < p->n; i++) {
 		const struct setup_step *s = &p->steps[i];
 		_cleanup_close_ int fd = -1;
-		int r = 0;
 
+		r = 0;
 		/* Only mknod and symlink steps keep the directory they worked in (parent_dir()). */
 		if (s->type != STEP_MKNOD && s->type != STEP_SYMLINK && x->dir_fd >= 0)
 			close(TAKE_FD(x->dir_fd));
@@ -449,7 +653,7 @@ int mount_run_plan(int root_fd, const struct setup_plan *p, struct runner_error 
 			r = do_symlink(x, s);
 			break;
 		case STEP_MKDIR:
-			r = root_open(root_fd, s->target, ROOT_DIR, &fd);
+			r = root_open(x, s->target, ROOT_DIR, &fd);
 			break;
 		case STEP_MASK:
 			r = do_mask(x, s);
@@ -466,9 +670,6 @@ int mount_run_plan(int root_fd, const struct setup_plan *p, struct runner_error 
 		}
 		if (r == -ENOENT && (s->opts & STEP_OPTIONAL))
 			continue;
-		if (r == -EROFS)
-			return runner_errf(e, r, "cannot create '%s' in the rootfs for %s",
-			                   s->target, step_name(s->type));
 		if (r == -ELOOP)
 			return runner_errf(e, r,
 			                   "cannot %s '%s': it resolves to the rootfs itself "
@@ -483,6 +684,19 @@ int mount_run_plan(int root_fd, const struct setup_plan *p, struct runner_error 
 				                   s->target);
 			return runner_errf(e, r, "cannot %s '%s'", step_name(s->type), s->target);
 		}
+	}
+	/* Shadows of directories on read-only mounts become read-only too, now that every
+	 * mount point exists. */
+	for (size_t i = 0; i < x->n_shadows; i++) {
+		if (!x->shadow_rdonly[i])
+			continue;
+		r = set_rdonly(x->shadow_fd[i], false);
+		if (r < 0)
+			return runner_errf(e, r, "cannot make a mount point directory read-only");
+	}
+	if (x->new_root >= 0) {
+		close(*root_fd);
+		*root_fd = TAKE_FD(x->new_root);
 	}
 	return 0;
 }

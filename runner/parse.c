@@ -118,3 +118,66 @@ int runner_parse_cpus(const char *s, uint64_t *ret)
 	*ret = milli;
 	return 0;
 }
+
+/* Docker's validDeviceMode: r, w and m, each at most once. */
+static int parse_access(const char *s, unsigned *ret)
+{
+	unsigned a = 0, bit;
+
+	if (!*s)
+		return -EINVAL;
+	for (; *s; s++) {
+		switch (*s) {
+		case 'r':
+			bit = RUNNER_DEV_READ;
+			break;
+		case 'w':
+			bit = RUNNER_DEV_WRITE;
+			break;
+		case 'm':
+			bit = RUNNER_DEV_MKNOD;
+			break;
+		default:
+			return -EINVAL;
+		}
+		if (a & bit)
+			return -EINVAL;
+		a |= bit;
+	}
+	*ret = a;
+	return 0;
+}
+
+int runner_parse_device(char *spec, struct runner_device *ret)
+{
+	char *parts[3], *p = spec;
+	size_t n = 0;
+	struct runner_device d = {.access = RUNNER_DEV_READ | RUNNER_DEV_WRITE | RUNNER_DEV_MKNOD};
+
+	if (!spec)
+		return -EINVAL;
+	for (;;) {
+		char *colon = strchr(p, ':');
+
+		if (n == ARRAY_SIZE(parts))
+			return -EINVAL;
+		parts[n++] = p;
+		if (!colon)
+			break;
+		*colon = '\0';
+		p = colon + 1;
+	}
+	d.host = parts[0];
+	d.container = parts[0];
+	if (n == 2 && parse_access(parts[1], &d.access) < 0)
+		d.container = parts[1];
+	if (n == 3) {
+		d.container = parts[1];
+		if (parse_access(parts[2], &d.access) < 0)
+			return -EINVAL;
+	}
+	if (d.host[0] != '/' || d.container[0] != '/')
+		return -EINVAL;
+	*ret = d;
+	return 0;
+}

@@ -4,9 +4,12 @@
 #include <sys/sysmacros.h>
 #include "runner/plan.h"
 
+/* moby's defaultLinuxMaskedPaths (daemon/pkg/oci/defaults.go at the commit named in
+ * seccomp_profile.c), without the per-CPU thermal_throttle paths that plan_build() adds. */
 const char *const plan_masked_paths[] = {
     "/proc/asound",
     "/proc/acpi",
+    "/proc/interrupts",
     "/proc/kcore",
     "/proc/keys",
     "/proc/latency_stats",
@@ -150,6 +153,18 @@ static int plan_dev(struct setup_plan *p, const struct host_facts *h)
 	    .flags = MS_NOSUID | MS_NODEV | MS_NOEXEC, .data = "mode=1777,size=65536k");
 	ADD(p, .type = STEP_MOUNT, .target = "/dev/mqueue", .source = "mqueue", .fstype = "mqueue",
 	    .flags = MS_NOSUID | MS_NODEV | MS_NOEXEC);
+	/* --device: the device cgroup (cgroup.c) decides what may be opened; the node only
+	 * has to exist. */
+	for (size_t i = 0; i < h->n_devices; i++) {
+		const struct host_device *d = &h->devices[i];
+
+		if (h->userns)
+			ADD(p, .type = STEP_BIND, .target = d->container, .source = d->host,
+			    .opts = STEP_ON_FILE);
+		else
+			ADD(p, .type = STEP_MKNOD, .target = d->container,
+			    .mode = d->mode & (S_IFMT | 0777), .dev = d->rdev);
+	}
 	return 0;
 }
 
@@ -220,6 +235,13 @@ int plan_build(const struct runner_config *c, const struct host_facts *h, const 
 		return r;
 	for (const char *const *m = plan_masked_paths; *m; m++)
 		ADD(p, .type = STEP_MASK, .target = *m, .opts = STEP_OPTIONAL);
+	/* GHSA-6fw5-f8r9-fgfm: the thermal throttle counters leak host activity. */
+	for (unsigned cpu = 0; cpu < h->n_cpus; cpu++) {
+		char path[80];
+
+		snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu%u/thermal_throttle", cpu);
+		ADD(p, .type = STEP_MASK, .target = path, .opts = STEP_OPTIONAL);
+	}
 	for (const char *const *m = plan_readonly_paths; *m; m++)
 		ADD(p, .type = STEP_READONLY, .target = *m, .opts = STEP_OPTIONAL);
 

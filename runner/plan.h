@@ -16,7 +16,7 @@
 enum step_type {
 	STEP_MOUNT,      /* mount a new fstype instance (source, fstype, flags, data) on target */
 	STEP_BIND,       /* bind host path source onto target */
-	STEP_MKNOD,      /* character device dev with mode at target */
+	STEP_MKNOD,      /* device node dev with mode (S_IFCHR or S_IFBLK | perms) at target */
 	STEP_SYMLINK,    /* symlink at target pointing to source */
 	STEP_MKDIR,      /* directory target (and missing parents) */
 	STEP_MASK,       /* /dev/null over a file, an empty read-only tmpfs over a directory */
@@ -43,6 +43,15 @@ struct setup_step {
 	dev_t dev;
 };
 
+/* A --device as found on the host. */
+struct host_device {
+	const char *host;      /* the node's path on the host */
+	const char *container; /* where it goes in the container */
+	mode_t mode;           /* the host node's type (S_IFCHR or S_IFBLK) and permissions */
+	dev_t rdev;
+	unsigned access; /* RUNNER_DEV_* */
+};
+
 /* What plan_build() needs to know about the host. */
 struct host_facts {
 	bool userns;  /* we run in a new user namespace (rootless): no mknod, no v1 cgroup */
@@ -51,6 +60,9 @@ struct host_facts {
 	                                 "systemd name=systemd"), NULL-terminated, may be NULL */
 	const char *resolv_conf;      /* host's /etc/resolv.conf contents, NULL if missing */
 	const char *hosts; /* host's /etc/hosts contents (for RUNNER_NET_HOST), NULL if missing */
+	const struct host_device *devices; /* --device nodes to create, n_devices of them */
+	size_t n_devices;
+	unsigned n_cpus; /* possible CPUs: their thermal_throttle directories are masked */
 };
 
 struct setup_plan {

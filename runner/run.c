@@ -18,11 +18,13 @@
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include "common/fileio.h"
 #include "runner/cgroup.h"
+#include "runner/devices.h"
 #include "runner/mount.h"
 #include "runner/passwd.h"
 #include "runner/plan.h"
@@ -267,7 +269,7 @@ static int child_setup(struct child *x, int *ret_slave, struct runner_error *e)
 	r = mount_prepare_root(x->rootfs_fd, &root_fd, e);
 	if (r < 0)
 		return r;
-	r = mount_run_plan(root_fd, x->plan, e);
+	r = mount_run_plan(&root_fd, x->plan, e);
 	if (r < 0)
 		return r;
 	r = mount_pivot(root_fd, e);
@@ -397,6 +399,41 @@ static int host_cgroup_v1(char ***ret)
 		if (asprintf(&v[n], "%s %s", mp + 15, keep) < 0)
 			return -ENOMEM;
 		v[++n] = NULL;
+	}
+	*ret = TAKE_PTR(v);
+	return 0;
+}
+
+/* Looks up each --device on the host: it must be a character or block device. */
+static int resolve_devices(const struct runner_config *c, struct host_device **ret,
+                           struct runner_error *e)
+{
+	_cleanup_free_ struct host_device *v = NULL;
+
+	if (c->n_devices == 0) {
+		*ret = NULL;
+		return 0;
+	}
+	v = calloc(c->n_devices, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->n_devices; i++) {
+		const struct runner_device *d = &c->devices[i];
+		struct stat st;
+
+		if (!d->host || !d->container || d->container[0] != '/')
+			return runner_errf(e, -EINVAL, "invalid --device");
+		if (stat(d->host, &st) < 0)
+			return runner_errf(e, -errno, "cannot use device '%s'", d->host);
+		if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode))
+			return runner_errf(
+			    e, -ENODEV, "cannot use device '%s': not a character or block device",
+			    d->host);
+		v[i] = (struct host_device){.host = d->host,
+		                            .container = d->container,
+		                            .mode = st.st_mode,
+		                            .rdev = st.st_rdev,
+		                            .access = d->access};
 	}
 	*ret = TAKE_PTR(v);
 	return 0;
@@ -613,6 +650,10 @@ int runner_run(const struct runner_config *c, int *ret_exit_status, struct runne
 	_cleanup_(cgroup_destroyp) struct runner_cgroup *cg = NULL;
 	_cleanup_close_ int rootfs_fd = -1, sfd = -1, sock_parent = -1, sock_child = -1;
 	_cleanup_free_ struct exec_user *user = NULL;
+	_cleanup_free_ struct host_device *devs = NULL;
+	_cleanup_free_ struct dev_rule *rules = NULL;
+	size_t n_rules = 0;
+	long ncpu;
 	char **env = NULL;
 	char hostname[HOST_NAME_MAX + 1], cgname[32];
 	struct terminal term = {.master = -1};
@@ -653,6 +694,23 @@ int runner_run(const struct runner_config *c, int *ret_exit_status, struct runne
 		facts.hosts = hosts;
 	}
 
+	r = resolve_devices(c, &devs, e);
+	if (r < 0)
+		return r;
+	facts.devices = devs;
+	facts.n_devices = c->n_devices;
+	ncpu = sysconf(_SC_NPROCESSORS_CONF);
+	facts.n_cpus = ncpu > 0 && ncpu <= 8192 ? (unsigned)ncpu : 0;
+	/* As root the device cgroup is what keeps the container from opening the host's
+	 * disks (it keeps CAP_MKNOD, as under Docker): without one the runner refuses to
+	 * run. In a user namespace the kernel refuses mknod of devices and ignores device
+	 * nodes on the namespace's own mounts (nodev), so there is no cgroup to set up. */
+	if (!facts.userns) {
+		r = devices_rules(devs, c->n_devices, &rules, &n_rules);
+		if (r < 0)
+			return runner_errf(e, r, "cannot build the device cgroup rules");
+	}
+
 	/* The user is resolved from the image's files, read inside the rootfs. */
 	r = root_read_file(rootfs_fd, "/etc/passwd", MAX_ETC_FILE, &passwd);
 	if (r < 0 && r != -ENOENT)
@@ -682,7 +740,7 @@ int runner_run(const struct runner_config *c, int *ret_exit_status, struct runne
 		return runner_errf(e, r, "invalid environment variable");
 
 	snprintf(cgname, sizeof(cgname), "%d", (int)getpid());
-	r = cgroup_create(c, cgname, &cg, e);
+	r = cgroup_create(c, cgname, rules, n_rules, &cg, e);
 	if (r < 0)
 		goto out_env;
 

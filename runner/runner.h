@@ -27,6 +27,18 @@ enum runner_net {
 	RUNNER_NET_NONE, /* a new network namespace with only loopback up */
 };
 
+/* Access to a device, as Docker's --device PERMS "rwm". */
+#define RUNNER_DEV_READ (1u << 0)
+#define RUNNER_DEV_WRITE (1u << 1)
+#define RUNNER_DEV_MKNOD (1u << 2)
+
+/* A host device made available in the container (Docker's --device). */
+struct runner_device {
+	const char *host;      /* absolute path of a character or block device on the host */
+	const char *container; /* absolute path inside the container */
+	unsigned access;       /* RUNNER_DEV_* allowed in the device cgroup */
+};
+
 struct runner_config {
 	const char
 	    *rootfs;       /* directory (a symlink to one is resolved once, by the caller's view) */
@@ -44,6 +56,9 @@ struct runner_config {
 	uint64_t pids;       /* maximum number of tasks, 0 = unlimited */
 	bool no_init;        /* run the command as PID 1 instead of under the built-in init */
 	int tty;             /* 1: allocate a pty, 0: no, -1: when stdin is a terminal */
+	const struct runner_device *devices; /* created in the container and allowed in its
+	                                        device cgroup, n_devices of them */
+	size_t n_devices;
 };
 
 struct runner_error {
@@ -66,6 +81,11 @@ int runner_parse_size(const char *s, uint64_t *ret);
 /* Parses a CPU count such as "1", "0.5", "1.25" (at most 3 decimals) into thousandths.
  * Returns 0 and sets *ret, -EINVAL when malformed or zero, -ERANGE when absurdly large. */
 int runner_parse_cpus(const char *s, uint64_t *ret);
+
+/* Parses Docker's --device value "HOST[:CONTAINER][:PERMS]" (PERMS: one or more of r, w, m;
+ * default rwm; CONTAINER defaults to HOST; both absolute). spec is split in place: the
+ * paths of *ret point into it. Returns 0 and sets *ret, or -EINVAL. */
+int runner_parse_device(char *spec, struct runner_device *ret);
 
 /* Parses a positive decimal integer no larger than max. Returns 0 / -EINVAL / -ERANGE. */
 int runner_parse_uint(const char *s, uint64_t max, uint64_t *ret);

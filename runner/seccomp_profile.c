@@ -1,4 +1,13 @@
-/* Docker's default seccomp profile (moby profiles/seccomp/default.json) as libseccomp rules. */
+/* Docker's default seccomp profile as libseccomp rules.
+ *
+ * Follows github.com/moby/profiles/seccomp v0.2.3 (default.json), the version vendored by
+ * moby/moby at commit b985e2313a8676e18072b442911fc8f64f17d440 (after docker-v29.7.2),
+ * compared rule by rule: the unconditional allowlist (in the profile's order), the
+ * kernel 4.8 ptrace group, socket without AF_ALG and AF_VSOCK, the personality values,
+ * the per-architecture and per-capability groups and clone/clone3 without CAP_SYS_ADMIN.
+ * Since moby 25 io_uring_setup, io_uring_enter and io_uring_register are not allowed, so
+ * they get the default EPERM. To update: diff the new default.json's groups against the
+ * tables below, then record the new version here and in docs/ARCHITECTURE.md. */
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <seccomp.h>
@@ -17,6 +26,7 @@ static const char *const allow[] = {
     "alarm",
     "bind",
     "brk",
+    "cachestat",
     "capget",
     "capset",
     "chdir",
@@ -62,6 +72,7 @@ static const char *const allow[] = {
     "fchdir",
     "fchmod",
     "fchmodat",
+    "fchmodat2",
     "fchown",
     "fchown32",
     "fchownat",
@@ -83,8 +94,11 @@ static const char *const allow[] = {
     "ftruncate",
     "ftruncate64",
     "futex",
+    "futex_requeue",
     "futex_time64",
+    "futex_wait",
     "futex_waitv",
+    "futex_wake",
     "futimesat",
     "getcpu",
     "getcwd",
@@ -122,6 +136,7 @@ static const char *const allow[] = {
     "getuid",
     "getuid32",
     "getxattr",
+    "getxattrat",
     "inotify_add_watch",
     "inotify_init",
     "inotify_init1",
@@ -136,9 +151,6 @@ static const char *const allow[] = {
     "ioprio_set",
     "io_setup",
     "io_submit",
-    "io_uring_enter",
-    "io_uring_register",
-    "io_uring_setup",
     "ipc",
     "kill",
     "landlock_add_rule",
@@ -150,7 +162,9 @@ static const char *const allow[] = {
     "link",
     "linkat",
     "listen",
+    "listmount",
     "listxattr",
+    "listxattrat",
     "llistxattr",
     "_llseek",
     "lremovexattr",
@@ -159,6 +173,7 @@ static const char *const allow[] = {
     "lstat",
     "lstat64",
     "madvise",
+    "map_shadow_stack",
     "membarrier",
     "memfd_create",
     "memfd_secret",
@@ -182,6 +197,7 @@ static const char *const allow[] = {
     "mq_timedsend_time64",
     "mq_unlink",
     "mremap",
+    "mseal",
     "msgctl",
     "msgget",
     "msgrcv",
@@ -231,10 +247,12 @@ static const char *const allow[] = {
     "recvmsg",
     "remap_file_pages",
     "removexattr",
+    "removexattrat",
     "rename",
     "renameat",
     "renameat2",
     "restart_syscall",
+    "riscv_hwprobe",
     "rmdir",
     "rseq",
     "rt_sigaction",
@@ -300,6 +318,7 @@ static const char *const allow[] = {
     "setuid",
     "setuid32",
     "setxattr",
+    "setxattrat",
     "shmat",
     "shmctl",
     "shmdt",
@@ -317,6 +336,7 @@ static const char *const allow[] = {
     "stat64",
     "statfs",
     "statfs64",
+    "statmount",
     "statx",
     "symlink",
     "symlinkat",
@@ -348,6 +368,7 @@ static const char *const allow[] = {
     "uname",
     "unlink",
     "unlinkat",
+    "uretprobe",
     "utime",
     "utimensat",
     "utimensat_time64",
@@ -364,14 +385,36 @@ static const char *const allow[] = {
 /* Allowed only for a process holding the capability (the profile's "includes.caps"). */
 static const struct {
 	int cap;
-	const char *names[24];
+	const char *names[28];
 } cap_allow[] = {
     {CAP_DAC_READ_SEARCH, {"open_by_handle_at"}},
-    {CAP_SYS_ADMIN, {"bpf",           "clone",         "clone3",      "fanotify_init",   "fsconfig",
-                     "fsmount",       "fsopen",        "fspick",      "lookup_dcookie",  "mount",
-                     "mount_setattr", "move_mount",    "open_tree",   "perf_event_open", "quotactl",
-                     "quotactl_fd",   "setdomainname", "sethostname", "setns",           "syslog",
-                     "umount",        "umount2",       "unshare"}},
+    {CAP_SYS_ADMIN,
+     {"bpf",
+      "clone",
+      "clone3",
+      "fanotify_init",
+      "fsconfig",
+      "fsmount",
+      "fsopen",
+      "fspick",
+      "lookup_dcookie",
+      "lsm_get_self_attr",
+      "lsm_list_modules",
+      "lsm_set_self_attr",
+      "mount",
+      "mount_setattr",
+      "move_mount",
+      "open_tree",
+      "perf_event_open",
+      "quotactl",
+      "quotactl_fd",
+      "setdomainname",
+      "sethostname",
+      "setns",
+      "syslog",
+      "umount",
+      "umount2",
+      "unshare"}},
     {CAP_SYS_BOOT, {"reboot"}},
     {CAP_SYS_CHROOT, {"chroot"}},
     {CAP_SYS_MODULE, {"delete_module", "init_module", "finit_module"}},
@@ -482,9 +525,16 @@ int seccomp_profile_build(uint64_t caps, bool kernel_4_8, scmp_filter_ctx *ret)
 				return r;
 		}
 	}
-	/* socket: anything but AF_VSOCK (40). */
+	/* socket: anything but AF_ALG (38) and AF_VSOCK (40), as three rules like the
+	 * profile's; libseccomp ORs rules of one syscall. */
 	r = rule(ctx, SCMP_ACT_ALLOW, "socket", 1,
-	         (struct scmp_arg_cmp[]){SCMP_A0(SCMP_CMP_NE, 40)});
+	         (struct scmp_arg_cmp[]){SCMP_A0(SCMP_CMP_LT, 38)});
+	if (r >= 0)
+		r = rule(ctx, SCMP_ACT_ALLOW, "socket", 1,
+		         (struct scmp_arg_cmp[]){SCMP_A0(SCMP_CMP_EQ, 39)});
+	if (r >= 0)
+		r = rule(ctx, SCMP_ACT_ALLOW, "socket", 1,
+		         (struct scmp_arg_cmp[]){SCMP_A0(SCMP_CMP_GT, 40)});
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < ARRAY_SIZE(personas); i++) {

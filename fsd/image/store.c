@@ -478,6 +478,97 @@ int store_commit_partial(struct store *s, const char *digest, int fd)
 	return fsync_dir_at(s->root_fd, "tmp");
 }
 
+static const char *lazy_path(const char *digest, char *buf, size_t size)
+{
+	snprintf(buf, size, "tmp/%s.lazy", digest_hex(digest));
+	return buf;
+}
+
+int store_open_lazy(struct store *s, const char *digest, uint64_t size, int *ret_fd)
+{
+	_cleanup_close_ int fd = -1;
+	char path[128];
+	struct stat st;
+	int r;
+
+	if (!digest_valid(digest) || size > INT64_MAX)
+		return -EINVAL;
+	lazy_path(digest, path, sizeof(path));
+	fd = openat(s->root_fd, path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0)
+		return -errno;
+	r = store_flock_retry(fd, LOCK_SH);
+	if (r < 0)
+		return r;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	if ((uint64_t)st.st_size != size && ftruncate(fd, (off_t)size) < 0)
+		return -errno;
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+int store_commit_lazy(struct store *s, const char *digest, int fd)
+{
+	char from[128], to[128];
+	struct stat st, st_path;
+	int r;
+
+	if (!store_path("blobs", digest, to, sizeof(to)))
+		return -EINVAL;
+	lazy_path(digest, from, sizeof(from));
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (fstatat(s->root_fd, from, &st_path, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? -ESTALE : -errno;
+	if (st.st_dev != st_path.st_dev || st.st_ino != st_path.st_ino)
+		return -ESTALE;
+	if (fsync(fd) < 0)
+		return -errno;
+	if (renameat(s->root_fd, from, s->root_fd, to) < 0)
+		return -errno;
+	r = fsync_dir_at(s->root_fd, "blobs/sha256");
+	if (r < 0)
+		return r;
+	return fsync_dir_at(s->root_fd, "tmp");
+}
+
+static const char *spans_path(const char *digest, char *buf, size_t size)
+{
+	char idx[128];
+	int n;
+
+	if (!store_path("idx", digest, idx, sizeof(idx)))
+		return NULL;
+	n = snprintf(buf, size, "%s.spans", idx);
+	return n >= 0 && (size_t)n < size ? buf : NULL;
+}
+
+int store_put_spans(struct store *s, const char *digest, const void *buf, size_t len)
+{
+	char path[160];
+
+	if (!spans_path(digest, path, sizeof(path)))
+		return -EINVAL;
+	return write_file_atomic(s->root_fd, path, buf, len, 0644);
+}
+
+int store_read_spans(struct store *s, const char *digest, void **ret_buf, size_t *ret_len)
+{
+	char path[160], *buf = NULL;
+	int r;
+
+	if (!spans_path(digest, path, sizeof(path)))
+		return -EINVAL;
+	r = read_file_full(s->root_fd, path, 64u << 20, &buf, ret_len);
+	if (r < 0)
+		return r;
+	*ret_buf = buf;
+	return 0;
+}
+
 int store_discard_partial(struct store *s, const char *digest)
 {
 	char path[128];

@@ -93,6 +93,18 @@ int store_open_partial(struct store *s, const char *digest, int *ret_fd, uint64_
 /* fsyncs fd and renames the partial file of digest into blobs/, then fsyncs the dir.
  * The caller verified the digest. */
 int store_commit_partial(struct store *s, const char *digest, int fd);
+/* A lazily fetched blob: ROOT/tmp/HEX.lazy, a sparse file of the blob's size (extended when
+ * shorter), opened O_RDWR and held LOCK_SH (every process serving it holds it; gc keeps a
+ * locked one). Which of its bytes are there is the span table's business (spans.h). */
+int store_open_lazy(struct store *s, const char *digest, uint64_t size, int *ret_fd);
+/* fsyncs fd (the lazy file of digest, verified complete by the caller) and renames it into
+ * blobs/. -ESTALE when the path no longer names fd (another process committed it). */
+int store_commit_lazy(struct store *s, const char *digest, int fd);
+/* Stores the span table of layer digest atomically (idx/sha256/HEX.spans). */
+int store_put_spans(struct store *s, const char *digest, const void *buf, size_t len);
+/* Reads the span table of layer digest into a malloc'ed buffer; -ENOENT when none. */
+int store_read_spans(struct store *s, const char *digest, void **ret_buf, size_t *ret_len);
+
 /* Removes the partial file of digest (after a digest mismatch). */
 int store_discard_partial(struct store *s, const char *digest);
 

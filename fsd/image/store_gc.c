@@ -184,9 +184,9 @@ static bool is_hex64(const char *name, size_t len)
 
 enum sweep_kind {
 	SWEEP_BLOBS, /* HEX */
-	SWEEP_IDX,   /* HEX, HEX.zst */
+	SWEEP_IDX,   /* HEX, HEX.zst, HEX.spans */
 	SWEEP_TREES, /* HEX */
-	SWEEP_TMP,   /* HEX.partial unless locked, anything else */
+	SWEEP_TMP,   /* HEX.partial and HEX.lazy unless locked, anything else */
 };
 
 static bool keep_entry(struct sweep *sw, enum sweep_kind kind, int dfd, const char *name)
@@ -199,15 +199,18 @@ static bool keep_entry(struct sweep *sw, enum sweep_kind kind, int dfd, const ch
 		return len == DIGEST_HEX_LEN && is_hex64(name, len) && set_has(sw->live, name);
 	case SWEEP_IDX:
 		return is_hex64(name, len) &&
-		       (len == DIGEST_HEX_LEN || streq(name + DIGEST_HEX_LEN, ".zst")) &&
+		       (len == DIGEST_HEX_LEN || streq(name + DIGEST_HEX_LEN, ".zst") ||
+		        streq(name + DIGEST_HEX_LEN, ".spans")) &&
 		       set_has(sw->live, name);
 	case SWEEP_TMP: {
 		_cleanup_close_ int fd = -1;
 
-		if (!(len > 8 && streq(name + len - 8, ".partial")))
+		if (!(len > 8 && streq(name + len - 8, ".partial")) &&
+		    !(len > 5 && streq(name + len - 5, ".lazy")))
 			return false;
 		fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		/* A partial being written is locked by its pull. */
+		/* A partial being written is locked by its pull; a lazy blob by every mount
+		 * that serves it. */
 		return fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0;
 	}
 	}

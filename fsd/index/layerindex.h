@@ -118,6 +118,14 @@ int li_open_flags(int index_fd, int data_fd, unsigned flags, struct li_index **r
 /* li_open_flags(index_fd, data_fd, LI_OPEN_VERIFY, ret). */
 int li_open(int index_fd, int data_fd, struct li_index **ret);
 void li_close(struct li_index *idx);
+
+/* Makes bytes [off, off + len) of the layer data present before they are read (a lazily
+ * fetched blob); returns 0, or -errno (-EIO) that the read then returns. Called from any
+ * thread that reads, with no lock of the index held. */
+typedef int (*li_fetch_fn)(void *ctx, uint64_t off, uint64_t len);
+/* Sets the fetch hook of idx (NULL: the data is all there). Call it before the first read;
+ * ctx must outlive the index. */
+void li_set_fetch(struct li_index *idx, li_fetch_fn fn, void *ctx);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct li_index *, li_close);
 
 /* Reads the compression recorded in the header of an index file, without mapping it, so

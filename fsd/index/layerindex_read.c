@@ -36,6 +36,8 @@ struct li_index {
 	const uint8_t *windows;
 	const char *strings;
 	int data_fd;
+	li_fetch_fn fetch; /* makes data bytes present before they are read, or NULL */
+	void *fetch_ctx;
 	uint64_t owner; /* span cache key */
 	char digest[80];
 };
@@ -290,20 +292,60 @@ static uint64_t point_end(const struct li_index *idx, uint32_t k)
 	return k + 1 < idx->h->n_points ? idx->points[k + 1].out_off : idx->h->total_out;
 }
 
+void li_set_fetch(struct li_index *idx, li_fetch_fn fn, void *ctx)
+{
+	idx->fetch = fn;
+	idx->fetch_ctx = ctx;
+}
+
+/* Makes data bytes [off, off + len) present (clipped to the compressed size). */
+static int fetch_data(const struct li_index *idx, uint64_t off, uint64_t len)
+{
+	uint64_t size = idx->h->compression == LI_TAR ? idx->h->total_out : idx->h->total_in;
+
+	if (!idx->fetch || off >= size)
+		return 0;
+	return idx->fetch(idx->fetch_ctx, off, MIN(len, size - off));
+}
+
+/* Where the compressed bytes that point p's span needs end: the next point's offset, plus
+ * what the decoders read of the next block's header before they notice that the output is
+ * complete (a dynamic Huffman header is a few hundred bytes), or the end of the layer. */
+#define NEXT_HEADER_BYTES 4096u
+static uint64_t point_in_end(const struct li_index *idx, const struct lix_point *p)
+{
+	size_t k = (size_t)(p - idx->points);
+
+	if (k + 1 >= idx->h->n_points)
+		return idx->h->total_in;
+	return MIN(idx->points[k + 1].in_off + NEXT_HEADER_BYTES, idx->h->total_in);
+}
+
 struct compressed_reader {
+	const struct li_index *idx;
 	int fd;
 	uint64_t pos;
+	uint64_t limit; /* bytes from here on need not be fetched (see fetch_data()) */
 	uint8_t *buf;
 	size_t len, at;
 };
 
-/* Makes sure unread input is in cr->buf; returns the bytes available, 0 at end of file. */
+/* Makes sure unread input is in cr->buf; returns the bytes available, 0 at end of file.
+ * Input past cr->limit is read as the data file holds it: the decoder stops once it has
+ * the span's output, before those bytes matter. */
 static ssize_t cr_fill(struct compressed_reader *cr)
 {
 	ssize_t n;
 
 	if (cr->at < cr->len)
 		return (ssize_t)(cr->len - cr->at);
+	if (cr->pos < cr->limit) {
+		int r =
+		    fetch_data(cr->idx, cr->pos, MIN((uint64_t)READ_CHUNK, cr->limit - cr->pos));
+
+		if (r < 0)
+			return r;
+	}
 	n = pread_full(cr->fd, cr->buf, READ_CHUNK, (off_t)cr->pos);
 	if (n < 0)
 		return n;
@@ -338,7 +380,11 @@ static int inflate_isal(const struct li_index *idx, const struct lix_point *p, c
 {
 	_cleanup_free_ struct inflate_state *st = malloc(sizeof(*st));
 	_cleanup_free_ uint8_t *in = malloc(READ_CHUNK), *trash = NULL;
-	struct compressed_reader cr = {.fd = idx->data_fd, .pos = p->in_off, .buf = in};
+	struct compressed_reader cr = {.idx = idx,
+	                               .fd = idx->data_fd,
+	                               .pos = p->in_off,
+	                               .limit = point_in_end(idx, p),
+	                               .buf = in};
 	size_t done = 0;
 
 	if (!st || !in)
@@ -403,7 +449,11 @@ static int inflate_zlib(const struct li_index *idx, const struct lix_point *p, c
                         size_t wlen, uint64_t skip, uint8_t *dst, size_t len)
 {
 	_cleanup_free_ uint8_t *in = malloc(READ_CHUNK), *trash = NULL;
-	struct compressed_reader cr = {.fd = idx->data_fd, .pos = p->in_off, .buf = in};
+	struct compressed_reader cr = {.idx = idx,
+	                               .fd = idx->data_fd,
+	                               .pos = p->in_off,
+	                               .limit = point_in_end(idx, p),
+	                               .buf = in};
 	z_stream z = {0};
 	bool raw = true;
 	size_t done = 0, trailer = 0;
@@ -486,6 +536,12 @@ static int decode_gzip(const struct li_index *idx, const struct lix_point *p, ui
 
 	if (p->bits > 7)
 		return -EBADMSG;
+	/* The whole span's input at once: one request where it has to be fetched. */
+	if (point_in_end(idx, p) > p->in_off) {
+		r = fetch_data(idx, p->in_off, point_in_end(idx, p) - p->in_off);
+		if (r < 0)
+			return r;
+	}
 	r = load_window(idx, p, win, &wlen);
 	if (r < 0)
 		return r;
@@ -528,7 +584,12 @@ static int read_stream(struct li_index *idx, uint8_t *buf, size_t len, uint64_t 
 	if (off > h->total_out || len > h->total_out - off)
 		return -EINVAL;
 	if (h->compression == LI_TAR) {
-		ssize_t n = pread_full(idx->data_fd, buf, len, (off_t)off);
+		int r = fetch_data(idx, off, len);
+		ssize_t n;
+
+		if (r < 0)
+			return r;
+		n = pread_full(idx->data_fd, buf, len, (off_t)off);
 
 		if (n < 0)
 			return (int)n;

@@ -24,9 +24,14 @@ probe_get() {
 	printf '%s\n' "$OUT" | sed -n "s|^$1: ||p" | head -n 1
 }
 
-# host_mounts: the host's mount points, sorted (to check nothing leaked onto the host).
+# host_mounts: the host's mount points, sorted (to check nothing leaked onto the host);
+# without those of other tests that may run at the same time (their own temp dirs and
+# imgfs run's /run/imgfs), but with all of ours.
 host_mounts() {
-	awk '{print $5}' /proc/self/mountinfo | sort
+	awk -v mine="$TESTDIR" -v other="${TMPDIR:-/tmp}/imgfs-" '
+		index($5, mine) == 1 || (index($5, other) != 1 && index($5, "/run/imgfs/") != 1) {
+			print $5
+		}' /proc/self/mountinfo | sort
 }
 
 # run_rc CMD...: runs CMD, sets RC to its exit status and $OUT/$ERR, never fails.

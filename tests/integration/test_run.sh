@@ -39,6 +39,18 @@ assert_eq "$OUT" "initlayer
 1
 resolv" "generated /etc files"
 
+log "devices: a node can be created, only the defaults and --device opened"
+rc=0; imgfs run -q -u root "$ref" /bin/sh -c 'mknod /dev/d b 7 0 && cat /dev/d' 2>"$TESTDIR/err" || rc=$?
+assert_eq "$rc" 1 "status of cat of a block device node"
+assert_contains "$(cat "$TESTDIR/err")" "can't open '/dev/d': Operation not permitted"
+assert_ok imgfs run -q -u root --device /dev/loop-control:/dev/lc:r "$ref" /bin/sh -c \
+	'head -c 0 /dev/lc && echo read-ok; echo x >/dev/null; { echo x >/dev/lc; } 2>&1 || true'
+assert_contains "$OUT" "read-ok" "--device read allowed"
+assert_contains "$OUT" "Operation not permitted" "--device write not allowed"
+rc=0; imgfs run -q --device /etc/passwd "$ref" /bin/true 2>"$TESTDIR/err" || rc=$?
+assert_eq "$rc" 125 "--device of a regular file"
+assert_eq "$(grep -c . "$TESTDIR/err")" 1 "lines on stderr for a bad --device"
+
 log "exit statuses: the command's own, 127 not found, 126 not executable, 128+N"
 rc=0; imgfs run -q "$ref" /bin/sh -c 'exit 3' || rc=$?
 assert_eq "$rc" 3 "exit status of 'exit 3'"
@@ -64,6 +76,12 @@ assert_eq "$(cat "$upper/kept")" kept "file in the kept upper"
 assert_ok imgfs run -q --upper "$upper" "$ref" /bin/sh -c 'cat /kept; test -e /bin/ls || echo gone'
 assert_eq "$OUT" "kept
 gone" "second run on the same upper"
+
+log "the runner adds nothing to a kept upper: -w /made/here is created in the container"
+before=$(cd "$upper" && find . | LC_ALL=C sort)
+assert_ok imgfs run -q --upper "$upper" -w /made/here "$ref" /bin/sh -c 'pwd; cat /etc/hostname >/dev/null'
+assert_eq "$OUT" /made/here "working directory"
+assert_eq "$(cd "$upper" && find . | LC_ALL=C sort)" "$before" "entries of the upper after the run"
 
 log "nothing left behind: no mount, no run directory, no mount state"
 assert_eq "$(run_mounts)" "$run_mounts_before" "mounts under /run/imgfs"

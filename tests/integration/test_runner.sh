@@ -25,6 +25,9 @@ assert_eq "$(probe_get status.NoNewPrivs)" 1 no_new_privs
 assert_eq "$(probe_get status.Seccomp)" 2 "seccomp filter mode"
 assert_eq "$(probe_get seccomp.keyctl)" "Operation not permitted" "keyctl (not in the allowlist)"
 assert_eq "$(probe_get seccomp.clone3)" "Function not implemented" "clone3 (ENOSYS, as Docker)"
+for c in io_uring_setup io_uring_enter io_uring_register; do
+	assert_eq "$(probe_get seccomp.$c)" "Operation not permitted" "$c (denied since moby 25)"
+done
 assert_eq "$(probe_get status.Uid)" "0 0 0 0" uid
 assert_eq "$(probe_get status.Groups)" "10" "supplementary groups of root (wheel)"
 assert_eq "$(probe_get fds)" "0 1 2" "open fds"
@@ -36,6 +39,7 @@ assert_not_contains "$OUT" "VISIBLE" "masked paths"
 assert_not_contains "$OUT" "READABLE" "masked paths"
 assert_not_contains "$OUT" ": NO" "read-only paths"
 assert_contains "$OUT" "masked /proc/keys: empty"
+assert_contains "$OUT" "masked /proc/interrupts: empty"
 assert_contains "$OUT" "readonly /proc/sys: yes"
 assert_contains "$OUT" "mount: /proc proc rw,nosuid,nodev,noexec"
 assert_contains "$OUT" "mount: /dev tmpfs rw,nosuid,mode=755"
@@ -67,7 +71,8 @@ assert_eq "$(probe_get status.CapBnd)" 00000000a80425fb "bounding caps of a non-
 assert_eq "$(probe_get cwd)" /wd/dir cwd
 assert_contains "$OUT" "env: FOO=bar"
 assert_contains "$OUT" "env: HOME=/h"
-[ -d "$ROOT/wd/dir" ] || fail "-w did not create the working directory"
+# Created in the container, not in the rootfs (see test_runner_rootfs).
+[ ! -e "$ROOT/wd" ] || fail "-w created the working directory in the rootfs"
 assert_ok "$RUNNER" -u alice "$ROOT" /probe
 assert_eq "$(probe_get status.Groups)" "10" "alice's supplementary groups"
 assert_contains "$OUT" "env: HOME=/home/alice"

@@ -34,6 +34,12 @@ assert_ok as_nobody "$RUNNER" "$ROOT" /bin/sh -c 'echo x >/dev/null && head -c 4
 assert_contains "$OUT" "4"
 assert_eq "$(stat -c %u "$ROOT/tmp/f")" 65534 "owner of a file written inside"
 
+log "no device cgroup, and none needed: the user namespace refuses device nodes"
+assert_ok as_nobody "$RUNNER" "$ROOT" /probe devnode b 7 0
+assert_eq "$(probe_get mknod)" "Operation not permitted" "mknod b 7 0 in a user namespace"
+assert_ok as_nobody "$RUNNER" "$ROOT" /probe devnode c 1 3
+assert_eq "$(probe_get mknod)" "Operation not permitted" "mknod c 1 3 in a user namespace"
+
 log "--net none and exit statuses"
 assert_ok as_nobody "$RUNNER" --net none "$ROOT" /bin/sh -c 'ip -o link'
 assert_contains "$OUT" "lo: <LOOPBACK,UP"

@@ -48,7 +48,7 @@ jq --argjson caps "$CAPS" --argjson seccomp "$SECCOMP" --arg b "$BUNDLE" '
   .linux.namespaces = [{type:"pid"},{type:"network"},{type:"ipc"},{type:"uts"},
                        {type:"mount"},{type:"cgroup"}] |
   .linux.seccomp = $seccomp |
-  .linux.maskedPaths = ["/proc/asound","/proc/acpi","/proc/kcore","/proc/keys",
+  .linux.maskedPaths = ["/proc/asound","/proc/acpi","/proc/interrupts","/proc/kcore","/proc/keys",
      "/proc/latency_stats","/proc/timer_list","/proc/timer_stats","/proc/sched_debug",
      "/proc/scsi","/sys/firmware","/sys/devices/virtual/powercap"] |
   .linux.readonlyPaths = ["/proc/bus","/proc/fs","/proc/irq","/proc/sys","/proc/sysrq-trigger"] |

@@ -846,6 +846,103 @@ static void test_random_ranges_across_spans(void **state)
 	free(gz.p);
 }
 
+/* A lazily fetched layer: the data file starts empty (a hole of the blob's size) and the
+ * fetch hook copies in the ranges asked for. */
+struct lazy_data {
+	const struct buf *blob;
+	int fd;
+	uint64_t fetched, calls;
+	bool fail;
+};
+
+static int lazy_fetch(void *ctx, uint64_t off, uint64_t len)
+{
+	struct lazy_data *d = ctx;
+
+	assert_true(off + len <= d->blob->len);
+	if (d->fail)
+		return -EIO;
+	d->calls++;
+	d->fetched += len;
+	assert_int_equal(pwrite_full(d->fd, d->blob->p + off, len, (off_t)off), 0);
+	return 0;
+}
+
+/* Reads through the fetch hook: the right bytes, and only a small part of the layer is
+ * fetched for a small file; a failing fetch fails the read, never with wrong bytes. */
+static void check_lazy_reads(const struct buf *blob, enum li_compression comp)
+{
+	struct file_spec files[12];
+	const struct buf *layer = blob;
+	struct lazy_data d = {.blob = layer};
+	struct built b;
+	_cleanup_free_ uint8_t *got = malloc(1u << 20);
+	uint8_t *want;
+	_cleanup_close_ int ifd = -1;
+	struct li_index *lazy = NULL;
+	char names[12][16];
+	ssize_t i;
+
+	for (int k = 0; k < 12; k++) {
+		snprintf(names[k], sizeof(names[k]), "f%02d", k);
+		files[k] = (struct file_spec){
+		    names[k],         names[k], LI_REG, 0644, 0, 0, 1, 0, k == 6 ? 4000 : 700000,
+		    100 + (uint32_t)k};
+	}
+	assert_int_equal(build(layer, comp, 65536, NULL, 65536, 9, &b), 0);
+	d.fd = memfd_create("lazy", MFD_CLOEXEC);
+	assert_true(d.fd >= 0);
+	assert_int_equal(ftruncate(d.fd, (off_t)layer->len), 0);
+	ifd = memfd_with(b.idx, b.idx_len);
+	assert_int_equal(li_open(ifd, d.fd, &lazy), 0);
+	li_set_fetch(lazy, lazy_fetch, &d);
+
+	i = find_entry(lazy, "f06", 0);
+	assert_true(i >= 0);
+	want = file_content(&files[6]);
+	assert_int_equal(li_read(lazy, (size_t)i, got, 4000, 0), 4000);
+	assert_memory_equal(got, want, 4000);
+	assert_true(d.calls > 0);
+	/* One 4000-byte file of an 8 MB layer: a span or two, not the layer. */
+	assert_true(d.fetched < layer->len / 8);
+	free(want);
+
+	i = find_entry(lazy, "f09", 0);
+	want = file_content(&files[9]);
+	d.fail = true;
+	li_cache_set_size(0);
+	assert_int_equal(li_read(lazy, (size_t)i, got, 1000, 300000), -EIO);
+	d.fail = false;
+	assert_int_equal(li_read(lazy, (size_t)i, got, 100000, 300000), 100000);
+	assert_memory_equal(got, want + 300000, 100000);
+	li_cache_set_size(SPANCACHE_DEFAULT_SIZE);
+	li_close(lazy);
+	close(d.fd);
+	built_free(&b);
+	free(want);
+}
+
+static void test_lazy_fetch_hook(void **state)
+{
+	struct file_spec files[12];
+	char names[12][16];
+	struct buf tar = {0}, gz = {0};
+
+	(void)state;
+	for (int k = 0; k < 12; k++) {
+		snprintf(names[k], sizeof(names[k]), "f%02d", k);
+		files[k] = (struct file_spec){
+		    names[k],         names[k], LI_REG, 0644, 0, 0, 1, 0, k == 6 ? 4000 : 700000,
+		    100 + (uint32_t)k};
+	}
+	write_archive(ARCHIVE_FORMAT_TAR_PAX_RESTRICTED, files, 12, &tar);
+	gzip_buf(&tar, 6, 1, &gz);
+	check_lazy_reads(&gz, LI_GZIP);
+	check_lazy_reads(&tar, LI_TAR);
+	free(tar.p);
+	free(gz.p);
+}
+
 struct reader_arg {
 	struct li_index *li;
 	const uint8_t *want;
@@ -1348,6 +1445,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_pax_all_compressions),
+	    cmocka_unit_test(test_lazy_fetch_hook),
 	    cmocka_unit_test(test_gnu_and_ustar),
 	    cmocka_unit_test(test_sparse_formats),
 	    cmocka_unit_test(test_chunking_invariance),

@@ -5,6 +5,8 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 #include "runner/runner.h"
 
 static void test_sizes(void **state)
@@ -90,12 +92,56 @@ static void test_uint(void **state)
 	assert_int_equal(v, 20);
 }
 
+static void test_device(void **state)
+{
+	const unsigned rwm = RUNNER_DEV_READ | RUNNER_DEV_WRITE | RUNNER_DEV_MKNOD;
+	static const struct {
+		const char *in;
+		int r;
+		const char *host, *container;
+		unsigned access;
+	} t[] = {
+	    {"/dev/loop-control", 0, "/dev/loop-control", "/dev/loop-control", 7},
+	    {"/dev/sda:/dev/xvda", 0, "/dev/sda", "/dev/xvda", 7},
+	    {"/dev/sda:r", 0, "/dev/sda", "/dev/sda", RUNNER_DEV_READ},
+	    {"/dev/sda:rw", 0, "/dev/sda", "/dev/sda", RUNNER_DEV_READ | RUNNER_DEV_WRITE},
+	    {"/dev/sda:/disk:mr", 0, "/dev/sda", "/disk", RUNNER_DEV_READ | RUNNER_DEV_MKNOD},
+	    {"/dev/sda:/disk:rwm", 0, "/dev/sda", "/disk", 7},
+	    {"/dev/sda:/disk:rr", -EINVAL, NULL, NULL, 0},
+	    {"/dev/sda:/disk:x", -EINVAL, NULL, NULL, 0},
+	    {"/dev/sda:/disk:", -EINVAL, NULL, NULL, 0},
+	    {"/dev/sda:/disk:r:w", -EINVAL, NULL, NULL, 0},
+	    {"/dev/sda:disk", -EINVAL, NULL, NULL, 0},
+	    {"dev/sda", -EINVAL, NULL, NULL, 0},
+	    {"", -EINVAL, NULL, NULL, 0},
+	    {":/disk", -EINVAL, NULL, NULL, 0},
+	};
+
+	(void)state;
+	assert_int_equal(rwm, 7);
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		char buf[64];
+		struct runner_device d = {.host = "untouched"};
+
+		snprintf(buf, sizeof(buf), "%s", t[i].in);
+		assert_int_equal(runner_parse_device(buf, &d), t[i].r);
+		if (t[i].r < 0) {
+			assert_string_equal(d.host, "untouched");
+			continue;
+		}
+		assert_string_equal(d.host, t[i].host);
+		assert_string_equal(d.container, t[i].container);
+		assert_int_equal(d.access, t[i].access);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_sizes),
 	    cmocka_unit_test(test_cpus),
 	    cmocka_unit_test(test_uint),
+	    cmocka_unit_test(test_device),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

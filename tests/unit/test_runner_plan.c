@@ -83,7 +83,7 @@ static void test_root_v1(void **state)
 	assert_non_null(find(p, STEP_REMOUNT_RO, "/sys/fs/cgroup", &i_ro));
 	assert_non_null(find(p, STEP_MASK, "/proc/kcore", &i_mask));
 	assert_non_null(find(p, STEP_MASK, "/sys/firmware", &i_sysmask));
-	assert_int_equal(count(p, STEP_MASK), 11);
+	assert_int_equal(count(p, STEP_MASK), 12);
 	assert_int_equal(count(p, STEP_READONLY), 5);
 	assert_true(find(p, STEP_READONLY, "/proc/sysrq-trigger", NULL)->opts & STEP_OPTIONAL);
 	/* Order: each mount after what it lands on; masks after proc and sys. */
@@ -238,13 +238,80 @@ static void test_caps(void **state)
 	assert_int_equal(plan_default_caps(), 0xa80425fbull);
 }
 
+/* Docker's masked paths, with /proc/interrupts and each CPU's thermal_throttle
+ * (GHSA-6fw5-f8r9-fgfm); all optional. */
+static void test_masks(void **state)
+{
+	struct runner_config c = {.rootfs = "/r", .argv = argv_true};
+	struct host_facts h = {.cgroup2 = true, .n_cpus = 2};
+	struct setup_plan *p = NULL;
+	const struct setup_step *s;
+
+	(void)state;
+	assert_int_equal(plan_build(&c, &h, "box", &p), 0);
+	s = find(p, STEP_MASK, "/proc/interrupts", NULL);
+	assert_non_null(s);
+	assert_true(s->opts & STEP_OPTIONAL);
+	assert_non_null(find(p, STEP_MASK, "/sys/devices/system/cpu/cpu0/thermal_throttle", NULL));
+	s = find(p, STEP_MASK, "/sys/devices/system/cpu/cpu1/thermal_throttle", NULL);
+	assert_non_null(s);
+	assert_true(s->opts & STEP_OPTIONAL);
+	assert_null(find(p, STEP_MASK, "/sys/devices/system/cpu/cpu2/thermal_throttle", NULL));
+	plan_free(p);
+}
+
+/* --device: a node with the host's type, numbers and permissions as root, a bind of the
+ * host's node in a user namespace; after /dev is mounted either way. */
+static void test_devices(void **state)
+{
+	struct runner_config c = {.rootfs = "/r", .argv = argv_true};
+	struct host_device d[] = {
+	    {.host = "/dev/loop-control",
+	     .container = "/dev/loop-control",
+	     .mode = S_IFCHR | 0660,
+	     .rdev = makedev(10, 237),
+	     .access = RUNNER_DEV_READ},
+	    {.host = "/dev/sda",
+	     .container = "/disk",
+	     .mode = S_IFBLK | 0660,
+	     .rdev = makedev(8, 0)},
+	};
+	struct host_facts h = {.cgroup2 = true, .devices = d, .n_devices = 2};
+	struct setup_plan *p = NULL;
+	const struct setup_step *s;
+	size_t i_dev = 0, i_loop = 0;
+
+	(void)state;
+	assert_int_equal(plan_build(&c, &h, "box", &p), 0);
+	assert_non_null(find(p, STEP_MOUNT, "/dev", &i_dev));
+	s = find(p, STEP_MKNOD, "/dev/loop-control", &i_loop);
+	assert_non_null(s);
+	assert_true(i_loop > i_dev);
+	assert_int_equal(s->mode, S_IFCHR | 0660);
+	assert_int_equal(s->dev, makedev(10, 237));
+	s = find(p, STEP_MKNOD, "/disk", NULL);
+	assert_non_null(s);
+	assert_int_equal(s->mode, S_IFBLK | 0660);
+	plan_free(p);
+
+	h.userns = true;
+	assert_int_equal(plan_build(&c, &h, "box", &p), 0);
+	assert_null(find(p, STEP_MKNOD, "/dev/loop-control", NULL));
+	s = find(p, STEP_BIND, "/disk", NULL);
+	assert_non_null(s);
+	assert_string_equal(s->source, "/dev/sda");
+	assert_true(s->opts & STEP_ON_FILE);
+	plan_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_root_v1), cmocka_unit_test(test_rootless),
 	    cmocka_unit_test(test_cgroup2), cmocka_unit_test(test_invalid),
 	    cmocka_unit_test(test_resolv),  cmocka_unit_test(test_env),
-	    cmocka_unit_test(test_caps),
+	    cmocka_unit_test(test_caps),    cmocka_unit_test(test_devices),
+	    cmocka_unit_test(test_masks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/capability.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -22,6 +23,9 @@
 
 #ifndef AF_VSOCK
 #define AF_VSOCK 40
+#endif
+#ifndef AF_ALG
+#define AF_ALG 38
 #endif
 
 static void test_precompiled_equals_libseccomp(void **state)
@@ -86,6 +90,9 @@ enum {
 	BAD_PERSONALITY = 1 << 6,
 	BAD_PERSONALITY_DENIED = 1 << 7,
 	BAD_MOUNT = 1 << 8,
+	BAD_IO_URING = 1 << 9,
+	BAD_ALG = 1 << 10,
+	BAD_UNIX = 1 << 11,
 };
 
 /* errno of a raw syscall, 0 when it succeeded. */
@@ -95,19 +102,25 @@ static int sys_errno(long r)
 }
 
 /* In a child: loads the profile for caps and reports every unexpected answer as a bit of
- * its exit status. With CAP_SYS_ADMIN in caps, unshare and mount are allowed by the filter
- * (the kernel then answers on its own, never with the filter's EPERM for unshare(0)). */
+ * the int it writes to a pipe (an exit status keeps only 8 bits). With CAP_SYS_ADMIN in
+ * caps, unshare and mount are allowed by the filter (the kernel then answers on its own,
+ * never with the filter's EPERM for unshare(0)). */
 static int probe_in_child(uint64_t caps)
 {
-	int status;
-	pid_t pid = fork();
+	int status, fds[2], bad = -1;
+	pid_t pid;
 
+	assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+	pid = fork();
 	if (pid == 0) {
 		bool admin = caps & (1ull << CAP_SYS_ADMIN);
-		int bad = 0, s;
+		int s;
 
-		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || seccomp_load_default(caps) < 0)
-			_exit(BAD_LOAD);
+		bad = 0;
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || seccomp_load_default(caps) < 0) {
+			bad = BAD_LOAD;
+			goto out;
+		}
 		if (syscall(SYS_getpid) != getpid())
 			bad |= BAD_GETPID;
 		if (sys_errno(syscall(SYS_keyctl, 0, 0, 0, 0, 0)) != EPERM)
@@ -119,18 +132,36 @@ static int probe_in_child(uint64_t caps)
 		s = (int)syscall(SYS_socket, AF_VSOCK, SOCK_STREAM, 0);
 		if (s >= 0 || errno != EPERM)
 			bad |= BAD_VSOCK;
+		s = (int)syscall(SYS_socket, AF_ALG, SOCK_SEQPACKET, 0);
+		if (s >= 0 || errno != EPERM)
+			bad |= BAD_ALG;
+		s = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM, 0);
+		if (s < 0)
+			bad |= BAD_UNIX;
+		else
+			close(s);
+		/* moby >= 25 removed io_uring from the allowlist: EPERM, not EFAULT/EINVAL. */
+		if (sys_errno(syscall(SYS_io_uring_setup, 1, NULL)) != EPERM ||
+		    sys_errno(syscall(SYS_io_uring_enter, -1, 0, 0, 0, NULL, 0)) != EPERM ||
+		    sys_errno(syscall(SYS_io_uring_register, -1, 0, NULL, 0)) != EPERM)
+			bad |= BAD_IO_URING;
 		if (syscall(SYS_personality, 0xffffffffUL) < 0)
 			bad |= BAD_PERSONALITY;
 		if (sys_errno(syscall(SYS_personality, (unsigned long)ADDR_NO_RANDOMIZE)) != EPERM)
 			bad |= BAD_PERSONALITY_DENIED;
 		if (!admin && sys_errno(syscall(SYS_mount, "none", "/", "tmpfs", 0, NULL)) != EPERM)
 			bad |= BAD_MOUNT;
-		_exit(bad);
+	out:
+		_exit(write(fds[1], &bad, sizeof(bad)) == sizeof(bad) ? 0 : 1);
 	}
 	assert_true(pid > 0);
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));
-	return WEXITSTATUS(status);
+	assert_int_equal(WEXITSTATUS(status), 0);
+	close(fds[1]);
+	assert_int_equal(read(fds[0], &bad, sizeof(bad)), sizeof(bad));
+	close(fds[0]);
+	return bad;
 }
 
 static void test_load_precompiled(void **state)

@@ -1,0 +1,422 @@
+/* A layer blob fetched lazily; see lazyblob.h. */
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <time.h>
+#include "common/digest.h"
+#include "common/fileio.h"
+#include "common/log.h"
+#include "fsd/image/lazyblob.h"
+#include "fsd/image/store.h"
+
+#define DEFAULT_MAX_REQUEST (4u << 20)
+#define FILL_MAX_REQUEST (1u << 20)
+#define QUIET_POLL_MS 20
+
+enum span_state {
+	SPAN_MISSING = 0,
+	SPAN_BUSY,    /* being fetched by a thread of this process */
+	SPAN_PRESENT, /* in the file, verified */
+};
+
+struct lazyblob {
+	struct store *s;
+	struct spans *sp;
+	int fd;
+	struct lazyblob_opts o;
+	pthread_mutex_t lock; /* protects everything below */
+	pthread_cond_t changed;
+	uint8_t *state; /* enum span_state per span */
+	uint64_t present_spans;
+	uint64_t fill_cursor;
+	unsigned demand_active;
+	int64_t last_demand_ms;
+	struct lazyblob_stats stats;
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t span_len(const struct lazyblob *b, uint64_t i)
+{
+	uint64_t off, len;
+
+	spans_range(b->sp, i, &off, &len);
+	return len;
+}
+
+/* Whether the file holds data anywhere in [off, off + len) (not only a hole). */
+static bool has_data(int fd, uint64_t off, uint64_t len)
+{
+	off_t d = lseek(fd, (off_t)off, SEEK_DATA);
+
+	if (d < 0)
+		return errno != ENXIO; /* unknown: look */
+	return (uint64_t)d < off + len;
+}
+
+/* Marks spans [first, first + n) present where the file already has their bytes (another
+ * process fetched them, or an earlier daemon). buf holds at least the range. */
+static uint64_t find_present(struct lazyblob *b, uint64_t first, uint64_t n, uint8_t *buf,
+                             bool *ret_present)
+{
+	uint64_t off, len, found = 0, end;
+	ssize_t got;
+
+	spans_range(b->sp, first, &off, &len);
+	spans_range(b->sp, first + n - 1, &end, &len);
+	end += len;
+	for (uint64_t i = 0; i < n; i++)
+		ret_present[i] = false;
+	if (!has_data(b->fd, off, end - off))
+		return 0;
+	got = pread_full(b->fd, buf, end - off, (off_t)off);
+	if (got < 0 || (uint64_t)got != end - off)
+		return 0;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t so, sl;
+
+		spans_range(b->sp, first + i, &so, &sl);
+		if (spans_check(b->sp, first + i, buf + (so - off), sl)) {
+			ret_present[i] = true;
+			found++;
+		}
+	}
+	return found;
+}
+
+/* Fetches spans [first, first + n), claimed SPAN_BUSY by the caller, into the file: under
+ * an OFD write lock of their byte range, so that processes serving the same blob do not
+ * fetch a span twice. Returns the bytes fetched, or -errno (logged). */
+static int64_t fetch_run(struct lazyblob *b, uint64_t first, uint64_t n)
+{
+	_cleanup_free_ uint8_t *buf = NULL;
+	_cleanup_free_ bool *present = NULL;
+	uint64_t off, len, end, lo = 0, hi = n, fetched = 0;
+	struct flock fl;
+	struct error err = {""};
+	int r = 0;
+
+	spans_range(b->sp, first, &off, &len);
+	spans_range(b->sp, first + n - 1, &end, &len);
+	end += len;
+	buf = malloc(end - off);
+	present = calloc(n, sizeof(*present));
+	if (!buf || !present)
+		return -ENOMEM;
+	fl = (struct flock){.l_type = F_WRLCK,
+	                    .l_whence = SEEK_SET,
+	                    .l_start = (off_t)off,
+	                    .l_len = (off_t)(end - off)};
+	while (fcntl(b->fd, F_OFD_SETLKW, &fl) < 0)
+		if (errno != EINTR)
+			return log_errno(LOG_ERR, -errno, "cannot lock the lazy blob of %s",
+			                 b->sp->layer);
+	if (find_present(b, first, n, buf, present) == n)
+		goto unlock;
+	/* One request from the first missing span to the last. */
+	while (lo < hi && present[lo])
+		lo++;
+	while (hi > lo && present[hi - 1])
+		hi--;
+	for (int attempt = 0; attempt < 2 && lo < hi; attempt++) {
+		uint64_t ro, rl, re;
+
+		spans_range(b->sp, first + lo, &ro, &rl);
+		spans_range(b->sp, first + hi - 1, &re, &rl);
+		re += rl;
+		r = b->o.fetch(b->o.ctx, ro, re - ro, buf + (ro - off), &err);
+		pthread_mutex_lock(&b->lock);
+		b->stats.requests++;
+		pthread_mutex_unlock(&b->lock);
+		if (r < 0)
+			break;
+		fetched += re - ro;
+		for (uint64_t i = lo; i < hi; i++) {
+			uint64_t so, sl;
+
+			if (present[i])
+				continue;
+			spans_range(b->sp, first + i, &so, &sl);
+			if (!spans_check(b->sp, first + i, buf + (so - off), sl))
+				continue;
+			r = pwrite_full(b->fd, buf + (so - off), sl, (off_t)so);
+			if (r < 0)
+				break;
+			present[i] = true;
+		}
+		if (r < 0)
+			break;
+		while (lo < hi && present[lo])
+			lo++;
+		while (hi > lo && present[hi - 1])
+			hi--;
+	}
+	if (r >= 0 && lo < hi)
+		r = -EIO;
+	if (r < 0) {
+		if (error_isset(&err))
+			log_msg(LOG_ERR, "%s: %s", b->sp->layer, err.msg);
+		else if (r == -EIO)
+			log_msg(LOG_ERR,
+			        "%s: bytes %llu-%llu do not match the span table, also when "
+			        "fetched again",
+			        b->sp->layer, (unsigned long long)(off + lo * b->sp->span_size),
+			        (unsigned long long)(off + hi * b->sp->span_size - 1));
+		else
+			log_errno(LOG_ERR, r, "%s: cannot fetch bytes %llu-%llu", b->sp->layer,
+			          (unsigned long long)off, (unsigned long long)(end - 1));
+	}
+unlock:
+	fl.l_type = F_UNLCK;
+	(void)fcntl(b->fd, F_OFD_SETLK, &fl);
+	pthread_mutex_lock(&b->lock);
+	for (uint64_t i = 0; i < n; i++) {
+		b->state[first + i] = present[i] ? SPAN_PRESENT : SPAN_MISSING;
+		if (present[i]) {
+			b->present_spans++;
+			b->stats.present += span_len(b, first + i);
+		}
+	}
+	pthread_cond_broadcast(&b->changed);
+	pthread_mutex_unlock(&b->lock);
+	return r < 0 ? r : (int64_t)fetched;
+}
+
+/* Claims the first run of missing spans in [first, last] (at most max bytes), SPAN_BUSY.
+ * Returns 1 with the run, 0 when every span there is present, or waits while others
+ * fetch the rest. Called with b->lock held. */
+static int claim_run(struct lazyblob *b, uint64_t first, uint64_t last, uint64_t max,
+                     uint64_t *ret_first, uint64_t *ret_n)
+{
+	for (;;) {
+		bool busy = false;
+		uint64_t i, n = 0;
+
+		for (i = first; i <= last; i++) {
+			if (b->state[i] == SPAN_MISSING)
+				break;
+			busy |= b->state[i] == SPAN_BUSY;
+		}
+		if (i > last) {
+			if (!busy)
+				return 0;
+			pthread_cond_wait(&b->changed, &b->lock);
+			continue;
+		}
+		while (i + n <= last && b->state[i + n] == SPAN_MISSING &&
+		       (n == 0 || (n + 1) * (uint64_t)b->sp->span_size <= max)) {
+			b->state[i + n] = SPAN_BUSY;
+			n++;
+		}
+		*ret_first = i;
+		*ret_n = n;
+		return 1;
+	}
+}
+
+int lazyblob_ensure(void *userdata, uint64_t off, uint64_t len)
+{
+	struct lazyblob *b = userdata;
+	uint64_t first, last;
+
+	if (len == 0 || off >= b->sp->blob_size)
+		return 0;
+	len = MIN(len, b->sp->blob_size - off);
+	first = off / b->sp->span_size;
+	last = (off + len - 1) / b->sp->span_size;
+	for (;;) {
+		uint64_t run, n;
+		int64_t got;
+		int r;
+
+		pthread_mutex_lock(&b->lock);
+		if (b->present_spans == b->sp->n_spans) {
+			pthread_mutex_unlock(&b->lock);
+			return 0;
+		}
+		r = claim_run(b, first, last, b->o.max_request, &run, &n);
+		if (r > 0)
+			b->demand_active++;
+		pthread_mutex_unlock(&b->lock);
+		if (r == 0)
+			return 0;
+		got = fetch_run(b, run, n);
+		pthread_mutex_lock(&b->lock);
+		b->demand_active--;
+		b->last_demand_ms = now_ms();
+		if (got > 0)
+			b->stats.demand_bytes += (uint64_t)got;
+		pthread_mutex_unlock(&b->lock);
+		if (got < 0)
+			return (int)got;
+	}
+}
+
+/* The whole file has the blob's digest: then it goes into blobs/. */
+static int commit(struct lazyblob *b)
+{
+	_cleanup_(sha256_freep) struct sha256 *h = sha256_new();
+	_cleanup_free_ uint8_t *buf = malloc(1u << 20);
+	char digest[DIGEST_STR_LEN + 1];
+	uint64_t off = 0;
+	int r;
+
+	if (!h || !buf)
+		return -ENOMEM;
+	while (off < b->sp->blob_size) {
+		ssize_t n = pread_full(b->fd, buf,
+		                       (size_t)MIN((uint64_t)(1u << 20), b->sp->blob_size - off),
+		                       (off_t)off);
+
+		if (n <= 0)
+			return n < 0 ? (int)n : -EIO;
+		sha256_update(h, buf, (size_t)n);
+		off += (uint64_t)n;
+	}
+	sha256_final(h, digest);
+	if (!streq(digest, b->sp->layer))
+		return log_errno(LOG_ERR, -EBADMSG,
+		                 "%s: the fetched blob has digest %s; it is not kept", b->sp->layer,
+		                 digest);
+	r = store_commit_lazy(b->s, b->sp->layer, b->fd);
+	if (r == -ESTALE && store_has_blob(b->s, b->sp->layer))
+		r = 0; /* another process committed it first */
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "%s: cannot keep the fetched blob", b->sp->layer);
+	pthread_mutex_lock(&b->lock);
+	b->stats.committed = true;
+	pthread_mutex_unlock(&b->lock);
+	log_debug("%s: complete", b->sp->layer);
+	return 0;
+}
+
+int lazyblob_fill(struct lazyblob *b)
+{
+	uint64_t run = 0, n = 0, max;
+	int64_t got;
+	int r;
+
+	max = MIN((uint64_t)FILL_MAX_REQUEST, b->o.max_request);
+	pthread_mutex_lock(&b->lock);
+	if (b->stats.committed) {
+		pthread_mutex_unlock(&b->lock);
+		return 0;
+	}
+	for (;;) {
+		int64_t quiet = now_ms() - b->last_demand_ms;
+
+		if (b->demand_active == 0 && quiet >= (int64_t)b->o.fill_delay_ms)
+			break;
+		pthread_mutex_unlock(&b->lock);
+		(void)poll(NULL, 0,
+		           b->demand_active
+		               ? QUIET_POLL_MS
+		               : (int)MIN((int64_t)QUIET_POLL_MS * 5, b->o.fill_delay_ms - quiet));
+		pthread_mutex_lock(&b->lock);
+	}
+	r = 0;
+	if (b->sp->n_spans > 0) {
+		/* From the cursor to the end, then from the start. */
+		r = claim_run(b, b->fill_cursor, b->sp->n_spans - 1, max, &run, &n);
+		if (r == 0 && b->fill_cursor > 0)
+			r = claim_run(b, 0, b->sp->n_spans - 1, max, &run, &n);
+	}
+	pthread_mutex_unlock(&b->lock);
+	if (r == 0)
+		return commit(b) < 0 ? -EIO : 0;
+	got = fetch_run(b, run, n);
+	if (got < 0)
+		return (int)got;
+	pthread_mutex_lock(&b->lock);
+	b->stats.fill_bytes += (uint64_t)got;
+	b->fill_cursor = run + n < b->sp->n_spans ? run + n : 0;
+	pthread_mutex_unlock(&b->lock);
+	return 1;
+}
+
+int lazyblob_open(struct store *s, struct spans *sp, const struct lazyblob_opts *o,
+                  struct lazyblob **ret)
+{
+	_cleanup_(spans_freep) struct spans *owned = sp;
+	_cleanup_free_ uint8_t *buf = NULL;
+	_cleanup_free_ bool *present = NULL;
+	struct lazyblob *b;
+	int r;
+
+	if (!o->fetch)
+		return -EINVAL;
+	if (store_has_blob(s, sp->layer))
+		return -EEXIST;
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->s = s;
+	b->sp = TAKE_PTR(owned);
+	b->fd = -1;
+	b->o = *o;
+	if (!b->o.max_request)
+		b->o.max_request = DEFAULT_MAX_REQUEST;
+	b->o.max_request = MAX(b->o.max_request, (uint64_t)b->sp->span_size);
+	b->last_demand_ms = now_ms() - (int64_t)b->o.fill_delay_ms;
+	b->stats.size = b->sp->blob_size;
+	pthread_mutex_init(&b->lock, NULL);
+	pthread_cond_init(&b->changed, NULL);
+	b->state = calloc(b->sp->n_spans ? b->sp->n_spans : 1, 1);
+	buf = malloc(b->sp->span_size);
+	present = calloc(1, sizeof(*present));
+	if (!b->state || !buf || !present) {
+		lazyblob_free(b);
+		return -ENOMEM;
+	}
+	r = store_open_lazy(s, b->sp->layer, b->sp->blob_size, &b->fd);
+	if (r < 0) {
+		lazyblob_free(b);
+		return r;
+	}
+	/* What an earlier daemon, or another process now, fetched and verified. */
+	for (uint64_t i = 0; i < b->sp->n_spans; i++)
+		if (find_present(b, i, 1, buf, present) == 1) {
+			b->state[i] = SPAN_PRESENT;
+			b->present_spans++;
+			b->stats.present += span_len(b, i);
+		}
+	*ret = b;
+	return 0;
+}
+
+void lazyblob_free(struct lazyblob *b)
+{
+	if (!b)
+		return;
+	if (b->fd >= 0)
+		close(b->fd);
+	pthread_cond_destroy(&b->changed);
+	pthread_mutex_destroy(&b->lock);
+	free(b->state);
+	spans_free(b->sp);
+	free(b);
+}
+
+int lazyblob_fd(const struct lazyblob *b)
+{
+	return b->fd;
+}
+
+const char *lazyblob_digest(const struct lazyblob *b)
+{
+	return b->sp->layer;
+}
+
+void lazyblob_get_stats(struct lazyblob *b, struct lazyblob_stats *ret)
+{
+	pthread_mutex_lock(&b->lock);
+	*ret = b->stats;
+	pthread_mutex_unlock(&b->lock);
+}

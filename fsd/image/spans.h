@@ -1,0 +1,51 @@
+/* The span table of a layer blob: the sha256 of every span_size bytes of the compressed
+ * blob as the registry serves it, so that bytes fetched with HTTP Range are verified before
+ * use, long before the whole blob (and its digest) is there. imgfs publishes it beside the
+ * layer index (`imgfs index push`) and keeps it in the store next to the index.
+ *
+ * File format (little endian):
+ *   magic "IMGFSSPN", u32 version (1), u32 span_size (a power of two, 64 KiB..16 MiB),
+ *   u64 blob_size, char layer[72] (the blob's digest, NUL-padded), u64 n_spans
+ *   (= ceil(blob_size / span_size)), then n_spans 32-byte sha256 digests; span i covers
+ *   [i * span_size, min((i + 1) * span_size, blob_size)).
+ * Every value comes from the network: spans_parse() checks all of it. */
+#pragma once
+
+#include <stdint.h>
+#include "common/digest.h"
+#include "common/error.h"
+#include "common/macros.h"
+
+#define SPANS_DEFAULT_SIZE (256u << 10)
+#define SPANS_MIN_SIZE (64u << 10)
+#define SPANS_MAX_SIZE (16u << 20)
+
+struct spans {
+	char layer[DIGEST_STR_LEN + 1];
+	uint64_t blob_size;
+	uint32_t span_size;
+	uint64_t n_spans;
+	uint8_t (*digest)[32]; /* n_spans entries, malloc'ed */
+};
+
+void spans_free(struct spans *sp);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct spans *, spans_free);
+
+/* Hashes the blob of digest layer, size bytes read from fd, in spans of span_size.
+ * Returns 0 and *ret (free with spans_free()), or -errno (-EIO when fd is short). */
+int spans_compute(int fd, const char *layer, uint64_t size, uint32_t span_size, struct spans **ret);
+
+/* Serialises sp into a malloc'ed buffer. */
+int spans_encode(const struct spans *sp, void **ret_buf, size_t *ret_len);
+
+/* Parses a span table; -EBADMSG (with a reason in err) for anything that is not one, or
+ * one whose layer or size is not those expected (expected_layer may be NULL, expected_size
+ * UINT64_MAX when unknown). */
+int spans_parse(const void *buf, size_t len, const char *expected_layer, uint64_t expected_size,
+                struct spans **ret, struct error *err);
+
+/* Byte range of span i: [*ret_off, *ret_off + *ret_len). */
+void spans_range(const struct spans *sp, uint64_t i, uint64_t *ret_off, uint64_t *ret_len);
+
+/* Whether buf (the whole of span i) has the span's digest. */
+bool spans_check(const struct spans *sp, uint64_t i, const void *buf, size_t len);

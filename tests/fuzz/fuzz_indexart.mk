@@ -1,0 +1,1 @@
+fuzz_indexart_SRC := fsd/image/indexart.c fsd/image/spans.c

@@ -1,0 +1,1 @@
+test_indexart_SRC := fsd/image/indexart.c

@@ -1,0 +1,1 @@
+test_runner_devices_SRC := runner/devices.c
