@@ -15,8 +15,7 @@ void indexart_free(struct indexart *a)
 	free(a);
 }
 
-static json_t *blob_desc(const char *media_type, const struct indexart_blob *b,
-                         const char *layer)
+static json_t *blob_desc(const char *media_type, const struct indexart_blob *b, const char *layer)
 {
 	return json_pack("{s:s, s:s, s:I, s:{s:s}}", "mediaType", media_type, "digest", b->digest,
 	                 "size", (json_int_t)b->size, "annotations", INDEXART_ANNOTATION_LAYER,
@@ -45,10 +44,10 @@ int indexart_encode(const char *subject_media_type, const char *subject_digest,
 		if (!digest_valid(layers[i].layer) || !digest_valid(layers[i].index.digest) ||
 		    !digest_valid(layers[i].spans.digest))
 			return -EINVAL;
-		if (json_array_append_new(arr, blob_desc(INDEXART_MT_INDEX, &layers[i].index,
-		                                         layers[i].layer)) < 0 ||
-		    json_array_append_new(arr, blob_desc(INDEXART_MT_SPANS, &layers[i].spans,
-		                                         layers[i].layer)) < 0)
+		if (json_array_append_new(
+		        arr, blob_desc(INDEXART_MT_INDEX, &layers[i].index, layers[i].layer)) < 0 ||
+		    json_array_append_new(
+		        arr, blob_desc(INDEXART_MT_SPANS, &layers[i].spans, layers[i].layer)) < 0)
 			return -ENOMEM;
 	}
 	text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -100,8 +99,8 @@ static int desc_get(json_t *d, uint64_t max, struct indexart_blob *ret, struct e
 	return 0;
 }
 
-int indexart_parse(const char *buf, size_t len, const char *subject_digest,
-                   struct indexart **ret, struct error *err)
+int indexart_parse(const char *buf, size_t len, const char *subject_digest, struct indexart **ret,
+                   struct error *err)
 {
 	_cleanup_(indexart_freep) struct indexart *a = NULL;
 	json_auto_t *doc = NULL;
@@ -137,8 +136,8 @@ int indexart_parse(const char *buf, size_t len, const char *subject_digest,
 		return -ENOMEM;
 	json_array_foreach(layers, i, d)
 	{
-		const char *layer = str_of(json_object_get(d, "annotations"),
-		                           INDEXART_ANNOTATION_LAYER);
+		const char *layer =
+		    str_of(json_object_get(d, "annotations"), INDEXART_ANNOTATION_LAYER);
 		const char *dmt = str_of(d, "mediaType");
 		struct indexart_layer *l = NULL;
 		bool is_index;
@@ -204,8 +203,8 @@ static int load_index(const char *buf, size_t len, json_t **ret, json_t **ret_ma
 	return 0;
 }
 
-int indexart_referrers(const char *buf, size_t len, char (**ret)[DIGEST_STR_LEN + 1],
-                       size_t *ret_n, struct error *err)
+int indexart_referrers(const char *buf, size_t len, char (**ret)[DIGEST_STR_LEN + 1], size_t *ret_n,
+                       struct error *err)
 {
 	json_auto_t *doc = NULL;
 	json_t *manifests, *d;
@@ -232,8 +231,7 @@ int indexart_referrers(const char *buf, size_t len, char (**ret)[DIGEST_STR_LEN 
 }
 
 int indexart_referrers_add(const char *buf, size_t len, const char *digest, uint64_t size,
-                           char **ret_json, size_t *ret_len, bool *ret_changed,
-                           struct error *err)
+                           char **ret_json, size_t *ret_len, bool *ret_changed, struct error *err)
 {
 	json_auto_t *doc = NULL;
 	json_t *manifests, *d;

@@ -62,8 +62,8 @@ int indexart_encode(const char *subject_media_type, const char *subject_digest,
 
 /* Parses an artifact manifest; it must be ours and name subject_digest as its subject.
  * -EBADMSG (reason in err) for anything else. */
-int indexart_parse(const char *buf, size_t len, const char *subject_digest,
-                   struct indexart **ret, struct error *err);
+int indexart_parse(const char *buf, size_t len, const char *subject_digest, struct indexart **ret,
+                   struct error *err);
 
 /* The entry for layer, or NULL. */
 const struct indexart_layer *indexart_find(const struct indexart *a, const char *layer);
@@ -72,12 +72,11 @@ const struct indexart_layer *indexart_find(const struct indexart *a, const char 
  * of the referrers API, or the fallback tag's index), in their order; *ret_n may be 0.
  * Entries of other types are skipped, malformed ones too; a document that is not an
  * image index is -EBADMSG. *ret is an array of DIGEST_STR_LEN + 1 strings. */
-int indexart_referrers(const char *buf, size_t len, char (**ret)[DIGEST_STR_LEN + 1],
-                       size_t *ret_n, struct error *err);
+int indexart_referrers(const char *buf, size_t len, char (**ret)[DIGEST_STR_LEN + 1], size_t *ret_n,
+                       struct error *err);
 
 /* The fallback tag's index with the artifact (media type MT_OCI_MANIFEST, digest, size)
  * added: buf is the current index (NULL when the tag does not exist). Every other entry is
  * kept as it is. *ret_changed false (and *ret_json NULL) when it is there already. */
 int indexart_referrers_add(const char *buf, size_t len, const char *digest, uint64_t size,
-                           char **ret_json, size_t *ret_len, bool *ret_changed,
-                           struct error *err);
+                           char **ret_json, size_t *ret_len, bool *ret_changed, struct error *err);

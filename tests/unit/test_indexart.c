@@ -43,7 +43,8 @@ static void test_round_trip(void **state)
 	memset(layers, 0, sizeof(layers));
 	make_layers(layers, 3);
 	digest_of("manifest", subject);
-	assert_int_equal(indexart_encode(MT_OCI_MANIFEST, subject, 1234, layers, 3, &json, &len), 0);
+	assert_int_equal(indexart_encode(MT_OCI_MANIFEST, subject, 1234, layers, 3, &json, &len),
+	                 0);
 	/* The same input, the same bytes: a second push changes nothing. */
 	assert_int_equal(indexart_encode(MT_OCI_MANIFEST, subject, 1234, layers, 3, &again, &len2),
 	                 0);
@@ -140,9 +141,9 @@ static void test_referrers(void **state)
 	assert_int_equal(indexart_referrers(foreign, strlen(foreign), &found, &n, NULL), 0);
 	assert_int_equal(n, 0);
 	free(TAKE_PTR(found));
-	assert_int_equal(
-	    indexart_referrers_add(foreign, strlen(foreign), ours, 77, &merged, &len, &changed, NULL),
-	    0);
+	assert_int_equal(indexart_referrers_add(foreign, strlen(foreign), ours, 77, &merged, &len,
+	                                        &changed, NULL),
+	                 0);
 	assert_true(changed);
 	/* The other tool's referrer stays, annotations and all. */
 	assert_non_null(strstr(merged, "application/vnd.amazon.soci.index.v1+json"));
