@@ -204,7 +204,7 @@ install: all ## install imgfs and runner under PREFIX
 	install -D -m 0755 $(BUILD)/runner $(DESTDIR)$(PREFIX)/bin/runner
 
 format: ## reformat the C sources with clang-format
-	clang-format -i $$(git ls-files '*.c' '*.h')
+	clang-format -i $$(git ls-files -co --exclude-standard '*.c' '*.h')
 
 format-check: ## fail when a C source is not clang-formatted
 	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h' 2>/dev/null || find common fsd runner tests -name '*.[ch]')

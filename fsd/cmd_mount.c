@@ -1,6 +1,7 @@
 /* imgfs mount / umount / status: the command lines; the mount's life cycle is lifecycle.c, the
  * process serving it daemon.c. */
 #include <getopt.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -156,6 +157,11 @@ static const char status_usage[] =
     "  upper-kept   yes when the layer was given with --upper (kept at umount)\n"
     "  daemon-pid   the process serving requests, or - when none\n"
     "  state-dir    the mount's directory in its store (log, state)\n"
+    "  lazy         yes when the layers are fetched as they are read; then, in bytes:\n"
+    "  fetched-on-demand      fetched by this mount for reads\n"
+    "  fetched-in-background  fetched by its background fill\n"
+    "  lazy-bytes-present     of the lazily fetched layers, there now (by any process)\n"
+    "  lazy-bytes-total       of the lazily fetched layers, in all\n"
     "Like `imgfs umount`, it finds the mount's store from the mount. Exit status 0 for a\n"
     "live mount, 1 for a dead or unknown one or no mount at all.\n";
 
@@ -205,6 +211,13 @@ int cmd_status(int argc, char **argv)
 	else
 		printf("daemon-pid: -\n");
 	printf("state-dir: %s\n", st.dir ? st.dir : "-");
+	printf("lazy: %s\n", yes_no(st.lazy));
+	if (st.lazy) {
+		printf("fetched-on-demand: %" PRIu64 "\n", st.demand_bytes);
+		printf("fetched-in-background: %" PRIu64 "\n", st.fill_bytes);
+		printf("lazy-bytes-present: %" PRIu64 "\n", st.present);
+		printf("lazy-bytes-total: %" PRIu64 "\n", st.total);
+	}
 	r = st.alive ? 0 : 1;
 	mount_status_done(&st);
 	return r;

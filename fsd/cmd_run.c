@@ -25,7 +25,8 @@ static const char run_usage[] =
     "throwaway writable layer, run the image's Entrypoint and Cmd (CMD replaces Cmd) with\n"
     "its Env, WorkingDir and User, then unmount and remove the layer. Missing mountpoints\n"
     "(/proc, /sys, /dev, /etc/hostname, /etc/hosts, /etc/resolv.conf) are supplied by an\n"
-    "init layer, as Docker does.\n"
+    "init layer, as Docker does; with --upper DIR, by the runner, so that DIR holds only\n"
+    "what the container changed.\n"
     "\n"
     "Options:\n"
     "  --rm                   remove the writable layer afterwards (always done unless\n"
@@ -387,7 +388,9 @@ int cmd_run(int argc, char **argv)
 		log_errno(LOG_ERR, -errno, "cannot create the run directory '%s'", dir);
 		goto out;
 	}
-	r = prepare_upper(s, manifest, upper);
+	/* The init layer saves the runner its shadows of missing mount points, but only in
+	 * a throwaway upper: a user's --upper holds what the container did, nothing else. */
+	r = a.upper ? 0 : prepare_upper(s, manifest, upper);
 	if (r < 0) {
 		log_errno(LOG_ERR, r, "cannot write the init layer into '%s'", upper);
 		goto out;

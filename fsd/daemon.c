@@ -1,5 +1,7 @@
 /* The process that serves an image mount; see daemon.h. */
 #include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -10,6 +12,7 @@
 #include "fsd/fs/fs.h"
 #include "fsd/fs/upper.h"
 #include "fsd/fuse_ops.h"
+#include "fsd/image/lazyimage.h"
 #include "fsd/image/store.h"
 #include "fsd/index/tree.h"
 #include "fsd/lifecycle.h"
@@ -30,7 +33,8 @@ static bool user_allow_other(void)
 	return false;
 }
 
-static int open_image_tree(struct store *s, const char *manifest, struct tree **ret)
+static int open_image_tree(struct store *s, const char *manifest, struct lazyimage *lazy,
+                           struct tree **ret)
 {
 	_cleanup_close_ int fd = -1;
 	char path[128];
@@ -41,7 +45,7 @@ static int open_image_tree(struct store *s, const char *manifest, struct tree **
 		return -errno;
 	/* No checksum walk over the tree and its indexes: they were verified when the pull
 	 * wrote them, and every record is range-checked where it is used. */
-	return tree_open_flags(store_layer_opener(s), fd, 0, ret);
+	return tree_open_flags(lazy ? lazyimage_opener(lazy) : store_layer_opener(s), fd, 0, ret);
 }
 
 /* Opens the writable layer: c->upper (kept across mounts) or ROOT/mounts/NAME/upper
@@ -130,6 +134,88 @@ static int open_upper(const struct mount_request *c, struct lifecycle *lc, char 
 	return 0;
 }
 
+/* A lazy mount's figures for `imgfs status`: ROOT/mounts/NAME/lazy, rewritten while they
+ * change. */
+struct stats_writer {
+	struct lazyimage *lazy;
+	int dirfd;
+	pthread_t thread;
+	bool running;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	bool stop;
+};
+
+static void write_stats(struct stats_writer *w, struct lazyimage_stats *last)
+{
+	struct lazyimage_stats st;
+	char text[256];
+	int n;
+
+	lazyimage_get_stats(w->lazy, &st);
+	if (last && !memcmp(&st, last, sizeof(st)))
+		return;
+	n = snprintf(text, sizeof(text),
+	             "{\"demand_bytes\":%" PRIu64 ",\"fill_bytes\":%" PRIu64 ",\"present\":%" PRIu64
+	             ",\"total\":%" PRIu64 ",\"layers\":%zu,\"complete\":%zu}\n",
+	             st.demand_bytes, st.fill_bytes, st.present, st.total, st.layers, st.complete);
+	if (write_file_atomic(w->dirfd, "lazy", text, (size_t)n, 0644) == 0 && last)
+		*last = st;
+}
+
+static void *stats_thread(void *userdata)
+{
+	struct stats_writer *w = userdata;
+	struct lazyimage_stats last = {0};
+
+	pthread_mutex_lock(&w->lock);
+	while (!w->stop) {
+		struct timespec ts;
+
+		pthread_mutex_unlock(&w->lock);
+		write_stats(w, &last);
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 250 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_mutex_lock(&w->lock);
+		if (!w->stop)
+			pthread_cond_timedwait(&w->wake, &w->lock, &ts);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+/* Starts the fill and the figures of a lazy mount; a failure costs the fill, not the
+ * mount (reads still fetch what they need). */
+static void start_lazy(struct lazyimage *lazy, struct lifecycle *lc, struct stats_writer *w)
+{
+	int r = lazyimage_start_fill(lazy);
+
+	if (r < 0)
+		log_errno(LOG_WARNING, r, "cannot start the background fetch");
+	*w = (struct stats_writer){.lazy = lazy, .dirfd = lifecycle_dir_fd(lc)};
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->wake, NULL);
+	write_stats(w, NULL);
+	w->running = pthread_create(&w->thread, NULL, stats_thread, w) == 0;
+}
+
+static void stop_stats(struct stats_writer *w)
+{
+	if (!w->running)
+		return;
+	pthread_mutex_lock(&w->lock);
+	w->stop = true;
+	pthread_cond_signal(&w->wake);
+	pthread_mutex_unlock(&w->lock);
+	pthread_join(w->thread, NULL);
+	write_stats(w, NULL);
+	w->running = false;
+}
+
 struct serve_ctx {
 	struct store *s;
 	const struct mount_request *req;
@@ -148,9 +234,10 @@ static int serve(struct lifecycle *lc, void *userdata)
 	struct upper *upper = NULL;
 	struct tree *t = NULL;
 	struct lower lower;
+	struct stats_writer stats = {0};
 	int r;
 
-	r = open_image_tree(sc->s, c->manifest, &t);
+	r = open_image_tree(sc->s, c->manifest, c->lazy, &t);
 	if (r < 0)
 		return log_errno(LOG_ERR, r, "%s: cannot open the tree of %s", c->ref, c->manifest);
 	lower_from_tree(t, &lower);
@@ -206,6 +293,8 @@ static int serve(struct lifecycle *lc, void *userdata)
 	if (r < 0)
 		goto out; /* logged */
 	lifecycle_ready(lc);
+	if (c->lazy)
+		start_lazy(c->lazy, lc, &stats);
 	if (chdir("/") < 0)
 		log_errno(LOG_WARNING, -errno, "cannot change to /");
 	log_msg(LOG_INFO, "mounted %s (%s) at %s%s", c->ref, c->manifest, c->mountpoint,
@@ -214,6 +303,7 @@ static int serve(struct lifecycle *lc, void *userdata)
 	r = fuse_ops_loop(session);
 	if (r < 0)
 		log_errno(LOG_ERR, r, "serving '%s' failed", c->mountpoint);
+	stop_stats(&stats);
 	fuse_ops_free(TAKE_PTR(session));
 	imgfs_free(TAKE_PTR(fs));
 	log_msg(LOG_INFO, "unmounted %s", c->mountpoint);

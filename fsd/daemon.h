@@ -15,6 +15,8 @@ struct mount_request {
 	const char *upper;      /* canonical path of a kept writable layer (--upper), or NULL
 	                         * for a throwaway one in ROOT/mounts/NAME/upper */
 	const char *extra_opts; /* more -o options, or NULL */
+	struct lazyimage *lazy; /* the layers are fetched as they are read (lazyimage.h), or
+	                         * NULL: all in the store. Borrowed; the daemon starts its fill */
 	bool ro;
 	bool foreground; /* serve in this process until unmounted */
 };

@@ -730,6 +730,35 @@ static char *json_strdup(json_t *o, const char *key)
 	return json_is_string(v) ? strdup(json_string_value(v)) : NULL;
 }
 
+static uint64_t json_u64(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+
+	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v)
+	                                                       : 0;
+}
+
+/* The figures a lazy mount's daemon keeps in ROOT/mounts/NAME/lazy. */
+static void read_lazy(int dirfd, struct mount_status *st)
+{
+	_cleanup_free_ char *text = NULL;
+	json_t *j;
+
+	if (read_file_full(dirfd, "lazy", STATE_MAX_SIZE, &text, NULL) < 0)
+		return;
+	j = json_loads(text, 0, NULL);
+	if (!json_is_object(j)) {
+		json_decref(j);
+		return;
+	}
+	st->lazy = true;
+	st->demand_bytes = json_u64(j, "demand_bytes");
+	st->fill_bytes = json_u64(j, "fill_bytes");
+	st->present = json_u64(j, "present");
+	st->total = json_u64(j, "total");
+	json_decref(j);
+}
+
 int lifecycle_status(struct store *s, const char *arg, struct mount_status *ret)
 {
 	_cleanup_free_ char *path = NULL, *dir = NULL;
@@ -765,6 +794,7 @@ int lifecycle_status(struct store *s, const char *arg, struct mount_status *ret)
 		st.ro = json_is_true(json_object_get(j, "ro"));
 		st.upper_given = json_is_true(json_object_get(j, "upper_given"));
 		json_decref(j);
+		read_lazy(dirfd, &st);
 	}
 	st.dir = TAKE_PTR(dir);
 	st.mountpoint = TAKE_PTR(path);

@@ -99,6 +99,8 @@ struct mount_status {
 	bool alive;   /* a daemon holds the mount */
 	bool mounted; /* an imgfs mount is at the mountpoint (in this mount namespace) */
 	pid_t pid;    /* the daemon serving requests, 0 when dead */
+	bool lazy;    /* the layers are fetched as they are read; then the bytes: */
+	uint64_t demand_bytes, fill_bytes, present, total;
 };
 void mount_status_done(struct mount_status *st);
 

@@ -510,8 +510,11 @@ static int fetch_config(struct pull_ctx *ctx, const struct manifest *m)
 		if (m->config.size > CONFIG_MAX_SIZE)
 			return error_set(ctx->err, -EFBIG, "config %s is larger than %u bytes: %s",
 			                 m->config.digest, CONFIG_MAX_SIZE, strerror(EFBIG));
-		r = source_get_blob_mem(ctx->src, m->config.digest, CONFIG_MAX_SIZE, &body, &len,
-		                        ctx->err);
+		/* The descriptor's size bounds the body, as for layers: a Content-Length beyond
+		 * it fails at once instead of waiting for bytes the blob does not have. */
+		r = source_get_blob_mem(ctx->src, m->config.digest,
+		                        m->config.size ? (size_t)m->config.size : CONFIG_MAX_SIZE,
+		                        &body, &len, ctx->err);
 		if (r < 0)
 			return error_set(ctx->err, r, "cannot get config %s: %s", m->config.digest,
 			                 strerror(-r));

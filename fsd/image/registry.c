@@ -29,6 +29,10 @@
 #define RETRY_AFTER_MAX_S 120
 #define MAX_REDIRECTS 10
 #define MAX_AUTH_ROUNDS 3
+/* A resumed attempt starts a fresh series of retries only after this much progress: a
+ * server that hands out a few bytes per connection runs out of retries instead of being
+ * retried once per byte. */
+#define RESUME_MIN_PROGRESS (64u << 10)
 #define TOKEN_MAX (1u << 20)
 #define ERRBODY_MAX 16384
 /* curl's receive buffer: blob bytes reach the sink in chunks up to this size (curl's
@@ -318,6 +322,11 @@ struct xfer {
 	uint64_t offset;    /* absolute position of the next payload byte */
 	uint64_t limit;     /* payload may not go beyond this absolute offset; 0: no limit */
 	int limit_err;      /* error when it does (-EFBIG) */
+	/* A body in memory (mem_sink) is whole once it hashes to this digest, or to the
+	 * response's Docker-Content-Digest with verify_remote, even when the response
+	 * announced more and then went silent. */
+	const char *verify;
+	bool verify_remote;
 	sink_fn sink;
 	void *sink_data;
 
@@ -325,10 +334,14 @@ struct xfer {
 	long status;
 	int64_t content_length;
 	int64_t range_start;
-	bool body_started, to_sink;
+	int64_t range_total; /* the N of Content-Range "bytes A-B/N" or "bytes * /N"; -1: absent */
+	char remote_digest[DIGEST_STR_LEN + 1]; /* Docker-Content-Digest, or "" */
+	bool headers_done, body_started, to_sink;
 	uint64_t skip;       /* bytes of a 200 answer to a Range request already delivered */
 	int64_t retry_after; /* seconds, from Retry-After; 0 when absent */
 	int err;             /* error raised inside a callback, explained in msg */
+	uint64_t last_rx_ms; /* when the last header or body bytes arrived (monotonic) */
+	bool stalled;        /* aborted: nothing received for the registry's timeout */
 	char msg[160];
 	struct buf www_auth; /* all WWW-Authenticate values, joined with ", " */
 	char *content_type;
@@ -342,10 +355,13 @@ static void xfer_reset_response(struct xfer *x)
 	x->status = 0;
 	x->content_length = -1;
 	x->range_start = -1;
-	x->body_started = x->to_sink = false;
+	x->range_total = -1;
+	x->remote_digest[0] = '\0';
+	x->headers_done = x->body_started = x->to_sink = false;
 	x->skip = 0;
 	x->retry_after = 0;
 	x->err = 0;
+	x->stalled = false;
 	x->msg[0] = '\0';
 	buf_free(&x->www_auth);
 	free(x->content_type);
@@ -387,6 +403,8 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata)
 	struct xfer *x = userdata;
 	size_t len = size * nitems;
 	const char *colon;
+
+	x->last_rx_ms = now_ms();
 	_cleanup_free_ char *value = NULL;
 
 	if (len >= 5 && strncmp(line, "HTTP/", 5) == 0) {
@@ -401,6 +419,11 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata)
 		return len;
 	}
 	if (len <= 2 && (line[0] == '\r' || line[0] == '\n')) {
+		x->headers_done = true;
+		/* A 416 is final with its headers: its body can only delay the answer (a
+		 * registry may announce the blob's length there and send a short message). */
+		if (x->status == 416)
+			return 0;
 		/* End of headers: reject an oversized payload before reading it. */
 		if (is_2xx(x->status) && x->limit && x->content_length >= 0) {
 			uint64_t start =
@@ -460,10 +483,19 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata)
 				x->retry_after = when - now;
 		}
 	} else if (IS("Content-Range")) {
-		unsigned long long a;
+		unsigned long long a, b, n;
 
-		if (sscanf(value, "bytes %llu-", &a) == 1)
-			x->range_start = (int64_t)a;
+		if (sscanf(value, "bytes %llu-%llu/%llu", &a, &b, &n) == 3) {
+			x->range_start = (int64_t)MIN(a, (unsigned long long)INT64_MAX);
+			x->range_total = (int64_t)MIN(n, (unsigned long long)INT64_MAX);
+		} else if (sscanf(value, "bytes %llu-", &a) == 1) {
+			x->range_start = (int64_t)MIN(a, (unsigned long long)INT64_MAX);
+		} else if (sscanf(value, "bytes */%llu", &n) == 1) {
+			x->range_total = (int64_t)MIN(n, (unsigned long long)INT64_MAX);
+		}
+	} else if (IS("Docker-Content-Digest")) {
+		if (digest_valid(value))
+			snprintf(x->remote_digest, sizeof(x->remote_digest), "%s", value);
 	}
 #undef IS
 	return len;
@@ -474,6 +506,7 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userdata)
 	struct xfer *x = userdata;
 	size_t len = size * nmemb;
 
+	x->last_rx_ms = now_ms();
 	if (!x->body_started) {
 		x->body_started = true;
 		x->to_sink = is_2xx(x->status);
@@ -518,7 +551,24 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userdata)
 		return 0;
 	}
 	x->offset += len;
+	/* A sink that waited (a slow disk, a full index ring) is not a silent server. */
+	x->last_rx_ms = now_ms();
 	return size * nmemb;
+}
+
+/* Ends a transfer that has received nothing for the registry's timeout. curl's own
+ * low-speed limit averages over the last seconds, so it notices a server that went silent
+ * after sending some bytes only several seconds late. */
+static int progress_cb(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+	struct xfer *x = userdata;
+
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	if (now_ms() - x->last_rx_ms < (uint64_t)x->r->timeout_s * 1000)
+		return 0;
+	x->stalled = true;
+	return 1;
 }
 
 static void curl_easy_cleanupp(CURL **c)
@@ -635,6 +685,9 @@ static int exchange(struct xfer *x, const char *url0, const char *extra_auth, in
 		curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)r->timeout_s);
 		curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
 		curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)r->timeout_s);
+		curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+		curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress_cb);
+		curl_easy_setopt(c, CURLOPT_XFERINFODATA, x);
 		curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
 		curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb);
 		curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
@@ -653,10 +706,25 @@ static int exchange(struct xfer *x, const char *url0, const char *extra_auth, in
 			curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &blob);
 		}
 		x->curl_err[0] = '\0';
+		x->last_rx_ms = now_ms();
 		rc = curl_easy_perform(c);
+		if (rc == CURLE_ABORTED_BY_CALLBACK && x->stalled) {
+			snprintf(x->curl_err, sizeof(x->curl_err),
+			         "timed out: nothing received for %u s", r->timeout_s);
+			rc = CURLE_OPERATION_TIMEDOUT;
+		}
 		if (x->err < 0) {
 			snprintf(x->curl_err, sizeof(x->curl_err), "%s", x->msg);
 			return x->err;
+		}
+		if (rc != CURLE_OK && x->headers_done && !is_2xx(x->status) &&
+		    !is_redirect(x->status)) {
+			/* An error answer is its status: a body that broke off, stalled or was
+			 * not read (416) only shortens the message quoted from it. */
+			log_debug("GET %s: %ld with an incomplete body: %s", url, x->status,
+			          x->curl_err[0] ? x->curl_err : curl_easy_strerror(rc));
+			x->curl_err[0] = '\0';
+			rc = CURLE_OK;
 		}
 		if (rc != CURLE_OK) {
 			if (!x->curl_err[0])
@@ -989,6 +1057,51 @@ static int refresh_if_expiring(struct registry *r, struct registry_error *err)
 
 /* --- the request loop ------------------------------------------------------------------- */
 
+/* True when the payload is whole although its response broke off or stalled: every byte
+ * up to expect_end, or a body in memory with the digest it should have. A server that
+ * announces more than it sends and then holds the connection is done with once its
+ * payload is. */
+static bool payload_complete(const struct xfer *x, uint64_t expect_end)
+{
+	const struct buf *b = x->sink_data;
+	const char *want = x->verify;
+	char got[DIGEST_STR_LEN + 1];
+
+	if (expect_end)
+		return x->offset >= expect_end;
+	if (!want && x->verify_remote && x->remote_digest[0])
+		want = x->remote_digest;
+	if (!want || x->sink != mem_sink)
+		return false;
+	sha256_buf(b->data ?: "", b->len, got);
+	return streq(got, want);
+}
+
+/* A 416 answers a Range request that starts at or past the end of what the server has:
+ * final either way. Returns 0 when the payload held is whole (a blob of unknown size, left
+ * to the caller's digest check), else -EPROTO with err naming the range and sizes. */
+static int range_not_satisfiable(struct xfer *x, const char *url, uint64_t expect_end,
+                                 struct registry_error *err)
+{
+	if (x->range_total >= 0 && x->offset < (uint64_t)x->range_total) {
+		http_error(err, url, x);
+		return -EPROTO;
+	}
+	if (expect_end == 0 || x->offset >= expect_end)
+		return 0;
+	if (x->range_total >= 0)
+		set_err(err,
+		        "GET %s: 416 Range Not Satisfiable for bytes=%" PRIu64
+		        "-: the server has %" PRId64 " bytes, %" PRIu64 " expected",
+		        x->url[0] ? x->url : url, x->offset, x->range_total, expect_end);
+	else
+		set_err(err,
+		        "GET %s: 416 Range Not Satisfiable for bytes=%" PRIu64 "- of %" PRIu64
+		        " bytes",
+		        x->url[0] ? x->url : url, x->offset, expect_end);
+	return -EPROTO;
+}
+
 /* Runs x against url until a 2xx completes the payload: re-authenticates on 401, retries
  * with backoff on 429/5xx/network errors, and resumes from x->offset when want_range is
  * set. Returns 0 or -errno with err filled. When resuming is impossible, a retry starts
@@ -1012,6 +1125,18 @@ static int request(struct registry *r, struct xfer *x, const char *url,
 		if (k < 0)
 			return k;
 		k = exchange(x, url, NULL, AUTH_REGISTRY, &retryable, &gen, NULL);
+		if (k == 416 && x->want_range && x->offset > 0) {
+			k = range_not_satisfiable(x, url, expect_end, err);
+			if (k == 0 && err)
+				err->msg[0] = '\0';
+			return k;
+		}
+		if (k < 0 && retryable && payload_complete(x, expect_end)) {
+			log_debug("GET %s: %s after the whole payload, done", url, x->curl_err);
+			if (err)
+				err->msg[0] = '\0';
+			return 0;
+		}
 		if (k > 0 && is_2xx(k)) {
 			if (expect_end == 0 || x->offset >= expect_end) {
 				if (err)
@@ -1026,7 +1151,7 @@ static int request(struct registry *r, struct xfer *x, const char *url,
 			k = -ECONNRESET;
 			retryable = x->want_range;
 		}
-		if (x->want_range && x->offset > before) {
+		if (x->want_range && x->offset - before >= RESUME_MIN_PROGRESS) {
 			/* Progress: the next failure starts a fresh series of retries. */
 			attempt = 0;
 			auth_rounds = 0;
@@ -1179,6 +1304,8 @@ int registry_get_manifest(struct registry *r, const char *reference, size_t max,
 	struct buf body = {0};
 	struct xfer x = {.r = r,
 	                 .accept = manifest_accept,
+	                 .verify = digest_valid(reference) ? reference : NULL,
+	                 .verify_remote = true,
 	                 .sink = mem_sink,
 	                 .sink_data = &body,
 	                 .limit = max,
@@ -1282,6 +1409,7 @@ int registry_get_blob_mem(struct registry *r, const char *digest, size_t max, ch
 	struct buf body = {0};
 	struct xfer x = {.r = r,
 	                 .want_range = true,
+	                 .verify = digest,
 	                 .sink = mem_sink,
 	                 .sink_data = &body,
 	                 .limit = max,

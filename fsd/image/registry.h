@@ -63,14 +63,18 @@ int registry_get_manifest(struct registry *r, const char *reference, size_t max,
 typedef int (*registry_data_fn)(const void *buf, size_t len, void *userdata);
 
 /* Streams blob digest starting at byte offset (Range request when offset > 0) to fn.
- * expected_size (or 0 when unknown) bounds the transfer: more bytes is an error.
- * Dropped connections are retried from the last delivered byte, so fn sees every byte
- * exactly once, in order. Digest verification is the caller's job. urls: optional
+ * expected_size (or 0 when unknown) bounds the transfer: more bytes, or a Content-Length
+ * announcing more, is an error at once; a response that stalls or breaks off after the
+ * last expected byte is complete. Dropped connections are retried from the last delivered
+ * byte, so fn sees every byte exactly once, in order; a 416 to such a Range request is
+ * final. Digest verification is the caller's job. urls: optional
  * NULL-terminated list of foreign-layer URLs to try when the registry lacks the blob. */
 int registry_get_blob(struct registry *r, const char *digest, uint64_t offset,
                       uint64_t expected_size, char *const *urls, registry_data_fn fn,
                       void *userdata, struct registry_error *err);
 
-/* Fetches a small blob (config) fully into memory, verifying its digest; -EFBIG beyond max. */
+/* Fetches a small blob (config) fully into memory, verifying its digest; -EFBIG beyond max
+ * (or a Content-Length beyond it). A response that announces more than it sends is complete
+ * as soon as the bytes held have the digest. */
 int registry_get_blob_mem(struct registry *r, const char *digest, size_t max, char **ret_body,
                           size_t *ret_len, struct registry_error *err);

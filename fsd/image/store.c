@@ -311,6 +311,21 @@ int store_put_blob(struct store *s, const char *digest, const void *buf, size_t 
 
 /* Layer indexes */
 
+int store_open_layer_index_data(struct store *s, const char *digest, int data_fd, unsigned flags,
+                                struct li_index **ret)
+{
+	_cleanup_close_ int ifd = -1;
+	char path[160];
+	int r;
+
+	if (!store_path("idx", digest, path, sizeof(path)))
+		return -EINVAL;
+	r = open_file(s, path, &ifd);
+	if (r < 0)
+		return r;
+	return li_open_flags(ifd, data_fd, flags, ret);
+}
+
 int store_open_layer_index(struct store *s, const char *digest, unsigned flags,
                            struct li_index **ret)
 {

@@ -114,6 +114,9 @@ int store_discard_partial(struct store *s, const char *digest);
  * digest, -ENOENT when the index or its data is missing, -EBADMSG for a corrupt index. */
 int store_open_layer_index(struct store *s, const char *digest, unsigned flags,
                            struct li_index **ret);
+/* The index of layer digest with data_fd as its data (a lazily fetched blob; dup'ed). */
+int store_open_layer_index_data(struct store *s, const char *digest, int data_fd, unsigned flags,
+                                struct li_index **ret);
 /* The li_opener for tree_build() and tree_open_flags(): store_open_layer_index() on s.
  * Borrowed; valid as long as s. */
 const struct li_opener *store_layer_opener(struct store *s);

@@ -31,6 +31,16 @@ each request the first rule that matches and still has budget applies:
               send nothing more, keeping the connection open, for "seconds" (default 600)
   "length"    forward, but announce Content-Length = real length + "delta" (negative:
               shorter than the body, positive: longer); send the whole body, then close
+  "long-content-length"
+              forward, announce Content-Length = real length + "delta" (default 1000), send
+              the real body, then send nothing more, keeping the connection open, for
+              "seconds" (default 600): the client has every byte but waits for more
+  "short-content-length"
+              forward, announce Content-Length = real length - "delta" (default 1000), send
+              only that many bytes, then keep the connection open for "seconds" (default
+              600): the response is complete but the blob is not
+  "extra-body" forward, append "extra" bytes (default 1000) of zeros to the body and announce
+              the total in Content-Length: a body longer than the blob, honestly declared
   "endless"   forward the status and headers without Content-Length (the body then ends
               only when the connection closes), the body, then zero bytes without end
               (at most "limit" bytes in all, default 1 GiB)
@@ -262,7 +272,8 @@ class Handler(BaseHTTPRequestHandler):
             conn.close()
 
     def relay(self, resp, rule, action):
-        if action in ("cut", "corrupt", "cut_headers", "stall", "length", "endless") and \
+        if action in ("cut", "corrupt", "cut_headers", "stall", "length", "endless",
+                      "long-content-length", "short-content-length", "extra-body") and \
                 not 200 <= resp.status < 300:
             self.server.rules.refund(rule)
             rule, action = None, "pass"
@@ -278,6 +289,9 @@ class Handler(BaseHTTPRequestHandler):
             length = str(len(data))
         else:
             data = None  # streamed below
+        short = None
+        if action == "short-content-length":
+            short = max(0, int(length) - int(rule.get("delta", 1000)))
         self.send_response(resp.status)
         for k, v in resp.getheaders():
             if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
@@ -289,6 +303,12 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         elif action == "endless":
             self.close_connection = True
+        elif action == "long-content-length":
+            self.send_header("Content-Length", str(int(length) + int(rule.get("delta", 1000))))
+        elif action == "short-content-length":
+            self.send_header("Content-Length", str(short))
+        elif action == "extra-body":
+            self.send_header("Content-Length", str(int(length) + int(rule.get("extra", 1000))))
         elif self.command != "HEAD":
             self.send_header("Content-Length", length)
         self.end_headers()
@@ -297,6 +317,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_endless(resp, data, int(rule.get("limit", 1 << 30)))
             return
         cut = int(rule.get("after", 0)) if action in ("cut", "stall") else None
+        if short is not None and self.command != "HEAD":
+            cut = short
+        hold = action in ("stall", "long-content-length", "short-content-length")
         rate = float(rule.get("rate", 1 << 20)) if action == "throttle" else None
         corrupt_at = int(rule.get("offset", 4)) if action == "corrupt" else None
         step = max(1024, min(CHUNK, int(rate / 20))) if rate else CHUNK
@@ -316,9 +339,9 @@ class Handler(BaseHTTPRequestHandler):
                 if cut is not None and sent + len(chunk) >= cut:
                     self.wfile.write(chunk[:cut - sent])
                     sent = cut
-                    if action == "stall":
+                    if hold:
                         self.stall(float(rule.get("seconds", 600)))
-                        self.record(resp.status, "stall", sent)
+                        self.record(resp.status, action, sent)
                         return
                     self.wfile.flush()
                     self.close_connection = True
@@ -331,6 +354,11 @@ class Handler(BaseHTTPRequestHandler):
                     ahead = sent / rate - (time.monotonic() - start)
                     if ahead > 0:
                         time.sleep(ahead)
+            if action == "extra-body":
+                self.wfile.write(bytes(int(rule.get("extra", 1000))))
+                sent += int(rule.get("extra", 1000))
+            if action == "long-content-length":
+                self.stall(float(rule.get("seconds", 600)))
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
             self.record(resp.status, action + "(client gone)", sent)

@@ -1,7 +1,9 @@
 #!/bin/bash
 # Registry faults, injected by a proxy: retried 5xx/429, a connection dropped mid-blob
-# (resumed with Range), wrong blob bytes, an oversized manifest, unknown media types and a
-# missing tag. Every failure is one clear line and leaves no blob or ref behind.
+# (resumed with Range), wrong blob bytes, Content-Length beyond the body with the
+# connection held open, a body longer than its descriptor, a descriptor longer than its
+# blob (416 past the end), an oversized manifest, unknown media types and a missing tag.
+# Every failure is one clear line and leaves no blob or ref behind.
 . "$(dirname "$0")/lib.sh"
 require_imgfs
 
@@ -54,6 +56,72 @@ assert_no_file "$IMGFS_ROOT/blobs/sha256/${layer#sha256:}"
 [ -z "$(find "$IMGFS_ROOT" -name "*${layer#sha256:}*" 2>/dev/null)" ] ||
 	fail "pieces of the corrupt blob left behind: $(find "$IMGFS_ROOT" -name "*${layer#sha256:}*")"
 nothing_stored
+
+# Content-Length faults with the connection held open afterwards: each pull ends on its
+# own, well within HANG_S (the registry's defaults: a 30 s timeout and 5 retries).
+HANG_S=30
+config=$(jq -r '.config.digest' "$manifest")
+config_size=$(jq -r '.config.size' "$manifest")
+# pull_bounded ARGS...: imgfs pull -q, killed (and reported as a hang) after HANG_S.
+pull_bounded() {
+	local rc=0
+	timeout -k 5 "$HANG_S" "$IMGFS_BIN" pull -q "$@" || rc=$?
+	if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+		echo "imgfs pull hung: killed after $HANG_S s" >&2
+		return 1
+	fi
+	return "$rc"
+}
+# blob_absent DIGEST: DIGEST is not in the store's blobs/ (a partial download may stay in
+# tmp/ for the next pull to resume).
+blob_absent() {
+	assert_no_file "$IMGFS_ROOT/blobs/sha256/${1#sha256:}"
+}
+
+log "config: Content-Length 1000 bytes beyond the descriptor, connection held open"
+use_store store-long-config
+: >"$PROXY_LOG"
+proxy_rules "[{\"match\": \"GET /v2/test/big/blobs/$config\", \"action\": \"long-content-length\"}]"
+assert_fails_one_line "blobs/$config: $((config_size + 1000)) bytes announced" pull_bounded "$ref"
+blob_absent "$config"
+nothing_stored
+assert_eq "$(grep -c "blobs/$config " "$PROXY_LOG")" 1 "config requests"
+
+log "layer: Content-Length 1000 bytes beyond the descriptor, connection held open"
+use_store store-long-layer
+: >"$PROXY_LOG"
+proxy_rules "[{\"match\": \"GET /v2/test/big/blobs/$layer\", \"action\": \"long-content-length\"}]"
+assert_fails_one_line "blobs/$layer: $((layer_size + 1000)) bytes announced" pull_bounded "$ref"
+blob_absent "$layer"
+nothing_stored
+
+log "layer: a body 1000 bytes longer than the descriptor, declared as such"
+use_store store-extra-layer
+proxy_rules "[{\"match\": \"GET /v2/test/big/blobs/$layer\", \"action\": \"extra-body\"}]"
+assert_fails_one_line "blobs/$layer: $((layer_size + 1000)) bytes announced" pull_bounded "$ref"
+blob_absent "$layer"
+nothing_stored
+
+log "manifest: Content-Length 1000 bytes beyond the body, connection held open"
+# The manifest's bytes have the digest the registry announces: complete after one timeout.
+use_store store-long-manifest
+: >"$PROXY_LOG"
+proxy_rules '[{"match": "GET /v2/test/big/manifests/", "action": "long-content-length"}]'
+assert_ok pull_bounded --timeout 3 "$ref"
+pulled_ok
+assert_eq "$(grep -c 'manifests/latest ' "$PROXY_LOG")" 1 "manifest requests"
+
+log "layer descriptor 1000 bytes larger than the blob: the 416 past its end is final"
+use_store store-416
+jq -c '.layers[-1].size += 1000' "$manifest" >"$TESTDIR/long-layer.json"
+: >"$PROXY_LOG"
+proxy_rules "[{\"match\": \"/v2/test/big/manifests/\", \"action\": \"body\", \"file\": \"$TESTDIR/long-layer.json\",
+	\"content_type\": \"application/vnd.oci.image.manifest.v1+json\"}]"
+assert_fails_one_line "blobs/$layer: 416 .*bytes=$layer_size-: the server has $layer_size bytes, $((layer_size + 1000)) expected" \
+	pull_bounded "$ref"
+blob_absent "$layer"
+nothing_stored
+assert_eq "$(grep -c "blobs/$layer range=bytes=$layer_size- .*status=416" "$PROXY_LOG")" 1 "416 answers"
 
 log "manifest larger than 4 MiB"
 use_store store-huge

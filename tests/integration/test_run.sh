@@ -73,6 +73,10 @@ upper="$TESTDIR/upper"
 assert_ok imgfs run -q -u root --upper "$upper" "$ref" /bin/sh -c 'echo kept > /kept; rm /bin/ls'
 assert_eq "$(cat "$upper/kept")" kept "file in the kept upper"
 [ -c "$upper/bin/ls" ] || fail "no whiteout for /bin/ls in $upper/bin"
+assert_eq "$(cd "$upper" && find . | LC_ALL=C sort)" ".
+./bin
+./bin/ls
+./kept" "a kept upper holds what the container did, and nothing else"
 assert_ok imgfs run -q --upper "$upper" "$ref" /bin/sh -c 'cat /kept; test -e /bin/ls || echo gone'
 assert_eq "$OUT" "kept
 gone" "second run on the same upper"

@@ -446,6 +446,181 @@ static void test_retries_and_limits(void **state)
 	sha256_free(x.h);
 }
 
+/* Lying and broken lengths: each answer below used to cost a low-speed timeout per attempt,
+ * and retries after it, or Range requests past the end. */
+static const char small_blob[] = "{\"architecture\":\"amd64\",\"os\":\"linux\"}";
+
+/* Keeps the connection open, sending nothing, until the client hangs up. */
+static void hold(int fd)
+{
+	char c;
+
+	while (read(fd, &c, 1) > 0)
+		;
+}
+
+static void h_lengths(struct server *s, int fd, const struct seen *q, unsigned n)
+{
+	char h[256];
+
+	(void)s;
+	(void)n;
+	if (strstr(q->path, "/blobs/sha256:cccc")) {
+		/* Every byte of the blob, then neither the last chunk nor a close. */
+		reply(fd, "200 OK", "Transfer-Encoding: chunked\r\n", NULL, 0);
+		snprintf(h, sizeof(h), "%zx\r\n", strlen(small_blob));
+		(void)write_full(fd, h, strlen(h));
+		(void)write_full(fd, small_blob, strlen(small_blob));
+		(void)write_full(fd, "\r\n", 2);
+		return hold(fd);
+	}
+	if (strstr(q->path, "/manifests/missing")) {
+		/* A 404 announcing more error document than it sends. */
+		reply(fd, "404 Not Found", "Content-Length: 1000\r\n", "{\"errors\":[]}", 13);
+		return hold(fd);
+	}
+	if (strstr(q->path, "/blobs/sha256:dddd")) {
+		/* The server's blob is shorter than expected: the Range request past its end
+		 * gets 416, which announces the full length and sends a short message. */
+		if (q->range[0]) {
+			snprintf(h, sizeof(h),
+			         "Content-Range: bytes */%zu\r\nContent-Length: %zu\r\n",
+			         strlen(small_blob), strlen(small_blob));
+			reply(fd, "416 Requested Range Not Satisfiable", h, "bad range", 9);
+			return hold(fd);
+		}
+		return reply_str(fd, "200 OK", NULL, small_blob);
+	}
+	if (strstr(q->path, "/blobs/sha256:eeee")) {
+		/* Ten bytes per connection, then a close, Range or not. */
+		unsigned long long from = 0;
+
+		if (q->range[0])
+			sscanf(q->range, "bytes=%llu-", &from);
+		snprintf(
+		    h, sizeof(h), "Content-Length: %llu\r\nContent-Range: bytes %llu-%zu/%zu\r\n",
+		    (unsigned long long)(s->blob_len - from), from, s->blob_len - 1, s->blob_len);
+		return reply(fd, from ? "206 Partial Content" : "200 OK", h, s->blob + from, 10);
+	}
+	/* Content-Length larger than the body, then silence. */
+	snprintf(h, sizeof(h), "Content-Length: %zu\r\n", strlen(small_blob) + 100);
+	reply(fd, "200 OK", h, small_blob, strlen(small_blob));
+	hold(fd);
+}
+
+/* A client whose timeouts cost a second rather than the tests' usual five. */
+static struct registry *quick_client(void)
+{
+	_cleanup_(ref_freep) struct image_ref *ref = NULL;
+	struct registry_opts o = {.backoff_ms = 1, .timeout_s = 1, .max_retries = 3};
+	struct registry *r = NULL;
+	char s[64];
+
+	snprintf(s, sizeof(s), "127.0.0.1:%u/ns/app:v1", srv.port);
+	assert_int_equal(ref_parse(s, &ref, NULL), 0);
+	assert_int_equal(registry_new(ref, &o, &r), 0);
+	return r;
+}
+
+static void test_long_content_length(void **state)
+{
+	_cleanup_(registry_freep) struct registry *r = quick_client();
+	_cleanup_free_ char *body = NULL, *mt = NULL, *dig = NULL;
+	struct registry_error err = {""};
+	char want[DIGEST_STR_LEN + 1];
+	size_t len = 0;
+
+	(void)state;
+	start(h_lengths);
+	sha256_buf(small_blob, strlen(small_blob), want);
+
+	/* A manifest by digest and a config: whole once the bytes held have the digest; one
+	 * request each, no Range request past the end. */
+	assert_int_equal(registry_get_manifest(r, want, 4096, &body, &len, &mt, &dig, &err), 0);
+	assert_int_equal(len, strlen(small_blob));
+	assert_string_equal(dig, want);
+	assert_int_equal(srv.n, 1);
+	free(TAKE_PTR(body));
+	assert_int_equal(registry_get_blob_mem(r, want, 4096, &body, &len, &err), 0);
+	assert_memory_equal(body, small_blob, len);
+	assert_int_equal(srv.n, 2);
+	assert_string_equal(srv.log[1].range, "");
+
+	/* With the blob's size known, the announced excess fails at once. */
+	free(TAKE_PTR(body));
+	assert_int_equal(registry_get_blob_mem(r, want, strlen(small_blob), &body, &len, &err),
+	                 -EFBIG);
+	assert_non_null(strstr(err.msg, want));
+	assert_non_null(strstr(err.msg, "bytes announced"));
+	assert_int_equal(srv.n, 3);
+}
+
+#define DIGEST_OF(c) "sha256:" c c c c c c c c c c c c c c c c /* 64 hex digits */
+
+static void test_stalls_after_the_payload(void **state)
+{
+	_cleanup_(registry_freep) struct registry *r = quick_client();
+	_cleanup_free_ char *body = NULL, *mt = NULL, *dig = NULL;
+	struct registry_error err = {""};
+	struct hashing x = {sha256_new(), 0};
+	size_t len = 0;
+
+	(void)state;
+	start(h_lengths);
+	/* Every byte of a blob of known size, then a chunked body that never ends: done,
+	 * without a Range request for bytes past the end. */
+	assert_int_equal(
+	    registry_get_blob(r, DIGEST_OF("cccc"), 0, strlen(small_blob), NULL, hash_cb, &x, &err),
+	    0);
+	sha256_free(x.h);
+	assert_int_equal(x.n, strlen(small_blob));
+	assert_int_equal(srv.n, 1);
+
+	/* An error answer whose body stalls is its status, not a timeout to retry. */
+	assert_int_equal(registry_get_manifest(r, "missing", 4096, &body, &len, &mt, &dig, &err),
+	                 -ENOENT);
+	assert_non_null(strstr(err.msg, "/manifests/missing: 404"));
+	assert_int_equal(srv.n, 2);
+}
+
+static void test_range_past_the_end(void **state)
+{
+	_cleanup_(registry_freep) struct registry *r = quick_client();
+	struct registry_error err = {""};
+	struct hashing x = {sha256_new(), 0};
+	char want[128];
+
+	(void)state;
+	start(h_lengths);
+	/* The server's blob ends before the expected size: its 416 is final, at once. */
+	assert_int_equal(registry_get_blob(r, DIGEST_OF("dddd"), 0, 1000, NULL, hash_cb, &x, &err),
+	                 -EPROTO);
+	sha256_free(x.h);
+	snprintf(want, sizeof(want), "416 Range Not Satisfiable for bytes=%zu-: the server has %zu",
+	         strlen(small_blob), strlen(small_blob));
+	assert_non_null(strstr(err.msg, want));
+	assert_non_null(strstr(err.msg, DIGEST_OF("dddd")));
+	assert_int_equal(srv.n, 2);
+}
+
+static void test_trickle_runs_out_of_retries(void **state)
+{
+	_cleanup_(registry_freep) struct registry *r = quick_client();
+	struct registry_error err = {""};
+	struct hashing x = {sha256_new(), 0};
+
+	(void)state;
+	start(h_lengths);
+	/* Ten bytes per connection: progress, but too little to start the retries afresh. */
+	assert_int_equal(
+	    registry_get_blob(r, DIGEST_OF("eeee"), 0, sizeof(big_blob), NULL, hash_cb, &x, &err),
+	    -ECONNRESET);
+	sha256_free(x.h);
+	assert_non_null(strstr(err.msg, "after 4 attempts"));
+	assert_int_equal(srv.n, 4);
+	assert_int_equal(x.n, 40);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -456,6 +631,10 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_blob_resume_200, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_blob_offset, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_retries_and_limits, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_long_content_length, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stalls_after_the_payload, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_range_past_the_end, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_trickle_runs_out_of_retries, setup, teardown),
 	};
 
 	/* The scripted server writes to clients that may have hung up already, and the client

@@ -1,0 +1,50 @@
+/* The layers of a lazily mounted image: one lazyblob (lazyblob.h) per layer whose blob is
+ * not in the store yet, an li_opener that gives the merged tree those blobs as data (and
+ * the store's blobs for the layers that are complete), and one background thread that
+ * fills the blobs, layer by layer, at lower priority than reads.
+ *
+ * Thread-safe once opened; the opener and the stats may be used from any thread. */
+#pragma once
+
+#include <stdint.h>
+#include "common/error.h"
+#include "common/macros.h"
+#include "fsd/image/lazyblob.h"
+
+struct store;
+struct li_opener;
+
+/* Fetches bytes [off, off + len) of blob layer into buf: the registry client's Range GET.
+ * Called from several threads at once. */
+typedef int (*lazyimage_fetch_fn)(void *ctx, const char *layer, uint64_t off, uint64_t len,
+                                  void *buf, struct error *err);
+
+struct lazyimage_opts {
+	lazyimage_fetch_fn fetch;
+	void *ctx;
+	unsigned fill_delay_ms; /* lazyblob_opts.fill_delay_ms */
+};
+
+struct lazyimage;
+
+/* Opens the lazy blobs of layers (n digests; those complete in the store are read from
+ * there), with the span tables the store keeps beside their indexes. -ENOENT when a
+ * layer missing from blobs/ has no span table. */
+int lazyimage_open(struct store *s, const char *const *layers, size_t n,
+                   const struct lazyimage_opts *o, struct lazyimage **ret, struct error *err);
+/* Stops the fill (waits for its current request) and frees everything. */
+void lazyimage_free(struct lazyimage *li);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct lazyimage *, lazyimage_free);
+
+/* The opener for tree_open_flags(); valid as long as li. */
+const struct li_opener *lazyimage_opener(struct lazyimage *li);
+
+/* Starts the background fill; it ends when every blob is complete and in blobs/. */
+int lazyimage_start_fill(struct lazyimage *li);
+
+/* Bytes of all layers: fetched for reads, fetched by the fill, there, and in all. */
+struct lazyimage_stats {
+	uint64_t demand_bytes, fill_bytes, present, total;
+	size_t layers, complete;
+};
+void lazyimage_get_stats(struct lazyimage *li, struct lazyimage_stats *ret);
