@@ -10,7 +10,14 @@
  *
  * Entry points (curl_global_init, archive_read_new) report a missing library as the
  * library itself reports failure (CURLE_FAILED_INIT, NULL) after logging dlerror(); every
- * other function can only be reached through an object one of them returned. */
+ * other function can only be reached through an object one of them returned.
+ *
+ * The log lines here are the exception to "library code does not log": the functions keep
+ * the libraries' prototypes, so there is no struct error to carry dlerror()'s text, and
+ * their callers only see the library's own failure code. The text is known only here, once
+ * per process (pthread_once), so this is where it is reported. (A missing symbol is logged
+ * just before abort(): the installed library is not the one the build was checked
+ * against.) */
 #define CURL_DISABLE_TYPECHECK
 #include <archive.h>
 #include <archive_entry.h>
@@ -38,6 +45,7 @@ struct lazy_lib {
 static struct lazy_lib curl_lib = {CURL_SONAME, "libcurl", PTHREAD_ONCE_INIT, NULL};
 static struct lazy_lib archive_lib = {ARCHIVE_SONAME, "libarchive", PTHREAD_ONCE_INIT, NULL};
 
+/* Logs at LOG_ERR on failure: see the top of the file for why this is the reporting site. */
 static void lazy_open(struct lazy_lib *lib)
 {
 	lib->handle = dlopen(lib->soname, RTLD_NOW | RTLD_LOCAL);

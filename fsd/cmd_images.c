@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
+#include "common/error.h"
 #include "common/fileio.h"
 #include "common/log.h"
 #include "fsd/commands.h"
@@ -102,6 +103,7 @@ int cmd_inspect(int argc, char **argv)
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
 	_cleanup_free_ char *body = NULL, *out = NULL;
 	struct descriptor d = {0};
+	struct error err = {""};
 	json_t *doc, *manifest;
 	size_t len;
 	int r = simple_opts(argc, argv, inspect_usage, 1, 1);
@@ -123,10 +125,10 @@ int cmd_inspect(int argc, char **argv)
 	}
 	r = store_read_blob(s, d.digest, MANIFEST_MAX_SIZE, &body, &len);
 	if (r >= 0)
-		r = manifest_parse(body, len, NULL, &m, NULL);
+		r = manifest_parse(body, len, NULL, &m, &err);
 	manifest = r >= 0 ? json_loadb(body, len, 0, NULL) : NULL;
 	if (!manifest) {
-		log_errno(LOG_ERR, r < 0 ? r : -EBADMSG, "cannot read manifest %s of '%s'",
+		log_error(LOG_ERR, r < 0 ? r : -EBADMSG, &err, "cannot read manifest %s of '%s'",
 		          d.digest, ref->name);
 		descriptor_clear(&d);
 		return 1;

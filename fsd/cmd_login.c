@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <termios.h>
+#include "common/error.h"
 #include "common/log.h"
 #include "fsd/commands.h"
 #include "fsd/image/auth.h"
@@ -69,6 +70,7 @@ int cmd_login(int argc, char **argv)
 	_cleanup_free_ char *user = NULL, *password = NULL, *probe = NULL;
 	struct registry_opts ro = {0};
 	struct registry_error err = {""};
+	struct error store_err = {""};
 	bool password_stdin = false;
 	const char *host;
 	int c, r;
@@ -130,9 +132,11 @@ int cmd_login(int argc, char **argv)
 			log_errno(LOG_ERR, r, "login to %s failed", ref->domain);
 		return 1;
 	}
-	r = auth_store(ref->domain, user, password);
-	if (r < 0)
-		return log_errno(LOG_ERR, r, "cannot store credentials for %s", ref->domain), 1;
+	r = auth_store(ref->domain, user, password, &store_err);
+	if (r < 0) {
+		log_error(LOG_ERR, r, &store_err, "cannot store credentials for %s", ref->domain);
+		return 1;
+	}
 	printf("Login Succeeded\n");
 	return 0;
 }

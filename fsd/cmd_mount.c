@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include "common/error.h"
 #include "common/log.h"
 #include "fsd/commands.h"
 #include "fsd/daemon.h"
@@ -55,6 +56,7 @@ int cmd_mount(int argc, char **argv)
 	struct mount_request req = {0};
 	const char *upper = NULL;
 	struct pull_opts po = {0};
+	struct error err = {""};
 	struct stat st;
 	int c, r;
 
@@ -130,9 +132,9 @@ int cmd_mount(int argc, char **argv)
 	}
 	if (open_store(&s) < 0)
 		return 1;
-	r = pull_image(s, ref, &po, false, &manifest);
+	r = pull_image(s, ref, &po, false, &manifest, &err);
 	if (r < 0)
-		return 1; /* logged, naming the image */
+		return log_error(LOG_ERR, r, &err, "%s", ref->name), 1;
 	req.ref = ref->name;
 	req.manifest = manifest;
 	req.mountpoint = mountpoint;

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <stdio.h>
+#include "common/error.h"
 #include "common/log.h"
 #include "fsd/commands.h"
 #include "fsd/image/pull.h"
@@ -45,14 +46,11 @@ static const char pull_usage[] =
 /* Parses REF for a subcommand, logging the reason on failure. Returns 0 or 2 (usage). */
 int parse_ref_arg(const char *s, struct image_ref **ret)
 {
-	const char *reason = NULL;
-	int r = ref_parse(s, ret, &reason);
+	struct error err = {""};
+	int r = ref_parse(s, ret, &err);
 
 	if (r < 0) {
-		if (reason)
-			log_msg(LOG_ERR, "invalid reference '%s': %s", s, reason);
-		else
-			log_errno(LOG_ERR, r, "invalid reference '%s'", s);
+		log_error(LOG_ERR, r, &err, "invalid reference '%s'", s);
 		return 2;
 	}
 	return 0;
@@ -95,6 +93,7 @@ int cmd_pull(int argc, char **argv)
 	_cleanup_(store_freep) struct store *s = NULL;
 	_cleanup_free_ char *digest = NULL;
 	struct pull_opts po = {0};
+	struct error err = {""};
 	unsigned ms;
 	char *end;
 	unsigned long n;
@@ -162,13 +161,14 @@ int cmd_pull(int argc, char **argv)
 	sigaction(SIGINT, &(struct sigaction){.sa_handler = on_interrupt}, NULL);
 	sigaction(SIGTERM, &(struct sigaction){.sa_handler = on_interrupt}, NULL);
 	/* A tag may have moved: ask the source again. A digest names fixed content. */
-	r = pull_image(s, ref, &po, !ref->digest, &digest);
+	r = pull_image(s, ref, &po, !ref->digest, &digest, &err);
 	if (interrupted) {
+		/* Whatever failed failed because of the signal: say only that. */
 		log_msg(LOG_ERR, "pull of '%s' interrupted; run it again to resume", ref->name);
 		return 128 + interrupted;
 	}
 	if (r < 0)
-		return 1;
+		return log_error(LOG_ERR, r, &err, "%s", ref->name), 1;
 	printf("%s\n", digest);
 	return 0;
 }

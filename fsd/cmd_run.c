@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include "common/fileio.h"
+#include "common/error.h"
 #include "common/log.h"
 #include "fsd/commands.h"
 #include "fsd/daemon.h"
@@ -262,7 +263,8 @@ static int build_argv(const struct image_config *cfg, const struct run_args *a, 
 	return n > 0 ? 0 : -ENOEXEC;
 }
 
-static int load_config(struct store *s, const char *manifest, struct image_config **ret)
+static int load_config(struct store *s, const char *manifest, struct image_config **ret,
+                       struct error *err)
 {
 	_cleanup_free_ char *body = NULL, *cbody = NULL;
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
@@ -272,13 +274,13 @@ static int load_config(struct store *s, const char *manifest, struct image_confi
 	r = store_read_blob(s, manifest, MANIFEST_MAX_SIZE, &body, &len);
 	if (r < 0)
 		return r;
-	r = manifest_parse(body, len, NULL, &m, NULL);
+	r = manifest_parse(body, len, NULL, &m, err);
 	if (r < 0)
 		return r;
 	r = store_read_blob(s, m->config.digest, CONFIG_MAX_SIZE, &cbody, &clen);
 	if (r < 0)
 		return r;
-	return image_config_parse(cbody, clen, ret, NULL);
+	return image_config_parse(cbody, clen, ret, err);
 }
 
 /* Writes the init layer into upper, reading the image's tree. */
@@ -338,6 +340,7 @@ int cmd_run(int argc, char **argv)
 	_cleanup_free_ const char **env = NULL, **cargv = NULL;
 	struct run_args a = {0};
 	struct runner_error err = {""};
+	struct error why = {""};
 	int status = RUNNER_EXIT_FAILURE, r;
 
 	r = parse_run_args(argc, argv, &a);
@@ -349,11 +352,12 @@ int cmd_run(int argc, char **argv)
 	argv += optind + 1;
 	if (open_store(&s) < 0)
 		return RUNNER_EXIT_FAILURE;
-	if (pull_image(s, ref, &a.po, false, &manifest) < 0)
-		return RUNNER_EXIT_FAILURE;
-	r = load_config(s, manifest, &cfg);
+	r = pull_image(s, ref, &a.po, false, &manifest, &why);
+	if (r < 0)
+		return log_error(LOG_ERR, r, &why, "%s", ref->name), RUNNER_EXIT_FAILURE;
+	r = load_config(s, manifest, &cfg, &why);
 	if (r < 0) {
-		log_errno(LOG_ERR, r, "cannot read the config of '%s'", ref->name);
+		log_error(LOG_ERR, r, &why, "cannot read the config of '%s'", ref->name);
 		return RUNNER_EXIT_FAILURE;
 	}
 	env = calloc(MAX_ENV * 2 + 1, sizeof(*env));

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include "archive_source.h"
 #include "common/digest.h"
+#include "common/error.h"
 #include "common/fileio.h"
 #include "manifest.h"
 
@@ -129,7 +130,7 @@ static la_ssize_t tar_read_cb(struct archive *ar, void *ud, const void **ret)
 	return n;
 }
 
-static int open_tarball(struct archive_image *a, char *err)
+static int open_tarball(struct archive_image *a, struct error *err)
 {
 	_cleanup_(sha256_freep) struct sha256 *blob = sha256_new(), *diff = sha256_new();
 	_cleanup_free_ struct tar_reader *t = calloc(1, sizeof(*t));
@@ -148,8 +149,7 @@ static int open_tarball(struct archive_image *a, char *err)
 	fd = open(a->path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		r = -errno;
-		snprintf(err, REGISTRY_ERR_MAX, "cannot open '%s': %s", a->path, strerror(-r));
-		return r;
+		return error_set(err, r, "cannot open '%s': %s", a->path, strerror(-r));
 	}
 	t->fd = fd;
 	t->blob = blob;
@@ -161,17 +161,15 @@ static int open_tarball(struct archive_image *a, char *err)
 	archive_read_support_format_raw(ar);
 	if (archive_read_open(ar, t, NULL, tar_read_cb, NULL) != ARCHIVE_OK ||
 	    archive_read_next_header(ar, &e) != ARCHIVE_OK) {
-		snprintf(err, REGISTRY_ERR_MAX, "'%s': %s", a->path, archive_error_string(ar));
+		r = error_set(err, -EBADMSG, "'%s': %s", a->path, archive_error_string(ar));
 		archive_read_free(ar);
-		return -EBADMSG;
+		return r;
 	}
 	for (;;) {
 		la_ssize_t n = archive_read_data(ar, buf, CHUNK);
 
 		if (n < 0) {
-			snprintf(err, REGISTRY_ERR_MAX, "'%s': %s", a->path,
-			         archive_error_string(ar));
-			r = -EBADMSG;
+			r = error_set(err, -EBADMSG, "'%s': %s", a->path, archive_error_string(ar));
 			break;
 		}
 		if (n == 0)
@@ -190,11 +188,10 @@ static int open_tarball(struct archive_image *a, char *err)
 			break;
 	}
 	mt = layer_media_type(t->magic, t->magic_len);
-	if (!mt) {
-		snprintf(err, REGISTRY_ERR_MAX,
-		         "'%s': compression not supported (use gzip, zstd or plain tar)", a->path);
-		return -EPROTONOSUPPORT;
-	}
+	if (!mt)
+		return error_set(err, -EPROTONOSUPPORT,
+		                 "'%s': compression not supported (use gzip, zstd or plain tar)",
+		                 a->path);
 	a->layers = calloc(1, sizeof(*a->layers));
 	if (!a->layers)
 		return -ENOMEM;
@@ -259,7 +256,7 @@ static struct member *find_member(struct archive_image *a, const char *name, uns
 }
 
 /* Scans a docker save archive: hashes every member, keeps small .json members. */
-static int scan_docker_archive(struct archive_image *a, char *err)
+static int scan_docker_archive(struct archive_image *a, struct error *err)
 {
 	_cleanup_free_ char *buf = malloc(CHUNK);
 	struct archive *ar = open_archive(a->path);
@@ -267,10 +264,9 @@ static int scan_docker_archive(struct archive_image *a, char *err)
 	int r = 0, k;
 
 	if (!buf || !ar) {
-		snprintf(err, REGISTRY_ERR_MAX, "cannot open '%s'", a->path);
 		if (ar)
 			archive_read_free(ar);
-		return buf ? -EIO : -ENOMEM;
+		return error_set(err, buf ? -EIO : -ENOMEM, "cannot open '%s'", a->path);
 	}
 	while ((k = archive_read_next_header(ar, &e)) == ARCHIVE_OK) {
 		_cleanup_(sha256_freep) struct sha256 *h = NULL;
@@ -360,15 +356,15 @@ static int scan_docker_archive(struct archive_image *a, char *err)
 	if (r == 0 && k != ARCHIVE_EOF)
 		r = -EBADMSG;
 	if (r == -EBADMSG)
-		snprintf(err, REGISTRY_ERR_MAX, "'%s': %s", a->path,
-		         archive_error_string(ar) ? archive_error_string(ar) : "corrupt archive");
+		error_set(err, r, "'%s': %s", a->path,
+		          archive_error_string(ar) ? archive_error_string(ar) : "corrupt archive");
 	else if (r == -EFBIG)
-		snprintf(err, REGISTRY_ERR_MAX, "'%s': more than %u members", a->path, MAX_MEMBERS);
+		error_set(err, r, "'%s': more than %u members", a->path, MAX_MEMBERS);
 	archive_read_free(ar);
 	return r;
 }
 
-static int open_docker_archive(struct archive_image *a, const char *want, char *err)
+static int open_docker_archive(struct archive_image *a, const char *want, struct error *err)
 {
 	_cleanup_free_ const char **types = NULL;
 	struct member *mf, *cm;
@@ -381,17 +377,15 @@ static int open_docker_archive(struct archive_image *a, const char *want, char *
 	if (r < 0)
 		return r;
 	mf = find_member(a, "manifest.json", 0);
-	if (!mf || !mf->body) {
-		snprintf(err, REGISTRY_ERR_MAX,
-		         "'%s' is not a docker save archive (no manifest.json)", a->path);
-		return -EINVAL;
-	}
+	if (!mf || !mf->body)
+		return error_set(err, -EINVAL,
+		                 "'%s' is not a docker save archive (no manifest.json)", a->path);
 	root = json_loadb(mf->body, mf->body_len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!json_is_array(root)) {
-		snprintf(err, REGISTRY_ERR_MAX, "'%s': manifest.json: %s", a->path,
-		         root ? "not an array" : jerr.text);
+		r = error_set(err, -EINVAL, "'%s': manifest.json: %s", a->path,
+		              root ? "not an array" : jerr.text);
 		json_decref(root);
-		return -EINVAL;
+		return r;
 	}
 	n_imgs = json_array_size(root);
 	for (i = 0; i < n_imgs && !img; i++) {
@@ -413,14 +407,13 @@ static int open_docker_archive(struct archive_image *a, const char *want, char *
 	}
 	if (!img) {
 		if (want)
-			snprintf(err, REGISTRY_ERR_MAX, "'%s' has no image tagged '%s'", a->path,
-			         want);
+			r = error_set(err, -ENOENT, "'%s' has no image tagged '%s'", a->path, want);
 		else
-			snprintf(err, REGISTRY_ERR_MAX,
-			         "'%s' holds %zu images: name one with docker-archive:%s:REF",
-			         a->path, n_imgs, a->path);
+			r = error_set(err, -ENOENT,
+			              "'%s' holds %zu images: name one with docker-archive:%s:REF",
+			              a->path, n_imgs, a->path);
 		json_decref(root);
-		return -ENOENT;
+		return r;
 	}
 	cm = json_string_value(json_object_get(img, "Config"))
 	         ? find_member(a, json_string_value(json_object_get(img, "Config")), 0)
@@ -428,10 +421,10 @@ static int open_docker_archive(struct archive_image *a, const char *want, char *
 	layers = json_object_get(img, "Layers");
 	if (!cm || !cm->body || !json_is_array(layers) || json_array_size(layers) == 0 ||
 	    json_array_size(layers) > MANIFEST_MAX_LAYERS) {
-		snprintf(err, REGISTRY_ERR_MAX,
-		         "'%s': manifest.json names no usable config or layers", a->path);
+		r = error_set(err, -EINVAL, "'%s': manifest.json names no usable config or layers",
+		              a->path);
 		json_decref(root);
-		return -EINVAL;
+		return r;
 	}
 	a->config = malloc(cm->body_len + 1);
 	a->layers = calloc(json_array_size(layers), sizeof(*a->layers));
@@ -448,11 +441,10 @@ static int open_docker_archive(struct archive_image *a, const char *want, char *
 		struct member *lm = name ? find_member(a, name, 0) : NULL;
 
 		if (!lm || !(types[i] = layer_media_type(lm->magic, MIN(lm->size, (uint64_t)4)))) {
-			snprintf(err, REGISTRY_ERR_MAX,
-			         "'%s': layer '%s' is missing or unsupported", a->path,
-			         name ? name : "?");
+			r = error_set(err, -EINVAL, "'%s': layer '%s' is missing or unsupported",
+			              a->path, name ? name : "?");
 			json_decref(root);
-			return -EINVAL;
+			return r;
 		}
 		memcpy(a->layers[i].digest, lm->digest, sizeof(lm->digest));
 		a->layers[i].size = lm->size;
@@ -464,7 +456,7 @@ static int open_docker_archive(struct archive_image *a, const char *want, char *
 }
 
 int archive_image_open(const char *path, bool docker_archive, const char *ref_in_archive,
-                       struct archive_image **ret, char *err)
+                       struct archive_image **ret, struct error *err)
 {
 	_cleanup_(archive_image_freep) struct archive_image *a = calloc(1, sizeof(*a));
 	int r;
@@ -518,7 +510,7 @@ static int deliver(const char *buf, size_t n, uint64_t *pos, uint64_t offset, re
 }
 
 int archive_image_get_layer(const struct archive_image *a, const char *digest, uint64_t offset,
-                            registry_data_fn fn, void *userdata, char *err)
+                            registry_data_fn fn, void *userdata, struct error *err)
 {
 	_cleanup_free_ char *buf = malloc(CHUNK);
 	const struct layer *l = NULL;
@@ -537,9 +529,7 @@ int archive_image_get_layer(const struct archive_image *a, const char *digest, u
 
 		if (fd < 0) {
 			r = -errno;
-			snprintf(err, REGISTRY_ERR_MAX, "cannot open '%s': %s", a->path,
-			         strerror(-r));
-			return r;
+			return error_set(err, r, "cannot open '%s': %s", a->path, strerror(-r));
 		}
 		for (pos = offset;;) {
 			ssize_t n = pread_full(fd, buf, CHUNK, (off_t)pos);
@@ -553,10 +543,8 @@ int archive_image_get_layer(const struct archive_image *a, const char *digest, u
 		}
 	}
 	ar = open_archive(a->path);
-	if (!ar) {
-		snprintf(err, REGISTRY_ERR_MAX, "cannot open '%s'", a->path);
-		return -EIO;
-	}
+	if (!ar)
+		return error_set(err, -EIO, "cannot open '%s'", a->path);
 	while (archive_read_next_header(ar, &e) == ARCHIVE_OK) {
 		if (!streq(member_name(archive_entry_pathname(e)), l->member))
 			continue;
@@ -564,9 +552,8 @@ int archive_image_get_layer(const struct archive_image *a, const char *digest, u
 			la_ssize_t n = archive_read_data(ar, buf, CHUNK);
 
 			if (n < 0) {
-				snprintf(err, REGISTRY_ERR_MAX, "'%s': %s", a->path,
-				         archive_error_string(ar));
-				r = -EBADMSG;
+				r = error_set(err, -EBADMSG, "'%s': %s", a->path,
+				              archive_error_string(ar));
 			}
 			if (n <= 0)
 				break;

@@ -6,6 +6,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include "fsd/image/auth.h"
+#include "common/error.h"
 #include "common/fileio.h"
 #include "common/log.h"
 
@@ -138,7 +139,8 @@ static char *docker_config_path(void)
 
 /* Looks up domain in one auth file. Returns 1 when found, 0 when the file is missing or has
  * no usable entry, -errno when the file is broken. */
-static int lookup_file(const char *path, const char *domain, char **ret_user, char **ret_password)
+static int lookup_file(const char *path, const char *domain, char **ret_user, char **ret_password,
+                       struct error *err)
 {
 	_cleanup_free_ char *buf = NULL, *decoded = NULL;
 	_cleanup_(json_decrefp) json_t *root = NULL;
@@ -153,17 +155,20 @@ static int lookup_file(const char *path, const char *domain, char **ret_user, ch
 	if (r == -ENOENT || r == -ENOTDIR)
 		return 0;
 	if (r < 0)
-		return log_errno(LOG_ERR, r, "cannot read credentials file '%s'", path);
+		return error_set(err, r, "cannot read credentials file '%s': %s", path,
+		                 strerror(-r));
 	root = json_loadb(buf, len, 0, &jerr);
 	if (!root || !json_is_object(root))
-		return log_errno(LOG_ERR, -EINVAL, "credentials file '%s': %s (line %d)", path,
-		                 root ? "not a JSON object" : jerr.text, jerr.line);
+		return error_set(err, -EINVAL, "credentials file '%s': %s (line %d): %s", path,
+		                 root ? "not a JSON object" : jerr.text, jerr.line,
+		                 strerror(EINVAL));
 	auths = json_object_get(root, "auths");
 	if (!auths)
 		return 0;
 	if (!json_is_object(auths))
-		return log_errno(LOG_ERR, -EINVAL,
-		                 "credentials file '%s': \"auths\" is not an object", path);
+		return error_set(err, -EINVAL,
+		                 "credentials file '%s': \"auths\" is not an object: %s", path,
+		                 strerror(EINVAL));
 	/* An exact key wins over one that only normalises to the domain. */
 	json_object_foreach(auths, key, entry)
 	{
@@ -192,9 +197,10 @@ static int lookup_file(const char *path, const char *domain, char **ret_user, ch
 		return r;
 	colon = r < 0 ? NULL : memchr(decoded, ':', dlen);
 	if (!colon || strlen(decoded) != dlen || colon == decoded)
-		return log_errno(LOG_ERR, -EINVAL,
-		                 "credentials file '%s': entry for %s is not base64(user:password)",
-		                 path, domain);
+		return error_set(
+		    err, -EINVAL,
+		    "credentials file '%s': entry for %s is not base64(user:password): %s", path,
+		    domain, strerror(EINVAL));
 	*colon = '\0';
 	_cleanup_free_ char *user = strdup(decoded);
 	_cleanup_free_ char *password = strdup(colon + 1);
@@ -207,7 +213,7 @@ static int lookup_file(const char *path, const char *domain, char **ret_user, ch
 	return 1;
 }
 
-int auth_lookup(const char *domain, char **ret_user, char **ret_password)
+int auth_find(const char *domain, char **ret_user, char **ret_password, struct error *err)
 {
 	_cleanup_free_ char *xdg = NULL, *docker = NULL;
 	const char *env = getenv("REGISTRY_AUTH_FILE");
@@ -227,7 +233,7 @@ int auth_lookup(const char *domain, char **ret_user, char **ret_password)
 	if (docker)
 		paths[n++] = docker;
 	for (size_t i = 0; i < n; i++) {
-		int r = lookup_file(paths[i], domain, ret_user, ret_password);
+		int r = lookup_file(paths[i], domain, ret_user, ret_password, err);
 
 		if (r != 0)
 			return r;
@@ -235,7 +241,20 @@ int auth_lookup(const char *domain, char **ret_user, char **ret_password)
 	return 0;
 }
 
-int auth_store(const char *domain, const char *user, const char *password)
+int auth_lookup(const char *domain, char **ret_user, char **ret_password)
+{
+	struct error err = {""};
+	int r = auth_find(domain, ret_user, ret_password, &err);
+
+	/* The registry client, the one caller, goes on without credentials when the file is
+	 * broken and has no way to carry the reason: this is the reporting site until it
+	 * calls auth_find() itself. */
+	if (r < 0 && error_isset(&err))
+		log_error(LOG_ERR, r, &err, NULL);
+	return r;
+}
+
+int auth_store(const char *domain, const char *user, const char *password, struct error *err)
 {
 	_cleanup_free_ char *path = docker_config_path(), *buf = NULL, *b64 = NULL;
 	_cleanup_free_ char *dir = NULL, *out = NULL;
@@ -249,19 +268,19 @@ int auth_store(const char *domain, const char *user, const char *password)
 	if (!path)
 		return -ENOENT;
 	if (!*user || strchr(user, ':'))
-		return -EINVAL;
+		return error_set(err, -EINVAL, "the user name is empty or contains ':'");
 	r = read_file_full(AT_FDCWD, path, AUTH_FILE_MAX, &buf, &len);
 	if (r >= 0) {
 		root = json_loadb(buf, len, 0, &jerr);
 		if (!root || !json_is_object(root))
-			return log_errno(LOG_ERR, -EINVAL, "'%s' is not a JSON object; not changed",
+			return error_set(err, -EINVAL, "'%s' is not a JSON object; not changed",
 			                 path);
 	} else if (r == -ENOENT) {
 		root = json_object();
 		if (!root)
 			return -ENOMEM;
 	} else {
-		return r;
+		return error_set(err, r, "cannot read '%s': %s", path, strerror(-r));
 	}
 	auths = json_object_get(root, "auths");
 	if (!auths) {
@@ -269,7 +288,7 @@ int auth_store(const char *domain, const char *user, const char *password)
 		if (!auths || json_object_set_new(root, "auths", auths) < 0)
 			return -ENOMEM;
 	} else if (!json_is_object(auths)) {
-		return log_errno(LOG_ERR, -EINVAL, "'%s': \"auths\" is not an object; not changed",
+		return error_set(err, -EINVAL, "'%s': \"auths\" is not an object; not changed",
 		                 path);
 	}
 	entry = json_object_get(auths, key);
@@ -306,9 +325,11 @@ int auth_store(const char *domain, const char *user, const char *password)
 		return -ENOMEM;
 	r = mkdir_p_at(AT_FDCWD, dir, 0700);
 	if (r < 0)
-		return r;
+		return error_set(err, r, "cannot create '%s': %s", dir, strerror(-r));
 	r = write_file_atomic(AT_FDCWD, path, out, strlen(out), 0600);
 	explicit_bzero(out, strlen(out));
+	if (r < 0)
+		return error_set(err, r, "cannot write '%s': %s", path, strerror(-r));
 	return r;
 }
 

@@ -6,13 +6,22 @@
 
 #include "common/macros.h"
 
+struct error;
+
 /* Finds credentials for domain (as in struct image_ref). Returns 1 and sets both
- * malloc'ed strings when found, 0 when none, -errno on a broken file (named in the log). */
+ * malloc'ed strings when found, 0 when none, -errno on a broken file, with a reason naming
+ * the file in err (may be NULL). */
+int auth_find(const char *domain, char **ret_user, char **ret_password, struct error *err);
+
+/* auth_find() for the registry client, which goes on without credentials when the file is
+ * broken: logs that reason (LOG_ERR) itself. To be replaced by auth_find() once the
+ * registry client carries a struct error. */
 int auth_lookup(const char *domain, char **ret_user, char **ret_password);
 
 /* Stores credentials for domain in the Docker config file ($DOCKER_CONFIG/config.json or
- * ~/.docker/config.json), keeping every other key of the file; written atomically, mode 0600. */
-int auth_store(const char *domain, const char *user, const char *password);
+ * ~/.docker/config.json), keeping every other key of the file; written atomically, mode 0600.
+ * Returns 0 or -errno with a reason naming the file in err (may be NULL). */
+int auth_store(const char *domain, const char *user, const char *password, struct error *err);
 
 /* Sets *ret to the malloc'ed base64 of "user:password", as sent after "Basic " in an
  * Authorization header. Returns 0 or -ENOMEM. */

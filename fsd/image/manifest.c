@@ -1,12 +1,12 @@
 /* OCI / Docker manifests, indexes and image configs. Every value comes from the network:
  * types are checked before use, counts are bounded, and each failure carries a reason. */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <strings.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <sys/utsname.h>
 #include "common/digest.h"
+#include "common/error.h"
 #include "manifest.h"
 
 #define MT_SCHEMA1 "application/vnd.docker.distribution.manifest.v1+json"
@@ -14,21 +14,6 @@
 
 #define MAX_JSON_SIZE (64u << 20) /* callers bound sizes; this guards the parser itself */
 #define MAX_SAFE_SIZE (UINT64_C(1) << 53)
-
-static _Thread_local char reason_buf[320];
-
-static const char *set_reason(const char **ret_reason, const char *fmt, ...) _printf_(2, 3);
-static const char *set_reason(const char **ret_reason, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(reason_buf, sizeof(reason_buf), fmt, ap);
-	va_end(ap);
-	if (ret_reason)
-		*ret_reason = reason_buf;
-	return reason_buf;
-}
 
 /* Shortens a hostile string for quoting in a reason: printable ASCII only, at most 96. */
 static const char *quote(const char *s, char *buf, size_t size)
@@ -48,12 +33,6 @@ static const char *quote(const char *s, char *buf, size_t size)
 	buf[j] = '\0';
 	return buf;
 }
-
-#define FAIL(err, ...)                                                                             \
-	do {                                                                                       \
-		set_reason(ret_reason, __VA_ARGS__);                                               \
-		return (err);                                                                      \
-	} while (0)
 
 static void strv_free(char **v)
 {
@@ -157,22 +136,22 @@ void image_config_free(struct image_config *c)
 
 /* Parses buf as one JSON object. Duplicate keys are refused: two parsers that pick
  * different duplicates would see different images behind the same digest. */
-static int load_object(const char *buf, size_t len, json_t **ret, const char **ret_reason)
+static int load_object(const char *buf, size_t len, json_t **ret, struct error *err)
 {
 	json_error_t jerr;
 	json_t *root;
 
 	if (!buf || len == 0)
-		FAIL(-EINVAL, "empty document");
+		return error_set(err, -EINVAL, "empty document");
 	if (len > MAX_JSON_SIZE)
-		FAIL(-EFBIG, "document too large");
+		return error_set(err, -EFBIG, "document too large");
 	root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	if (!root)
-		FAIL(-EINVAL, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
-		     jerr.text);
+		return error_set(err, -EINVAL, "invalid JSON at line %d column %d: %s", jerr.line,
+		                 jerr.column, jerr.text);
 	if (!json_is_object(root)) {
 		json_decref(root);
-		FAIL(-EINVAL, "not a JSON object");
+		return error_set(err, -EINVAL, "not a JSON object");
 	}
 	*ret = root;
 	return 0;
@@ -237,18 +216,20 @@ static bool content_type_is_generic(const char *ct)
 	       streq(ct, "text/plain") || streq(ct, "binary/octet-stream");
 }
 
-static int parse_platform_obj(json_t *p, struct platform *ret, const char **ret_reason)
+static int parse_platform_obj(json_t *p, struct platform *ret, struct error *err)
 {
 	const char *os = NULL, *arch = NULL, *variant = NULL;
 	struct platform out = {0};
 
 	if (!json_is_object(p))
-		FAIL(-EINVAL, "descriptor platform is not an object");
+		return error_set(err, -EINVAL, "descriptor platform is not an object");
 	if (get_opt_string(p, "os", &os) < 0 || get_opt_string(p, "architecture", &arch) < 0 ||
 	    get_opt_string(p, "variant", &variant) < 0)
-		FAIL(-EINVAL, "descriptor platform has a non-string os, architecture or variant");
+		return error_set(
+		    err, -EINVAL,
+		    "descriptor platform has a non-string os, architecture or variant");
 	if (!os || !arch)
-		FAIL(-EINVAL, "descriptor platform lacks os or architecture");
+		return error_set(err, -EINVAL, "descriptor platform lacks os or architecture");
 	out.os = strdup(os);
 	out.architecture = strdup(arch);
 	out.variant = variant && *variant ? strdup(variant) : NULL;
@@ -285,20 +266,20 @@ static const struct layer_type layer_types[] = {
 
 #define MAX_URLS 32
 
-static int parse_urls(json_t *v, char ***ret, const char **ret_reason)
+static int parse_urls(json_t *v, char ***ret, struct error *err)
 {
 	char **urls;
 	size_t n;
 
 	if (!json_is_array(v))
-		FAIL(-EINVAL, "descriptor urls is not an array");
+		return error_set(err, -EINVAL, "descriptor urls is not an array");
 	n = json_array_size(v);
 	if (n == 0) {
 		*ret = NULL;
 		return 0;
 	}
 	if (n > MAX_URLS)
-		FAIL(-EINVAL, "descriptor has more than %d urls", MAX_URLS);
+		return error_set(err, -EINVAL, "descriptor has more than %d urls", MAX_URLS);
 	urls = calloc(n + 1, sizeof(*urls));
 	if (!urls)
 		return -ENOMEM;
@@ -307,7 +288,7 @@ static int parse_urls(json_t *v, char ***ret, const char **ret_reason)
 
 		if (!json_is_string(u)) {
 			strv_free(urls);
-			FAIL(-EINVAL, "descriptor urls contains a non-string");
+			return error_set(err, -EINVAL, "descriptor urls contains a non-string");
 		}
 		urls[i] = strdup(json_string_value(u));
 		if (!urls[i]) {
@@ -320,7 +301,7 @@ static int parse_urls(json_t *v, char ***ret, const char **ret_reason)
 }
 
 static int parse_descriptor(json_t *j, enum desc_kind kind, struct descriptor *ret,
-                            const char **ret_reason)
+                            struct error *err)
 {
 	const char *mt = NULL, *digest = NULL;
 	struct descriptor d = {0};
@@ -330,11 +311,11 @@ static int parse_descriptor(json_t *j, enum desc_kind kind, struct descriptor *r
 	int r;
 
 	if (!json_is_object(j))
-		FAIL(-EINVAL, "descriptor is not an object");
+		return error_set(err, -EINVAL, "descriptor is not an object");
 	if (get_opt_string(j, "mediaType", &mt) < 0 || !mt || !*mt)
-		FAIL(-EINVAL, "descriptor lacks a mediaType string");
+		return error_set(err, -EINVAL, "descriptor lacks a mediaType string");
 	if (get_opt_string(j, "digest", &digest) < 0 || !digest)
-		FAIL(-EINVAL, "descriptor lacks a digest string");
+		return error_set(err, -EINVAL, "descriptor lacks a digest string");
 	if (!digest_valid(digest)) {
 		const char *colon = strchr(digest, ':');
 
@@ -344,18 +325,18 @@ static int parse_descriptor(json_t *j, enum desc_kind kind, struct descriptor *r
 
 			memcpy(algo, digest, n);
 			algo[n] = '\0';
-			FAIL(-EPROTONOSUPPORT,
-			     "digest algorithm '%s' is not supported (only sha256)",
-			     quote(algo, q, sizeof(q)));
+			return error_set(err, -EPROTONOSUPPORT,
+			                 "digest algorithm '%s' is not supported (only sha256)",
+			                 quote(algo, q, sizeof(q)));
 		}
-		FAIL(-EINVAL, "invalid digest '%s'", quote(digest, q, sizeof(q)));
+		return error_set(err, -EINVAL, "invalid digest '%s'", quote(digest, q, sizeof(q)));
 	}
 	size = json_object_get(j, "size");
 	if (!json_is_integer(size))
-		FAIL(-EINVAL, "descriptor %s lacks an integer size", digest);
+		return error_set(err, -EINVAL, "descriptor %s lacks an integer size", digest);
 	sz = json_integer_value(size);
 	if (sz < 0 || (uint64_t)sz > MAX_SAFE_SIZE)
-		FAIL(-EINVAL, "descriptor %s has an invalid size", digest);
+		return error_set(err, -EINVAL, "descriptor %s has an invalid size", digest);
 
 	if (kind == DESC_LAYER) {
 		size_t i;
@@ -364,14 +345,15 @@ static int parse_descriptor(json_t *j, enum desc_kind kind, struct descriptor *r
 			if (streq(mt, layer_types[i].media_type))
 				break;
 		if (i == ARRAY_SIZE(layer_types))
-			FAIL(-EPROTONOSUPPORT, "unsupported layer media type '%s'",
-			     quote(mt, q, sizeof(q)));
+			return error_set(err, -EPROTONOSUPPORT, "unsupported layer media type '%s'",
+			                 quote(mt, q, sizeof(q)));
 		d.compression = layer_types[i].compression;
 		d.foreign = layer_types[i].foreign;
 	} else if (kind == DESC_CONFIG) {
 		if (!streq(mt, MT_OCI_CONFIG) && !streq(mt, MT_DOCKER_CONFIG))
-			FAIL(-EPROTONOSUPPORT, "config media type '%s' is not an image config",
-			     quote(mt, q, sizeof(q)));
+			return error_set(err, -EPROTONOSUPPORT,
+			                 "config media type '%s' is not an image config",
+			                 quote(mt, q, sizeof(q)));
 	}
 
 	d.media_type = strdup(mt);
@@ -383,7 +365,7 @@ static int parse_descriptor(json_t *j, enum desc_kind kind, struct descriptor *r
 	}
 	v = json_object_get(j, "urls");
 	if (v && !json_is_null(v)) {
-		r = parse_urls(v, &d.urls, ret_reason);
+		r = parse_urls(v, &d.urls, err);
 		if (r < 0) {
 			descriptor_clear(&d);
 			return r;
@@ -391,7 +373,7 @@ static int parse_descriptor(json_t *j, enum desc_kind kind, struct descriptor *r
 	}
 	v = json_object_get(j, "platform");
 	if (kind == DESC_CHILD && v && !json_is_null(v)) {
-		r = parse_platform_obj(v, &d.platform, ret_reason);
+		r = parse_platform_obj(v, &d.platform, err);
 		if (r < 0) {
 			descriptor_clear(&d);
 			return r;
@@ -403,21 +385,21 @@ static int parse_descriptor(json_t *j, enum desc_kind kind, struct descriptor *r
 }
 
 static int parse_descriptor_array(json_t *arr, enum desc_kind kind, size_t max, const char *what,
-                                  struct descriptor **ret, size_t *ret_n, const char **ret_reason)
+                                  struct descriptor **ret, size_t *ret_n, struct error *err)
 {
 	struct descriptor *v;
 	size_t n;
 
 	if (!json_is_array(arr))
-		FAIL(-EINVAL, "%s is not an array", what);
+		return error_set(err, -EINVAL, "%s is not an array", what);
 	n = json_array_size(arr);
 	if (n > max)
-		FAIL(-EINVAL, "too many %s (%zu, at most %zu)", what, n, max);
+		return error_set(err, -EINVAL, "too many %s (%zu, at most %zu)", what, n, max);
 	v = calloc(n ? n : 1, sizeof(*v));
 	if (!v)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
-		int r = parse_descriptor(json_array_get(arr, i), kind, &v[i], ret_reason);
+		int r = parse_descriptor(json_array_get(arr, i), kind, &v[i], err);
 
 		if (r < 0) {
 			for (size_t k = 0; k < i; k++)
@@ -432,7 +414,7 @@ static int parse_descriptor_array(json_t *arr, enum desc_kind kind, size_t max, 
 }
 
 int manifest_parse(const char *buf, size_t len, const char *content_type, struct manifest **ret,
-                   const char **ret_reason)
+                   struct error *err)
 {
 	_cleanup_json_ json_t *root = NULL;
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
@@ -443,23 +425,26 @@ int manifest_parse(const char *buf, size_t len, const char *content_type, struct
 	int r;
 
 	if (len > MANIFEST_MAX_SIZE)
-		FAIL(-EFBIG, "manifest larger than %u bytes", MANIFEST_MAX_SIZE);
-	r = load_object(buf, len, &root, ret_reason);
+		return error_set(err, -EFBIG, "manifest larger than %u bytes", MANIFEST_MAX_SIZE);
+	r = load_object(buf, len, &root, err);
 	if (r < 0)
 		return r;
 
 	sv = json_object_get(root, "schemaVersion");
 	if (json_is_integer(sv) && json_integer_value(sv) == 1)
-		FAIL(-EPROTONOSUPPORT, "Docker schema 1 manifests are not supported");
+		return error_set(err, -EPROTONOSUPPORT,
+		                 "Docker schema 1 manifests are not supported");
 	if (get_opt_string(root, "mediaType", &json_mt) < 0)
-		FAIL(-EINVAL, "mediaType is not a string");
+		return error_set(err, -EINVAL, "mediaType is not a string");
 	if ((json_mt && is_schema1_type(json_mt)) || (ct && is_schema1_type(ct)))
-		FAIL(-EPROTONOSUPPORT, "Docker schema 1 manifests are not supported");
+		return error_set(err, -EPROTONOSUPPORT,
+		                 "Docker schema 1 manifests are not supported");
 	if (!json_is_integer(sv))
-		FAIL(-EINVAL, "schemaVersion missing or not an integer");
+		return error_set(err, -EINVAL, "schemaVersion missing or not an integer");
 	if (json_integer_value(sv) != 2)
-		FAIL(-EPROTONOSUPPORT, "schemaVersion %" JSON_INTEGER_FORMAT " is not supported",
-		     json_integer_value(sv));
+		return error_set(err, -EPROTONOSUPPORT,
+		                 "schemaVersion %" JSON_INTEGER_FORMAT " is not supported",
+		                 json_integer_value(sv));
 	if (ct && content_type_is_generic(ct))
 		ct = NULL;
 
@@ -467,8 +452,8 @@ int manifest_parse(const char *buf, size_t len, const char *content_type, struct
 	jlayers = json_object_get(root, "layers");
 	jconfig = json_object_get(root, "config");
 	if (json_mt && ct && !streq(json_mt, ct))
-		FAIL(-EINVAL, "mediaType '%s' contradicts Content-Type '%s'",
-		     quote(json_mt, q, sizeof(q)), ct);
+		return error_set(err, -EINVAL, "mediaType '%s' contradicts Content-Type '%s'",
+		                 quote(json_mt, q, sizeof(q)), ct);
 	mt = json_mt ? json_mt : ct;
 	if (!mt) {
 		/* OCI allows an absent mediaType; the shape then decides. */
@@ -477,12 +462,13 @@ int manifest_parse(const char *buf, size_t len, const char *content_type, struct
 		else if (!jmanifests && jconfig)
 			mt = MT_OCI_MANIFEST;
 		else
-			FAIL(-EINVAL, "no mediaType and the document is neither an index nor a "
-			              "manifest");
+			return error_set(err, -EINVAL,
+			                 "no mediaType and the document is neither an index nor a "
+			                 "manifest");
 	}
 	if (!is_manifest_type(mt) && !is_index_type(mt))
-		FAIL(-EPROTONOSUPPORT, "unsupported manifest media type '%s'",
-		     quote(mt, q, sizeof(q)));
+		return error_set(err, -EPROTONOSUPPORT, "unsupported manifest media type '%s'",
+		                 quote(mt, q, sizeof(q)));
 
 	m = calloc(1, sizeof(*m));
 	if (!m)
@@ -494,27 +480,27 @@ int manifest_parse(const char *buf, size_t len, const char *content_type, struct
 	if (is_index_type(mt)) {
 		/* An index that also carries layers is ambiguous (CVE-2021-41190). */
 		if (jlayers || jconfig)
-			FAIL(-EINVAL, "index has layers or config");
+			return error_set(err, -EINVAL, "index has layers or config");
 		if (!jmanifests)
-			FAIL(-EINVAL, "index lacks manifests");
+			return error_set(err, -EINVAL, "index lacks manifests");
 		m->kind = MANIFEST_INDEX;
 		r = parse_descriptor_array(jmanifests, DESC_CHILD, INDEX_MAX_MANIFESTS, "manifests",
-		                           &m->manifests, &m->n_manifests, ret_reason);
+		                           &m->manifests, &m->n_manifests, err);
 		if (r < 0)
 			return r;
 	} else {
 		if (jmanifests)
-			FAIL(-EINVAL, "manifest has a manifests list");
+			return error_set(err, -EINVAL, "manifest has a manifests list");
 		if (!jconfig)
-			FAIL(-EINVAL, "manifest lacks config");
+			return error_set(err, -EINVAL, "manifest lacks config");
 		if (!jlayers)
-			FAIL(-EINVAL, "manifest lacks layers");
+			return error_set(err, -EINVAL, "manifest lacks layers");
 		m->kind = MANIFEST_IMAGE;
-		r = parse_descriptor(jconfig, DESC_CONFIG, &m->config, ret_reason);
+		r = parse_descriptor(jconfig, DESC_CONFIG, &m->config, err);
 		if (r < 0)
 			return r;
 		r = parse_descriptor_array(jlayers, DESC_LAYER, MANIFEST_MAX_LAYERS, "layers",
-		                           &m->layers, &m->n_layers, ret_reason);
+		                           &m->layers, &m->n_layers, err);
 		if (r < 0)
 			return r;
 	}
@@ -713,7 +699,7 @@ int manifest_select_platform(const struct manifest *m, const struct platform *wa
 
 /* Image config */
 
-static int parse_strv(json_t *v, size_t max, const char *what, char ***ret, const char **ret_reason)
+static int parse_strv(json_t *v, size_t max, const char *what, char ***ret, struct error *err)
 {
 	char **out;
 	size_t n;
@@ -723,10 +709,11 @@ static int parse_strv(json_t *v, size_t max, const char *what, char ***ret, cons
 		return 0;
 	}
 	if (!json_is_array(v))
-		FAIL(-EINVAL, "%s is not an array of strings", what);
+		return error_set(err, -EINVAL, "%s is not an array of strings", what);
 	n = json_array_size(v);
 	if (n > max)
-		FAIL(-EINVAL, "%s has too many entries (%zu, at most %zu)", what, n, max);
+		return error_set(err, -EINVAL, "%s has too many entries (%zu, at most %zu)", what,
+		                 n, max);
 	out = calloc(n + 1, sizeof(*out));
 	if (!out)
 		return -ENOMEM;
@@ -735,7 +722,7 @@ static int parse_strv(json_t *v, size_t max, const char *what, char ***ret, cons
 
 		if (!json_is_string(s)) {
 			strv_free(out);
-			FAIL(-EINVAL, "%s is not an array of strings", what);
+			return error_set(err, -EINVAL, "%s is not an array of strings", what);
 		}
 		out[i] = strdup(json_string_value(s));
 		if (!out[i]) {
@@ -748,12 +735,12 @@ static int parse_strv(json_t *v, size_t max, const char *what, char ***ret, cons
 }
 
 static int dup_opt_string(json_t *obj, const char *key, const char *what, char **ret,
-                          const char **ret_reason)
+                          struct error *err)
 {
 	const char *s;
 
 	if (get_opt_string(obj, key, &s) < 0)
-		FAIL(-EINVAL, "%s is not a string", what);
+		return error_set(err, -EINVAL, "%s is not a string", what);
 	if (!s) {
 		*ret = NULL;
 		return 0;
@@ -762,8 +749,7 @@ static int dup_opt_string(json_t *obj, const char *key, const char *what, char *
 	return *ret ? 0 : -ENOMEM;
 }
 
-int image_config_parse(const char *buf, size_t len, struct image_config **ret,
-                       const char **ret_reason)
+int image_config_parse(const char *buf, size_t len, struct image_config **ret, struct error *err)
 {
 	_cleanup_json_ json_t *root = NULL;
 	_cleanup_(image_config_freep) struct image_config *c = NULL;
@@ -773,17 +759,17 @@ int image_config_parse(const char *buf, size_t len, struct image_config **ret,
 	int r;
 
 	if (len > CONFIG_MAX_SIZE)
-		FAIL(-EFBIG, "config larger than %u bytes", CONFIG_MAX_SIZE);
-	r = load_object(buf, len, &root, ret_reason);
+		return error_set(err, -EFBIG, "config larger than %u bytes", CONFIG_MAX_SIZE);
+	r = load_object(buf, len, &root, err);
 	if (r < 0)
 		return r;
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
 
-	if ((r = dup_opt_string(root, "os", "os", &os, ret_reason)) < 0 ||
-	    (r = dup_opt_string(root, "architecture", "architecture", &arch, ret_reason)) < 0 ||
-	    (r = dup_opt_string(root, "variant", "variant", &variant, ret_reason)) < 0)
+	if ((r = dup_opt_string(root, "os", "os", &os, err)) < 0 ||
+	    (r = dup_opt_string(root, "architecture", "architecture", &arch, err)) < 0 ||
+	    (r = dup_opt_string(root, "variant", "variant", &variant, err)) < 0)
 		return r;
 	if (arch) {
 		r = normalize_arch(arch, variant, &c->platform.architecture, &c->platform.variant);
@@ -795,29 +781,29 @@ int image_config_parse(const char *buf, size_t len, struct image_config **ret,
 	cfg = json_object_get(root, "config");
 	if (cfg && !json_is_null(cfg)) {
 		if (!json_is_object(cfg))
-			FAIL(-EINVAL, "config is not an object");
+			return error_set(err, -EINVAL, "config is not an object");
 		if ((r = parse_strv(json_object_get(cfg, "Entrypoint"), CONFIG_MAX_ARGS,
-		                    "config.Entrypoint", &c->entrypoint, ret_reason)) < 0 ||
+		                    "config.Entrypoint", &c->entrypoint, err)) < 0 ||
 		    (r = parse_strv(json_object_get(cfg, "Cmd"), CONFIG_MAX_ARGS, "config.Cmd",
-		                    &c->cmd, ret_reason)) < 0 ||
+		                    &c->cmd, err)) < 0 ||
 		    (r = parse_strv(json_object_get(cfg, "Env"), CONFIG_MAX_ENV, "config.Env",
-		                    &c->env, ret_reason)) < 0 ||
+		                    &c->env, err)) < 0 ||
 		    (r = dup_opt_string(cfg, "WorkingDir", "config.WorkingDir", &c->working_dir,
-		                        ret_reason)) < 0 ||
-		    (r = dup_opt_string(cfg, "User", "config.User", &c->user, ret_reason)) < 0)
+		                        err)) < 0 ||
+		    (r = dup_opt_string(cfg, "User", "config.User", &c->user, err)) < 0)
 			return r;
 	}
 
 	rootfs = json_object_get(root, "rootfs");
 	if (rootfs && !json_is_null(rootfs)) {
 		if (!json_is_object(rootfs))
-			FAIL(-EINVAL, "rootfs is not an object");
+			return error_set(err, -EINVAL, "rootfs is not an object");
 		if (get_opt_string(rootfs, "type", &type) < 0)
-			FAIL(-EINVAL, "rootfs.type is not a string");
+			return error_set(err, -EINVAL, "rootfs.type is not a string");
 		if (type && !streq(type, "layers"))
-			FAIL(-EINVAL, "rootfs.type is not \"layers\"");
+			return error_set(err, -EINVAL, "rootfs.type is not \"layers\"");
 		r = parse_strv(json_object_get(rootfs, "diff_ids"), MANIFEST_MAX_LAYERS,
-		               "rootfs.diff_ids", &c->diff_ids, ret_reason);
+		               "rootfs.diff_ids", &c->diff_ids, err);
 		if (r < 0)
 			return r;
 	}
@@ -830,10 +816,12 @@ int image_config_parse(const char *buf, size_t len, struct image_config **ret,
 		if (!digest_valid(*d)) {
 			char q[128];
 
-			FAIL(startswith(*d, "sha256:") || !strchr(*d, ':') ? -EINVAL
-			                                                   : -EPROTONOSUPPORT,
-			     "rootfs.diff_ids has an invalid or unsupported digest '%s'",
-			     quote(*d, q, sizeof(q)));
+			return error_set(
+			    err,
+			    startswith(*d, "sha256:") || !strchr(*d, ':') ? -EINVAL
+			                                                  : -EPROTONOSUPPORT,
+			    "rootfs.diff_ids has an invalid or unsupported digest '%s'",
+			    quote(*d, q, sizeof(q)));
 		}
 		c->n_diff_ids++;
 	}

@@ -2,13 +2,15 @@
  * Parsers assume hostile input: sizes are bounded (MANIFEST_MAX_SIZE, CONFIG_MAX_SIZE),
  * duplicate JSON keys are refused, malformed documents and descriptors are -EINVAL and
  * what is well-formed but not supported (Docker schema 1, unknown media types, digest
- * algorithms other than sha256) is -EPROTONOSUPPORT. On failure *ret_reason (when not
- * NULL) is set to a one-line reason naming the offending value; it lives in a
- * thread-local buffer valid until the next parse call of the same thread. */
+ * algorithms other than sha256) is -EPROTONOSUPPORT. On failure the parsers write a
+ * one-line reason naming the offending value into err (struct error, may be NULL); the
+ * caller adds which document it was. */
 #pragma once
 
 #include <stdint.h>
 #include "common/macros.h"
+
+struct error;
 
 #define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
 #define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
@@ -73,7 +75,7 @@ struct manifest {
  * Layers map their media type to compression + foreign; the config must be an OCI or
  * Docker image config. Returns 0 and *ret (free with manifest_free()), or -errno. */
 int manifest_parse(const char *buf, size_t len, const char *content_type, struct manifest **ret,
-                   const char **ret_reason);
+                   struct error *err);
 void manifest_free(struct manifest *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct manifest *, manifest_free);
 /* Frees the members of d and zeroes it; accepts a zeroed descriptor. */
@@ -116,8 +118,7 @@ struct image_config {
 /* Parses an OCI / Docker image config: os/architecture/variant (normalised),
  * config.Entrypoint/Cmd/Env (arrays of strings, null = absent), WorkingDir, User,
  * rootfs.diff_ids (sha256 digests; an empty array when absent). Counts are bounded.
- * Returns 0 and *ret (free with image_config_free()), or -errno with a reason. */
-int image_config_parse(const char *buf, size_t len, struct image_config **ret,
-                       const char **ret_reason);
+ * Returns 0 and *ret (free with image_config_free()), or -errno with a reason in err. */
+int image_config_parse(const char *buf, size_t len, struct image_config **ret, struct error *err);
 void image_config_free(struct image_config *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct image_config *, image_config_free);

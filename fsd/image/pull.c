@@ -12,8 +12,8 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include "common/digest.h"
+#include "common/error.h"
 #include "common/fileio.h"
-#include "common/log.h"
 #include "fsd/index/layerindex.h"
 #include "fsd/index/tree.h"
 #include "progress.h"
@@ -27,7 +27,7 @@ struct layer_job {
 	const struct descriptor *desc;
 	int slot; /* progress bar */
 	int result;
-	char err[REGISTRY_ERR_MAX];
+	struct error err;
 };
 
 struct pull_ctx {
@@ -35,7 +35,7 @@ struct pull_ctx {
 	struct source *src;
 	struct progress *progress;
 	const volatile sig_atomic_t *cancel;
-	const char *image; /* the reference, for messages */
+	struct error *err; /* the caller's, for the first failure */
 	struct layer_job *jobs;
 	size_t n_jobs;
 	pthread_mutex_t lock; /* protects next_job and failed */
@@ -151,23 +151,24 @@ static enum li_compression li_comp(enum layer_compression c)
 static void layer_refused(struct layer_job *job, const char *digest, int r)
 {
 	if (r == -EFBIG)
-		snprintf(job->err, sizeof(job->err),
-		         "layer %s exceeds a limit of the layer index (uncompressed size, entries, "
-		         "path or link length)",
-		         digest);
+		error_set(
+		    &job->err, r,
+		    "layer %s exceeds a limit of the layer index (uncompressed size, entries, "
+		    "path or link length)",
+		    digest);
 	else
-		snprintf(job->err, sizeof(job->err),
-		         "layer %s is corrupt or truncated (not a valid compressed tar stream)",
-		         digest);
+		error_set(&job->err, r,
+		          "layer %s is corrupt or truncated (not a valid compressed tar stream)",
+		          digest);
 }
 
-/* The one-line reason for a failed write r of the partial file of a layer. */
-static void partial_unwritable(struct layer_job *job, struct store *s, const char *digest, int r)
+/* The one-line reason for a failed write r of the partial file of a layer. Returns r. */
+static int partial_unwritable(struct layer_job *job, struct store *s, const char *digest, int r)
 {
 	char path[128];
 
-	snprintf(job->err, sizeof(job->err), "cannot write %s/%s: %s", s->root,
-	         store_partial_path(digest, path, sizeof(path)), strerror(-r));
+	return error_set(&job->err, r, "cannot write %s/%s: %s", s->root,
+	                 store_partial_path(digest, path, sizeof(path)), strerror(-r));
 }
 
 static int write_index(struct store *s, const char *digest, struct li_builder *b, int zst_fd,
@@ -267,11 +268,9 @@ static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 	int r;
 
 	r = store_open_partial(ctx->store, d->digest, &fd, &have);
-	if (r < 0) {
-		snprintf(job->err, sizeof(job->err), "cannot create a partial file for layer %s",
-		         d->digest);
-		return r;
-	}
+	if (r < 0)
+		return error_set(&job->err, r, "cannot create a partial file for layer %s",
+		                 d->digest);
 	/* Another pull may have finished this blob while we waited for the partial's lock. */
 	if (store_has_blob(ctx->store, d->digest) && store_has_index(ctx->store, d->digest)) {
 		store_discard_partial(ctx->store, d->digest);
@@ -298,37 +297,39 @@ static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 		return -errno;
 	ls.fd_offset = have;
 	if (have < d->size) {
-		r = source_get_blob(ctx->src, d, have, stream_bytes, &ls, job->err);
-		if (r < 0 && ls.write_err)
+		struct error serr = {""};
+
+		r = source_get_blob(ctx->src, d, have, stream_bytes, &ls, &serr);
+		if (r < 0 && ls.write_err) {
 			/* Not the source's fault: say which file could not be written. */
 			partial_unwritable(job, ctx->store, d->digest, ls.write_err);
-		if (r < 0)
 			return r;
+		}
+		if (r < 0)
+			return error_set(&job->err, r, "%s", serr.msg);
 	}
 	if (ls.done != d->size) {
-		snprintf(job->err, sizeof(job->err),
-		         "layer %s: got %" PRIu64 " bytes, expected %" PRIu64, d->digest, ls.done,
-		         d->size);
 		store_discard_partial(ctx->store, d->digest);
-		return -EBADMSG;
+		return error_set(&job->err, -EBADMSG,
+		                 "layer %s: got %" PRIu64 " bytes, expected %" PRIu64, d->digest,
+		                 ls.done, d->size);
 	}
 	sha256_final(ls.hash, got);
 	if (!streq(got, d->digest)) {
-		snprintf(job->err, sizeof(job->err),
-		         "layer %s: digest mismatch, the source sent content with digest %s",
-		         d->digest, got);
 		store_discard_partial(ctx->store, d->digest);
 		if (zname[0])
 			store_discard_temp(ctx->store, zname);
-		return -EBADMSG;
+		return error_set(
+		    &job->err, -EBADMSG,
+		    "layer %s: digest mismatch, the source sent content with digest %s", d->digest,
+		    got);
 	}
 	/* Flush the blob while the index worker finishes the last bytes in its ring, rather
 	 * than after it: store_commit_partial()'s fsync then has nothing left to do. */
 	start_writeback(&ls, true);
 	if (fdatasync(fd) < 0) {
 		r = -errno;
-		partial_unwritable(job, ctx->store, d->digest, r);
-		return r;
+		return partial_unwritable(job, ctx->store, d->digest, r);
 	}
 	r = ls.builder_err;
 	if (r == 0)
@@ -341,14 +342,12 @@ static int fetch_layer(struct pull_ctx *ctx, struct layer_job *job)
 			store_discard_temp(ctx->store, zname);
 		return r;
 	}
-	if (r < 0) {
-		snprintf(job->err, sizeof(job->err), "cannot index layer %s: %s", d->digest,
-		         strerror(-r));
-		return r;
-	}
+	if (r < 0)
+		return error_set(&job->err, r, "cannot index layer %s: %s", d->digest,
+		                 strerror(-r));
 	r = store_commit_partial(ctx->store, d->digest, fd);
 	if (r < 0)
-		snprintf(job->err, sizeof(job->err), "cannot store layer %s", d->digest);
+		return error_set(&job->err, r, "cannot store layer %s", d->digest);
 	return r;
 }
 
@@ -376,9 +375,8 @@ static void *layer_worker(void *userdata)
 			r = index_existing_blob(ctx, job);
 			if (r == -EBADMSG || r == -EFBIG)
 				layer_refused(job, job->desc->digest, r);
-			else if (r < 0 && !job->err[0])
-				snprintf(job->err, sizeof(job->err), "cannot index layer %s",
-				         job->desc->digest);
+			else if (r < 0)
+				error_set(&job->err, r, "cannot index layer %s", job->desc->digest);
 		} else {
 			r = fetch_layer(ctx, job);
 		}
@@ -421,15 +419,17 @@ static int fetch_layers(struct pull_ctx *ctx, const struct manifest *m, unsigned
 	for (unsigned i = 0; i < n_threads; i++)
 		pthread_join(threads[i], NULL);
 	for (size_t i = 0; i < ctx->n_jobs; i++) {
-		if (ctx->jobs[i].result < 0) {
-			if (ctx->jobs[i].err[0])
-				log_msg(LOG_ERR, "%s: %s", ctx->image, ctx->jobs[i].err);
-			else
-				log_errno(LOG_ERR, ctx->jobs[i].result, "%s: layer %s", ctx->image,
-				          ctx->jobs[i].desc->digest);
-			return ctx->jobs[i].result;
+		struct layer_job *job = &ctx->jobs[i];
+
+		if (job->result < 0) {
+			if (!error_isset(&job->err))
+				return error_set(ctx->err, job->result, "layer %s: %s",
+				                 job->desc->digest, strerror(-job->result));
+			return error_set(ctx->err, job->result, "%s", job->err.msg);
 		}
 	}
+	if (r < 0)
+		return error_set(ctx->err, r, "cannot start a download thread: %s", strerror(-r));
 	return r;
 }
 
@@ -461,41 +461,33 @@ static int fetch_manifest(struct pull_ctx *ctx, const char *reference, const cha
 {
 	_cleanup_free_ char *body = NULL, *mt = NULL, *digest = NULL;
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
-	char err[REGISTRY_ERR_MAX] = "";
-	const char *reason = NULL;
+	struct error err = {""};
 	size_t len = 0;
 	int r;
 
-	r = source_get_manifest(ctx->src, reference, &body, &len, &mt, &digest, err);
-	if (r < 0) {
-		if (r == -EFBIG && err[0]) {
-			log_msg(LOG_ERR, "%s: %s (manifests are limited to %u bytes)", ctx->image,
-			        err, MANIFEST_MAX_SIZE);
-			return r;
-		}
-		if (r == -EFBIG)
-			return log_errno(LOG_ERR, r, "%s: manifest larger than %u bytes",
-			                 ctx->image, MANIFEST_MAX_SIZE);
-		if (err[0])
-			log_msg(LOG_ERR, "%s: %s", ctx->image, err);
-		else
-			log_errno(LOG_ERR, r, "%s: cannot get manifest '%s'", ctx->image,
-			          reference);
-		return r;
-	}
+	r = source_get_manifest(ctx->src, reference, &body, &len, &mt, &digest, &err);
+	if (r == -EFBIG && error_isset(&err))
+		return error_set(ctx->err, r, "%s (manifests are limited to %u bytes)", err.msg,
+		                 MANIFEST_MAX_SIZE);
+	if (r == -EFBIG)
+		return error_set(ctx->err, r, "manifest larger than %u bytes: %s",
+		                 MANIFEST_MAX_SIZE, strerror(-r));
+	if (r < 0 && error_isset(&err))
+		return error_set(ctx->err, r, "%s", err.msg);
+	if (r < 0)
+		return error_set(ctx->err, r, "cannot get manifest '%s': %s", reference,
+		                 strerror(-r));
 	if (want_digest && !streq(digest, want_digest))
-		return log_errno(LOG_ERR, -EBADMSG,
-		                 "%s: manifest %s has digest %s, not what was asked for",
-		                 ctx->image, want_digest, digest);
-	r = manifest_parse(body, len, mt, &m, &reason);
-	if (r < 0) {
-		log_msg(LOG_ERR, "%s: bad manifest %s: %s", ctx->image, digest,
-		        reason ? reason : strerror(-r));
-		return r;
-	}
+		return error_set(ctx->err, -EBADMSG,
+		                 "manifest %s has digest %s, not what was asked for: %s",
+		                 want_digest, digest, strerror(EBADMSG));
+	r = manifest_parse(body, len, mt, &m, &err);
+	if (r < 0)
+		return error_set(ctx->err, r, "bad manifest %s: %s", digest,
+		                 error_isset(&err) ? err.msg : strerror(-r));
 	r = store_put_blob(ctx->store, digest, body, len);
 	if (r < 0)
-		return log_errno(LOG_ERR, r, "%s: cannot store manifest %s", ctx->image, digest);
+		return error_set(ctx->err, r, "cannot store manifest %s: %s", digest, strerror(-r));
 	if (ret_mt)
 		*ret_mt = strdup(m->media_type);
 	*ret_size = len;
@@ -508,8 +500,7 @@ static int fetch_config(struct pull_ctx *ctx, const struct manifest *m)
 {
 	_cleanup_free_ char *body = NULL;
 	_cleanup_(image_config_freep) struct image_config *cfg = NULL;
-	char err[REGISTRY_ERR_MAX] = "";
-	const char *reason = NULL;
+	struct error err = {""};
 	size_t len = 0;
 	int r;
 
@@ -517,35 +508,28 @@ static int fetch_config(struct pull_ctx *ctx, const struct manifest *m)
 		r = store_read_blob(ctx->store, m->config.digest, CONFIG_MAX_SIZE, &body, &len);
 	} else {
 		if (m->config.size > CONFIG_MAX_SIZE)
-			return log_errno(LOG_ERR, -EFBIG, "%s: config %s is larger than %u bytes",
-			                 ctx->image, m->config.digest, CONFIG_MAX_SIZE);
+			return error_set(ctx->err, -EFBIG, "config %s is larger than %u bytes: %s",
+			                 m->config.digest, CONFIG_MAX_SIZE, strerror(EFBIG));
 		/* The descriptor's size bounds the body, as for layers: a Content-Length beyond
 		 * it fails at once instead of waiting for bytes the blob does not have. */
 		r = source_get_blob_mem(ctx->src, m->config.digest,
 		                        m->config.size ? (size_t)m->config.size : CONFIG_MAX_SIZE,
-		                        &body, &len, err);
-		if (r < 0) {
-			if (err[0])
-				return log_msg(LOG_ERR, "%s: %s", ctx->image, err), r;
-			return log_errno(LOG_ERR, r, "%s: cannot get config %s", ctx->image,
-			                 m->config.digest);
-		}
+		                        &body, &len, ctx->err);
+		if (r < 0)
+			return error_set(ctx->err, r, "cannot get config %s: %s", m->config.digest,
+			                 strerror(-r));
 		r = store_put_blob(ctx->store, m->config.digest, body, len);
 	}
 	if (r < 0)
-		return log_errno(LOG_ERR, r, "%s: cannot store config %s", ctx->image,
-		                 m->config.digest);
-	r = image_config_parse(body, len, &cfg, &reason);
-	if (r < 0) {
-		log_msg(LOG_ERR, "%s: bad image config %s: %s", ctx->image, m->config.digest,
-		        reason ? reason : strerror(-r));
-		return r;
-	}
-	if (cfg->n_diff_ids != m->n_layers) {
-		log_msg(LOG_ERR, "%s: config %s lists %zu layers, the manifest %zu", ctx->image,
-		        m->config.digest, cfg->n_diff_ids, m->n_layers);
-		return -EBADMSG;
-	}
+		return error_set(ctx->err, r, "cannot store config %s: %s", m->config.digest,
+		                 strerror(-r));
+	r = image_config_parse(body, len, &cfg, &err);
+	if (r < 0)
+		return error_set(ctx->err, r, "bad image config %s: %s", m->config.digest,
+		                 error_isset(&err) ? err.msg : strerror(-r));
+	if (cfg->n_diff_ids != m->n_layers)
+		return error_set(ctx->err, -EBADMSG, "config %s lists %zu layers, the manifest %zu",
+		                 m->config.digest, cfg->n_diff_ids, m->n_layers);
 	return 0;
 }
 
@@ -592,14 +576,14 @@ int pull_resolve_local(struct store *s, const struct image_ref *ref, char **ret_
 }
 
 int pull_image(struct store *s, const struct image_ref *ref, const struct pull_opts *opts,
-               bool force, char **ret_manifest)
+               bool force, char **ret_manifest, struct error *err)
 {
 	_cleanup_(source_freep) struct source *src = NULL;
 	_cleanup_(progress_freep) struct progress *progress = NULL;
 	_cleanup_(manifest_freep) struct manifest *top = NULL, *img = NULL;
 	_cleanup_free_ char *top_digest = NULL, *img_digest = NULL, *img_mt = NULL;
 	struct platform want = {0};
-	struct pull_ctx ctx = {.store = s, .image = ref->name};
+	struct pull_ctx ctx = {.store = s, .err = err};
 	struct descriptor ref_desc = {0};
 	size_t img_size = 0;
 	int r;
@@ -608,13 +592,13 @@ int pull_image(struct store *s, const struct image_ref *ref, const struct pull_o
 		return 0;
 	r = store_lock_shared(s);
 	if (r < 0)
-		return log_errno(LOG_ERR, r, "cannot lock the store '%s'", s->root);
+		return error_set(err, r, "cannot lock the store '%s': %s", s->root, strerror(-r));
 	progress = progress_new(opts->quiet ? PROGRESS_QUIET : PROGRESS_AUTO);
 	if (!progress)
-		return log_errno(LOG_ERR, -ENOMEM, "%s", ref->name);
-	r = source_open(ref, opts, &src);
+		return -ENOMEM;
+	r = source_open(ref, opts, &src, err);
 	if (r < 0)
-		return r; /* logged by source_open */
+		return r;
 	ctx.src = src;
 	ctx.progress = progress;
 	ctx.cancel = opts->cancel;
@@ -622,8 +606,8 @@ int pull_image(struct store *s, const struct image_ref *ref, const struct pull_o
 
 	r = opts->platform ? platform_parse(opts->platform, &want) : platform_host(&want);
 	if (r < 0) {
-		log_errno(LOG_ERR, r, "invalid platform '%s'",
-		          opts->platform ? opts->platform : "host");
+		error_set(err, r, "invalid platform '%s': %s",
+		          opts->platform ? opts->platform : "host", strerror(-r));
 		goto out;
 	}
 	r = fetch_manifest(&ctx, source_reference(src), ref->digest, &top, &top_digest, NULL,
@@ -635,9 +619,9 @@ int pull_image(struct store *s, const struct image_ref *ref, const struct pull_o
 
 		r = manifest_select_platform(top, &want, &d);
 		if (r < 0) {
-			log_msg(LOG_ERR, "%s: no manifest for platform %s/%s%s%s", ref->name,
-			        want.os, want.architecture, want.variant ? "/" : "",
-			        want.variant ? want.variant : "");
+			error_set(err, r, "no manifest for platform %s/%s%s%s", want.os,
+			          want.architecture, want.variant ? "/" : "",
+			          want.variant ? want.variant : "");
 			goto out;
 		}
 		r = fetch_manifest(&ctx, d->digest, d->digest, &img, &img_digest, &img_mt,
@@ -645,9 +629,8 @@ int pull_image(struct store *s, const struct image_ref *ref, const struct pull_o
 		if (r < 0)
 			goto out;
 		if (img->kind != MANIFEST_IMAGE) {
-			r = log_errno(LOG_ERR, -EBADMSG,
-			              "%s: index entry %s is not an image manifest", ref->name,
-			              d->digest);
+			r = error_set(err, -EBADMSG, "index entry %s is not an image manifest: %s",
+			              d->digest, strerror(EBADMSG));
 			goto out;
 		}
 	} else {
@@ -669,7 +652,7 @@ int pull_image(struct store *s, const struct image_ref *ref, const struct pull_o
 		goto out;
 	r = ensure_tree(s, img_digest, img);
 	if (r < 0) {
-		log_errno(LOG_ERR, r, "%s: cannot build the merged tree", ref->name);
+		error_set(err, r, "cannot build the merged tree: %s", strerror(-r));
 		goto out;
 	}
 	ref_desc.media_type = img_mt;
@@ -677,7 +660,7 @@ int pull_image(struct store *s, const struct image_ref *ref, const struct pull_o
 	ref_desc.size = img_size;
 	r = store_ref_set(s, ref->name, &ref_desc);
 	if (r < 0) {
-		log_errno(LOG_ERR, r, "%s: cannot record the reference", ref->name);
+		error_set(err, r, "cannot record the reference: %s", strerror(-r));
 		goto out;
 	}
 	progress_note(progress, "%s: pulled %s", ref->name, img_digest);

@@ -10,6 +10,8 @@
 #include "registry.h"
 #include "store.h"
 
+struct error;
+
 struct pull_opts {
 	const char *platform; /* "os/arch[/variant]" or NULL for the host's */
 	bool insecure;
@@ -23,10 +25,12 @@ struct pull_opts {
 
 /* Makes ref present in the store: pulls what is missing (or everything when force) and
  * ensures the layer indexes and the merged tree exist. On success sets *ret_manifest to the
- * image manifest's digest (malloc'ed) when ret_manifest is not NULL. Errors are logged once,
- * naming the image, URL or digest, and returned as -errno. */
+ * image manifest's digest (malloc'ed) when ret_manifest is not NULL. Nothing is logged:
+ * errors are returned as -errno with a reason in err (may be NULL) that names the URL,
+ * file or digest that failed but not the image, which the caller adds when it reports:
+ * log_error(LOG_ERR, r, &err, "%s", ref->name). */
 int pull_image(struct store *s, const struct image_ref *ref, const struct pull_opts *opts,
-               bool force, char **ret_manifest);
+               bool force, char **ret_manifest, struct error *err);
 
 /* Like pull_image() but never touches the network: the ref must be in the store already
  * (local sources are imported). -ENOENT when it is not. */

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include "fsd/image/ref.h"
 #include "common/digest.h"
+#include "common/error.h"
 
 #define REF_INPUT_MAX 4096 /* longer input is refused before any work */
 #define NAME_TOTAL_MAX 255
@@ -203,7 +204,7 @@ static bool all_hex64(const char *s)
 }
 
 /* Parses a registry reference into r (which owns the strings). */
-static int parse_registry(const char *s, struct image_ref *r, const char **reason)
+static int parse_registry(const char *s, struct image_ref *r, struct error *err)
 {
 	_cleanup_free_ char *copy = strdup(s);
 	const char *slash, *rest;
@@ -212,19 +213,16 @@ static int parse_registry(const char *s, struct image_ref *r, const char **reaso
 
 	if (!copy)
 		return -ENOMEM;
-	if (!*s) {
-		*reason = "invalid reference format: empty reference";
-		return -EINVAL;
-	}
-	if (all_hex64(s)) {
-		*reason = "invalid repository name: cannot specify 64-byte hexadecimal strings";
-		return -EINVAL;
-	}
+	if (!*s)
+		return error_set(err, -EINVAL, "invalid reference format: empty reference");
+	if (all_hex64(s))
+		return error_set(
+		    err, -EINVAL,
+		    "invalid repository name: cannot specify 64-byte hexadecimal strings");
 	for (const char *p = s; *p; p++)
-		if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f) {
-			*reason = "invalid reference format: unexpected character";
-			return -EINVAL;
-		}
+		if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+			return error_set(err, -EINVAL,
+			                 "invalid reference format: unexpected character");
 
 	/* Split off the digest, then the tag (after the first ':' of the remote name). */
 	at = strchr(copy, '@');
@@ -233,10 +231,8 @@ static int parse_registry(const char *s, struct image_ref *r, const char **reaso
 
 		*at = '\0';
 		why = digest_check(at + 1);
-		if (why) {
-			*reason = why;
-			return -EINVAL;
-		}
+		if (why)
+			return error_set(err, -EINVAL, "%s", why);
 		r->digest = strdup(at + 1);
 		if (!r->digest)
 			return -ENOMEM;
@@ -249,10 +245,8 @@ static int parse_registry(const char *s, struct image_ref *r, const char **reaso
 
 		dlen = (size_t)(slash - copy);
 		why = domain_check(copy, dlen);
-		if (why) {
-			*reason = why;
-			return -EINVAL;
-		}
+		if (why)
+			return error_set(err, -EINVAL, "%s", why);
 		r->domain = strndup(copy, dlen);
 		rest = slash + 1;
 	} else {
@@ -271,29 +265,23 @@ static int parse_registry(const char *s, struct image_ref *r, const char **reaso
 	colon = strchr(rest, ':');
 	if (colon) {
 		*colon = '\0';
-		if (!tag_valid(colon + 1)) {
-			*reason = "invalid reference format: invalid tag";
-			return -EINVAL;
-		}
+		if (!tag_valid(colon + 1))
+			return error_set(err, -EINVAL, "invalid reference format: invalid tag");
 		r->tag = strdup(colon + 1);
 		if (!r->tag)
 			return -ENOMEM;
 	}
-	if (!*rest) {
-		*reason = "invalid reference format: empty repository name";
-		return -EINVAL;
-	}
-	if (has_upper(rest, strlen(rest))) {
-		*reason = "invalid reference format: repository name must be lowercase";
-		return -EINVAL;
-	}
+	if (!*rest)
+		return error_set(err, -EINVAL, "invalid reference format: empty repository name");
+	if (has_upper(rest, strlen(rest)))
+		return error_set(err, -EINVAL,
+		                 "invalid reference format: repository name must be lowercase");
 	for (const char *c = rest;;) {
 		const char *end = strchrnul(c, '/');
 
-		if (!path_component_valid(c, (size_t)(end - c))) {
-			*reason = "invalid reference format: invalid repository name";
-			return -EINVAL;
-		}
+		if (!path_component_valid(c, (size_t)(end - c)))
+			return error_set(err, -EINVAL,
+			                 "invalid reference format: invalid repository name");
 		if (!*end)
 			break;
 		c = end + 1;
@@ -306,11 +294,11 @@ static int parse_registry(const char *s, struct image_ref *r, const char **reaso
 	}
 	if (!r->path)
 		return -ENOMEM;
-	if (strlen(r->domain) + 1 + strlen(r->path) > NAME_TOTAL_MAX) {
-		*reason = "invalid reference format: repository name must not be more than 255 "
-		          "characters";
-		return -EINVAL;
-	}
+	if (strlen(r->domain) + 1 + strlen(r->path) > NAME_TOTAL_MAX)
+		return error_set(
+		    err, -EINVAL,
+		    "invalid reference format: repository name must not be more than 255 "
+		    "characters");
 	if (!r->tag && !r->digest) {
 		r->tag = strdup("latest");
 		if (!r->tag)
@@ -395,7 +383,7 @@ static bool has_control(const char *s)
 
 /* oci:DIR[:TAG] or oci:DIR@sha256:HEX. The path ends at the first ':' as in
  * containers/image, so DIR cannot contain ':'. */
-static int parse_oci(const char *s, struct image_ref *r, const char **reason)
+static int parse_oci(const char *s, struct image_ref *r, struct error *err)
 {
 	_cleanup_free_ char *copy = strdup(s);
 	char *at, *colon;
@@ -405,10 +393,9 @@ static int parse_oci(const char *s, struct image_ref *r, const char **reason)
 		return -ENOMEM;
 	at = strrchr(copy, '@');
 	if (at && startswith(at + 1, "sha256:")) {
-		if (!digest_valid(at + 1)) {
-			*reason = "invalid digest: sha256 needs 64 lowercase hex digits";
-			return -EINVAL;
-		}
+		if (!digest_valid(at + 1))
+			return error_set(err, -EINVAL,
+			                 "invalid digest: sha256 needs 64 lowercase hex digits");
 		r->digest = strdup(at + 1);
 		if (!r->digest)
 			return -ENOMEM;
@@ -417,22 +404,17 @@ static int parse_oci(const char *s, struct image_ref *r, const char **reason)
 	colon = strchr(copy, ':');
 	if (colon) {
 		*colon = '\0';
-		if (r->digest) {
-			*reason = "oci: reference has both a tag and a digest";
-			return -EINVAL;
-		}
-		if (!oci_tag_valid(colon + 1)) {
-			*reason = "oci: invalid tag";
-			return -EINVAL;
-		}
+		if (r->digest)
+			return error_set(err, -EINVAL,
+			                 "oci: reference has both a tag and a digest");
+		if (!oci_tag_valid(colon + 1))
+			return error_set(err, -EINVAL, "oci: invalid tag");
 		r->tag = strdup(colon + 1);
 		if (!r->tag)
 			return -ENOMEM;
 	}
-	if (!*copy) {
-		*reason = "oci: missing directory";
-		return -EINVAL;
-	}
+	if (!*copy)
+		return error_set(err, -EINVAL, "oci: missing directory");
 	k = absolute_path(copy, &r->path);
 	if (k < 0)
 		return k;
@@ -445,7 +427,7 @@ static int parse_oci(const char *s, struct image_ref *r, const char **reason)
 }
 
 /* docker-archive:FILE[:REF]; REF must be a valid reference and is kept as written. */
-static int parse_docker_archive(const char *s, struct image_ref *r, const char **reason)
+static int parse_docker_archive(const char *s, struct image_ref *r, struct error *err)
 {
 	_cleanup_free_ char *copy = strdup(s);
 	char *colon;
@@ -460,17 +442,15 @@ static int parse_docker_archive(const char *s, struct image_ref *r, const char *
 		*colon = '\0';
 		if (!inner)
 			return -ENOMEM;
-		k = parse_registry(colon + 1, inner, reason);
+		k = parse_registry(colon + 1, inner, err);
 		if (k < 0)
 			return k;
 		r->tag = strdup(colon + 1);
 		if (!r->tag)
 			return -ENOMEM;
 	}
-	if (!*copy) {
-		*reason = "docker-archive: missing file name";
-		return -EINVAL;
-	}
+	if (!*copy)
+		return error_set(err, -EINVAL, "docker-archive: missing file name");
 	k = absolute_path(copy, &r->path);
 	if (k < 0)
 		return k;
@@ -491,36 +471,29 @@ static bool is_tarball_path(const char *s)
 	return stat(s, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-int ref_parse(const char *s, struct image_ref **ret, const char **ret_reason)
+int ref_parse(const char *s, struct image_ref **ret, struct error *err)
 {
 	_cleanup_(ref_freep) struct image_ref *r = NULL;
-	const char *reason = "invalid reference format";
 	int k;
 
-	if (!s || !*s) {
-		if (ret_reason)
-			*ret_reason = "invalid reference format: empty reference";
-		return -EINVAL;
-	}
-	if (strnlen(s, REF_INPUT_MAX + 1) > REF_INPUT_MAX || has_control(s)) {
-		if (ret_reason)
-			*ret_reason = strnlen(s, REF_INPUT_MAX + 1) > REF_INPUT_MAX
-			                  ? "reference too long"
-			                  : "invalid reference format: unexpected character";
-		return -EINVAL;
-	}
+	if (!s || !*s)
+		return error_set(err, -EINVAL, "invalid reference format: empty reference");
+	if (strnlen(s, REF_INPUT_MAX + 1) > REF_INPUT_MAX)
+		return error_set(err, -EINVAL, "reference too long");
+	if (has_control(s))
+		return error_set(err, -EINVAL, "invalid reference format: unexpected character");
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
 	if (startswith(s, "oci:")) {
 		r->transport = REF_OCI;
-		k = parse_oci(s + 4, r, &reason);
+		k = parse_oci(s + 4, r, err);
 	} else if (startswith(s, "docker-archive:")) {
 		r->transport = REF_DOCKER_ARCHIVE;
-		k = parse_docker_archive(s + 15, r, &reason);
+		k = parse_docker_archive(s + 15, r, err);
 	} else if (startswith(s, "docker://")) {
 		r->transport = REF_REGISTRY;
-		k = parse_registry(s + 9, r, &reason);
+		k = parse_registry(s + 9, r, err);
 	} else if (is_tarball_path(s)) {
 		r->transport = REF_TARBALL;
 		k = absolute_path(s, &r->path);
@@ -531,13 +504,10 @@ int ref_parse(const char *s, struct image_ref **ret, const char **ret_reason)
 		}
 	} else {
 		r->transport = REF_REGISTRY;
-		k = parse_registry(s, r, &reason);
+		k = parse_registry(s, r, err);
 	}
-	if (k < 0) {
-		if (k == -EINVAL && ret_reason)
-			*ret_reason = reason;
+	if (k < 0)
 		return k;
-	}
 	*ret = TAKE_PTR(r);
 	return 0;
 }

@@ -10,10 +10,12 @@
  * Rules follow the distribution/reference grammar: lowercase path components separated
  * by '/', '.', '_', '__' or '-'s; tags [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}; a first
  * component is a domain when it contains '.' or ':' or is "localhost"; total name length
- * at most 255. Hostile input is rejected with -EINVAL and a static reason. */
+ * at most 255. Hostile input is rejected with -EINVAL and a reason (common/error.h). */
 #pragma once
 
 #include "common/macros.h"
+
+struct error;
 
 enum ref_transport {
 	REF_REGISTRY,       /* a registry reference */
@@ -36,9 +38,10 @@ struct image_ref {
 /* Parses s. On success *ret (free with ref_free()) holds the parts and ->name the
  * canonical form: "docker.io/library/alpine:latest", "host:5000/a/b@sha256:…"
  * ("name:tag@digest" keeps both), "oci:/abs/dir:tag", "docker-archive:/abs/file[:ref]",
- * or the absolute tarball path. On failure returns -EINVAL (or -ENOMEM) and, when
- * ret_reason is not NULL, sets it to a static one-line reason. */
-int ref_parse(const char *s, struct image_ref **ret, const char **ret_reason);
+ * or the absolute tarball path. On failure returns -EINVAL (or -ENOMEM) and, for -EINVAL,
+ * writes a one-line reason into err (may be NULL), which does not quote s: the caller
+ * names the reference it reports. */
+int ref_parse(const char *s, struct image_ref **ret, struct error *err);
 void ref_free(struct image_ref *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct image_ref *, ref_free);
 

@@ -2,9 +2,9 @@
 #include <jansson.h>
 #include <sys/stat.h>
 #include "common/digest.h"
+#include "common/error.h"
 #include "common/fileio.h"
 #include "archive_source.h"
-#include "common/log.h"
 #include "source.h"
 
 #define OCI_INDEX_MAX (4u << 20)
@@ -32,7 +32,8 @@ void source_free(struct source *s)
 
 /* Finds the manifest that an OCI layout's index.json names for tag: the entry whose
  * org.opencontainers.image.ref.name is tag, or the only entry when tag is NULL. */
-static int oci_find_tag(int dir_fd, const char *dir, const char *tag, char **ret_digest)
+static int oci_find_tag(int dir_fd, const char *dir, const char *tag, char **ret_digest,
+                        struct error *err)
 {
 	_cleanup_free_ char *buf = NULL;
 	json_t *root, *manifests, *m;
@@ -43,10 +44,10 @@ static int oci_find_tag(int dir_fd, const char *dir, const char *tag, char **ret
 
 	r = read_file_full(dir_fd, "index.json", OCI_INDEX_MAX, &buf, &len);
 	if (r < 0)
-		return log_errno(LOG_ERR, r, "cannot read '%s/index.json'", dir);
+		return error_set(err, r, "cannot read '%s/index.json': %s", dir, strerror(-r));
 	root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
-		return log_errno(LOG_ERR, -EINVAL, "'%s/index.json': %s (line %d)", dir, jerr.text,
+		return error_set(err, -EINVAL, "'%s/index.json': %s (line %d)", dir, jerr.text,
 		                 jerr.line);
 	manifests = json_object_get(root, "manifests");
 	json_array_foreach(manifests, i, m)
@@ -65,29 +66,28 @@ static int oci_find_tag(int dir_fd, const char *dir, const char *tag, char **ret
 	if (n_found == 0 || (!tag && n_found > 1)) {
 		json_decref(root);
 		if (tag)
-			return log_errno(LOG_ERR, -ENOENT, "'%s' has no image tagged '%s'", dir,
-			                 tag);
-		return log_errno(LOG_ERR, -ENOENT,
-		                 "'%s' holds %zu images: name one with oci:%s:TAG", dir, n_found,
-		                 dir);
+			return error_set(err, -ENOENT, "'%s' has no image tagged '%s'", dir, tag);
+		return error_set(err, -ENOENT, "'%s' holds %zu images: name one with oci:%s:TAG",
+		                 dir, n_found, dir);
 	}
 	if (!digest_valid(found)) {
+		r = error_set(err, -EINVAL, "'%s/index.json': unsupported digest '%s'", dir, found);
 		json_decref(root);
-		return log_errno(LOG_ERR, -EINVAL, "'%s/index.json': unsupported digest '%s'", dir,
-		                 found);
+		return r;
 	}
 	*ret_digest = strdup(found);
 	json_decref(root);
 	return *ret_digest ? 0 : -ENOMEM;
 }
 
-int source_open(const struct image_ref *ref, const struct pull_opts *opts, struct source **ret)
+int source_open(const struct image_ref *ref, const struct pull_opts *opts, struct source **ret,
+                struct error *err)
 {
 	_cleanup_(source_freep) struct source *s = calloc(1, sizeof(*s));
 	int r;
 
 	if (!s)
-		return log_errno(LOG_ERR, -ENOMEM, "%s", ref->name);
+		return -ENOMEM;
 	s->ref = ref;
 	s->dir_fd = -1;
 	switch (ref->transport) {
@@ -97,40 +97,39 @@ int source_open(const struct image_ref *ref, const struct pull_opts *opts, struc
 		ro.insecure = ro.insecure || opts->insecure;
 		r = registry_new(ref, &ro, &s->reg);
 		if (r < 0)
-			return log_errno(LOG_ERR, r, "%s: cannot set up the registry client",
-			                 ref->name);
+			return error_set(err, r, "cannot set up the registry client: %s",
+			                 strerror(-r));
 		s->first_reference = strdup(ref->digest ? ref->digest : ref->tag);
 		break;
 	}
 	case REF_OCI:
 		s->dir_fd = open(ref->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (s->dir_fd < 0)
-			return log_errno(LOG_ERR, -errno, "cannot open OCI layout '%s'", ref->path);
+		if (s->dir_fd < 0) {
+			r = -errno;
+			return error_set(err, r, "cannot open OCI layout '%s': %s", ref->path,
+			                 strerror(-r));
+		}
 		if (ref->digest) {
 			s->first_reference = strdup(ref->digest);
 		} else {
-			r = oci_find_tag(s->dir_fd, ref->path, ref->tag, &s->first_reference);
+			r = oci_find_tag(s->dir_fd, ref->path, ref->tag, &s->first_reference, err);
 			if (r < 0)
 				return r;
 		}
 		break;
 	case REF_DOCKER_ARCHIVE:
-	case REF_TARBALL: {
-		char err[REGISTRY_ERR_MAX] = "";
-
+	case REF_TARBALL:
 		r = archive_image_open(ref->path, ref->transport == REF_DOCKER_ARCHIVE, ref->tag,
 		                       &s->archive, err);
 		if (r < 0)
-			return log_errno(LOG_ERR, r, "%s", err[0] ? err : ref->name);
+			return r;
 		s->first_reference = strdup(archive_image_manifest_digest(s->archive));
 		break;
-	}
 	default:
-		return log_errno(LOG_ERR, -EOPNOTSUPP,
-		                 "%s: this kind of source cannot be pulled yet", ref->name);
+		return error_set(err, -EOPNOTSUPP, "this kind of source cannot be pulled yet");
 	}
 	if (!s->first_reference)
-		return log_errno(LOG_ERR, -ENOMEM, "%s", ref->name);
+		return -ENOMEM;
 	*ret = TAKE_PTR(s);
 	return 0;
 }
@@ -140,7 +139,13 @@ const char *source_reference(const struct source *s)
 	return s->first_reference;
 }
 
-static int oci_open_blob(struct source *s, const char *digest, int *ret_fd, char *err)
+/* Carries the registry client's message into err; goes once registry.h uses struct error. */
+static int error_from_registry(struct error *err, int r, const struct registry_error *rerr)
+{
+	return r < 0 && rerr->msg[0] ? error_set(err, r, "%s", rerr->msg) : r;
+}
+
+static int oci_open_blob(struct source *s, const char *digest, int *ret_fd, struct error *err)
 {
 	char path[128];
 	int fd;
@@ -152,17 +157,15 @@ static int oci_open_blob(struct source *s, const char *digest, int *ret_fd, char
 	if (fd < 0) {
 		int r = -errno;
 
-		if (err)
-			snprintf(err, REGISTRY_ERR_MAX, "cannot open '%s/%s': %s", s->ref->path,
-			         path, strerror(-r));
-		return r;
+		return error_set(err, r, "cannot open '%s/%s': %s", s->ref->path, path,
+		                 strerror(-r));
 	}
 	*ret_fd = fd;
 	return 0;
 }
 
 static int oci_read_blob(struct source *s, const char *digest, size_t max, char **ret_body,
-                         size_t *ret_len, char *err)
+                         size_t *ret_len, struct error *err)
 {
 	_cleanup_free_ char *body = NULL;
 	char got[DIGEST_STR_LEN + 1], path[128];
@@ -173,26 +176,20 @@ static int oci_read_blob(struct source *s, const char *digest, size_t max, char 
 		return -EINVAL;
 	snprintf(path, sizeof(path), "blobs/sha256/%s", digest_hex(digest));
 	r = read_file_full(s->dir_fd, path, max, &body, &len);
-	if (r < 0) {
-		if (err)
-			snprintf(err, REGISTRY_ERR_MAX, "cannot read '%s/%s': %s", s->ref->path,
-			         path, strerror(-r));
-		return r;
-	}
+	if (r < 0)
+		return error_set(err, r, "cannot read '%s/%s': %s", s->ref->path, path,
+		                 strerror(-r));
 	sha256_buf(body, len, got);
-	if (!streq(got, digest)) {
-		if (err)
-			snprintf(err, REGISTRY_ERR_MAX, "'%s': blob %s has digest %s", s->ref->path,
-			         digest, got);
-		return -EBADMSG;
-	}
+	if (!streq(got, digest))
+		return error_set(err, -EBADMSG, "'%s': blob %s has digest %s", s->ref->path, digest,
+		                 got);
 	*ret_body = TAKE_PTR(body);
 	*ret_len = len;
 	return 0;
 }
 
 int source_get_manifest(struct source *s, const char *reference, char **ret_body, size_t *ret_len,
-                        char **ret_media_type, char **ret_digest, char *err)
+                        char **ret_media_type, char **ret_digest, struct error *err)
 {
 	struct registry_error rerr = {""};
 	int r;
@@ -200,9 +197,7 @@ int source_get_manifest(struct source *s, const char *reference, char **ret_body
 	if (s->reg) {
 		r = registry_get_manifest(s->reg, reference, MANIFEST_MAX_SIZE, ret_body, ret_len,
 		                          ret_media_type, ret_digest, &rerr);
-		if (r < 0 && err)
-			memcpy(err, rerr.msg, REGISTRY_ERR_MAX);
-		return r;
+		return error_from_registry(err, r, &rerr);
 	}
 	if (s->archive)
 		r = archive_image_get_mem(s->archive, reference, ret_body, ret_len);
@@ -220,7 +215,7 @@ int source_get_manifest(struct source *s, const char *reference, char **ret_body
 }
 
 int source_get_blob(struct source *s, const struct descriptor *d, uint64_t offset,
-                    registry_data_fn fn, void *userdata, char *err)
+                    registry_data_fn fn, void *userdata, struct error *err)
 {
 	_cleanup_close_ int fd = -1;
 	_cleanup_free_ char *buf = NULL;
@@ -231,9 +226,7 @@ int source_get_blob(struct source *s, const struct descriptor *d, uint64_t offse
 	if (s->reg) {
 		r = registry_get_blob(s->reg, d->digest, offset, d->size,
 		                      d->foreign ? d->urls : NULL, fn, userdata, &rerr);
-		if (r < 0 && err)
-			memcpy(err, rerr.msg, REGISTRY_ERR_MAX);
-		return r;
+		return error_from_registry(err, r, &rerr);
 	}
 	if (s->archive)
 		return archive_image_get_layer(s->archive, d->digest, offset, fn, userdata, err);
@@ -258,16 +251,14 @@ int source_get_blob(struct source *s, const struct descriptor *d, uint64_t offse
 }
 
 int source_get_blob_mem(struct source *s, const char *digest, size_t max, char **ret_body,
-                        size_t *ret_len, char *err)
+                        size_t *ret_len, struct error *err)
 {
 	struct registry_error rerr = {""};
 	int r;
 
 	if (s->reg) {
 		r = registry_get_blob_mem(s->reg, digest, max, ret_body, ret_len, &rerr);
-		if (r < 0 && err)
-			memcpy(err, rerr.msg, REGISTRY_ERR_MAX);
-		return r;
+		return error_from_registry(err, r, &rerr);
 	}
 	if (s->archive)
 		return archive_image_get_mem(s->archive, digest, ret_body, ret_len);

@@ -1,16 +1,22 @@
 /* Where a pull reads from: a registry, an OCI image layout directory (oci:DIR[:TAG]),
  * a `docker save` archive or a rootfs tarball. Local sources look like a registry to the
  * pull pipeline: manifests by reference, blobs by digest from an offset.
- * err (REGISTRY_ERR_MAX bytes, may be NULL) receives a one-line message naming the URL or
- * file that failed. A source may be used from several threads at once. */
+ * Errors are -errno; err (struct error, common/error.h; may be NULL) receives a one-line
+ * reason naming the URL or file that failed, but not the image: the caller adds that.
+ * A source may be used from several threads at once. */
 #pragma once
 
 #include "pull.h"
 
+struct error;
+
 struct source;
 
-/* Opens the source of ref. Errors are logged, naming the image. */
-int source_open(const struct image_ref *ref, const struct pull_opts *opts, struct source **ret);
+/* Opens the source of ref: sets up the registry client, or opens and checks the local
+ * layout or archive. Returns 0 and *ret (free with source_free()), or -errno. ref must
+ * outlive the source. */
+int source_open(const struct image_ref *ref, const struct pull_opts *opts, struct source **ret,
+                struct error *err);
 void source_free(struct source *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct source *, source_free);
 
@@ -19,8 +25,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct source *, source_free);
 const char *source_reference(const struct source *s);
 
 int source_get_manifest(struct source *s, const char *reference, char **ret_body, size_t *ret_len,
-                        char **ret_media_type, char **ret_digest, char *err);
+                        char **ret_media_type, char **ret_digest, struct error *err);
 int source_get_blob(struct source *s, const struct descriptor *d, uint64_t offset,
-                    registry_data_fn fn, void *userdata, char *err);
+                    registry_data_fn fn, void *userdata, struct error *err);
 int source_get_blob_mem(struct source *s, const char *digest, size_t max, char **ret_body,
-                        size_t *ret_len, char *err);
+                        size_t *ret_len, struct error *err);

@@ -3,6 +3,7 @@
  * and whose counts respect the bounds. */
 #include <stdint.h>
 #include "common/digest.h"
+#include "common/error.h"
 #include "fsd/image/manifest.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -31,11 +32,11 @@ static void check_descriptor(const struct descriptor *d)
 static void fuzz_manifest(const char *buf, size_t len, const char *ct)
 {
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
-	const char *reason = NULL;
-	int r = manifest_parse(buf, len, ct, &m, &reason);
+	struct error err = {""};
+	int r = manifest_parse(buf, len, ct, &m, &err);
 
 	if (r < 0) {
-		if (r != -ENOMEM && (!reason || !*reason))
+		if (r != -ENOMEM && !error_isset(&err))
 			abort();
 		return;
 	}
@@ -71,7 +72,8 @@ static void fuzz_manifest(const char *buf, size_t len, const char *ct)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	_cleanup_(image_config_freep) struct image_config *c = NULL;
-	const char *buf = (const char *)data, *reason = NULL;
+	const char *buf = (const char *)data;
+	struct error err = {""};
 	size_t n = 0;
 	int r;
 
@@ -83,9 +85,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		              content_types[data[0] % ARRAY_SIZE(content_types)]);
 	fuzz_manifest(buf, size, NULL);
 
-	r = image_config_parse(buf, size, &c, &reason);
+	r = image_config_parse(buf, size, &c, &err);
 	if (r < 0) {
-		if (r != -ENOMEM && (!reason || !*reason))
+		if (r != -ENOMEM && !error_isset(&err))
 			abort();
 		return 0;
 	}

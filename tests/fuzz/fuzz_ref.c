@@ -1,6 +1,7 @@
 /* Fuzzes ref_parse: any input is either rejected with a reason or yields a canonical
  * name that parses again to itself. */
 #include <stdint.h>
+#include "common/error.h"
 #include "fsd/image/ref.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -10,7 +11,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	_cleanup_(ref_freep) struct image_ref *r = NULL;
 	_cleanup_(ref_freep) struct image_ref *again = NULL;
 	_cleanup_free_ char *s = NULL;
-	const char *reason = NULL;
+	struct error err = {""};
 	int k;
 
 	if (size > 8192)
@@ -18,9 +19,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	s = strndup((const char *)data, size);
 	if (!s)
 		return 0;
-	k = ref_parse(s, &r, &reason);
+	k = ref_parse(s, &r, &err);
 	if (k < 0) {
-		if (k == -EINVAL && (!reason || !*reason))
+		if (k == -EINVAL && !error_isset(&err))
 			abort();
 		return 0;
 	}
@@ -29,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (r->transport == REF_REGISTRY) {
 		if (!r->domain || !r->path || (!r->tag && !r->digest))
 			abort();
-		if (ref_parse(r->name, &again, &reason) < 0 || strcmp(again->name, r->name) != 0)
+		if (ref_parse(r->name, &again, NULL) < 0 || strcmp(again->name, r->name) != 0)
 			abort();
 		(void)ref_registry_host(r);
 		(void)ref_registry_is_loopback(r);

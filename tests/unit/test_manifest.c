@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include "common/digest.h"
+#include "common/error.h"
 #include "fsd/image/manifest.h"
 
 #define H1 "1111111111111111111111111111111111111111111111111111111111111111"
@@ -24,19 +25,19 @@ static const char oci_manifest[] =
         "application/vnd.oci.image.layer.v1.tar+zstd",
         D1) "," LAYER("application/vnd.oci.image.layer.v1.tar", D2) "]}";
 
-static int parse(const char *json, const char *ct, struct manifest **ret, const char **reason)
+static int parse(const char *json, const char *ct, struct manifest **ret, struct error *err)
 {
-	*reason = NULL;
-	return manifest_parse(json, strlen(json), ct, ret, reason);
+	*err = (struct error){""};
+	return manifest_parse(json, strlen(json), ct, ret, err);
 }
 
 static void test_oci_manifest(void **state)
 {
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
-	const char *reason;
+	struct error err = {""};
 
 	(void)state;
-	assert_int_equal(parse(oci_manifest, MT_OCI_MANIFEST, &m, &reason), 0);
+	assert_int_equal(parse(oci_manifest, MT_OCI_MANIFEST, &m, &err), 0);
 	assert_int_equal(m->kind, MANIFEST_IMAGE);
 	assert_string_equal(m->media_type, MT_OCI_MANIFEST);
 	assert_string_equal(m->config.digest, D1);
@@ -64,10 +65,10 @@ static void test_docker_manifest(void **state)
 	            "\"size\":5678,\"digest\":\"" D1 "\",\"urls\":[\"https://example.com/a\","
 	            "\"https://example.com/b\"]}]}";
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
-	const char *reason;
+	struct error err = {""};
 
 	(void)state;
-	assert_int_equal(parse(json, NULL, &m, &reason), 0);
+	assert_int_equal(parse(json, NULL, &m, &err), 0);
 	assert_int_equal(m->kind, MANIFEST_IMAGE);
 	assert_string_equal(m->media_type, MT_DOCKER_MANIFEST);
 	assert_int_equal(m->n_layers, 2);
@@ -94,13 +95,13 @@ static void test_nondistributable(void **state)
 	for (size_t i = 0; i < ARRAY_SIZE(types); i++) {
 		_cleanup_(manifest_freep) struct manifest *m = NULL;
 		_cleanup_free_ char *json = NULL;
-		const char *reason;
+		struct error err = {""};
 
 		assert_true(asprintf(&json,
 		                     "{\"schemaVersion\":2,\"config\":" CONFIG_DESC ",\"layers\":["
 		                     "{\"mediaType\":\"%s\",\"digest\":\"" D2 "\",\"size\":1}]}",
 		                     types[i]) > 0);
-		assert_int_equal(parse(json, MT_OCI_MANIFEST, &m, &reason), 0);
+		assert_int_equal(parse(json, MT_OCI_MANIFEST, &m, &err), 0);
 		assert_true(m->layers[0].foreign);
 		assert_int_equal(m->layers[0].compression, comp[i]);
 	}
@@ -117,10 +118,10 @@ static const char oci_index[] =
 static void test_oci_index(void **state)
 {
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
-	const char *reason;
+	struct error err = {""};
 
 	(void)state;
-	assert_int_equal(parse(oci_index, NULL, &m, &reason), 0);
+	assert_int_equal(parse(oci_index, NULL, &m, &err), 0);
 	assert_int_equal(m->kind, MANIFEST_INDEX);
 	assert_string_equal(m->media_type, MT_OCI_INDEX);
 	assert_int_equal(m->n_manifests, 2);
@@ -138,10 +139,10 @@ static void test_docker_list(void **state)
 	    "\"platform\":{\"architecture\":\"arm\",\"os\":\"linux\",\"variant\":\"v7\"},"
 	    "\"size\":527}],\"mediaType\":\"" MT_DOCKER_LIST "\",\"schemaVersion\":2}";
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
-	const char *reason;
+	struct error err = {""};
 
 	(void)state;
-	assert_int_equal(parse(json, MT_DOCKER_LIST "; charset=utf-8", &m, &reason), 0);
+	assert_int_equal(parse(json, MT_DOCKER_LIST "; charset=utf-8", &m, &err), 0);
 	assert_int_equal(m->kind, MANIFEST_INDEX);
 	assert_string_equal(m->media_type, MT_DOCKER_LIST);
 	assert_string_equal(m->manifests[0].platform.variant, "v7");
@@ -153,25 +154,25 @@ static void test_media_type_sources(void **state)
 	static const char no_mt_manifest[] =
 	    "{\"schemaVersion\":2,\"config\":" CONFIG_DESC ",\"layers\":[]}";
 	static const char no_mt_index[] = "{\"schemaVersion\":2,\"manifests\":[]}";
-	const char *reason;
+	struct error err = {""};
 
 	(void)state;
 	{
 		_cleanup_(manifest_freep) struct manifest *m = NULL;
 
-		assert_int_equal(parse(no_mt_manifest, MT_DOCKER_MANIFEST, &m, &reason), 0);
+		assert_int_equal(parse(no_mt_manifest, MT_DOCKER_MANIFEST, &m, &err), 0);
 		assert_string_equal(m->media_type, MT_DOCKER_MANIFEST);
 	}
 	{
 		_cleanup_(manifest_freep) struct manifest *m = NULL;
 
-		assert_int_equal(parse(no_mt_manifest, "application/json", &m, &reason), 0);
+		assert_int_equal(parse(no_mt_manifest, "application/json", &m, &err), 0);
 		assert_string_equal(m->media_type, MT_OCI_MANIFEST);
 	}
 	{
 		_cleanup_(manifest_freep) struct manifest *m = NULL;
 
-		assert_int_equal(parse(no_mt_index, NULL, &m, &reason), 0);
+		assert_int_equal(parse(no_mt_index, NULL, &m, &err), 0);
 		assert_int_equal(m->kind, MANIFEST_INDEX);
 		assert_string_equal(m->media_type, MT_OCI_INDEX);
 		assert_int_equal(m->n_manifests, 0);
@@ -179,17 +180,17 @@ static void test_media_type_sources(void **state)
 	{
 		_cleanup_(manifest_freep) struct manifest *m = NULL;
 
-		assert_int_equal(parse(oci_manifest, MT_OCI_INDEX, &m, &reason), -EINVAL);
+		assert_int_equal(parse(oci_manifest, MT_OCI_INDEX, &m, &err), -EINVAL);
 		assert_null(m);
-		assert_string_equal(reason, "mediaType '" MT_OCI_MANIFEST
-		                            "' contradicts Content-Type '" MT_OCI_INDEX "'");
+		assert_string_equal(err.msg, "mediaType '" MT_OCI_MANIFEST
+		                             "' contradicts Content-Type '" MT_OCI_INDEX "'");
 	}
 	{
 		_cleanup_(manifest_freep) struct manifest *m = NULL;
 
 		/* A manifest body served as an index type: the shape contradicts. */
-		assert_int_equal(parse(no_mt_manifest, MT_OCI_INDEX, &m, &reason), -EINVAL);
-		assert_string_equal(reason, "index has layers or config");
+		assert_int_equal(parse(no_mt_manifest, MT_OCI_INDEX, &m, &err), -EINVAL);
+		assert_string_equal(err.msg, "index has layers or config");
 	}
 }
 
@@ -284,13 +285,13 @@ static void test_bad_manifests(void **state)
 	(void)state;
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		struct manifest *m = NULL;
-		const char *reason = NULL;
-		int r = parse(bad[i].json, bad[i].content_type, &m, &reason);
+		struct error err = {""};
+		int r = parse(bad[i].json, bad[i].content_type, &m, &err);
 
-		if (r != bad[i].err || !reason ||
-		    (bad[i].reason && strcmp(reason, bad[i].reason) != 0))
-			fail_msg("case %zu: %d (%s), want %d (%s)", i, r, reason ? reason : "-",
-			         bad[i].err, bad[i].reason ? bad[i].reason : "any");
+		if (r != bad[i].err || !error_isset(&err) ||
+		    (bad[i].reason && strcmp(err.msg, bad[i].reason) != 0))
+			fail_msg("case %zu: %d (%s), want %d (%s)", i, r, err.msg, bad[i].err,
+			         bad[i].reason ? bad[i].reason : "any");
 		assert_null(m);
 	}
 }
@@ -317,13 +318,13 @@ static void test_layer_bound(void **state)
 	_cleanup_free_ char *too = many_layers(MANIFEST_MAX_LAYERS + 1);
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
 	struct manifest *m2 = NULL;
-	const char *reason;
+	struct error err = {""};
 
 	(void)state;
-	assert_int_equal(parse(ok, NULL, &m, &reason), 0);
+	assert_int_equal(parse(ok, NULL, &m, &err), 0);
 	assert_int_equal(m->n_layers, MANIFEST_MAX_LAYERS);
-	assert_int_equal(parse(too, NULL, &m2, &reason), -EINVAL);
-	assert_string_equal(reason, "too many layers (1025, at most 1024)");
+	assert_int_equal(parse(too, NULL, &m2, &err), -EINVAL);
+	assert_string_equal(err.msg, "too many layers (1025, at most 1024)");
 }
 
 static void test_size_bound(void **state)
@@ -331,24 +332,24 @@ static void test_size_bound(void **state)
 	size_t n = MANIFEST_MAX_SIZE + 1;
 	_cleanup_free_ char *big = malloc(n);
 	struct manifest *m = NULL;
-	const char *reason = NULL;
+	struct error err = {""};
 
 	(void)state;
 	assert_non_null(big);
 	memset(big, ' ', n);
-	assert_int_equal(manifest_parse(big, n, NULL, &m, &reason), -EFBIG);
-	assert_non_null(reason);
+	assert_int_equal(manifest_parse(big, n, NULL, &m, &err), -EFBIG);
+	assert_true(error_isset(&err));
 }
 
 static void test_max_safe_size(void **state)
 {
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
-	const char *reason;
+	struct error err = {""};
 
 	(void)state;
 	assert_int_equal(parse(MANIFEST_WITH_LAYER("{\"mediaType\":\"" OCI_GZ "\",\"digest\":\"" D1
 	                                           "\",\"size\":9007199254740992}"),
-	                       NULL, &m, &reason),
+	                       NULL, &m, &err),
 	                 0);
 	assert_int_equal(m->layers[0].size, UINT64_C(1) << 53);
 }
@@ -426,7 +427,7 @@ static struct manifest *make_index(const struct entry *e, size_t n)
 	char *json = NULL;
 	size_t cap = 256 + n * 400, len;
 	struct manifest *m = NULL;
-	const char *reason;
+	struct error err = {""};
 
 	json = malloc(cap);
 	assert_non_null(json);
@@ -450,7 +451,7 @@ static struct manifest *make_index(const struct entry *e, size_t n)
 		    i ? "," : "", e[i].media_type ? e[i].media_type : MT_OCI_MANIFEST, i, plat);
 	}
 	snprintf(json + len, cap - len, "]}");
-	assert_int_equal(manifest_parse(json, strlen(json), NULL, &m, &reason), 0);
+	assert_int_equal(manifest_parse(json, strlen(json), NULL, &m, &err), 0);
 	free(json);
 	return m;
 }
@@ -523,10 +524,10 @@ static void test_select_not_index(void **state)
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
 	struct platform p = {0};
 	const struct descriptor *d = NULL;
-	const char *reason;
+	struct error err = {""};
 
 	(void)state;
-	assert_int_equal(parse(oci_manifest, NULL, &m, &reason), 0);
+	assert_int_equal(parse(oci_manifest, NULL, &m, &err), 0);
 	assert_int_equal(platform_parse("linux/amd64", &p), 0);
 	assert_int_equal(manifest_select_platform(m, &p, &d), -EINVAL);
 	assert_null(d);
@@ -543,10 +544,10 @@ static void test_config(void **state)
 	    "\"WorkingDir\":\"/srv\",\"User\":\"1000:1000\",\"OnBuild\":null},\"rootfs\":{"
 	    "\"type\":\"layers\",\"diff_ids\":[\"" D1 "\",\"" D2 "\"]},\"history\":[]}";
 	_cleanup_(image_config_freep) struct image_config *c = NULL;
-	const char *reason = NULL;
+	struct error err = {""};
 
 	(void)state;
-	assert_int_equal(image_config_parse(json, strlen(json), &c, &reason), 0);
+	assert_int_equal(image_config_parse(json, strlen(json), &c, &err), 0);
 	assert_string_equal(c->platform.os, "linux");
 	assert_string_equal(c->platform.architecture, "arm64");
 	assert_string_equal(c->platform.variant, "v8");
@@ -570,10 +571,10 @@ static void test_config_minimal(void **state)
 	                           "\"Cmd\":null,\"Entrypoint\":null,\"Env\":null,"
 	                           "\"WorkingDir\":null}}";
 	_cleanup_(image_config_freep) struct image_config *c = NULL;
-	const char *reason = NULL;
+	struct error err = {""};
 
 	(void)state;
-	assert_int_equal(image_config_parse(json, strlen(json), &c, &reason), 0);
+	assert_int_equal(image_config_parse(json, strlen(json), &c, &err), 0);
 	assert_null(c->cmd);
 	assert_null(c->entrypoint);
 	assert_null(c->env);
@@ -641,34 +642,36 @@ static void test_config_hostile(void **state)
 	_cleanup_free_ char *env_ok = huge_env(CONFIG_MAX_ENV);
 	_cleanup_free_ char *env_big = huge_env(CONFIG_MAX_ENV + 1);
 	struct image_config *c = NULL;
-	const char *reason;
+	struct error err = {""};
 
 	(void)state;
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		int r;
 
-		reason = NULL;
-		r = image_config_parse(cases[i].json, strlen(cases[i].json), &c, &reason);
-		if (r != -EINVAL || !reason ||
-		    (cases[i].reason && strcmp(reason, cases[i].reason) != 0))
-			fail_msg("case %zu: %d (%s)", i, r, reason ? reason : "-");
+		err = (struct error){""};
+		r = image_config_parse(cases[i].json, strlen(cases[i].json), &c, &err);
+		if (r != -EINVAL || !error_isset(&err) ||
+		    (cases[i].reason && strcmp(err.msg, cases[i].reason) != 0))
+			fail_msg("case %zu: %d (%s)", i, r, err.msg);
 		assert_null(c);
 	}
-	reason = NULL;
-	assert_int_equal(image_config_parse(deep, strlen(deep), &c, &reason), -EINVAL);
-	assert_non_null(reason);
-	assert_int_equal(image_config_parse(env_big, strlen(env_big), &c, &reason), -EINVAL);
-	assert_string_equal(reason, "config.Env has too many entries (4097, at most 4096)");
-	assert_int_equal(image_config_parse(env_ok, strlen(env_ok), &c, &reason), 0);
+	err = (struct error){""};
+	assert_int_equal(image_config_parse(deep, strlen(deep), &c, &err), -EINVAL);
+	assert_true(error_isset(&err));
+	err = (struct error){""};
+	assert_int_equal(image_config_parse(env_big, strlen(env_big), &c, &err), -EINVAL);
+	assert_string_equal(err.msg, "config.Env has too many entries (4097, at most 4096)");
+	assert_int_equal(image_config_parse(env_ok, strlen(env_ok), &c, &err), 0);
 	assert_string_equal(c->env[CONFIG_MAX_ENV - 1], "");
 	image_config_free(c);
 	{
 		static const char sha512[] = "{\"rootfs\":{\"diff_ids\":[\"sha512:00\"]}}";
 
-		assert_int_equal(image_config_parse(sha512, strlen(sha512), &c, &reason),
+		err = (struct error){""};
+		assert_int_equal(image_config_parse(sha512, strlen(sha512), &c, &err),
 		                 -EPROTONOSUPPORT);
 		assert_string_equal(
-		    reason, "rootfs.diff_ids has an invalid or unsupported digest 'sha512:00'");
+		    err.msg, "rootfs.diff_ids has an invalid or unsupported digest 'sha512:00'");
 	}
 }
 
@@ -676,10 +679,10 @@ static void test_descriptor_copy(void **state)
 {
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
 	struct descriptor d = {0};
-	const char *reason;
+	struct error err = {""};
 
 	(void)state;
-	assert_int_equal(parse(oci_index, NULL, &m, &reason), 0);
+	assert_int_equal(parse(oci_index, NULL, &m, &err), 0);
 	assert_int_equal(descriptor_copy(&m->manifests[0], &d), 0);
 	assert_string_equal(d.digest, D1);
 	assert_ptr_not_equal(d.digest, m->manifests[0].digest);

@@ -7,13 +7,13 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/stat.h>
+#include "common/error.h"
 #include "common/fileio.h"
 #include "fsd/image/ref.h"
 
 #define HEX "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 #define DIG "sha256:" HEX
 
-#define E_FORMAT "invalid reference format"
 #define E_LOWER "invalid reference format: repository name must be lowercase"
 #define E_REPO "invalid reference format: invalid repository name"
 #define E_TAG "invalid reference format: invalid tag"
@@ -148,11 +148,11 @@ static void test_valid(void **state)
 	(void)state;
 	for (size_t i = 0; i < ARRAY_SIZE(valid); i++) {
 		_cleanup_(ref_freep) struct image_ref *r = NULL;
-		const char *reason = NULL;
-		int k = ref_parse(valid[i].in, &r, &reason);
+		struct error err = {""};
+		int k = ref_parse(valid[i].in, &r, &err);
 
 		if (k < 0)
-			fail_msg("'%s': rejected (%d): %s", valid[i].in, k, reason ?: "");
+			fail_msg("'%s': rejected (%d): %s", valid[i].in, k, err.msg);
 		assert_int_equal(r->transport, REF_REGISTRY);
 		check_str("name", valid[i].in, r->name, valid[i].name);
 		check_str("domain", valid[i].in, r->domain, valid[i].domain);
@@ -172,13 +172,13 @@ static void test_invalid(void **state)
 	(void)state;
 	for (size_t i = 0; i < ARRAY_SIZE(invalid); i++) {
 		struct image_ref *r = (struct image_ref *)0x1;
-		const char *reason = NULL;
-		int k = ref_parse(invalid[i].in, &r, &reason);
+		struct error err = {""};
+		int k = ref_parse(invalid[i].in, &r, &err);
 
 		if (k != -EINVAL)
 			fail_msg("'%s': accepted or wrong error (%d)", invalid[i].in, k);
 		assert_ptr_equal(r, (struct image_ref *)0x1); /* untouched on failure */
-		check_str("reason", invalid[i].in, reason, invalid[i].reason);
+		check_str("reason", invalid[i].in, err.msg, invalid[i].reason);
 	}
 }
 
@@ -187,22 +187,25 @@ static void test_length_limit(void **state)
 	_cleanup_free_ char *ok = long_name(255 - 12), *bad = long_name(256 - 12);
 	_cleanup_free_ char *huge = malloc(10000);
 	_cleanup_(ref_freep) struct image_ref *r = NULL;
-	const char *reason = NULL;
+	struct error err = {""};
 
 	(void)state;
-	assert_int_equal(ref_parse(ok, &r, &reason), 0);
+	assert_int_equal(ref_parse(ok, &r, &err), 0);
+	assert_false(error_isset(&err));
 	assert_int_equal(strlen(r->domain) + 1 + strlen(r->path), 255);
-	assert_int_equal(ref_parse(bad, &r, &reason), -EINVAL);
-	assert_string_equal(reason, E_LONG);
+	assert_int_equal(ref_parse(bad, &r, &err), -EINVAL);
+	assert_string_equal(err.msg, E_LONG);
 	/* docker.io/library/ counts: 18 characters plus a 238-character name is too long. */
 	memset(huge, 'a', 238);
 	huge[238] = '\0';
-	assert_int_equal(ref_parse(huge, &r, &reason), -EINVAL);
-	assert_string_equal(reason, E_LONG);
+	err = (struct error){""};
+	assert_int_equal(ref_parse(huge, &r, &err), -EINVAL);
+	assert_string_equal(err.msg, E_LONG);
 	memset(huge, 'a', 9999);
 	huge[9999] = '\0';
-	assert_int_equal(ref_parse(huge, &r, &reason), -EINVAL);
-	assert_string_equal(reason, "reference too long");
+	err = (struct error){""};
+	assert_int_equal(ref_parse(huge, &r, &err), -EINVAL);
+	assert_string_equal(err.msg, "reference too long");
 }
 
 /* Replaces the "%s" in pattern, if any, with dir. */
@@ -222,7 +225,6 @@ static void test_local_transports(void **state)
 	char tmpl[] = "/tmp/test_ref.XXXXXX";
 	char cwd[PATH_MAX];
 	_cleanup_free_ char *name = NULL;
-	const char *reason = NULL;
 	struct {
 		const char *in;
 		enum ref_transport t;
@@ -251,10 +253,11 @@ static void test_local_transports(void **state)
 	assert_int_equal(write_file_atomic(AT_FDCWD, "root.tar.zst", "x", 1, 0644), 0);
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		_cleanup_(ref_freep) struct image_ref *r = NULL;
+		struct error err = {""};
 		char want[PATH_MAX + 64];
 
-		if (ref_parse(cases[i].in, &r, &reason) < 0)
-			fail_msg("'%s' rejected: %s", cases[i].in, reason);
+		if (ref_parse(cases[i].in, &r, &err) < 0)
+			fail_msg("'%s' rejected: %s", cases[i].in, err.msg);
 		assert_int_equal(r->transport, cases[i].t);
 		expand(want, sizeof(want), cases[i].path, tmpl);
 		check_str("path", cases[i].in, r->path, want);

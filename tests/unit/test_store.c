@@ -783,7 +783,7 @@ static void test_import_layout(void **state)
 	_cleanup_close_ int sfd = -1;
 	json_auto_t *j = NULL;
 	json_t *e = NULL, *v;
-	const char *reason = NULL, *tag;
+	const char *tag;
 	struct descriptor d = {0};
 	unsigned removed = 1;
 	size_t i, len = 0;
@@ -818,7 +818,7 @@ static void test_import_layout(void **state)
 	assert_int_equal(store_lock_shared(s), 0);
 	import_blob(s, sfd, d.digest);
 	assert_int_equal(store_read_blob(s, d.digest, MANIFEST_MAX_SIZE, &body, &len), 0);
-	assert_int_equal(manifest_parse(body, len, d.media_type, &m, &reason), 0);
+	assert_int_equal(manifest_parse(body, len, d.media_type, &m, NULL), 0);
 	assert_int_equal(m->kind, MANIFEST_IMAGE);
 	import_blob(s, sfd, m->config.digest);
 	for (i = 0; i < m->n_layers; i++)
