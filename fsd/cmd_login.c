@@ -69,7 +69,7 @@ int cmd_login(int argc, char **argv)
 	_cleanup_(registry_freep) struct registry *reg = NULL;
 	_cleanup_free_ char *user = NULL, *password = NULL, *probe = NULL;
 	struct registry_opts ro = {0};
-	struct registry_error err = {""};
+	struct error err = {""};
 	struct error store_err = {""};
 	bool password_stdin = false;
 	const char *host;

@@ -339,7 +339,7 @@ int cmd_run(int argc, char **argv)
 	_cleanup_free_ char *upper_real = NULL, *rootfs_real = NULL;
 	_cleanup_free_ const char **env = NULL, **cargv = NULL;
 	struct run_args a = {0};
-	struct runner_error err = {""};
+	struct error err = {""};
 	struct error why = {""};
 	int status = RUNNER_EXIT_FAILURE, r;
 

@@ -67,7 +67,7 @@ static int make_dir(const char *base, const char *name, char **ret)
 }
 
 static int create_v2(const struct runner_config *c, const char *name, struct runner_cgroup *cg,
-                     struct runner_error *e)
+                     struct error *e)
 {
 	char buf[64];
 	const char *dir;
@@ -122,7 +122,7 @@ static int create_v2(const struct runner_config *c, const char *name, struct run
 }
 
 static int create_v1(const char *controller, const char *name, struct runner_cgroup *cg,
-                     struct runner_error *e, char **ret_dir)
+                     struct error *e, char **ret_dir)
 {
 	_cleanup_free_ char *base = path_join(CGROUP_ROOT, controller);
 	struct statfs s;
@@ -149,7 +149,7 @@ static bool is_fs(const char *path, long magic)
 
 /* Attaches the device program for rules to the cgroup v2 directory dir. */
 static int devices_v2(const char *dir, const struct dev_rule *rules, size_t n_rules,
-                      struct runner_error *e)
+                      struct error *e)
 {
 	_cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	int r;
@@ -164,7 +164,7 @@ static int devices_v2(const char *dir, const struct dev_rule *rules, size_t n_ru
 
 /* The v1 devices controller: deny everything, then allow each rule. */
 static int devices_v1(const char *name, const struct dev_rule *rules, size_t n_rules,
-                      struct runner_cgroup *cg, struct runner_error *e)
+                      struct runner_cgroup *cg, struct error *e)
 {
 	char *dir, line[64];
 	int r;
@@ -187,7 +187,7 @@ static int devices_v1(const char *name, const struct dev_rule *rules, size_t n_r
 }
 
 int cgroup_create(const struct runner_config *c, const char *name, const struct dev_rule *rules,
-                  size_t n_rules, struct runner_cgroup **ret, struct runner_error *e)
+                  size_t n_rules, struct runner_cgroup **ret, struct error *e)
 {
 	_cleanup_(cgroup_destroyp) struct runner_cgroup *cg = NULL;
 	_cleanup_free_ char *v1_devices = path_join(CGROUP_ROOT, "devices");
@@ -266,7 +266,7 @@ int cgroup_create(const struct runner_config *c, const char *name, const struct 
 	return 0;
 }
 
-int cgroup_attach(struct runner_cgroup *cg, pid_t pid, struct runner_error *e)
+int cgroup_attach(struct runner_cgroup *cg, pid_t pid, struct error *e)
 {
 	for (size_t i = 0; cg && i < cg->n; i++) {
 		int r = write_u64(cg->paths[i], "cgroup.procs", (uint64_t)pid);

@@ -19,10 +19,10 @@ struct dev_rule;
  * Returns 0 and sets *ret (NULL when c sets no limit and rules is NULL), or -errno with
  * e->msg naming the controller or file (a missing controller is -ENODEV). */
 int cgroup_create(const struct runner_config *c, const char *name, const struct dev_rule *rules,
-                  size_t n_rules, struct runner_cgroup **ret, struct runner_error *e);
+                  size_t n_rules, struct runner_cgroup **ret, struct error *e);
 
 /* Moves pid into every cgroup of cg. Returns 0 or -errno with e->msg set. */
-int cgroup_attach(struct runner_cgroup *cg, pid_t pid, struct runner_error *e);
+int cgroup_attach(struct runner_cgroup *cg, pid_t pid, struct error *e);
 
 /* Kills what is left in the cgroups, removes them and frees cg. NULL is fine. */
 void cgroup_destroy(struct runner_cgroup *cg);

@@ -114,7 +114,7 @@ int main(int argc, char **argv)
 	    {},
 	};
 	struct runner_config c = {.net = RUNNER_NET_HOST, .tty = -1};
-	struct runner_error err;
+	struct error err;
 	_cleanup_free_ char **env = NULL;
 	_cleanup_free_ struct runner_device *devs = NULL;
 	size_t n_env = 0, n_devs = 0;

@@ -619,7 +619,7 @@ static void run_state_free(struct run_state *x)
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct run_state *, run_state_free);
 
-int mount_run_plan(int *root_fd, const struct setup_plan *p, struct runner_error *e)
+int mount_run_plan(int *root_fd, const struct setup_plan *p, struct error *e)
 {
 	_cleanup_(run_state_freep) struct run_state *x = calloc(1, sizeof(*x));
 	int r;
@@ -701,7 +701,7 @@ int mount_run_plan(int *root_fd, const struct setup_plan *p, struct runner_error
 	return 0;
 }
 
-int mount_prepare_root(int rootfs_fd, int *ret_root_fd, struct runner_error *e)
+int mount_prepare_root(int rootfs_fd, int *ret_root_fd, struct error *e)
 {
 	_cleanup_close_ int tree = -1;
 	int r;
@@ -735,7 +735,7 @@ int mount_prepare_root(int rootfs_fd, int *ret_root_fd, struct runner_error *e)
 	return 0;
 }
 
-int mount_pivot(int root_fd, struct runner_error *e)
+int mount_pivot(int root_fd, struct error *e)
 {
 	if (fchdir(root_fd) < 0)
 		return runner_errf(e, -errno, "cannot enter the rootfs");

@@ -43,7 +43,7 @@ enum msg_type {
 struct msg {
 	int type;
 	int err;
-	char text[sizeof(((struct runner_error *)0)->msg)];
+	char text[sizeof(((struct error *)0)->msg)];
 };
 
 /* Everything the child needs, prepared by the parent before clone. */
@@ -102,7 +102,7 @@ static int loopback_up(void)
 }
 
 /* Opens a pty on the container's devpts (after pivot_root); returns the slave. */
-static int open_pty(int sock, int *ret_slave, struct runner_error *e)
+static int open_pty(int sock, int *ret_slave, struct error *e)
 {
 	_cleanup_close_ int master = -1, slave = -1;
 	char name[64];
@@ -248,7 +248,7 @@ static void __attribute__((noreturn)) init_loop(pid_t cmd)
 	}
 }
 
-static int child_setup(struct child *x, int *ret_slave, struct runner_error *e)
+static int child_setup(struct child *x, int *ret_slave, struct error *e)
 {
 	_cleanup_close_ int root_fd = -1, slave = -1;
 	uint64_t caps = plan_default_caps();
@@ -294,7 +294,7 @@ static int child_setup(struct child *x, int *ret_slave, struct runner_error *e)
 
 static void __attribute__((noreturn)) child_main(struct child *x)
 {
-	struct runner_error e = {{0}};
+	struct error e = {{0}};
 	int slave = -1;
 	pid_t cmd;
 
@@ -332,7 +332,7 @@ static int write_proc(pid_t pid, const char *file, const char *value)
 	return write_full(fd, value, strlen(value));
 }
 
-static int write_id_maps(pid_t pid, struct runner_error *e)
+static int write_id_maps(pid_t pid, struct error *e)
 {
 	char buf[64];
 	int r;
@@ -405,8 +405,7 @@ static int host_cgroup_v1(char ***ret)
 }
 
 /* Looks up each --device on the host: it must be a character or block device. */
-static int resolve_devices(const struct runner_config *c, struct host_device **ret,
-                           struct runner_error *e)
+static int resolve_devices(const struct runner_config *c, struct host_device **ret, struct error *e)
 {
 	_cleanup_free_ struct host_device *v = NULL;
 
@@ -580,7 +579,7 @@ static int supervise(pid_t pid, int sfd, struct terminal *t)
  * 1 when it could not be (*ret_exec_err set, e->msg filled), or -errno for a setup error.
  * A signal that arrives meanwhile kills the half-built container. */
 static int read_messages(int sock, int sfd, pid_t pid, struct terminal *t, int *ret_exec_err,
-                         struct runner_error *e)
+                         struct error *e)
 {
 	for (;;) {
 		struct pollfd p[2] = {{.fd = sock, .events = POLLIN},
@@ -642,7 +641,7 @@ static int read_messages(int sock, int sfd, pid_t pid, struct terminal *t, int *
 	}
 }
 
-int runner_run(const struct runner_config *c, int *ret_exit_status, struct runner_error *e)
+int runner_run(const struct runner_config *c, int *ret_exit_status, struct error *e)
 {
 	_cleanup_free_ char *resolv = NULL, *hosts = NULL, *passwd = NULL, *group = NULL;
 	_cleanup_(free_strvp) char **cg_v1 = NULL;

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include "common/error.h"
 
 /* Docker's default search path, set when the environment has no PATH. */
 #define RUNNER_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -61,10 +62,6 @@ struct runner_config {
 	size_t n_devices;
 };
 
-struct runner_error {
-	char msg[512]; /* one line, no trailing newline; empty when there is nothing to say */
-};
-
 /* Runs c->argv in a container on c->rootfs and waits for it.
  * Returns 0 and sets *ret_exit_status to the command's status: its exit code, 128+N when
  * killed by signal N, RUNNER_EXIT_CANNOT_EXEC / RUNNER_EXIT_NOT_FOUND when the command could
@@ -72,7 +69,7 @@ struct runner_error {
  * set up, with err->msg naming what failed; *ret_exit_status is then untouched.
  * err may be NULL. Forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to the
  * container while it runs; when the caller dies the container is killed. */
-int runner_run(const struct runner_config *c, int *ret_exit_status, struct runner_error *err);
+int runner_run(const struct runner_config *c, int *ret_exit_status, struct error *err);
 
 /* Parses a size such as "32m", "1g", "1.5GiB", "4096" (binary multiples, as Docker).
  * Returns 0 and sets *ret, -EINVAL for a malformed or zero size, -ERANGE on overflow. */

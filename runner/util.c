@@ -2,7 +2,7 @@
 #include <stdarg.h>
 #include "runner/util.h"
 
-int runner_errf(struct runner_error *e, int r, const char *fmt, ...)
+int runner_errf(struct error *e, int r, const char *fmt, ...)
 {
 	va_list ap;
 	int n;

@@ -5,4 +5,4 @@
 #include "runner/runner.h"
 
 /* Writes "fmt: strerror(-r)" into e->msg (when e is not NULL) and returns r. */
-int runner_errf(struct runner_error *e, int r, const char *fmt, ...) _printf_(3, 4);
+int runner_errf(struct error *e, int r, const char *fmt, ...) _printf_(3, 4);

@@ -10,8 +10,7 @@
 #include "fsd/index/layerindex.h"
 
 /* The registry's reason, where the registry gave one. */
-static int reg_fail(struct error *err, int r, const struct registry_error *re,
-                    const char *what)
+static int reg_fail(struct error *err, int r, const struct error *re, const char *what)
 {
 	if (re->msg[0])
 		return error_set(err, r, "%s", re->msg);
@@ -27,7 +26,7 @@ static void fallback_tag(const char *digest, char tag[DIGEST_STR_LEN + 1])
 static int push_blob(struct registry *reg, const char *digest, const void *buf, size_t len,
                      uint64_t *sent, struct error *err)
 {
-	struct registry_error re = {""};
+	struct error re = {""};
 	int r = registry_has_blob(reg, digest, &re);
 
 	if (r < 0)
@@ -102,7 +101,7 @@ int index_push(struct store *s, struct registry *reg, const char *manifest_diges
 	_cleanup_free_ struct indexart_layer *layers = NULL;
 	_cleanup_free_ char *art = NULL, *tag_body = NULL, *tag_mt = NULL, *tag_digest = NULL;
 	_cleanup_free_ char *merged = NULL, *refs = NULL;
-	struct registry_error re = {""};
+	struct error re = {""};
 	char art_digest[DIGEST_STR_LEN + 1], tag[DIGEST_STR_LEN + 1];
 	size_t art_len, tag_len = 0, merged_len, refs_len;
 	uint64_t sent = 0, manifest_size;
@@ -153,15 +152,14 @@ int index_push(struct store *s, struct registry *reg, const char *manifest_diges
 		return reg_fail(err, r, &re, art_digest);
 
 	/* A registry with the referrers API lists the artifact by its subject itself. */
-	r = registry_get_referrers(reg, manifest_digest, MANIFEST_MAX_SIZE, &refs, &refs_len,
-	                           &re);
+	r = registry_get_referrers(reg, manifest_digest, MANIFEST_MAX_SIZE, &refs, &refs_len, &re);
 	if (r < 0 && r != -ENOENT)
 		return reg_fail(err, r, &re, "referrers");
 	if (r == -ENOENT) {
 		re.msg[0] = '\0';
 		fallback_tag(manifest_digest, tag);
-		r = registry_get_manifest(reg, tag, MANIFEST_MAX_SIZE, &tag_body, &tag_len,
-		                          &tag_mt, &tag_digest, &re);
+		r = registry_get_manifest(reg, tag, MANIFEST_MAX_SIZE, &tag_body, &tag_len, &tag_mt,
+		                          &tag_digest, &re);
 		if (r < 0 && r != -ENOENT)
 			return reg_fail(err, r, &re, tag);
 		r = indexart_referrers_add(r == -ENOENT ? NULL : tag_body, tag_len, art_digest,
@@ -187,7 +185,7 @@ static int find_artifacts(struct registry *reg, const char *manifest_digest,
                           char (**ret)[DIGEST_STR_LEN + 1], size_t *ret_n, struct error *err)
 {
 	_cleanup_free_ char *body = NULL, *mt = NULL, *digest = NULL;
-	struct registry_error re = {""};
+	struct error re = {""};
 	char tag[DIGEST_STR_LEN + 1];
 	size_t len = 0;
 	int r;
@@ -216,8 +214,7 @@ static int find_artifacts(struct registry *reg, const char *manifest_digest,
 }
 
 /* Checks an index blob against its layer: a layer index, intact, of that layer. */
-static int check_index(const void *buf, size_t len, const struct descriptor *d,
-                       struct error *err)
+static int check_index(const void *buf, size_t len, const struct descriptor *d, struct error *err)
 {
 	_cleanup_close_ int fd = memfd_create("index", MFD_CLOEXEC);
 	_cleanup_(li_closep) struct li_index *li = NULL;
@@ -237,8 +234,8 @@ static int check_index(const void *buf, size_t len, const struct descriptor *d,
 	if (!info.digest || !streq(info.digest, d->digest))
 		return error_set(err, -EBADMSG, "the published index of %s is of layer %s",
 		                 d->digest, info.digest ? info.digest : "?");
-	if (info.compression == LI_ZSTD || (info.compression == LI_GZIP) !=
-	                                       (d->compression == LAYER_GZIP))
+	if (info.compression == LI_ZSTD ||
+	    (info.compression == LI_GZIP) != (d->compression == LAYER_GZIP))
 		return error_set(err, -EBADMSG,
 		                 "the published index of %s does not match its compression",
 		                 d->digest);
@@ -253,7 +250,7 @@ static int fetch_layer(struct store *s, struct registry *reg, const struct index
 {
 	_cleanup_free_ char *index = NULL, *table = NULL;
 	_cleanup_(spans_freep) struct spans *sp = NULL;
-	struct registry_error re = {""};
+	struct error re = {""};
 	size_t index_len = 0, table_len = 0;
 	void *have = NULL;
 	size_t have_len = 0;
@@ -261,7 +258,8 @@ static int fetch_layer(struct store *s, struct registry *reg, const struct index
 
 	if (store_has_blob(s, d->digest) && store_has_index(s, d->digest))
 		return 0; /* complete here */
-	if (store_has_index(s, d->digest) && store_read_spans(s, d->digest, &have, &have_len) == 0) {
+	if (store_has_index(s, d->digest) &&
+	    store_read_spans(s, d->digest, &have, &have_len) == 0) {
 		free(have);
 		return 0; /* a lazy mount before this one fetched them */
 	}
@@ -296,7 +294,8 @@ int index_fetch(struct store *s, struct registry *reg, const char *manifest_dige
 	int r;
 
 	for (size_t i = 0; i < m->n_layers; i++)
-		if (m->layers[i].compression == LAYER_ZSTD && !store_has_blob(s, m->layers[i].digest))
+		if (m->layers[i].compression == LAYER_ZSTD &&
+		    !store_has_blob(s, m->layers[i].digest))
 			return error_set(err, -EOPNOTSUPP, "layer %s is zstd", m->layers[i].digest);
 	r = find_artifacts(reg, manifest_digest, &found, &n, err);
 	if (r < 0)
@@ -305,7 +304,7 @@ int index_fetch(struct store *s, struct registry *reg, const char *manifest_dige
 	for (size_t k = n; k-- > 0;) {
 		_cleanup_free_ char *body = NULL, *mt = NULL, *digest = NULL;
 		_cleanup_(indexart_freep) struct indexart *a = NULL;
-		struct registry_error re = {""};
+		struct error re = {""};
 		size_t len = 0;
 
 		r = registry_get_manifest(reg, found[k], MANIFEST_MAX_SIZE, &body, &len, &mt,

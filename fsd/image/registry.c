@@ -109,7 +109,7 @@ static void freestr(char **p)
 	}
 }
 
-_printf_(2, 3) static void set_err(struct registry_error *err, const char *fmt, ...)
+_printf_(2, 3) static void set_err(struct error *err, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -879,7 +879,7 @@ static const char *status_text(long s)
 
 /* Formats "METHOD URL: STATUS CODE: message" from the registry's JSON error document
  * ({"errors":[{"code":…,"message":…}]}), or the status text when there is none. */
-static void http_error(struct registry_error *err, const char *url, const struct xfer *x)
+static void http_error(struct error *err, const char *url, const struct xfer *x)
 {
 	json_t *root = NULL, *e;
 	const char *code = NULL, *msg = NULL;
@@ -953,8 +953,7 @@ static void ensure_creds_locked(struct registry *r)
 }
 
 /* Fetches a token from the challenge's realm. Called with r->lock held. */
-static int fetch_token_locked(struct registry *r, const struct www_auth *wa,
-                              struct registry_error *err)
+static int fetch_token_locked(struct registry *r, const struct www_auth *wa, struct error *err)
 {
 	_cleanup_free_ char *url = NULL, *svc = NULL, *scope = NULL, *sc = NULL, *basic = NULL;
 	_cleanup_free_ char *b64 = NULL;
@@ -1044,8 +1043,8 @@ static int fetch_token_locked(struct registry *r, const struct www_auth *wa,
 /* Reacts to a 401 for a request sent with auth generation gen: takes the challenge,
  * fetches a new token or switches to Basic. Another thread may have done it already
  * (the generation moved on), then there is nothing to do. */
-static int authenticate(struct registry *r, const char *challenge, unsigned gen,
-                        struct registry_error *err, const char *url)
+static int authenticate(struct registry *r, const char *challenge, unsigned gen, struct error *err,
+                        const char *url)
 {
 	/* The caller has put the 401 into err; token failures replace it. */
 	struct www_auth wa = {0};
@@ -1096,7 +1095,7 @@ static int authenticate(struct registry *r, const char *challenge, unsigned gen,
 }
 
 /* Renews a token close to its expiry before a request goes out. */
-static int refresh_if_expiring(struct registry *r, struct registry_error *err)
+static int refresh_if_expiring(struct registry *r, struct error *err)
 {
 	struct www_auth wa = {0};
 	int k = 0;
@@ -1138,7 +1137,7 @@ static bool payload_complete(const struct xfer *x, uint64_t expect_end)
  * final either way. Returns 0 when the payload held is whole (a blob of unknown size, left
  * to the caller's digest check), else -EPROTO with err naming the range and sizes. */
 static int range_not_satisfiable(struct xfer *x, const char *url, uint64_t expect_end,
-                                 struct registry_error *err)
+                                 struct error *err)
 {
 	if (x->range_total >= 0 && x->offset < (uint64_t)x->range_total) {
 		http_error(err, url, x);
@@ -1164,7 +1163,7 @@ static int range_not_satisfiable(struct xfer *x, const char *url, uint64_t expec
  * set. Returns 0 or -errno with err filled. When resuming is impossible, a retry starts
  * over and reset(x) is called first. */
 static int request(struct registry *r, struct xfer *x, const char *url,
-                   void (*reset)(struct xfer *), uint64_t expect_end, struct registry_error *err)
+                   void (*reset)(struct xfer *), uint64_t expect_end, struct error *err)
 {
 	unsigned attempt = 0, auth_rounds = 0;
 	int k;
@@ -1319,7 +1318,7 @@ static const char *origin(struct registry *r)
 	return r->origin;
 }
 
-int registry_ping(struct registry *r, struct registry_error *err)
+int registry_ping(struct registry *r, struct error *err)
 {
 	_cleanup_free_ char *url = NULL;
 	struct buf body = {0};
@@ -1355,7 +1354,7 @@ static bool reference_valid(const char *s)
 
 int registry_get_manifest(struct registry *r, const char *reference, size_t max, char **ret_body,
                           size_t *ret_len, char **ret_media_type, char **ret_digest,
-                          struct registry_error *err)
+                          struct error *err)
 {
 	_cleanup_free_ char *url = NULL, *mt = NULL, *dig = NULL;
 	struct buf body = {0};
@@ -1420,14 +1419,14 @@ static int call_user_sink(struct xfer *x, const char *buf, size_t len)
 }
 
 static int get_blob_url(struct registry *r, struct xfer *x, const char *url, uint64_t end,
-                        struct registry_error *err)
+                        struct error *err)
 {
 	return request(r, x, url, NULL, end, err);
 }
 
 int registry_get_blob(struct registry *r, const char *digest, uint64_t offset,
                       uint64_t expected_size, char *const *urls, registry_data_fn fn,
-                      void *userdata, struct registry_error *err)
+                      void *userdata, struct error *err)
 {
 	_cleanup_free_ char *url = NULL;
 	struct user_sink u = {fn, userdata};
@@ -1460,7 +1459,7 @@ int registry_get_blob(struct registry *r, const char *digest, uint64_t offset,
 }
 
 int registry_get_blob_mem(struct registry *r, const char *digest, size_t max, char **ret_body,
-                          size_t *ret_len, struct registry_error *err)
+                          size_t *ret_len, struct error *err)
 {
 	_cleanup_free_ char *url = NULL;
 	struct buf body = {0};
@@ -1512,7 +1511,7 @@ static int range_sink(struct xfer *x, const char *data, size_t len)
 }
 
 int registry_get_blob_range(struct registry *r, const char *digest, uint64_t offset, uint64_t len,
-                            void *buf, struct registry_error *err)
+                            void *buf, struct error *err)
 {
 	_cleanup_free_ char *url = NULL;
 	struct range_sink rs = {buf, offset};
@@ -1538,7 +1537,7 @@ int registry_get_blob_range(struct registry *r, const char *digest, uint64_t off
 }
 
 int registry_get_referrers(struct registry *r, const char *digest, size_t max, char **ret_body,
-                           size_t *ret_len, struct registry_error *err)
+                           size_t *ret_len, struct error *err)
 {
 	_cleanup_free_ char *url = NULL;
 	struct buf body = {0};
@@ -1573,7 +1572,7 @@ int registry_get_referrers(struct registry *r, const char *digest, size_t max, c
 	return k;
 }
 
-int registry_has_blob(struct registry *r, const char *digest, struct registry_error *err)
+int registry_has_blob(struct registry *r, const char *digest, struct error *err)
 {
 	_cleanup_free_ char *url = NULL;
 	struct buf body = {0};
@@ -1611,7 +1610,7 @@ static char *upload_url(struct registry *r, const char *location, const char *di
 }
 
 int registry_put_blob(struct registry *r, const char *digest, const void *buf, size_t len,
-                      struct registry_error *err)
+                      struct error *err)
 {
 	_cleanup_free_ char *url = NULL, *put = NULL;
 	struct buf body = {0};
@@ -1649,7 +1648,7 @@ int registry_put_blob(struct registry *r, const char *digest, const void *buf, s
 }
 
 int registry_put_manifest(struct registry *r, const char *reference, const char *media_type,
-                          const void *buf, size_t len, struct registry_error *err)
+                          const void *buf, size_t len, struct error *err)
 {
 	_cleanup_free_ char *url = NULL, *type = NULL;
 	struct buf body = {0};

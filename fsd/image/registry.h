@@ -17,16 +17,12 @@
 
 #include <limits.h>
 #include <stdint.h>
+#include "common/error.h"
 #include "common/macros.h"
 #include "ref.h"
 
-#define REGISTRY_ERR_MAX 512
 /* registry_opts.max_retries: no retry at all (0 means the default). */
 #define REGISTRY_RETRIES_NONE UINT_MAX
-
-struct registry_error {
-	char msg[REGISTRY_ERR_MAX];
-};
 
 struct registry_opts {
 	bool insecure;        /* plain HTTP / unverified TLS for a non-loopback registry */
@@ -49,7 +45,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct registry *, registry_free);
 
 /* GET /v2/ and authenticate if asked to; verifies that the credentials work.
  * -EACCES on wrong credentials. */
-int registry_ping(struct registry *r, struct registry_error *err);
+int registry_ping(struct registry *r, struct error *err);
 
 /* Fetches the manifest for reference (tag or digest) with an Accept header listing OCI
  * index/manifest and Docker list/schema2. Fails with -EFBIG beyond max bytes, -ENOENT when
@@ -58,7 +54,7 @@ int registry_ping(struct registry *r, struct registry_error *err);
  * returned. */
 int registry_get_manifest(struct registry *r, const char *reference, size_t max, char **ret_body,
                           size_t *ret_len, char **ret_media_type, char **ret_digest,
-                          struct registry_error *err);
+                          struct error *err);
 
 /* Called with consecutive bytes of a blob. Returns 0 to continue, -errno to abort. */
 typedef int (*registry_data_fn)(const void *buf, size_t len, void *userdata);
@@ -72,31 +68,31 @@ typedef int (*registry_data_fn)(const void *buf, size_t len, void *userdata);
  * NULL-terminated list of foreign-layer URLs to try when the registry lacks the blob. */
 int registry_get_blob(struct registry *r, const char *digest, uint64_t offset,
                       uint64_t expected_size, char *const *urls, registry_data_fn fn,
-                      void *userdata, struct registry_error *err);
+                      void *userdata, struct error *err);
 
 /* Fetches bytes [offset, offset + len) of blob digest into buf with one Range request
  * (resumed from the last byte on a dropped connection, as registry_get_blob()); a registry
  * that answers 200 with the whole blob is read up to the end of the range only. Verifying
  * the bytes is the caller's job. Thread-safe. */
 int registry_get_blob_range(struct registry *r, const char *digest, uint64_t offset, uint64_t len,
-                            void *buf, struct registry_error *err);
+                            void *buf, struct error *err);
 
 /* GET /v2/NAME/referrers/DIGEST: the referrers index of a manifest (malloc'ed body).
  * -ENOENT when the registry has no referrers API. */
 int registry_get_referrers(struct registry *r, const char *digest, size_t max, char **ret_body,
-                           size_t *ret_len, struct registry_error *err);
+                           size_t *ret_len, struct error *err);
 
 /* HEAD of blob digest: 1 when the registry has it, 0 when not, -errno. */
-int registry_has_blob(struct registry *r, const char *digest, struct registry_error *err);
+int registry_has_blob(struct registry *r, const char *digest, struct error *err);
 /* Uploads a blob (POST, then a monolithic PUT with its digest). */
 int registry_put_blob(struct registry *r, const char *digest, const void *buf, size_t len,
-                      struct registry_error *err);
+                      struct error *err);
 /* PUT of a manifest under reference (a tag or its digest) with its media type. */
 int registry_put_manifest(struct registry *r, const char *reference, const char *media_type,
-                          const void *buf, size_t len, struct registry_error *err);
+                          const void *buf, size_t len, struct error *err);
 
 /* Fetches a small blob (config) fully into memory, verifying its digest; -EFBIG beyond max
  * (or a Content-Length beyond it). A response that announces more than it sends is complete
  * as soon as the bytes held have the digest. */
 int registry_get_blob_mem(struct registry *r, const char *digest, size_t max, char **ret_body,
-                          size_t *ret_len, struct registry_error *err);
+                          size_t *ret_len, struct error *err);

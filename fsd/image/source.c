@@ -139,8 +139,9 @@ const char *source_reference(const struct source *s)
 	return s->first_reference;
 }
 
-/* Carries the registry client's message into err; goes once registry.h uses struct error. */
-static int error_from_registry(struct error *err, int r, const struct registry_error *rerr)
+/* Hands the registry client's reason (each of its requests replaces the last one's) on to
+ * err, where the first reason wins. */
+static int error_from_registry(struct error *err, int r, const struct error *rerr)
 {
 	return r < 0 && rerr->msg[0] ? error_set(err, r, "%s", rerr->msg) : r;
 }
@@ -191,7 +192,7 @@ static int oci_read_blob(struct source *s, const char *digest, size_t max, char 
 int source_get_manifest(struct source *s, const char *reference, char **ret_body, size_t *ret_len,
                         char **ret_media_type, char **ret_digest, struct error *err)
 {
-	struct registry_error rerr = {""};
+	struct error rerr = {""};
 	int r;
 
 	if (s->reg) {
@@ -219,7 +220,7 @@ int source_get_blob(struct source *s, const struct descriptor *d, uint64_t offse
 {
 	_cleanup_close_ int fd = -1;
 	_cleanup_free_ char *buf = NULL;
-	struct registry_error rerr = {""};
+	struct error rerr = {""};
 	uint64_t off = offset;
 	int r;
 
@@ -253,7 +254,7 @@ int source_get_blob(struct source *s, const struct descriptor *d, uint64_t offse
 int source_get_blob_mem(struct source *s, const char *digest, size_t max, char **ret_body,
                         size_t *ret_len, struct error *err)
 {
-	struct registry_error rerr = {""};
+	struct error rerr = {""};
 	int r;
 
 	if (s->reg) {

@@ -208,7 +208,7 @@ static void test_token_flow(void **state)
 {
 	_cleanup_(registry_freep) struct registry *r = client("user", "pass");
 	_cleanup_free_ char *body = NULL, *mt = NULL, *dig = NULL;
-	struct registry_error err = {""};
+	struct error err = {""};
 	char want[DIGEST_STR_LEN + 1], url[128];
 	size_t len = 0;
 
@@ -252,7 +252,7 @@ static void test_token_flow(void **state)
 static void test_token_wrong_password(void **state)
 {
 	_cleanup_(registry_freep) struct registry *r = client("user", "nope");
-	struct registry_error err = {""};
+	struct error err = {""};
 
 	(void)state;
 	start(h_token);
@@ -274,7 +274,7 @@ static void h_basic(struct server *s, int fd, const struct seen *q, unsigned n)
 
 static void test_basic(void **state)
 {
-	struct registry_error err = {""};
+	struct error err = {""};
 	struct registry *r;
 
 	(void)state;
@@ -340,7 +340,7 @@ static int hash_cb(const void *buf, size_t len, void *userdata)
 static void blob_case(bool ignore, uint64_t offset)
 {
 	_cleanup_(registry_freep) struct registry *r = client("user", "pass");
-	struct registry_error err = {""};
+	struct error err = {""};
 	struct hashing x = {sha256_new(), 0};
 	char want[DIGEST_STR_LEN + 1], got[DIGEST_STR_LEN + 1];
 
@@ -412,7 +412,7 @@ static void test_retries_and_limits(void **state)
 {
 	_cleanup_(registry_freep) struct registry *r = client(NULL, NULL);
 	_cleanup_free_ char *body = NULL, *mt = NULL, *dig = NULL;
-	struct registry_error err = {""};
+	struct error err = {""};
 	struct hashing x = {sha256_new(), 0};
 	size_t len;
 
@@ -526,7 +526,7 @@ static void test_long_content_length(void **state)
 {
 	_cleanup_(registry_freep) struct registry *r = quick_client();
 	_cleanup_free_ char *body = NULL, *mt = NULL, *dig = NULL;
-	struct registry_error err = {""};
+	struct error err = {""};
 	char want[DIGEST_STR_LEN + 1];
 	size_t len = 0;
 
@@ -561,7 +561,7 @@ static void test_stalls_after_the_payload(void **state)
 {
 	_cleanup_(registry_freep) struct registry *r = quick_client();
 	_cleanup_free_ char *body = NULL, *mt = NULL, *dig = NULL;
-	struct registry_error err = {""};
+	struct error err = {""};
 	struct hashing x = {sha256_new(), 0};
 	size_t len = 0;
 
@@ -586,7 +586,7 @@ static void test_stalls_after_the_payload(void **state)
 static void test_range_past_the_end(void **state)
 {
 	_cleanup_(registry_freep) struct registry *r = quick_client();
-	struct registry_error err = {""};
+	struct error err = {""};
 	struct hashing x = {sha256_new(), 0};
 	char want[128];
 
@@ -606,7 +606,7 @@ static void test_range_past_the_end(void **state)
 static void test_trickle_runs_out_of_retries(void **state)
 {
 	_cleanup_(registry_freep) struct registry *r = quick_client();
-	struct registry_error err = {""};
+	struct error err = {""};
 	struct hashing x = {sha256_new(), 0};
 
 	(void)state;
