@@ -9,20 +9,26 @@
 #include "common/log.h"
 #include "fsd/commands.h"
 #include "fsd/daemon.h"
+#include "fsd/image/lazyimage.h"
 #include "fsd/image/pull.h"
 #include "fsd/image/store.h"
 #include "fsd/lifecycle.h"
 
 static const char mount_usage[] =
-    "Usage: imgfs [--root DIR] mount [-f] [--ro] [--upper DIR] [-o OPT] REF MOUNTPOINT\n"
+    "Usage: imgfs [--root DIR] mount [-f] [--ro] [--no-lazy] [--upper DIR] [-o OPT] REF\n"
+    "                               MOUNTPOINT\n"
     "\n"
     "Show the root filesystem of image REF at MOUNTPOINT, pulling the image first when it\n"
     "is not in the store. Nothing is extracted: file data is inflated when it is read.\n"
+    "When the registry publishes an index of every layer (`imgfs index push`), the mount\n"
+    "is live before the layers are downloaded: reads fetch the byte ranges they need,\n"
+    "verified span by span, and a background fill completes the layers into the store.\n"
     "The command returns once the mount is live; a daemon serves it until `imgfs umount`.\n"
     "\n"
     "Options:\n"
     "  -f, --foreground   stay in the foreground, logging to standard error\n"
     "  --ro               read-only view\n"
+    "  --no-lazy          pull every layer before mounting, even when indexes are published\n"
     "  --upper DIR        keep the writable layer in DIR (overlayfs format) instead of a\n"
     "                     throwaway one in the store\n"
     "  -o OPT[,OPT...]    extra FUSE/mount options\n"
@@ -44,11 +50,9 @@ static const char umount_usage[] =
 int cmd_mount(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"foreground", no_argument, NULL, 'f'},
-	    {"ro", no_argument, NULL, 'r'},
-	    {"upper", required_argument, NULL, 'u'},
-	    {"help", no_argument, NULL, 'h'},
-	    {},
+	    {"foreground", no_argument, NULL, 'f'}, {"ro", no_argument, NULL, 'r'},
+	    {"no-lazy", no_argument, NULL, 'L'},    {"upper", required_argument, NULL, 'u'},
+	    {"help", no_argument, NULL, 'h'},       {},
 	};
 	_cleanup_(ref_freep) struct image_ref *ref = NULL;
 	_cleanup_(store_freep) struct store *s = NULL;
@@ -56,6 +60,8 @@ int cmd_mount(int argc, char **argv)
 	struct mount_request req = {0};
 	const char *upper = NULL;
 	struct pull_opts po = {0};
+	_cleanup_(lazyimage_freep) struct lazyimage *lazy = NULL;
+	bool no_lazy = false;
 	struct error err = {""};
 	struct stat st;
 	int c, r;
@@ -67,6 +73,9 @@ int cmd_mount(int argc, char **argv)
 			break;
 		case 'r':
 			req.ro = true;
+			break;
+		case 'L':
+			no_lazy = true;
 			break;
 		case 'u':
 			upper = optarg;
@@ -132,7 +141,7 @@ int cmd_mount(int argc, char **argv)
 	}
 	if (open_store(&s) < 0)
 		return 1;
-	r = pull_image(s, ref, &po, false, &manifest, &err);
+	r = lazyimage_pull(s, ref, &po, !no_lazy, &manifest, &lazy, &err);
 	if (r < 0)
 		return log_error(LOG_ERR, r, &err, "%s", ref->name), 1;
 	req.ref = ref->name;
@@ -140,6 +149,7 @@ int cmd_mount(int argc, char **argv)
 	req.mountpoint = mountpoint;
 	req.upper = upper_real;
 	req.extra_opts = extra;
+	req.lazy = lazy;
 	return daemon_mount(s, &req) < 0 ? 1 : 0;
 }
 

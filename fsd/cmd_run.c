@@ -11,6 +11,7 @@
 #include "fsd/daemon.h"
 #include "fsd/initlayer.h"
 #include "fsd/index/tree.h"
+#include "fsd/image/lazyimage.h"
 #include "fsd/image/pull.h"
 #include "fsd/lifecycle.h"
 #include "runner/runner.h"
@@ -47,6 +48,9 @@ static const char run_usage[] =
     "                         of r, w, m; default rwm); other devices cannot be opened\n"
     "  --upper DIR            keep the writable layer in DIR (overlayfs format)\n"
     "  --platform OS/ARCH     platform to pull when the image is missing\n"
+    "  --no-lazy              pull every layer first, even when the registry publishes\n"
+    "                         layer indexes (by default the container starts at once and\n"
+    "                         reads fetch what they need)\n"
     "  -q, --quiet            no pull progress\n"
     "  -h, --help             show this help\n"
     "\n"
@@ -59,7 +63,7 @@ struct run_args {
 	struct runner_device devices[MAX_DEVICES];
 	size_t n_devices;
 	const char *workdir, *user, *hostname, *upper, *entrypoint;
-	bool entrypoint_set, quiet;
+	bool entrypoint_set, quiet, no_lazy;
 	struct runner_config rc;
 	struct pull_opts po;
 };
@@ -77,6 +81,7 @@ static int parse_run_args(int argc, char **argv, struct run_args *a)
 		OPT_NO_INIT,
 		OPT_UPPER,
 		OPT_PLATFORM,
+		OPT_NO_LAZY,
 		OPT_DEVICE
 	};
 	static const struct option opts[] = {
@@ -93,6 +98,7 @@ static int parse_run_args(int argc, char **argv, struct run_args *a)
 	    {"no-init", no_argument, NULL, OPT_NO_INIT},
 	    {"upper", required_argument, NULL, OPT_UPPER},
 	    {"platform", required_argument, NULL, OPT_PLATFORM},
+	    {"no-lazy", no_argument, NULL, OPT_NO_LAZY},
 	    {"device", required_argument, NULL, OPT_DEVICE},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
@@ -165,6 +171,9 @@ static int parse_run_args(int argc, char **argv, struct run_args *a)
 			break;
 		case OPT_UPPER:
 			a->upper = optarg;
+			break;
+		case OPT_NO_LAZY:
+			a->no_lazy = true;
 			break;
 		case OPT_PLATFORM:
 			a->po.platform = optarg;
@@ -284,7 +293,8 @@ static int load_config(struct store *s, const char *manifest, struct image_confi
 }
 
 /* Writes the init layer into upper, reading the image's tree. */
-static int prepare_upper(struct store *s, const char *manifest, const char *upper)
+static int prepare_upper(struct store *s, const char *manifest, struct lazyimage *lazy,
+                         const char *upper)
 {
 	_cleanup_(tree_closep) struct tree *t = NULL;
 	_cleanup_close_ int tree_fd = -1, upper_fd = -1;
@@ -295,7 +305,7 @@ static int prepare_upper(struct store *s, const char *manifest, const char *uppe
 	tree_fd = openat(s->root_fd, path, O_RDONLY | O_CLOEXEC);
 	if (tree_fd < 0)
 		return -errno;
-	r = tree_open_flags(store_layer_opener(s), tree_fd, 0, &t);
+	r = tree_open_flags(lazy ? lazyimage_opener(lazy) : store_layer_opener(s), tree_fd, 0, &t);
 	if (r < 0)
 		return r;
 	upper_fd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -335,6 +345,7 @@ int cmd_run(int argc, char **argv)
 	_cleanup_(ref_freep) struct image_ref *ref = NULL;
 	_cleanup_(store_freep) struct store *s = NULL;
 	_cleanup_(image_config_freep) struct image_config *cfg = NULL;
+	_cleanup_(lazyimage_freep) struct lazyimage *lazy = NULL;
 	_cleanup_free_ char *manifest = NULL, *dir = NULL, *rootfs = NULL, *upper = NULL;
 	_cleanup_free_ char *upper_real = NULL, *rootfs_real = NULL;
 	_cleanup_free_ const char **env = NULL, **cargv = NULL;
@@ -352,7 +363,7 @@ int cmd_run(int argc, char **argv)
 	argv += optind + 1;
 	if (open_store(&s) < 0)
 		return RUNNER_EXIT_FAILURE;
-	r = pull_image(s, ref, &a.po, false, &manifest, &why);
+	r = lazyimage_pull(s, ref, &a.po, !a.no_lazy, &manifest, &lazy, &why);
 	if (r < 0)
 		return log_error(LOG_ERR, r, &why, "%s", ref->name), RUNNER_EXIT_FAILURE;
 	r = load_config(s, manifest, &cfg, &why);
@@ -390,7 +401,7 @@ int cmd_run(int argc, char **argv)
 	}
 	/* The init layer saves the runner its shadows of missing mount points, but only in
 	 * a throwaway upper: a user's --upper holds what the container did, nothing else. */
-	r = a.upper ? 0 : prepare_upper(s, manifest, upper);
+	r = a.upper ? 0 : prepare_upper(s, manifest, lazy, upper);
 	if (r < 0) {
 		log_errno(LOG_ERR, r, "cannot write the init layer into '%s'", upper);
 		goto out;
@@ -405,6 +416,7 @@ int cmd_run(int argc, char **argv)
 	                        .ref = ref->name,
 	                        .manifest = manifest,
 	                        .mountpoint = rootfs_real,
+	                        .lazy = lazy,
 	                        .upper = upper_real,
 	                    });
 	if (r < 0)

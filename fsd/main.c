@@ -20,10 +20,12 @@ static const char usage[] =
     "Commands:\n"
     "  pull [--platform OS/ARCH[/VARIANT]] [--insecure] [-q] REF\n"
     "                         download REF into the store and index its layers\n"
-    "  mount [-f] [--ro] [--upper DIR] [-o OPT] REF MOUNTPOINT\n"
+    "  mount [-f] [--ro] [--no-lazy] [--upper DIR] [-o OPT] REF MOUNTPOINT\n"
     "                         show REF's rootfs at MOUNTPOINT (pulls it if missing)\n"
     "  umount MOUNTPOINT      unmount, stop the daemon, drop a throwaway writable layer\n"
     "  status MOUNTPOINT      the state of a mount: image, upper, daemon (key: value)\n"
+    "  index push [--insecure] REF\n"
+    "                         publish REF's layer indexes, for lazy mounts elsewhere\n"
     "  images                 list the images in the store\n"
     "  inspect REF            print the manifest and config of an image (JSON)\n"
     "  rmi REF                remove an image reference (gc frees its blobs)\n"
@@ -56,7 +58,7 @@ static const struct {
     {"pull", cmd_pull},     {"mount", cmd_mount},     {"umount", cmd_umount},
     {"images", cmd_images}, {"inspect", cmd_inspect}, {"rmi", cmd_rmi},
     {"gc", cmd_gc},         {"login", cmd_login},     {"run", cmd_run},
-    {"status", cmd_status},
+    {"status", cmd_status}, {"index", cmd_index},
 };
 
 /* The store root of --root, $IMGFS_ROOT or the default. */

@@ -364,7 +364,8 @@ int lazyblob_open(struct store *s, struct spans *sp, const struct lazyblob_opts 
 	if (!b->o.max_request)
 		b->o.max_request = DEFAULT_MAX_REQUEST;
 	b->o.max_request = MAX(b->o.max_request, (uint64_t)b->sp->span_size);
-	b->last_demand_ms = now_ms() - (int64_t)b->o.fill_delay_ms;
+	/* The fill waits its delay from the start too: a container's first reads go first. */
+	b->last_demand_ms = now_ms();
 	b->stats.size = b->sp->blob_size;
 	pthread_mutex_init(&b->lock, NULL);
 	pthread_cond_init(&b->changed, NULL);

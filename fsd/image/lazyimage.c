@@ -4,6 +4,9 @@
 #include <stdio.h>
 #include "common/log.h"
 #include "fsd/image/lazyimage.h"
+#include "fsd/image/manifest.h"
+#include "fsd/image/pull.h"
+#include "fsd/image/registry.h"
 #include "fsd/image/store.h"
 #include "fsd/index/layerindex.h"
 
@@ -16,6 +19,10 @@ struct layer {
 
 struct lazyimage {
 	struct store *s;
+	/* lazyimage_open_image(): what it fetches from and records at the end */
+	struct registry *reg;
+	char *ref_name;
+	struct descriptor manifest;
 	struct lazyimage_opts o;
 	struct layer *layers;
 	size_t n;
@@ -25,6 +32,20 @@ struct lazyimage {
 	pthread_mutex_t lock; /* protects stop */
 	bool stop;
 };
+
+/* How long the fill waits after a read had to fetch: $IMGFS_LAZY_FILL_DELAY_MS, else 1 s,
+ * so that a container's start is not slowed down by bytes it does not read. */
+static unsigned lazy_fill_delay_ms(void)
+{
+	const char *v = getenv("IMGFS_LAZY_FILL_DELAY_MS");
+	char *end;
+	unsigned long n;
+
+	if (!v || !*v)
+		return 1000;
+	n = strtoul(v, &end, 10);
+	return *end || n > 3600000 ? 1000 : (unsigned)n;
+}
 
 static int fetch_layer(void *ctx, uint64_t off, uint64_t len, void *buf, struct error *err)
 {
@@ -123,10 +144,12 @@ static void *fill_thread(void *userdata)
 {
 	struct lazyimage *li = userdata;
 
+	bool complete = true;
+
 	for (size_t i = 0; i < li->n && !stopping(li); i++) {
 		struct layer *l = &li->layers[i];
 		unsigned pause_ms = 500;
-		int r;
+		int r = 0;
 
 		if (!l->blob)
 			continue;
@@ -141,7 +164,10 @@ static void *fill_thread(void *userdata)
 				(void)poll(NULL, 0, 100);
 			pause_ms = MIN(pause_ms * 2, 30000u);
 		}
+		complete &= r == 0;
 	}
+	if (complete && !stopping(li) && li->o.complete)
+		li->o.complete(li->o.ctx);
 	return NULL;
 }
 
@@ -195,6 +221,94 @@ void lazyimage_free(struct lazyimage *li)
 	for (size_t i = 0; i < li->n; i++)
 		lazyblob_free(li->layers[i].blob);
 	free(li->layers);
+	registry_free(li->reg);
+	free(li->ref_name);
+	descriptor_clear(&li->manifest);
 	pthread_mutex_destroy(&li->lock);
 	free(li);
+}
+
+static int fetch_range(void *ctx, const char *layer, uint64_t off, uint64_t len, void *buf,
+                       struct error *err)
+{
+	struct lazyimage *li = ctx;
+
+	return registry_get_blob_range(li->reg, layer, off, len, buf, err);
+}
+
+static void record_ref(void *ctx)
+{
+	struct lazyimage *li = ctx;
+	int r = store_ref_set(li->s, li->ref_name, &li->manifest);
+
+	if (r < 0)
+		log_errno(LOG_WARNING, r, "%s: complete, but the reference cannot be recorded",
+		          li->ref_name);
+	else
+		log_msg(LOG_INFO, "%s: every layer fetched and verified", li->ref_name);
+}
+
+int lazyimage_open_image(struct store *s, const char *manifest_digest, const char *ref_name,
+                         struct registry *reg, struct lazyimage **ret, struct error *err)
+{
+	_cleanup_(registry_freep) struct registry *owned = reg;
+	_cleanup_(manifest_freep) struct manifest *m = NULL;
+	_cleanup_free_ char *body = NULL;
+	_cleanup_free_ const char **layers = NULL;
+	struct lazyimage *li = NULL;
+	size_t len = 0;
+	int r;
+
+	r = store_read_blob(s, manifest_digest, MANIFEST_MAX_SIZE, &body, &len);
+	if (r >= 0)
+		r = manifest_parse(body, len, NULL, &m, err);
+	if (r >= 0 && m->kind != MANIFEST_IMAGE)
+		r = -EINVAL;
+	if (r < 0)
+		return error_set(err, r, "manifest %s: %s", manifest_digest, strerror(-r));
+	layers = calloc(m->n_layers + 1, sizeof(*layers));
+	if (!layers)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->n_layers; i++)
+		layers[i] = m->layers[i].digest;
+	r = lazyimage_open(s, layers, m->n_layers,
+	                   &(struct lazyimage_opts){.fetch = fetch_range,
+	                                            .fill_delay_ms = lazy_fill_delay_ms(),
+	                                            .complete = record_ref},
+	                   &li, err);
+	if (r < 0)
+		return r;
+	/* The callbacks' ctx is the image itself, known only now. */
+	li->o.ctx = li;
+	li->reg = TAKE_PTR(owned);
+	li->ref_name = strdup(ref_name);
+	li->manifest.media_type = strdup(m->media_type);
+	li->manifest.digest = strdup(manifest_digest);
+	li->manifest.size = len;
+	if (!li->ref_name || !li->manifest.media_type || !li->manifest.digest) {
+		lazyimage_free(li);
+		return -ENOMEM;
+	}
+	*ret = li;
+	return 0;
+}
+
+int lazyimage_pull(struct store *s, const struct image_ref *ref, const struct pull_opts *po,
+                   bool lazy, char **ret_manifest, struct lazyimage **ret_lazy, struct error *err)
+{
+	_cleanup_free_ char *manifest = NULL;
+	struct registry *reg = NULL;
+	int r;
+
+	r = pull_for_mount(s, ref, po, false, lazy, &manifest, &reg, err);
+	if (r < 0)
+		return r;
+	*ret_lazy = NULL;
+	if (r > 0) {
+		r = lazyimage_open_image(s, manifest, ref->name, reg, ret_lazy, err);
+		if (r < 0)
+			return r;
+	}
+	*ret_manifest = TAKE_PTR(manifest);
+	return 0;
 }

@@ -13,6 +13,7 @@
 
 struct store;
 struct li_opener;
+struct lazyimage;
 
 /* Fetches bytes [off, off + len) of blob layer into buf: the registry client's Range GET.
  * Called from several threads at once. */
@@ -23,9 +24,26 @@ struct lazyimage_opts {
 	lazyimage_fetch_fn fetch;
 	void *ctx;
 	unsigned fill_delay_ms; /* lazyblob_opts.fill_delay_ms */
+	/* Called by the fill once every layer is complete in blobs/ (from its thread). */
+	void (*complete)(void *ctx);
 };
 
-struct lazyimage;
+struct registry;
+
+/* lazyimage_open() for the image manifest manifest_digest in the store, fetching from reg
+ * (taken over, also on failure). Once every layer is complete the ref name is recorded in
+ * the store for that manifest, so that the image is an ordinary one from then on. */
+int lazyimage_open_image(struct store *s, const char *manifest_digest, const char *ref_name,
+                         struct registry *reg, struct lazyimage **ret, struct error *err);
+
+struct image_ref;
+struct pull_opts;
+
+/* Makes ref ready to mount: pull_for_mount() (pull.h), and when it left the layers to the
+ * mount, lazyimage_open_image(). Sets *ret_manifest, and *ret_lazy (NULL when the image
+ * is whole in the store). */
+int lazyimage_pull(struct store *s, const struct image_ref *ref, const struct pull_opts *po,
+                   bool lazy, char **ret_manifest, struct lazyimage **ret_lazy, struct error *err);
 
 /* Opens the lazy blobs of layers (n digests; those complete in the store are read from
  * there), with the span tables the store keeps beside their indexes. -ENOENT when a

@@ -16,6 +16,7 @@
 #include "common/fileio.h"
 #include "fsd/index/layerindex.h"
 #include "fsd/index/tree.h"
+#include "indexpush.h"
 #include "progress.h"
 #include "pull.h"
 #include "source.h"
@@ -575,8 +576,44 @@ int pull_resolve_local(struct store *s, const struct image_ref *ref, char **ret_
 	return 0;
 }
 
+/* The layers' indexes in place of their blobs, when the registry publishes them all: then
+ * the tree is built from them and the layers are left to the mount. Returns 1 when so, 0
+ * when the image has to be pulled whole (said in one line), -errno on a failure that is
+ * not merely a missing index. */
+static int try_lazy(struct pull_ctx *ctx, const struct image_ref *ref, const struct manifest *m,
+                    const char *digest)
+{
+	struct error why = {""};
+	int r;
+
+	if (!source_registry(ctx->src))
+		return 0;
+	r = index_fetch(ctx->store, source_registry(ctx->src), digest, m, &why);
+	if (r == -ENOENT || r == -EOPNOTSUPP || r == -EBADMSG) {
+		progress_note(ctx->progress, "%s: %s; pulling it whole", ref->name,
+		              error_isset(&why) ? why.msg : "no layer index");
+		return 0;
+	}
+	if (r < 0)
+		return error_set(ctx->err, r, "%s", error_isset(&why) ? why.msg : strerror(-r));
+	r = ensure_tree(ctx->store, digest, m);
+	if (r < 0)
+		return error_set(ctx->err, r, "cannot build the merged tree: %s", strerror(-r));
+	progress_note(ctx->progress, "%s: %s, layers fetched as they are read", ref->name, digest);
+	return 1;
+}
+
 int pull_image(struct store *s, const struct image_ref *ref, const struct pull_opts *opts,
                bool force, char **ret_manifest, struct error *err)
+{
+	int r = pull_for_mount(s, ref, opts, force, false, ret_manifest, NULL, err);
+
+	return r < 0 ? r : 0;
+}
+
+int pull_for_mount(struct store *s, const struct image_ref *ref, const struct pull_opts *opts,
+                   bool force, bool lazy, char **ret_manifest, struct registry **ret_registry,
+                   struct error *err)
 {
 	_cleanup_(source_freep) struct source *src = NULL;
 	_cleanup_(progress_freep) struct progress *progress = NULL;
@@ -647,6 +684,25 @@ int pull_image(struct store *s, const struct image_ref *ref, const struct pull_o
 	r = fetch_config(&ctx, img);
 	if (r < 0)
 		goto out;
+	if (lazy) {
+		r = try_lazy(&ctx, ref, img, img_digest);
+		if (r < 0)
+			goto out;
+		if (r > 0) {
+			/* The ref is recorded once the layers are complete: until then the
+			 * store is not an image that skopeo or umoci could read. */
+			if (ret_manifest) {
+				*ret_manifest = strdup(img_digest);
+				if (!*ret_manifest) {
+					r = -ENOMEM;
+					goto out;
+				}
+			}
+			if (ret_registry)
+				*ret_registry = source_take_registry(src);
+			goto out;
+		}
+	}
 	r = fetch_layers(&ctx, img, opts->parallel ? opts->parallel : DEFAULT_PARALLEL);
 	if (r < 0)
 		goto out;

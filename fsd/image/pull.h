@@ -32,6 +32,16 @@ struct pull_opts {
 int pull_image(struct store *s, const struct image_ref *ref, const struct pull_opts *opts,
                bool force, char **ret_manifest, struct error *err);
 
+/* pull_image() for a mount. With lazy, when the registry publishes an index for every
+ * layer (indexpush.h), only the manifest, the config and the indexes are fetched, the tree
+ * is built from them, and 1 is returned with *ret_registry (free with registry_free();
+ * may be NULL) for the mount to fetch the layers as they are read; the ref is not recorded
+ * until they are complete. Otherwise (and without lazy) the image is pulled whole, with
+ * one progress line saying why when an index was looked for, and 0 is returned. */
+int pull_for_mount(struct store *s, const struct image_ref *ref, const struct pull_opts *opts,
+                   bool force, bool lazy, char **ret_manifest, struct registry **ret_registry,
+                   struct error *err);
+
 /* Like pull_image() but never touches the network: the ref must be in the store already
  * (local sources are imported). -ENOENT when it is not. */
 int pull_resolve_local(struct store *s, const struct image_ref *ref, char **ret_manifest);

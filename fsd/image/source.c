@@ -134,6 +134,16 @@ int source_open(const struct image_ref *ref, const struct pull_opts *opts, struc
 	return 0;
 }
 
+struct registry *source_registry(const struct source *s)
+{
+	return s->reg;
+}
+
+struct registry *source_take_registry(struct source *s)
+{
+	return TAKE_PTR(s->reg);
+}
+
 const char *source_reference(const struct source *s)
 {
 	return s->first_reference;

@@ -20,6 +20,12 @@ int source_open(const struct image_ref *ref, const struct pull_opts *opts, struc
 void source_free(struct source *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct source *, source_free);
 
+/* The registry client of a registry source (borrowed), or NULL for a local source. */
+struct registry *source_registry(const struct source *s);
+/* Takes the registry client out of the source (the source keeps working until freed, but
+ * must not be used for registry calls any more). */
+struct registry *source_take_registry(struct source *s);
+
 /* The reference to ask for first: a digest, a tag, or for local sources the digest of the
  * manifest that the ref names. */
 const char *source_reference(const struct source *s);
