@@ -1337,6 +1337,20 @@ int registry_ping(struct registry *r, struct error *err)
 	return k;
 }
 
+/* The URL of blob digest in the registry's repository (malloc'ed), or -EINVAL. */
+static int blob_url(struct registry *r, const char *digest, char **ret, struct error *err)
+{
+	if (!digest_valid(digest)) {
+		set_err(err, "invalid blob digest '%.100s'", digest);
+		return -EINVAL;
+	}
+	if (asprintf(ret, "%s/v2/%s/blobs/%s", origin(r), r->repo, digest) < 0) {
+		*ret = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 /* Tags and digests only: nothing that could change the URL's meaning. */
 static bool reference_valid(const char *s)
 {
@@ -1439,14 +1453,11 @@ int registry_get_blob(struct registry *r, const char *digest, uint64_t offset,
 	                 .sink_data = &u};
 	int k;
 
-	if (!digest_valid(digest)) {
-		set_err(err, "invalid blob digest '%.100s'", digest);
-		return -EINVAL;
-	}
-	if (expected_size && offset >= expected_size)
+	if (expected_size && offset >= expected_size && digest_valid(digest))
 		return offset == expected_size ? 0 : -EINVAL;
-	if (asprintf(&url, "%s/v2/%s/blobs/%s", origin(r), r->repo, digest) < 0)
-		return -ENOMEM;
+	k = blob_url(r, digest, &url, err);
+	if (k < 0)
+		return k;
 	k = get_blob_url(r, &x, url, expected_size, err);
 	/* Foreign layers: the registry may not have them; their URLs get no credentials. */
 	for (size_t i = 0; k == -ENOENT && urls && urls[i] && x.offset == offset; i++) {
@@ -1473,12 +1484,9 @@ int registry_get_blob_mem(struct registry *r, const char *digest, size_t max, ch
 	char got[DIGEST_STR_LEN + 1];
 	int k;
 
-	if (!digest_valid(digest)) {
-		set_err(err, "invalid blob digest '%.100s'", digest);
-		return -EINVAL;
-	}
-	if (asprintf(&url, "%s/v2/%s/blobs/%s", origin(r), r->repo, digest) < 0)
-		return -ENOMEM;
+	k = blob_url(r, digest, &url, err);
+	if (k < 0)
+		return k;
 	k = request(r, &x, url, NULL, 0, err);
 	if (k >= 0) {
 		sha256_buf(body.data ?: "", body.len, got);
@@ -1523,14 +1531,9 @@ int registry_get_blob_range(struct registry *r, const char *digest, uint64_t off
 	                 .sink_data = &rs};
 	int k;
 
-	if (!digest_valid(digest)) {
-		set_err(err, "invalid blob digest '%.100s'", digest);
-		return -EINVAL;
-	}
-	if (len == 0)
-		return 0;
-	if (asprintf(&url, "%s/v2/%s/blobs/%s", origin(r), r->repo, digest) < 0)
-		return -ENOMEM;
+	k = blob_url(r, digest, &url, err);
+	if (k < 0 || len == 0)
+		return k;
 	k = request(r, &x, url, NULL, offset + len, err);
 	xfer_done(&x);
 	return k;
@@ -1579,12 +1582,9 @@ int registry_has_blob(struct registry *r, const char *digest, struct error *err)
 	struct xfer x = {.r = r, .method = "HEAD", .sink = mem_sink, .sink_data = &body};
 	int k;
 
-	if (!digest_valid(digest)) {
-		set_err(err, "invalid blob digest '%.100s'", digest);
-		return -EINVAL;
-	}
-	if (asprintf(&url, "%s/v2/%s/blobs/%s", origin(r), r->repo, digest) < 0)
-		return -ENOMEM;
+	k = blob_url(r, digest, &url, err);
+	if (k < 0)
+		return k;
 	k = request(r, &x, url, reset_mem, 0, err);
 	buf_free(&body);
 	xfer_done(&x);

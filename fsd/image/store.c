@@ -470,17 +470,20 @@ int store_open_partial(struct store *s, const char *digest, int *ret_fd, uint64_
 	}
 }
 
-int store_commit_partial(struct store *s, const char *digest, int fd)
+/* fsyncs fd, the file at from (relative to the root) that is blob digest once renamed into
+ * blobs/, and renames it there. -ESTALE when from no longer names fd. */
+static int commit_file(struct store *s, const char *from, const char *digest, int fd)
 {
-	char from[128], to[128];
+	char to[128];
 	struct stat st, st_path;
 	int r;
 
 	if (!store_path("blobs", digest, to, sizeof(to)))
 		return -EINVAL;
-	store_partial_path(digest, from, sizeof(from));
-	if (fstat(fd, &st) < 0 || fstatat(s->root_fd, from, &st_path, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fstat(fd, &st) < 0)
 		return -errno;
+	if (fstatat(s->root_fd, from, &st_path, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? -ESTALE : -errno;
 	if (st.st_dev != st_path.st_dev || st.st_ino != st_path.st_ino)
 		return -ESTALE;
 	if (fsync(fd) < 0)
@@ -491,6 +494,15 @@ int store_commit_partial(struct store *s, const char *digest, int fd)
 	if (r < 0)
 		return r;
 	return fsync_dir_at(s->root_fd, "tmp");
+}
+
+int store_commit_partial(struct store *s, const char *digest, int fd)
+{
+	char from[128];
+
+	if (!digest_valid(digest))
+		return -EINVAL;
+	return commit_file(s, store_partial_path(digest, from, sizeof(from)), digest, fd);
 }
 
 static const char *lazy_path(const char *digest, char *buf, size_t size)
@@ -527,27 +539,11 @@ int store_open_lazy(struct store *s, const char *digest, uint64_t size, int *ret
 
 int store_commit_lazy(struct store *s, const char *digest, int fd)
 {
-	char from[128], to[128];
-	struct stat st, st_path;
-	int r;
+	char from[128];
 
-	if (!store_path("blobs", digest, to, sizeof(to)))
+	if (!digest_valid(digest))
 		return -EINVAL;
-	lazy_path(digest, from, sizeof(from));
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if (fstatat(s->root_fd, from, &st_path, AT_SYMLINK_NOFOLLOW) < 0)
-		return errno == ENOENT ? -ESTALE : -errno;
-	if (st.st_dev != st_path.st_dev || st.st_ino != st_path.st_ino)
-		return -ESTALE;
-	if (fsync(fd) < 0)
-		return -errno;
-	if (renameat(s->root_fd, from, s->root_fd, to) < 0)
-		return -errno;
-	r = fsync_dir_at(s->root_fd, "blobs/sha256");
-	if (r < 0)
-		return r;
-	return fsync_dir_at(s->root_fd, "tmp");
+	return commit_file(s, lazy_path(digest, from, sizeof(from)), digest, fd);
 }
 
 static const char *spans_path(const char *digest, char *buf, size_t size)
