@@ -381,6 +381,32 @@ static void test_blob_offset(void **state)
 	assert_string_equal(srv.log[1].range, "bytes=1234-");
 }
 
+/* A byte range of a blob (lazy pull): the bytes asked for, from a server that honours the
+ * range (and breaks off, so that the range is resumed) or sends the whole blob. */
+static void range_case(bool ignore)
+{
+	_cleanup_(registry_freep) struct registry *r = client("user", "pass");
+	struct error err = {""};
+	char want[DIGEST_STR_LEN + 1];
+	static uint8_t buf[50000];
+
+	ignore_range = ignore;
+	start(h_blob);
+	sha256_buf(big_blob, sizeof(big_blob), want);
+	if (registry_get_blob_range(r, want, 1000, sizeof(buf), buf, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_memory_equal(buf, big_blob + 1000, sizeof(buf));
+	assert_string_equal(srv.log[1].range, "bytes=1000-50999");
+	assert_int_equal(registry_get_blob_range(r, "sha256:x", 0, 1, buf, &err), -EINVAL);
+}
+
+static void test_blob_range(void **state)
+{
+	(void)state;
+	range_case(false);
+	range_case(true);
+}
+
 /* Retries: 429 with Retry-After 0, then 503, then the answer; then a permanent 503. */
 static void h_retry(struct server *s, int fd, const struct seen *q, unsigned n)
 {
@@ -625,6 +651,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_token_flow, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_blob_range, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_token_wrong_password, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_basic, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_blob_resume_206, setup, teardown),
