@@ -72,6 +72,20 @@ assert_contains "$OUT" "lazy: yes" "status of a lazy mount"
 assert_no_file "$IMGFS_ROOT/blobs/sha256/$(jq -r '.layers[-1].digest' \
 	"$TESTDIR/images/blobs/sha256/${manifest#sha256:}" | cut -d: -f2)"
 
+log "a second mount of the same image fetches nothing the first one fetched"
+mnt2=$TESTDIR/mnt2
+mkdir -p "$mnt2"
+sum1=$(sha256sum <"$mnt/bin/busybox")
+assert_ok imgfs mount --ro "$LINK/test/big:1" "$mnt2"
+defer "imgfs umount '$mnt2' 2>/dev/null"
+link_settle
+before=$(link_stat '[.request_list[] | select(.path | test("/blobs/"))] | length')
+assert_eq "$(sha256sum <"$mnt2/bin/busybox")" "$sum1" "bin/busybox on the second mount"
+link_settle
+assert_eq "$(link_stat '[.request_list[] | select(.path | test("/blobs/"))] | length')" \
+	"$before" "blob requests of the second mount for what the first fetched"
+assert_ok imgfs umount "$mnt2"
+
 log "every file of the lazy view equals umoci unpack"
 umoci unpack --image "$TESTDIR/images:big" "$TESTDIR/bundle" >/dev/null ||
 	fail "umoci unpack failed"
@@ -99,6 +113,29 @@ link_settle
 assert_eq "$(link_stat '[.request_list[] | select(.path | test("/blobs/"))] | length')" "$before" \
 	"blob requests of a pull after the fill"
 assert_ok umoci unpack --image "$IMGFS_ROOT:$LINK/test/big:1" "$TESTDIR/bundle2"
+
+log "a daemon killed during the fill: the next mount goes on from what was verified"
+use_store killed
+start_linkproxy "$REGISTRY" --rate 20mbit --latency 1
+export IMGFS_LAZY_FILL_DELAY_MS=0
+assert_ok imgfs mount --ro "$LINK/test/big:1" "$mnt"
+sleep 2
+st=$(imgfs status "$mnt")
+pid=$(sed -n 's/^daemon-pid: //p' <<<"$st")
+kill -KILL "$pid"
+sleep 0.2
+assert_ok imgfs umount "$mnt"
+export IMGFS_LAZY_FILL_DELAY_MS=600000
+assert_ok imgfs mount --ro "$LINK/test/big:1" "$mnt"
+st=$(imgfs status "$mnt")
+present=$(sed -n 's/^lazy-bytes-present: //p' <<<"$st")
+total=$(sed -n 's/^lazy-bytes-total: //p' <<<"$st")
+[ "$present" -gt 1000000 ] && [ "$present" -lt "$total" ] ||
+	fail "after the kill, $present of $total bytes were found again"
+log "$present of $total bytes kept across the kill"
+"$PYTHON" "$HELPERS/treecmp.py" "$TESTDIR/bundle/rootfs" "$mnt" ||
+	fail "the view after the kill differs from umoci unpack"
+assert_ok imgfs umount "$mnt"
 
 log "an image without an index falls back to the whole pull, saying so"
 use_store fallback
