@@ -63,7 +63,7 @@ struct run_args {
 	struct runner_device devices[MAX_DEVICES];
 	size_t n_devices;
 	const char *workdir, *user, *hostname, *upper, *entrypoint;
-	bool entrypoint_set, quiet, no_lazy;
+	bool entrypoint_set, no_lazy;
 	struct runner_config rc;
 	struct pull_opts po;
 };

@@ -801,10 +801,8 @@ int runner_run(const struct runner_config *c, int *ret_exit_status, struct error
 	r = cgroup_attach(cg, pid, e);
 	if (r < 0)
 		goto out_kill;
-	if (send(sock_parent, "g", 1, MSG_NOSIGNAL) != 1) {
-		/* The child died before it could be told to go: its status tells why. */
-		r = 0;
-	}
+	/* A child that died before it could be told to go: its status tells why. */
+	(void)send(sock_parent, "g", 1, MSG_NOSIGNAL);
 	r = read_messages(sock_parent, sfd, pid, &term, &exec_err, e);
 	if (r < 0)
 		goto out_kill;
