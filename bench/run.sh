@@ -238,40 +238,47 @@ cold_check() {
 }
 
 # run_phases PREFIX CMD1 -- CMD2 -- CMD3: times three phases; CMD3's stdout goes to $W/out.
+# cold_imgfs_once [KEY [LAZY]]: empty store -> imgfs pull + mount + runner, timed as KEY
+# (default ${COLD_KEY}_imgfs) with phases KEY_p1..p3; with LAZY=1 the mount starts on its
+# own (lazy pull), without the pull first.
 cold_imgfs_once() {
-	local m=$W/mnt t0 t1 t2 t3
+	local key=${1:-${COLD_KEY}_imgfs} lazy=${2:-0} m=$W/mnt t0 t1 t2 t3
 	unmount_under "$m"
 	rm -rf --one-file-system "$W/cold-store"
 	mkdir -p "$m"
 	export IMGFS_ROOT=$W/cold-store
 	drop_caches
 	t0=$(now_us)
-	"$IMGFS" pull -q "$(ref "$COLD_IMG")" >>"$MLOG" 2>&1 || return 1
+	if [ "$lazy" = 0 ]; then
+		"$IMGFS" pull -q "$(ref "$COLD_IMG")" >>"$MLOG" 2>&1 || return 1
+	fi
 	t1=$(now_us)
 	"$IMGFS" mount $COLD_MOUNT_OPT "$(ref "$COLD_IMG")" "$m" >>"$MLOG" 2>&1 || return 1
 	t2=$(now_us)
 	"$RUNNER" "$m" "${COLD_CMD[@]}" >"$W/out" 2>>"$MLOG" || return 1
 	t3=$(now_us)
 	cold_check >>"$MLOG" || return 1
-	add_time "${COLD_KEY}_imgfs" "$t0" "$t3"
-	add_time "${COLD_KEY}_imgfs_p1" "$t0" "$t1"
-	add_time "${COLD_KEY}_imgfs_p2" "$t1" "$t2"
-	add_time "${COLD_KEY}_imgfs_p3" "$t2" "$t3"
+	add_time "$key" "$t0" "$t3"
+	add_time "${key}_p1" "$t0" "$t1"
+	add_time "${key}_p2" "$t1" "$t2"
+	add_time "${key}_p3" "$t2" "$t3"
 	"$IMGFS" umount "$m" >>"$MLOG" 2>&1
 }
 
+# cold_imgfs_run_once [KEY [OPTION]]: empty store -> imgfs run, timed as KEY (default
+# ${COLD_KEY}_imgfs_run); OPTION defaults to --no-lazy, today's path (the whole image
+# first), which the lazy rows compare against.
 cold_imgfs_run_once() {
-	local t0 t1
+	local key=${1:-${COLD_KEY}_imgfs_run} opt=${2:---no-lazy} t0 t1
 	rm -rf --one-file-system "$W/run-store"
 	export IMGFS_ROOT=$W/run-store
 	drop_caches
 	t0=$(now_us)
-	# Today's path: the whole image first (the lazy start has rows of its own).
-	"$IMGFS" run --no-lazy "$(ref "$COLD_IMG")" "${COLD_CMD[@]}" </dev/null >"$W/out" \
+	"$IMGFS" run $opt "$(ref "$COLD_IMG")" "${COLD_CMD[@]}" </dev/null >"$W/out" \
 		2>>"$MLOG" || return 1
 	t1=$(now_us)
 	cold_check >>"$MLOG" || return 1
-	add_time "${COLD_KEY}_imgfs_run" "$t0" "$t1"
+	add_time "$key" "$t0" "$t1"
 }
 
 cold_runc_once() {
@@ -407,38 +414,10 @@ m_lazy() {
 }
 
 # The lazy start: imgfs mount (which finds the published indexes and mounts before any
-# layer byte is here) + runner, from an empty store; the mount's background fill goes on
-# until the umount, and its bytes count.
-lazy_imgfs_once() {
-	local m=$W/mnt t0 t1 t2
-	unmount_under "$m"
-	rm -rf --one-file-system "$W/lazy-store"
-	mkdir -p "$m"
-	export IMGFS_ROOT=$W/lazy-store
-	drop_caches
-	t0=$(now_us)
-	"$IMGFS" mount $COLD_MOUNT_OPT "$(ref "$COLD_IMG")" "$m" >>"$MLOG" 2>&1 || return 1
-	t1=$(now_us)
-	"$RUNNER" "$m" "${COLD_CMD[@]}" >"$W/out" 2>>"$MLOG" || return 1
-	t2=$(now_us)
-	cold_check >>"$MLOG" || return 1
-	add_time lazy_imgfs_lazy "$t0" "$t2"
-	add_time lazy_imgfs_lazy_p2 "$t0" "$t1"
-	add_time lazy_imgfs_lazy_p3 "$t1" "$t2"
-	"$IMGFS" umount "$m" >>"$MLOG" 2>&1
-}
-
-lazy_imgfs_run_once() {
-	local t0 t1
-	rm -rf --one-file-system "$W/run-store"
-	export IMGFS_ROOT=$W/run-store
-	drop_caches
-	t0=$(now_us)
-	"$IMGFS" run "$(ref "$COLD_IMG")" "${COLD_CMD[@]}" </dev/null >"$W/out" 2>>"$MLOG" || return 1
-	t1=$(now_us)
-	cold_check >>"$MLOG" || return 1
-	add_time lazy_imgfs_lazy_run "$t0" "$t1"
-}
+# layer byte is here) + runner, and imgfs run, from an empty store; the mount's background
+# fill goes on until the umount, and its bytes count.
+lazy_imgfs_once() { cold_imgfs_once lazy_imgfs_lazy 1; }
+lazy_imgfs_run_once() { cold_imgfs_run_once lazy_imgfs_lazy_run --; }
 
 # ---------------------------------------------------------------------------------------
 # Warm start: image present (pulled / extracted), mount + /bin/true + umount.
