@@ -13,7 +13,7 @@ static const char index_usage[] =
     "Publish the layer indexes of image REF in REF's repository, so that `imgfs mount` and\n"
     "`imgfs run` on other machines start it before its layers are downloaded. REF is pulled\n"
     "into the store first when it is not there. Each layer gets its index and a table of\n"
-    "the sha256 of every 256 KiB of its compressed blob (reads over the network are\n"
+    "the sha256 of every 64 KiB of its compressed blob (reads over the network are\n"
     "verified against it); they are pushed as one OCI artifact whose subject is the image\n"
     "manifest, found through the referrers API or, where the registry has none, the tag\n"
     "sha256-HEX of the manifest, into which other tools' referrers are kept.\n"

@@ -132,6 +132,9 @@ static int64_t fetch_run(struct lazyblob *b, uint64_t first, uint64_t n)
 		spans_range(b->sp, first + hi - 1, &re, &rl);
 		re += rl;
 		r = b->o.fetch(b->o.ctx, ro, re - ro, buf + (ro - off), &err);
+		log_debug("%.19s: fetched bytes %llu-%llu (%llu spans)", b->sp->layer,
+		          (unsigned long long)ro, (unsigned long long)re - 1,
+		          (unsigned long long)(hi - lo));
 		pthread_mutex_lock(&b->lock);
 		b->stats.requests++;
 		pthread_mutex_unlock(&b->lock);

@@ -10,6 +10,8 @@
 #include "fsd/image/store.h"
 #include "fsd/index/layerindex.h"
 
+#define DEFAULT_FILL_DELAY_MS 3000
+
 struct layer {
 	struct lazyimage *owner;
 	char digest[DIGEST_STR_LEN + 1];
@@ -33,7 +35,7 @@ struct lazyimage {
 	bool stop;
 };
 
-/* How long the fill waits after a read had to fetch: $IMGFS_LAZY_FILL_DELAY_MS, else 1 s,
+/* How long the fill waits after a read had to fetch: $IMGFS_LAZY_FILL_DELAY_MS, else 3 s,
  * so that a container's start is not slowed down by bytes it does not read. */
 static unsigned lazy_fill_delay_ms(void)
 {
@@ -42,9 +44,9 @@ static unsigned lazy_fill_delay_ms(void)
 	unsigned long n;
 
 	if (!v || !*v)
-		return 1000;
+		return DEFAULT_FILL_DELAY_MS;
 	n = strtoul(v, &end, 10);
-	return *end || n > 3600000 ? 1000 : (unsigned)n;
+	return *end || n > 3600000 ? DEFAULT_FILL_DELAY_MS : (unsigned)n;
 }
 
 static int fetch_layer(void *ctx, uint64_t off, uint64_t len, void *buf, struct error *err)

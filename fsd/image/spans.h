@@ -16,7 +16,7 @@
 #include "common/error.h"
 #include "common/macros.h"
 
-#define SPANS_DEFAULT_SIZE (256u << 10)
+#define SPANS_DEFAULT_SIZE (64u << 10)
 #define SPANS_MIN_SIZE (64u << 10)
 #define SPANS_MAX_SIZE (16u << 20)
 

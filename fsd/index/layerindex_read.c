@@ -536,9 +536,16 @@ static int decode_gzip(const struct li_index *idx, const struct lix_point *p, ui
 
 	if (p->bits > 7)
 		return -EBADMSG;
-	/* The whole span's input at once: one request where it has to be fetched. */
-	if (point_in_end(idx, p) > p->in_off) {
-		r = fetch_data(idx, p->in_off, point_in_end(idx, p) - p->in_off);
+	/* The input this output needs at once (one request where it has to be fetched): the
+	 * whole span's for the whole span, else a share of it in proportion, with a margin;
+	 * cr_fill() fetches on if that was short. */
+	if (point_in_end(idx, p) > p->in_off && idx->fetch) {
+		uint64_t in = point_in_end(idx, p) - p->in_off;
+		uint64_t out = point_end(idx, (uint32_t)(p - idx->points)) - p->out_off;
+
+		if (out > 0 && skip + len < out)
+			in = MIN(in, in * (skip + len) / out + in / 8 + NEXT_HEADER_BYTES);
+		r = fetch_data(idx, p->in_off, in);
 		if (r < 0)
 			return r;
 	}
@@ -574,6 +581,59 @@ static int decode_zstd(const struct li_index *idx, const struct lix_point *p, ui
 	return 0;
 }
 
+/* Output of a lazily fetched gzip span, decoded and cached in pieces of LAZY_PIECE bytes
+ * from the checkpoint on, only as far as a read needs: its input is fetched over the
+ * network, and a small file in the middle of a span then costs half of it, not all.
+ * Copies what piece of span k holds at off into buf (at most len bytes, *ret_n). */
+#define LAZY_PIECE (256u << 10)
+#define LAZY_PIECE_KEY (1ull << 31)
+static int read_lazy_piece(struct li_index *idx, uint32_t k, uint8_t *buf, size_t len, uint64_t off,
+                           size_t *ret_n)
+{
+	const struct lix_point *p = &idx->points[k];
+	uint64_t end = point_end(idx, k), j = (off - p->out_off) / LAZY_PIECE;
+	uint64_t pstart = p->out_off + j * LAZY_PIECE, pend = MIN(end, pstart + LAZY_PIECE);
+	const struct span *s = spancache_get(idx->owner, ((uint64_t)k << 32) | LAZY_PIECE_KEY | j);
+
+	if (!s) {
+		/* Pieces 0..j, decoded from the checkpoint in one pass. */
+		_cleanup_free_ uint8_t *all = malloc(pend - p->out_off);
+		int r;
+
+		if (!all)
+			return -ENOMEM;
+		r = decode_gzip(idx, p, 0, all, pend - p->out_off);
+		if (r < 0)
+			return r;
+		for (uint64_t i = 0; i <= j; i++) {
+			uint64_t a = i * LAZY_PIECE, b = MIN(pend - p->out_off, a + LAZY_PIECE);
+			uint64_t key = ((uint64_t)k << 32) | LAZY_PIECE_KEY | i;
+			const struct span *got = i < j ? spancache_get(idx->owner, key) : NULL;
+			uint8_t *data;
+
+			if (got) {
+				spancache_put(got);
+				continue;
+			}
+			data = spancache_alloc(b - a);
+			if (!data)
+				return -ENOMEM;
+			memcpy(data, all + a, b - a);
+			got = spancache_insert(idx->owner, key, data, b - a);
+			if (!got)
+				return -ENOMEM;
+			if (i == j)
+				s = got;
+			else
+				spancache_put(got);
+		}
+	}
+	*ret_n = (size_t)MIN((uint64_t)len, pend - off);
+	memcpy(buf, s->data + (off - pstart), *ret_n);
+	spancache_put(s);
+	return 0;
+}
+
 /* Copies stream bytes [off, off + len) into buf, which is entirely within the stream. */
 static int read_stream(struct li_index *idx, uint8_t *buf, size_t len, uint64_t off)
 {
@@ -606,6 +666,17 @@ static int read_stream(struct li_index *idx, uint8_t *buf, size_t len, uint64_t 
 			return -EBADMSG;
 		if (h->compression == LI_ZSTD && end - p->out_off > h->span)
 			return -EBADMSG;
+		if (idx->fetch && h->compression == LI_GZIP &&
+		    end - p->out_off <= (uint64_t)MAX_UNIT_SPANS * h->span) {
+			int r = read_lazy_piece(idx, k, buf, len, off, &n);
+
+			if (r < 0)
+				return r;
+			buf += n;
+			len -= n;
+			off += n;
+			continue;
+		}
 		if (end - p->out_off <= (uint64_t)MAX_UNIT_SPANS * h->span) {
 			ustart = p->out_off;
 			ulen = end - p->out_off;
