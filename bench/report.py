@@ -18,7 +18,7 @@ import sys
 
 GROUP_TITLES = {
     "cold": "Cold start",
-    "lazy": "Start over a throttled link (the lazy pull's baseline)",
+    "lazy": "Start over a throttled link: the lazy pull against pulling first",
     "warm": "Warm start",
     "mount": "Mount",
     "pull": "Pull",

@@ -11,6 +11,8 @@
 #include "fsd/index/layerindex.h"
 
 #define DEFAULT_FILL_DELAY_MS 3000
+#define LAZY_RETRIES 2
+#define LAZY_TIMEOUT_S 10
 
 struct layer {
 	struct lazyimage *owner;
@@ -280,9 +282,12 @@ int lazyimage_open_image(struct store *s, const char *manifest_digest, const cha
 	                   &li, err);
 	if (r < 0)
 		return r;
-	/* The callbacks' ctx is the image itself, known only now. */
+	/* The callbacks' ctx is the image itself, known only now. A read waits for its
+	 * fetch: bounded to about half a minute when the registry is gone, then EIO; what
+	 * is here stays readable, and the fill tries again later. */
 	li->o.ctx = li;
 	li->reg = TAKE_PTR(owned);
+	registry_set_limits(li->reg, LAZY_RETRIES, LAZY_TIMEOUT_S);
 	li->ref_name = strdup(ref_name);
 	li->manifest.media_type = strdup(m->media_type);
 	li->manifest.digest = strdup(manifest_digest);

@@ -1212,7 +1212,9 @@ static int request(struct registry *r, struct xfer *x, const char *url,
 			attempt = 0;
 			auth_rounds = 0;
 		}
-		if (k == 401) {
+		/* A 403 with a challenge is a token that no longer does (some registries answer
+		 * an expired token so): the same as a 401, within the same bound. */
+		if (k == 401 || (k == 403 && x->www_auth.data)) {
 			if (++auth_rounds > MAX_AUTH_ROUNDS) {
 				http_error(err, url, x);
 				return -EACCES;
@@ -1316,6 +1318,12 @@ static const char *origin(struct registry *r)
 		pthread_once(&r->origin_once, probe_origin);
 	}
 	return r->origin;
+}
+
+void registry_set_limits(struct registry *r, unsigned max_retries, unsigned timeout_s)
+{
+	r->max_retries = max_retries;
+	r->timeout_s = timeout_s ? timeout_s : r->timeout_s;
 }
 
 int registry_ping(struct registry *r, struct error *err)

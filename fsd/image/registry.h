@@ -77,6 +77,10 @@ int registry_get_blob(struct registry *r, const char *digest, uint64_t offset,
 int registry_get_blob_range(struct registry *r, const char *digest, uint64_t offset, uint64_t len,
                             void *buf, struct error *err);
 
+/* Bounds each later request of r: at most max_retries retries, timeout_s of silence. For
+ * a mount's lazy reads, which a process is waiting on. */
+void registry_set_limits(struct registry *r, unsigned max_retries, unsigned timeout_s);
+
 /* GET /v2/NAME/referrers/DIGEST: the referrers index of a manifest (malloc'ed body).
  * -ENOENT when the registry has no referrers API. */
 int registry_get_referrers(struct registry *r, const char *digest, size_t max, char **ret_body,

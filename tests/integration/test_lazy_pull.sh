@@ -159,6 +159,19 @@ fi
 assert_contains "$out" "Input/output error" "the read of a corrupt span"
 proxy_rules '[]'
 cmp "$mnt/$victim" "$TESTDIR/bundle/rootfs/$victim" || fail "$victim differs once the registry is sound"
+
+log "the registry gone: a read of what is not here fails within a bounded time, the rest reads"
+proxy_rules '[{"match": "GET /v2/test/big/blobs/", "action": "status", "status": 503}]'
+other=$(cd "$mnt" && find big -type f | sort | head -n 1)
+start=$(date +%s)
+if out=$(timeout 120 cat "$mnt/$other" 2>&1 >/dev/null); then
+	fail "a read of unfetched data succeeded with the registry down"
+fi
+assert_contains "$out" "Input/output error" "the read with the registry down"
+[ $(($(date +%s) - start)) -lt 60 ] || fail "the read took $(($(date +%s) - start)) s to fail"
+cmp "$mnt/$victim" "$TESTDIR/bundle/rootfs/$victim" || fail "fetched data unreadable with the registry down"
+proxy_rules '[]'
+cmp "$mnt/$other" "$TESTDIR/bundle/rootfs/$other" || fail "$other differs once the registry is back"
 assert_ok imgfs umount "$mnt"
 
 log "imgfs run starts lazily"

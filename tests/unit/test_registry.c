@@ -249,6 +249,54 @@ static void test_token_flow(void **state)
 	                 -EINVAL);
 }
 
+/* Tokens T1, T2, ... from the token endpoint; a token below valid_from is answered 403
+ * with a fresh challenge, as registries answer a token that expired or was revoked. */
+static int token_gen, valid_from = 1;
+
+static void h_token403(struct server *s, int fd, const struct seen *q, unsigned n)
+{
+	char h[256], tok[32];
+	int got = 0;
+
+	(void)n;
+	snprintf(h, sizeof(h),
+	         "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:%u/token\",service=\"reg\"\r\n",
+	         s->port);
+	if (startswith(q->path, "/token")) {
+		snprintf(tok, sizeof(tok), "{\"token\":\"T%d\"}", ++token_gen);
+		return reply_str(fd, "200 OK", NULL, tok);
+	}
+	if (sscanf(q->auth, "Bearer T%d", &got) != 1)
+		return reply_str(fd, "401 Unauthorized", h, "");
+	if (got < valid_from)
+		return reply_str(fd, "403 Forbidden", h, "{\"errors\":[{\"code\":\"DENIED\"}]}");
+	reply_str(fd, "200 OK", "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n",
+	          manifest);
+}
+
+static void test_token_403_refresh(void **state)
+{
+	_cleanup_(registry_freep) struct registry *r = client(NULL, NULL);
+	_cleanup_free_ char *body = NULL, *mt = NULL, *dig = NULL;
+	struct error err = {""};
+	size_t len = 0;
+
+	(void)state;
+	token_gen = 0;
+	valid_from = 1;
+	start(h_token403);
+	assert_int_equal(registry_get_manifest(r, "v1", 4096, &body, &len, &mt, &dig, &err), 0);
+	free(TAKE_PTR(body));
+	free(TAKE_PTR(mt));
+	free(TAKE_PTR(dig));
+	/* T1 is refused from now on: a 403, a new token, the answer. */
+	valid_from = 2;
+	assert_int_equal(registry_get_manifest(r, "v1", 4096, &body, &len, &mt, &dig, &err), 0);
+	assert_int_equal(token_gen, 2);
+	assert_string_equal(srv.log[srv.n - 1].auth, "Bearer T2");
+	assert_string_equal(err.msg, "");
+}
+
 static void test_token_wrong_password(void **state)
 {
 	_cleanup_(registry_freep) struct registry *r = client("user", "nope");
@@ -652,6 +700,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_token_flow, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_blob_range, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_token_403_refresh, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_token_wrong_password, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_basic, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_blob_resume_206, setup, teardown),
