@@ -44,8 +44,10 @@ int indexart_encode(const char *subject_media_type, const char *subject_digest,
 		if (!digest_valid(layers[i].layer) || !digest_valid(layers[i].index.digest) ||
 		    !digest_valid(layers[i].spans.digest))
 			return -EINVAL;
-		if (json_array_append_new(
-		        arr, blob_desc(INDEXART_MT_INDEX, &layers[i].index, layers[i].layer)) < 0 ||
+		const char *mt = layers[i].index.gzip ? INDEXART_MT_INDEX_GZIP : INDEXART_MT_INDEX;
+
+		if (json_array_append_new(arr, blob_desc(mt, &layers[i].index, layers[i].layer)) <
+		        0 ||
 		    json_array_append_new(
 		        arr, blob_desc(INDEXART_MT_SPANS, &layers[i].spans, layers[i].layer)) < 0)
 			return -ENOMEM;
@@ -140,12 +142,14 @@ int indexart_parse(const char *buf, size_t len, const char *subject_digest, stru
 		    str_of(json_object_get(d, "annotations"), INDEXART_ANNOTATION_LAYER);
 		const char *dmt = str_of(d, "mediaType");
 		struct indexart_layer *l = NULL;
-		bool is_index;
+		bool is_index, gzip = false;
 
 		if (!json_is_object(d) || !dmt || !digest_valid(layer))
 			return error_set(err, -EBADMSG, "layer %zu: bad descriptor", i);
 		if (streq(dmt, INDEXART_MT_INDEX))
 			is_index = true;
+		else if (streq(dmt, INDEXART_MT_INDEX_GZIP))
+			is_index = gzip = true;
 		else if (streq(dmt, INDEXART_MT_SPANS))
 			is_index = false;
 		else
@@ -164,6 +168,8 @@ int indexart_parse(const char *buf, size_t len, const char *subject_digest, stru
 		             is_index ? &l->index : &l->spans, err);
 		if (r < 0)
 			return r;
+		if (is_index)
+			l->index.gzip = gzip;
 	}
 	for (size_t k = 0; k < a->n_layers; k++)
 		if (!a->layers[k].index.digest[0] || !a->layers[k].spans.digest[0])

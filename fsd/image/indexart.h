@@ -6,8 +6,9 @@
  *   config        the empty descriptor (application/vnd.oci.empty.v1+json, "{}")
  *   subject       the image manifest
  *   layers        per image layer two blobs, each annotated io.imgfs.layer = the layer's
- *                 digest: the layer index (INDEXART_MT_INDEX, layerindex.h's format) and
- *                 its span table (INDEXART_MT_SPANS, spans.h)
+ *                 digest: the layer index (INDEXART_MT_INDEX, layerindex.h's format, or
+ *                 INDEXART_MT_INDEX_GZIP, the same gzip-compressed) and its span table
+ *                 (INDEXART_MT_SPANS, spans.h)
  * with no timestamp, so that the same indexes always make the same bytes: pushing twice
  * changes nothing.
  *
@@ -25,6 +26,9 @@
 
 #define INDEXART_TYPE "application/vnd.imgfs.layer-index.v1"
 #define INDEXART_MT_INDEX "application/vnd.imgfs.layer-index.v1.index"
+/* The same, gzip-compressed: what imgfs pushes (an index is mostly zero-filled windows and
+ * tables, a third of its size or less once compressed, and it is fetched before a mount). */
+#define INDEXART_MT_INDEX_GZIP INDEXART_MT_INDEX "+gzip"
 #define INDEXART_MT_SPANS "application/vnd.imgfs.layer-index.v1.spans"
 #define INDEXART_ANNOTATION_LAYER "io.imgfs.layer"
 #define OCI_EMPTY_MT "application/vnd.oci.empty.v1+json"
@@ -38,6 +42,7 @@
 struct indexart_blob {
 	char digest[DIGEST_STR_LEN + 1];
 	uint64_t size;
+	bool gzip; /* the blob is gzip-compressed (the index only) */
 };
 
 struct indexart_layer {

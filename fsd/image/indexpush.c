@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/mman.h>
+#include <zlib.h>
 #include "common/fileio.h"
 #include "common/log.h"
 #include "fsd/image/indexart.h"
@@ -15,6 +16,94 @@ static int reg_fail(struct error *err, int r, const struct error *re, const char
 	if (re->msg[0])
 		return error_set(err, r, "%s", re->msg);
 	return error_set(err, r, "%s: %s", what, strerror(-r));
+}
+
+/* gzip of buf (deterministic: the same bytes give the same blob). */
+static int gzip_buf(const void *buf, size_t len, void **ret, size_t *ret_len)
+{
+	z_stream z = {0};
+	uLong cap = compressBound((uLong)len) + 64;
+	uint8_t *out = malloc(cap);
+	int zr;
+
+	if (!out)
+		return -ENOMEM;
+	if (deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+		free(out);
+		return -ENOMEM;
+	}
+	z.next_in = (Bytef *)buf;
+	z.avail_in = (uInt)len;
+	z.next_out = out;
+	z.avail_out = (uInt)cap;
+	zr = deflate(&z, Z_FINISH);
+	deflateEnd(&z);
+	if (zr != Z_STREAM_END) {
+		free(out);
+		return -EIO;
+	}
+	*ret = out;
+	*ret_len = cap - z.avail_out;
+	return 0;
+}
+
+/* gunzip of a blob from the network: at most max bytes out, one gzip member, nothing
+ * after it. -EBADMSG otherwise. */
+static int gunzip_buf(const void *buf, size_t len, size_t max, char **ret, size_t *ret_len)
+{
+	_cleanup_free_ char *out = NULL;
+	z_stream z = {0};
+	size_t cap = MIN(max, MAX(len * 4, (size_t)4096)), n = 0;
+	int zr;
+
+	if (inflateInit2(&z, 15 + 16) != Z_OK)
+		return -ENOMEM;
+	z.next_in = (Bytef *)buf;
+	z.avail_in = (uInt)len;
+	for (;;) {
+		if (n == cap) {
+			char *bigger;
+
+			if (cap >= max) {
+				inflateEnd(&z);
+				return -EBADMSG; /* larger than any index may be */
+			}
+			cap = MIN(max, cap * 2);
+			bigger = realloc(out, cap);
+			if (!bigger) {
+				inflateEnd(&z);
+				return -ENOMEM;
+			}
+			out = bigger;
+		}
+		if (!out) {
+			out = malloc(cap);
+			if (!out) {
+				inflateEnd(&z);
+				return -ENOMEM;
+			}
+		}
+		z.next_out = (Bytef *)out + n;
+		z.avail_out = (uInt)MIN(cap - n, (size_t)UINT_MAX);
+		zr = inflate(&z, Z_NO_FLUSH);
+		n = (size_t)(z.next_out - (Bytef *)out);
+		if (zr == Z_STREAM_END)
+			break;
+		if (zr != Z_OK && zr != Z_BUF_ERROR) {
+			inflateEnd(&z);
+			return -EBADMSG;
+		}
+		if (zr == Z_BUF_ERROR && z.avail_in == 0) {
+			inflateEnd(&z);
+			return -EBADMSG; /* truncated */
+		}
+	}
+	inflateEnd(&z);
+	if (z.avail_in != 0)
+		return -EBADMSG;
+	*ret = TAKE_PTR(out);
+	*ret_len = n;
+	return 0;
 }
 
 static void fallback_tag(const char *digest, char tag[DIGEST_STR_LEN + 1])
@@ -86,9 +175,22 @@ static int layer_blobs(struct store *s, const struct descriptor *d, struct index
 	if (r < 0)
 		return error_set(err, r, "layer %s: cannot compute its span table: %s", d->digest,
 		                 strerror(-r));
+	{
+		void *gz = NULL;
+		size_t gz_len = 0;
+
+		r = gzip_buf(*ret_index, *ret_index_len, &gz, &gz_len);
+		if (r < 0)
+			return error_set(err, r, "layer %s: cannot compress its index: %s",
+			                 d->digest, strerror(-r));
+		free(*ret_index);
+		*ret_index = gz;
+		*ret_index_len = gz_len;
+	}
 	memcpy(ret->layer, d->digest, DIGEST_STR_LEN + 1);
 	sha256_buf(*ret_index, *ret_index_len, ret->index.digest);
 	ret->index.size = *ret_index_len;
+	ret->index.gzip = true;
 	sha256_buf(*ret_spans, *ret_spans_len, ret->spans.digest);
 	ret->spans.size = *ret_spans_len;
 	return 0;
@@ -267,6 +369,16 @@ static int fetch_layer(struct store *s, struct registry *reg, const struct index
 	                          &re);
 	if (r < 0)
 		return reg_fail(err, r, &re, l->index.digest);
+	if (l->index.gzip) {
+		char *plain = NULL;
+
+		r = gunzip_buf(index, index_len, INDEXART_MAX_INDEX_SIZE, &plain, &index_len);
+		if (r < 0)
+			return error_set(err, r, "the published index of %s does not decompress",
+			                 d->digest);
+		free(index);
+		index = plain;
+	}
 	r = check_index(index, index_len, d, err);
 	if (r < 0)
 		return r;

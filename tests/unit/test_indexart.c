@@ -42,6 +42,7 @@ static void test_round_trip(void **state)
 	(void)state;
 	memset(layers, 0, sizeof(layers));
 	make_layers(layers, 3);
+	layers[1].index.gzip = true; /* the media type says so */
 	digest_of("manifest", subject);
 	assert_int_equal(indexart_encode(MT_OCI_MANIFEST, subject, 1234, layers, 3, &json, &len),
 	                 0);
@@ -60,6 +61,7 @@ static void test_round_trip(void **state)
 		assert_non_null(l);
 		assert_string_equal(l->index.digest, layers[i].index.digest);
 		assert_int_equal(l->index.size, layers[i].index.size);
+		assert_int_equal(l->index.gzip, layers[i].index.gzip);
 		assert_string_equal(l->spans.digest, layers[i].spans.digest);
 		assert_int_equal(l->spans.size, layers[i].spans.size);
 	}
