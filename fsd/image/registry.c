@@ -28,6 +28,7 @@
 #define DEFAULT_BACKOFF_MS 250
 #define BACKOFF_MAX_MS 30000
 #define RETRY_AFTER_MAX_S 120
+#define MAX_REDIRECT_RETRIES 2 /* fresh redirects asked for after a refused one */
 #define MAX_REDIRECTS 10
 #define MAX_AUTH_ROUNDS 3
 /* A resumed attempt starts a fresh series of retries only after this much progress: a
@@ -1165,7 +1166,7 @@ static int range_not_satisfiable(struct xfer *x, const char *url, uint64_t expec
 static int request(struct registry *r, struct xfer *x, const char *url,
                    void (*reset)(struct xfer *), uint64_t expect_end, struct error *err)
 {
-	unsigned attempt = 0, auth_rounds = 0;
+	unsigned attempt = 0, auth_rounds = 0, reresolved = 0;
 	int k;
 
 	for (;;) {
@@ -1225,6 +1226,14 @@ static int request(struct registry *r, struct xfer *x, const char *url,
 			k = authenticate(r, ch, gen, err, url);
 			if (k < 0)
 				return k;
+			continue;
+		}
+		/* Refused where a redirect led (a signed blob-storage URL that expired during a
+		 * long-lived mount): ask the registry again, for a fresh redirect. */
+		if (k >= 400 && k < 500 && k != 416 && !same_origin(r->origin, x->url) &&
+		    reresolved++ < MAX_REDIRECT_RETRIES) {
+			log_debug("GET %s: %ld at %.200s, asking the registry again", url, (long)k,
+			          x->url);
 			continue;
 		}
 		if (k > 0 && !status_retryable(k)) {

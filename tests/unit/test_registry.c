@@ -524,6 +524,43 @@ static void test_retries_and_limits(void **state)
  * and retries after it, or Range requests past the end. */
 static const char small_blob[] = "{\"architecture\":\"amd64\",\"os\":\"linux\"}";
 
+/* Blob storage whose signed redirect has expired by the time it is used, the first time:
+ * the client asks the registry again and follows the fresh one. */
+static int redirects_made;
+
+static void h_expired_redirect(struct server *s, int fd, const struct seen *q, unsigned n)
+{
+	char h[256];
+	int sig = 0;
+
+	(void)n;
+	if (startswith(q->path, "/v2/")) {
+		snprintf(h, sizeof(h), "Location: http://localhost:%u/storage/b?sig=%d\r\n",
+		         s->port, ++redirects_made);
+		return reply_str(fd, "307 Temporary Redirect", h, "");
+	}
+	if (sscanf(q->path, "/storage/b?sig=%d", &sig) == 1 && sig < 2)
+		return reply_str(fd, "403 Forbidden", NULL, "<Error>Request has expired</Error>");
+	snprintf(h, sizeof(h), "Content-Length: %zu\r\n", strlen(small_blob));
+	reply(fd, "200 OK", h, small_blob, strlen(small_blob));
+}
+
+static void test_expired_redirect(void **state)
+{
+	_cleanup_(registry_freep) struct registry *r = client(NULL, NULL);
+	struct error err = {""};
+	char digest[DIGEST_STR_LEN + 1], buf[8];
+
+	(void)state;
+	redirects_made = 0;
+	start(h_expired_redirect);
+	sha256_buf(small_blob, strlen(small_blob), digest);
+	if (registry_get_blob_range(r, digest, 2, 5, buf, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_memory_equal(buf, small_blob + 2, 5);
+	assert_int_equal(redirects_made, 2);
+}
+
 /* Keeps the connection open, sending nothing, until the client hangs up. */
 static void hold(int fd)
 {
@@ -701,6 +738,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_token_flow, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_blob_range, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_token_403_refresh, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_expired_redirect, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_token_wrong_password, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_basic, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_blob_resume_206, setup, teardown),
