@@ -321,11 +321,13 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	fi->fh = (uintptr_t)d;
-	if (imgfs_is_ro(req_fs(req))) {
-		/* Immutable listing: the kernel may cache it and keep it across opens. */
-		fi->cache_readdir = 1;
-		fi->keep_cache = 1;
-	}
+	/* The kernel may cache a listing and keep it across opens: on a read-only mount it
+	 * never changes, on a writable one it changes only through this mount, and the
+	 * kernel drops a directory's cached listing itself when a create, mknod, mkdir,
+	 * link, unlink, rmdir or rename goes through it (fuse_dir_changed()). Nothing else
+	 * writes the upper while it is mounted (as with overlayfs). */
+	fi->cache_readdir = 1;
+	fi->keep_cache = 1;
 	if (fuse_reply_open(req, fi) < 0)
 		imgfs_releasedir(req_fs(req), d);
 }
