@@ -248,7 +248,11 @@ static int serve(struct lifecycle *lc, void *userdata)
 			return r; /* logged */
 		}
 	}
-	r = imgfs_new(&lower, &(struct imgfs_opts){.upper = upper}, &fs);
+	r = imgfs_new(&lower,
+	              &(struct imgfs_opts){.upper = upper,
+	                                   .no_security_labels =
+	                                       access("/sys/fs/selinux/enforce", F_OK) != 0},
+	              &fs);
 	if (r < 0) {
 		log_errno(LOG_ERR, r, "%s: cannot open the tree of %s", c->ref, c->manifest);
 		goto out;

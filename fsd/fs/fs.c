@@ -83,6 +83,7 @@ int imgfs_new(const struct lower *lower, const struct imgfs_opts *opts, struct i
 	fs->lower = *lower;
 	fs->upper = opts ? opts->upper : NULL;
 	fs->ro = !fs->upper;
+	fs->no_security_labels = opts && opts->no_security_labels;
 	fs->n_nodes = lower->ops->node_count(lower->data);
 	fs->next_ino = (uint64_t)fs->n_nodes + 1;
 	pthread_mutex_init(&fs->lock, NULL);
@@ -906,16 +907,17 @@ static int ro_readdir(struct imgfs *fs, const struct inode *dir, uint64_t off, b
 	return 0;
 }
 
-/* Whether a read-only view answers name with EOPNOTSUPP: security.selinux when no layer
- * has one. ls -l, cp -a and tar ask for a file's SELinux label one file at a time and, on
- * EOPNOTSUPP, stop asking for the rest of the filesystem; the kernel caches no negative
- * xattr, so each ENODATA would be a round trip to the daemon (see bench/NOTES.md,
- * "FUSE performance"). */
-static bool ro_xattr_unsupported(struct imgfs *fs, const char *name)
+/* Whether the view answers name with EOPNOTSUPP: security.selinux when no layer has one,
+ * on a read-only mount, and on a writable one when the host labels nothing (no SELinux:
+ * imgfs_opts.no_security_labels), where the upper then takes no label either. ls -l, cp -a
+ * and tar ask for a file's SELinux label one file at a time and, on EOPNOTSUPP, stop
+ * asking for the rest of the filesystem; the kernel caches no negative xattr, so each
+ * ENODATA would be a round trip to the daemon (see bench/NOTES.md, "FUSE performance"). */
+bool fs_xattr_unsupported(struct imgfs *fs, const char *name)
 {
 	int state;
 
-	if (!streq(name, "security.selinux"))
+	if (!streq(name, "security.selinux") || (fs->upper && !fs->no_security_labels))
 		return false;
 	state = __atomic_load_n(&fs->selinux_labels, __ATOMIC_RELAXED);
 	if (state == 0) {
@@ -934,8 +936,6 @@ static ssize_t ro_getxattr(struct imgfs *fs, uint64_t ino, const char *name, voi
 	struct inode *inode;
 	ssize_t r;
 
-	if (ro_xattr_unsupported(fs, name))
-		return -EOPNOTSUPP;
 	r = inode_get(fs, ino, &inode);
 	if (r < 0)
 		return r;
@@ -1112,6 +1112,8 @@ int imgfs_readdir_ino(struct imgfs *fs, uint64_t ino, uint64_t off, bool plus, i
 
 ssize_t imgfs_getxattr(struct imgfs *fs, uint64_t ino, const char *name, void *buf, size_t size)
 {
+	if (fs_xattr_unsupported(fs, name))
+		return -EOPNOTSUPP;
 	return fs->upper ? merged_getxattr(fs, ino, name, buf, size)
 	                 : ro_getxattr(fs, ino, name, buf, size);
 }

@@ -40,6 +40,9 @@ struct upper;
 struct imgfs_opts {
 	struct upper *upper; /* the writable layer (upper.h), taken over; NULL: read-only,
 	                      * every change refused with -EROFS */
+	/* The host labels no file (no SELinux): security.selinux is EOPNOTSUPP, to read and
+	 * to write, when no layer carries one, as on a read-only mount always. */
+	bool no_security_labels;
 };
 
 /* An inode handed to the kernel: number, generation and attributes. */

@@ -46,7 +46,8 @@ struct imgfs {
 	/* Read-only mounts: whether the image has SELinux labels, learnt at the first
 	 * request for one: 0 not yet known, 1 none, 2 some (atomic). */
 	int selinux_labels;
-	struct upper *upper; /* immutable; NULL when read-only */
+	bool no_security_labels; /* imgfs_opts.no_security_labels */
+	struct upper *upper;     /* immutable; NULL when read-only */
 
 	pthread_mutex_t lock;
 	struct inode **buckets;  /* protected by lock */
@@ -148,3 +149,7 @@ int merged_readdir(struct imgfs *fs, struct imgfs_dir *d, uint64_t off, bool plu
                    imgfs_dirent_fn fn, void *userdata);
 ssize_t merged_getxattr(struct imgfs *fs, uint64_t ino, const char *name, void *buf, size_t size);
 ssize_t merged_listxattr(struct imgfs *fs, uint64_t ino, char *buf, size_t size);
+
+/* Whether getxattr, setxattr and removexattr of name answer EOPNOTSUPP (security.selinux
+ * where nothing labels files); see fs.c. */
+bool fs_xattr_unsupported(struct imgfs *fs, const char *name);

@@ -992,6 +992,8 @@ static int xattr_change(struct imgfs *fs, uint64_t ino, const char *name, const 
 
 	if (fs->ro)
 		return -EROFS;
+	if (fs_xattr_unsupported(fs, name))
+		return -EOPNOTSUPP;
 	r = inode_get(fs, ino, &inode);
 	if (r < 0)
 		return r;

@@ -167,6 +167,17 @@ static void m_close(void *data)
 	((struct mem_lower *)data)->closed++;
 }
 
+static int m_has_xattr_name(void *data, const char *name)
+{
+	struct mem_lower *m = data;
+
+	for (uint32_t n = 0; n < m->n; n++)
+		for (size_t k = 0; k < ARRAY_SIZE(m->nodes[n].xattrs); k++)
+			if (m->nodes[n].xattrs[k].name && streq(m->nodes[n].xattrs[k].name, name))
+				return 1;
+	return 0;
+}
+
 const struct lower_ops mem_lower_ops = {
     .node_count = m_node_count,
     .lookup = m_lookup,
@@ -177,6 +188,7 @@ const struct lower_ops mem_lower_ops = {
     .readlink = m_readlink,
     .getxattr = m_getxattr,
     .listxattr = m_listxattr,
+    .has_xattr_name = m_has_xattr_name,
     .read = m_read,
     .seek = m_seek,
     .close = m_close,

@@ -597,6 +597,44 @@ static void test_long_redirect_exdev(void **state)
 	assert_string_equal(upper_xattr(f, rel, REDIRECT), "d");
 }
 
+/* security.selinux where nothing labels files: EOPNOTSUPP to read and to write, so that
+ * ls -l stops asking (the image has no label); else what the upper holds. */
+static void test_security_labels(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t ino = walk(f->fs, "a/x");
+	char buf[16];
+
+	assert_int_equal(imgfs_getxattr(f->fs, ino, "security.selinux", buf, sizeof(buf)),
+	                 -ENODATA);
+	{
+		struct upper *u = NULL;
+		struct imgfs *fs = NULL;
+		struct lower l = mem_lower_of(&f->mem);
+		char sub[PATH_MAX];
+		int rfd, wfd;
+
+		snprintf(sub, sizeof(sub), "%s/upper2", f->dir);
+		assert_int_equal(mkdir(sub, 0755), 0);
+		rfd = open(sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		snprintf(sub, sizeof(sub), "%s/work2", f->dir);
+		assert_int_equal(mkdir(sub, 0700), 0);
+		wfd = open(sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		assert_int_equal(upper_open(rfd, wfd, UPPER_XATTR_USER, &u), 0);
+		assert_int_equal(
+		    imgfs_new(&l, &(struct imgfs_opts){.upper = u, .no_security_labels = true},
+		              &fs),
+		    0);
+		ino = walk(fs, "a/x");
+		assert_int_equal(imgfs_getxattr(fs, ino, "security.selinux", buf, sizeof(buf)),
+		                 -EOPNOTSUPP);
+		assert_int_equal(imgfs_setxattr(fs, ino, "security.selinux", "x", 1, 0),
+		                 -EOPNOTSUPP);
+		assert_int_equal(imgfs_getxattr(fs, ino, "user.other", buf, sizeof(buf)), -ENODATA);
+		imgfs_free(fs);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -609,6 +647,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_hardlink_split, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unlinked_open, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_long_redirect_exdev, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_security_labels, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
