@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -192,8 +193,15 @@ static void *stats_thread(void *userdata)
  * mount (reads still fetch what they need). */
 static void start_lazy(struct lazyimage *lazy, struct lifecycle *lc, struct stats_writer *w)
 {
-	int r = lazyimage_start_fill(lazy);
+	sigset_t all, old;
+	int r;
 
+	/* SIGTERM, SIGINT and SIGHUP must reach the thread that serves (libfuse's loop
+	 * notices them only there): these threads, and curl's resolver threads they start,
+	 * block every signal, as libfuse's own workers do. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	r = lazyimage_start_fill(lazy);
 	if (r < 0)
 		log_errno(LOG_WARNING, r, "cannot start the background fetch");
 	*w = (struct stats_writer){.lazy = lazy, .dirfd = lifecycle_dir_fd(lc)};
@@ -201,6 +209,7 @@ static void start_lazy(struct lazyimage *lazy, struct lifecycle *lc, struct stat
 	pthread_cond_init(&w->wake, NULL);
 	write_stats(w, NULL);
 	w->running = pthread_create(&w->thread, NULL, stats_thread, w) == 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 static void stop_stats(struct stats_writer *w)

@@ -474,6 +474,11 @@ int lifecycle_start(struct store *s, const struct lifecycle_opts *o)
 		setsid();
 		signal(SIGPIPE, SIG_IGN);
 		log_set_fd(pipefd[1], false);
+		r = store_reopen_lock(s);
+		if (r < 0) {
+			log_errno(LOG_ERR, r, "cannot open the lock of the store '%s'", s->root);
+			_exit(1);
+		}
 		r = run_daemon(s, o, pipefd[1]);
 		_exit(r < 0 ? 1 : 0);
 	}
@@ -491,6 +496,25 @@ static json_t *read_state(int dirfd)
 	if (read_file_full(dirfd, "state", STATE_MAX_SIZE, &text, NULL) < 0)
 		return NULL;
 	return json_loads(text, 0, NULL);
+}
+
+enum state_lock {
+	STATE_NONE,     /* no state file (a daemon starting, or none) */
+	STATE_UNLOCKED, /* its daemon is gone */
+	STATE_LOCKED,   /* a live daemon holds it */
+};
+
+/* Whether a daemon holds the state file of ROOT/mounts/NAME (dirfd): only the daemon
+ * ever locks it, for its whole life. */
+static enum state_lock state_lock(int dirfd)
+{
+	_cleanup_close_ int fd = openat(dirfd, "state", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+	if (fd < 0)
+		return STATE_NONE;
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+		return STATE_UNLOCKED; /* released with fd */
+	return errno == EWOULDBLOCK ? STATE_LOCKED : STATE_UNLOCKED;
 }
 
 static pid_t state_pid(json_t *state)
@@ -663,8 +687,12 @@ int lifecycle_stop(struct store *s, const char *arg)
 		if (flock(dirfd, LOCK_EX | LOCK_NB) < 0) {
 			if (errno != EWOULDBLOCK)
 				return log_errno(LOG_ERR, -errno, "cannot lock '%s'", dir);
-			daemon_alive = true;
+			/* Held: by the daemon, or for a moment by a status or a gc. Only a
+			 * locked state (or none yet: a daemon starting) is a live daemon. */
+			daemon_alive = state_lock(dirfd) != STATE_UNLOCKED;
 		}
+		if (!daemon_alive)
+			pid = 0; /* a dead daemon's pid may be another process's by now */
 	}
 	r = find_mount(path, &mounted, &is_imgfs);
 	if (r < 0)
@@ -784,9 +812,7 @@ int lifecycle_status(struct store *s, const char *arg, struct mount_status *ret)
 	if (dirfd >= 0) {
 		json_t *j = read_state(dirfd);
 
-		st.alive = flock(dirfd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
-		if (!st.alive)
-			(void)flock(dirfd, LOCK_UN);
+		st.alive = state_lock(dirfd) == STATE_LOCKED;
 		st.pid = st.alive ? state_pid(j) : 0;
 		st.ref = json_strdup(j, "ref");
 		st.manifest = json_strdup(j, "manifest");

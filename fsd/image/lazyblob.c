@@ -32,6 +32,8 @@ struct lazyblob {
 	uint64_t fill_cursor;
 	unsigned demand_active;
 	int64_t last_demand_ms;
+	bool stop;   /* lazyblob_stop(): the fill gives up waiting */
+	bool failed; /* the complete blob did not have its digest: nothing is served */
 	struct lazyblob_stats stats;
 };
 
@@ -108,16 +110,20 @@ static int64_t fetch_run(struct lazyblob *b, uint64_t first, uint64_t n)
 	end += len;
 	buf = malloc(end - off);
 	present = calloc(n, sizeof(*present));
-	if (!buf || !present)
-		return -ENOMEM;
+	if (!buf || !present) {
+		r = -ENOMEM;
+		goto release;
+	}
 	fl = (struct flock){.l_type = F_WRLCK,
 	                    .l_whence = SEEK_SET,
 	                    .l_start = (off_t)off,
 	                    .l_len = (off_t)(end - off)};
 	while (fcntl(b->fd, F_OFD_SETLKW, &fl) < 0)
-		if (errno != EINTR)
-			return log_errno(LOG_ERR, -errno, "cannot lock the lazy blob of %s",
-			                 b->sp->layer);
+		if (errno != EINTR) {
+			r = log_errno(LOG_ERR, -errno, "cannot lock the lazy blob of %s",
+			              b->sp->layer);
+			goto release;
+		}
 	if (find_present(b, first, n, buf, present) == n)
 		goto unlock;
 	/* One request from the first missing span to the last. */
@@ -179,10 +185,14 @@ static int64_t fetch_run(struct lazyblob *b, uint64_t first, uint64_t n)
 unlock:
 	fl.l_type = F_UNLCK;
 	(void)fcntl(b->fd, F_OFD_SETLK, &fl);
+release:
+	/* The claimed spans go back, present or missing, and waiters look again. */
 	pthread_mutex_lock(&b->lock);
 	for (uint64_t i = 0; i < n; i++) {
-		b->state[first + i] = present[i] ? SPAN_PRESENT : SPAN_MISSING;
-		if (present[i]) {
+		bool there = present && present[i];
+
+		b->state[first + i] = there ? SPAN_PRESENT : SPAN_MISSING;
+		if (there) {
 			b->present_spans++;
 			b->stats.present += span_len(b, first + i);
 		}
@@ -231,6 +241,12 @@ int lazyblob_ensure(void *userdata, uint64_t off, uint64_t len)
 
 	if (len == 0 || off >= b->sp->blob_size)
 		return 0;
+	pthread_mutex_lock(&b->lock);
+	if (b->failed) {
+		pthread_mutex_unlock(&b->lock);
+		return -EIO;
+	}
+	pthread_mutex_unlock(&b->lock);
 	len = MIN(len, b->sp->blob_size - off);
 	first = off / b->sp->span_size;
 	last = (off + len - 1) / b->sp->span_size;
@@ -314,14 +330,19 @@ int lazyblob_fill(struct lazyblob *b)
 	}
 	for (;;) {
 		int64_t quiet = now_ms() - b->last_demand_ms;
+		int wait;
 
+		if (b->stop || b->failed) {
+			pthread_mutex_unlock(&b->lock);
+			return -ECANCELED;
+		}
 		if (b->demand_active == 0 && quiet >= (int64_t)b->o.fill_delay_ms)
 			break;
+		wait = b->demand_active ? QUIET_POLL_MS
+		                        : (int)MIN((int64_t)QUIET_POLL_MS * 5,
+		                                   (int64_t)b->o.fill_delay_ms - quiet);
 		pthread_mutex_unlock(&b->lock);
-		(void)poll(NULL, 0,
-		           b->demand_active
-		               ? QUIET_POLL_MS
-		               : (int)MIN((int64_t)QUIET_POLL_MS * 5, b->o.fill_delay_ms - quiet));
+		(void)poll(NULL, 0, wait);
 		pthread_mutex_lock(&b->lock);
 	}
 	r = 0;
@@ -332,8 +353,10 @@ int lazyblob_fill(struct lazyblob *b)
 			r = claim_run(b, 0, b->sp->n_spans - 1, max, &run, &n);
 	}
 	pthread_mutex_unlock(&b->lock);
-	if (r == 0)
-		return commit(b) < 0 ? -EIO : 0;
+	if (r == 0) {
+		r = commit(b);
+		return r == -EBADMSG ? -ECANCELED : r < 0 ? -EIO : 0;
+	}
 	got = fetch_run(b, run, n);
 	if (got < 0)
 		return (int)got;
@@ -406,6 +429,14 @@ void lazyblob_free(struct lazyblob *b)
 	free(b->state);
 	spans_free(b->sp);
 	free(b);
+}
+
+void lazyblob_stop(struct lazyblob *b)
+{
+	pthread_mutex_lock(&b->lock);
+	b->stop = true;
+	pthread_cond_broadcast(&b->changed);
+	pthread_mutex_unlock(&b->lock);
 }
 
 int lazyblob_fd(const struct lazyblob *b)

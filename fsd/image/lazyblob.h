@@ -62,7 +62,11 @@ int lazyblob_ensure(void *b, uint64_t off, uint64_t len);
 
 /* One step of the background fill: waits for the reads to be quiet, then fetches the next
  * run of missing spans. Returns 1 when it fetched (or found) something, 0 when the blob is
- * complete (then also verified and committed into blobs/), -errno on failure (logged). */
+ * complete (then also verified and committed into blobs/), -ECANCELED when it should not
+ * be called again (lazyblob_stop(), or a complete blob without the layer's digest: then
+ * reads fail too and the fetched bytes are dropped), another -errno on failure (logged). */
 int lazyblob_fill(struct lazyblob *b);
+/* Makes a waiting or later lazyblob_fill() return -ECANCELED. */
+void lazyblob_stop(struct lazyblob *b);
 
 void lazyblob_get_stats(struct lazyblob *b, struct lazyblob_stats *ret);

@@ -45,10 +45,11 @@ struct pull_opts;
 int lazyimage_pull(struct store *s, const struct image_ref *ref, const struct pull_opts *po,
                    bool lazy, char **ret_manifest, struct lazyimage **ret_lazy, struct error *err);
 
-/* Opens the lazy blobs of layers (n digests; those complete in the store are read from
- * there), with the span tables the store keeps beside their indexes. -ENOENT when a
+/* Opens the lazy blobs of layers (n digests, of the manifest's sizes; those complete in
+ * the store are read from there), with the span tables the store keeps beside their
+ * indexes, which must be of those sizes. -ENOENT when a
  * layer missing from blobs/ has no span table. */
-int lazyimage_open(struct store *s, const char *const *layers, size_t n,
+int lazyimage_open(struct store *s, const char *const *layers, const uint64_t *sizes, size_t n,
                    const struct lazyimage_opts *o, struct lazyimage **ret, struct error *err);
 /* Stops the fill (waits for its current request) and frees everything. */
 void lazyimage_free(struct lazyimage *li);

@@ -589,17 +589,71 @@ static int try_lazy(struct pull_ctx *ctx, const struct image_ref *ref, const str
 	if (!source_registry(ctx->src))
 		return 0;
 	r = index_fetch(ctx->store, source_registry(ctx->src), digest, m, &why);
-	if (r == -ENOENT || r == -EOPNOTSUPP || r == -EBADMSG) {
+	if (r == -ENOMEM)
+		return error_set(ctx->err, r, "%s", strerror(-r));
+	if (r < 0) {
+		/* No index, a bad one, or a registry that would not give it: the whole pull
+		 * says what is wrong with the registry, if anything. */
 		progress_note(ctx->progress, "%s: %s; pulling it whole", ref->name,
 		              error_isset(&why) ? why.msg : "no layer index");
 		return 0;
 	}
-	if (r < 0)
-		return error_set(ctx->err, r, "%s", error_isset(&why) ? why.msg : strerror(-r));
 	r = ensure_tree(ctx->store, digest, m);
-	if (r < 0)
+	if (r == -ENOMEM)
 		return error_set(ctx->err, r, "cannot build the merged tree: %s", strerror(-r));
+	if (r < 0) {
+		progress_note(ctx->progress,
+		              "%s: the published layer indexes do not merge (%s); "
+		              "pulling it whole",
+		              ref->name, strerror(-r));
+		return 0;
+	}
 	progress_note(ctx->progress, "%s: %s, layers fetched as they are read", ref->name, digest);
+	return 1;
+}
+
+int pull_reindex(struct store *s, const char *manifest_digest, struct error *err)
+{
+	_cleanup_(progress_freep) struct progress *progress = progress_new(PROGRESS_QUIET);
+	_cleanup_(manifest_freep) struct manifest *m = NULL;
+	_cleanup_free_ char *body = NULL, *old = NULL;
+	_cleanup_free_ const char **digests = NULL;
+	_cleanup_free_ void *tree = NULL;
+	struct pull_ctx ctx = {.store = s, .progress = progress, .err = err};
+	size_t len = 0, old_len = 0, tree_len = 0;
+	int r;
+
+	if (!progress)
+		return -ENOMEM;
+	r = store_read_blob(s, manifest_digest, MANIFEST_MAX_SIZE, &body, &len);
+	if (r >= 0)
+		r = manifest_parse(body, len, NULL, &m, err);
+	if (r >= 0 && m->kind != MANIFEST_IMAGE)
+		r = -EINVAL;
+	if (r < 0)
+		return error_set(err, r, "manifest %s: %s", manifest_digest, strerror(-r));
+	digests = calloc(m->n_layers + 1, sizeof(*digests));
+	if (!digests)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->n_layers; i++) {
+		struct layer_job job = {.desc = &m->layers[i], .slot = -1};
+
+		r = index_existing_blob(&ctx, &job);
+		if (r < 0)
+			return error_set(err, r, "layer %s: cannot index it: %s",
+			                 m->layers[i].digest,
+			                 error_isset(&job.err) ? job.err.msg : strerror(-r));
+		digests[i] = m->layers[i].digest;
+	}
+	r = tree_build(store_layer_opener(s), digests, m->n_layers, &tree, &tree_len);
+	if (r < 0)
+		return error_set(err, r, "cannot build the merged tree: %s", strerror(-r));
+	(void)store_read_tree(s, manifest_digest, &old, &old_len);
+	if (old && old_len == tree_len && memcmp(old, tree, tree_len) == 0)
+		return 0;
+	r = store_put_tree(s, manifest_digest, tree, tree_len);
+	if (r < 0)
+		return error_set(err, r, "cannot store the merged tree: %s", strerror(-r));
 	return 1;
 }
 

@@ -42,6 +42,12 @@ int pull_for_mount(struct store *s, const struct image_ref *ref, const struct pu
                    bool force, bool lazy, char **ret_manifest, struct registry **ret_registry,
                    struct error *err);
 
+/* After a lazy mount completed the layers of image manifest_digest: indexes them again from
+ * their verified blobs (replacing the published indexes) and rebuilds the tree. Returns 0
+ * when the tree is what the published indexes made, 1 when it differed (the published
+ * indexes did not describe the layers; the store now has the right ones), -errno. */
+int pull_reindex(struct store *s, const char *manifest_digest, struct error *err);
+
 /* Like pull_image() but never touches the network: the ref must be in the store already
  * (local sources are imported). -ENOENT when it is not. */
 int pull_resolve_local(struct store *s, const struct image_ref *ref, char **ret_manifest);

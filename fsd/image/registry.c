@@ -1214,8 +1214,12 @@ static int request(struct registry *r, struct xfer *x, const char *url,
 			auth_rounds = 0;
 		}
 		/* A 403 with a challenge is a token that no longer does (some registries answer
-		 * an expired token so): the same as a 401, within the same bound. */
-		if (k == 401 || (k == 403 && x->www_auth.data)) {
+		 * an expired token so): the same as a 401, within the same bound. Only the
+		 * registry's own origin is believed: a challenge from where a redirect or a
+		 * foreign layer's URL led could name any realm, which would get the user's
+		 * credentials. */
+		if ((k == 401 || (k == 403 && x->www_auth.data)) &&
+		    same_origin(r->origin, x->url)) {
 			if (++auth_rounds > MAX_AUTH_ROUNDS) {
 				http_error(err, url, x);
 				return -EACCES;
@@ -1230,8 +1234,8 @@ static int request(struct registry *r, struct xfer *x, const char *url,
 		}
 		/* Refused where a redirect led (a signed blob-storage URL that expired during a
 		 * long-lived mount): ask the registry again, for a fresh redirect. */
-		if (k >= 400 && k < 500 && k != 416 && !same_origin(r->origin, x->url) &&
-		    reresolved++ < MAX_REDIRECT_RETRIES) {
+		if (k >= 400 && k < 500 && k != 416 && k != 429 &&
+		    !same_origin(r->origin, x->url) && reresolved++ < MAX_REDIRECT_RETRIES) {
 			log_debug("GET %s: %ld at %.200s, asking the registry again", url, (long)k,
 			          x->url);
 			continue;
@@ -1576,8 +1580,8 @@ int registry_get_referrers(struct registry *r, const char *digest, size_t max, c
 	if (asprintf(&url, "%s/v2/%s/referrers/%s", origin(r), r->repo, digest) < 0)
 		return -ENOMEM;
 	k = request(r, &x, url, reset_mem, 0, err);
-	/* A registry without the API answers 404 (or 400/405 for an unknown route). */
-	if (k == -EINVAL || k == -EOPNOTSUPP)
+	/* A registry without the API answers 404, or 400, 405 or 501 for an unknown route. */
+	if (k < 0 && (x.status == 404 || x.status == 400 || x.status == 405 || x.status == 501))
 		k = -ENOENT;
 	if (k >= 0 && (!x.content_type || !startswith(x.content_type, MT_OCI_INDEX)))
 		k = -ENOENT; /* not the API: a catch-all answer */

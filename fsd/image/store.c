@@ -213,6 +213,17 @@ int store_open(const char *root, struct store **ret)
 	return 0;
 }
 
+int store_reopen_lock(struct store *s)
+{
+	int fd = openat(s->root_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+
+	if (fd < 0)
+		return -errno;
+	close(s->lock_fd);
+	s->lock_fd = fd;
+	return 0;
+}
+
 int store_lock_shared(struct store *s)
 {
 	return store_flock_retry(s->lock_fd, LOCK_SH);
@@ -489,7 +500,7 @@ static int commit_file(struct store *s, const char *from, const char *digest, in
 	if (fsync(fd) < 0)
 		return -errno;
 	if (renameat(s->root_fd, from, s->root_fd, to) < 0)
-		return -errno;
+		return errno == ENOENT ? -ESTALE : -errno; /* another process was first */
 	r = fsync_dir_at(s->root_fd, "blobs/sha256");
 	if (r < 0)
 		return r;
@@ -546,6 +557,23 @@ int store_commit_lazy(struct store *s, const char *digest, int fd)
 	return commit_file(s, lazy_path(digest, from, sizeof(from)), digest, fd);
 }
 
+int store_discard_lazy(struct store *s, const char *digest, int fd)
+{
+	char path[128];
+	struct stat st, st_path;
+
+	if (!digest_valid(digest))
+		return -EINVAL;
+	lazy_path(digest, path, sizeof(path));
+	if (fstat(fd, &st) < 0 || fstatat(s->root_fd, path, &st_path, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (st.st_dev != st_path.st_dev || st.st_ino != st_path.st_ino)
+		return -ESTALE;
+	if (unlinkat(s->root_fd, path, 0) < 0)
+		return -errno;
+	return 0;
+}
+
 static const char *spans_path(const char *digest, char *buf, size_t size)
 {
 	char idx[128];
@@ -555,6 +583,15 @@ static const char *spans_path(const char *digest, char *buf, size_t size)
 		return NULL;
 	n = snprintf(buf, size, "%s.spans", idx);
 	return n >= 0 && (size_t)n < size ? buf : NULL;
+}
+
+int store_read_tree(struct store *s, const char *manifest_digest, char **ret_buf, size_t *ret_len)
+{
+	char path[128];
+
+	if (!store_path("trees", manifest_digest, path, sizeof(path)))
+		return -EINVAL;
+	return read_file_full(s->root_fd, path, (size_t)4 << 30, ret_buf, ret_len);
 }
 
 int store_read_index(struct store *s, const char *digest, size_t max, char **ret_buf,

@@ -43,6 +43,9 @@ struct store {
  * reaches gc through its roots callback. */
 int store_open(const char *root, struct store **ret);
 void store_free(struct store *s);
+/* A new open of ROOT/lock for a forked child: flock()s belong to the open file, so the
+ * child's lock and unlock must not act on the one it shares with its parent. */
+int store_reopen_lock(struct store *s);
 /* Takes the store lock shared (waits for a running gc); held until store_free(). */
 int store_lock_shared(struct store *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct store *, store_free);
@@ -100,9 +103,13 @@ int store_open_lazy(struct store *s, const char *digest, uint64_t size, int *ret
 /* fsyncs fd (the lazy file of digest, verified complete by the caller) and renames it into
  * blobs/. -ESTALE when the path no longer names fd (another process committed it). */
 int store_commit_lazy(struct store *s, const char *digest, int fd);
+/* Reads the merged tree of manifest_digest into a malloc'ed buffer; -ENOENT when none. */
+int store_read_tree(struct store *s, const char *manifest_digest, char **ret_buf, size_t *ret_len);
 /* Reads the index of layer digest (its file, as stored) into a malloc'ed buffer. */
 int store_read_index(struct store *s, const char *digest, size_t max, char **ret_buf,
                      size_t *ret_len);
+/* Removes the lazy file of digest when it is still fd's (its bytes are not the layer's). */
+int store_discard_lazy(struct store *s, const char *digest, int fd);
 /* Stores the span table of layer digest atomically (idx/sha256/HEX.spans). */
 int store_put_spans(struct store *s, const char *digest, const void *buf, size_t len);
 /* Reads the span table of layer digest into a malloc'ed buffer; -ENOENT when none. */

@@ -316,9 +316,16 @@ static uint64_t point_in_end(const struct li_index *idx, const struct lix_point 
 {
 	size_t k = (size_t)(p - idx->points);
 
+	uint64_t next;
+
 	if (k + 1 >= idx->h->n_points)
 		return idx->h->total_in;
-	return MIN(idx->points[k + 1].in_off + NEXT_HEADER_BYTES, idx->h->total_in);
+	next = idx->points[k + 1].in_off;
+	/* A hostile index's points need not increase: then the rest of the layer. */
+	if (next < idx->points[k].in_off || next >= idx->h->total_in)
+		return idx->h->total_in;
+	return idx->h->total_in - next > NEXT_HEADER_BYTES ? next + NEXT_HEADER_BYTES
+	                                                   : idx->h->total_in;
 }
 
 struct compressed_reader {

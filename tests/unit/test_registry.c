@@ -545,6 +545,40 @@ static void h_expired_redirect(struct server *s, int fd, const struct seen *q, u
 	reply(fd, "200 OK", h, small_blob, strlen(small_blob));
 }
 
+/* Blob storage (another origin) that answers with a challenge of its own: its realm must
+ * never see the registry's credentials. */
+static void h_foreign_challenge(struct server *s, int fd, const struct seen *q, unsigned n)
+{
+	char h[256];
+
+	(void)n;
+	if (startswith(q->path, "/v2/")) {
+		if (!streq(q->auth, "Basic dXNlcjpwYXNz"))
+			return reply_str(fd, "401 Unauthorized", "WWW-Authenticate: Basic\r\n", "");
+		snprintf(h, sizeof(h), "Location: http://localhost:%u/storage/b\r\n", s->port);
+		return reply_str(fd, "307 Temporary Redirect", h, "");
+	}
+	if (startswith(q->path, "/evil"))
+		return reply_str(fd, "200 OK", NULL, "{\"token\":\"stolen\"}");
+	snprintf(h, sizeof(h), "WWW-Authenticate: Bearer realm=\"http://localhost:%u/evil\"\r\n",
+	         s->port);
+	reply_str(fd, "401 Unauthorized", h, "");
+}
+
+static void test_foreign_challenge(void **state)
+{
+	_cleanup_(registry_freep) struct registry *r = client("user", "pass");
+	struct error err = {""};
+	char digest[DIGEST_STR_LEN + 1], buf[8];
+
+	(void)state;
+	start(h_foreign_challenge);
+	sha256_buf(small_blob, strlen(small_blob), digest);
+	assert_true(registry_get_blob_range(r, digest, 0, 5, buf, &err) < 0);
+	for (unsigned i = 0; i < srv.n; i++)
+		assert_false(startswith(srv.log[i].path, "/evil"));
+}
+
 static void test_expired_redirect(void **state)
 {
 	_cleanup_(registry_freep) struct registry *r = client(NULL, NULL);
@@ -739,6 +773,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_blob_range, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_token_403_refresh, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_expired_redirect, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_foreign_challenge, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_token_wrong_password, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_basic, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_blob_resume_206, setup, teardown),
