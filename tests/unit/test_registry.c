@@ -552,9 +552,15 @@ static void h_foreign_challenge(struct server *s, int fd, const struct seen *q, 
 	char h[256];
 
 	(void)n;
+	if (startswith(q->path, "/token"))
+		return reply_str(fd, "200 OK", NULL, "{\"token\":\"T1\"}");
 	if (startswith(q->path, "/v2/")) {
-		if (!streq(q->auth, "Basic dXNlcjpwYXNz"))
-			return reply_str(fd, "401 Unauthorized", "WWW-Authenticate: Basic\r\n", "");
+		if (!streq(q->auth, "Bearer T1")) {
+			snprintf(h, sizeof(h),
+			         "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:%u/token\"\r\n",
+			         s->port);
+			return reply_str(fd, "401 Unauthorized", h, "");
+		}
 		snprintf(h, sizeof(h), "Location: http://localhost:%u/storage/b\r\n", s->port);
 		return reply_str(fd, "307 Temporary Redirect", h, "");
 	}
