@@ -129,23 +129,6 @@ static int push_blob(struct registry *reg, const char *digest, const void *buf, 
 	return 0;
 }
 
-static int load_manifest(struct store *s, const char *digest, struct manifest **ret,
-                         struct error *err)
-{
-	_cleanup_free_ char *body = NULL;
-	size_t len = 0;
-	int r;
-
-	r = store_read_blob(s, digest, MANIFEST_MAX_SIZE, &body, &len);
-	if (r < 0)
-		return error_set(err, r, "manifest %s is not in the store: %s", digest,
-		                 strerror(-r));
-	r = manifest_parse(body, len, NULL, ret, NULL);
-	if (r < 0)
-		return error_set(err, r, "manifest %s: %s", digest, strerror(-r));
-	return 0;
-}
-
 /* The index a lazy mount reads, built again from the blob with access points every
  * LAZY_SPAN bytes instead of the pull's 1.5 MiB: a small file read over the network costs
  * the compressed bytes from the access point before it, so a third of the spacing is a
@@ -234,16 +217,14 @@ int index_push(struct store *s, struct registry *reg, const char *manifest_diges
 	_cleanup_free_ char *merged = NULL, *refs = NULL;
 	struct error re = {""};
 	char art_digest[DIGEST_STR_LEN + 1], tag[DIGEST_STR_LEN + 1];
-	size_t art_len, tag_len = 0, merged_len, refs_len;
-	uint64_t sent = 0, manifest_size;
+	size_t art_len, tag_len = 0, merged_len, refs_len, manifest_size;
+	uint64_t sent = 0;
 	bool changed;
 	int r;
 
-	r = load_manifest(s, manifest_digest, &m, err);
+	r = store_read_image_manifest(s, manifest_digest, &m, &manifest_size, err);
 	if (r < 0)
 		return r;
-	if (m->kind != MANIFEST_IMAGE)
-		return error_set(err, -EINVAL, "%s is not an image manifest", manifest_digest);
 	layers = calloc(m->n_layers ? m->n_layers : 1, sizeof(*layers));
 	if (!layers)
 		return -ENOMEM;
@@ -264,15 +245,6 @@ int index_push(struct store *s, struct registry *reg, const char *manifest_diges
 	r = push_blob(reg, OCI_EMPTY_DIGEST, OCI_EMPTY_JSON, 2, &sent, err);
 	if (r < 0)
 		return r;
-	{
-		_cleanup_free_ char *body = NULL;
-		size_t len = 0;
-
-		r = store_read_blob(s, manifest_digest, MANIFEST_MAX_SIZE, &body, &len);
-		if (r < 0)
-			return error_set(err, r, "manifest %s: %s", manifest_digest, strerror(-r));
-		manifest_size = len;
-	}
 	r = indexart_encode(m->media_type, manifest_digest, manifest_size, layers, m->n_layers,
 	                    &art, &art_len);
 	if (r < 0)

@@ -279,20 +279,15 @@ int lazyimage_open_image(struct store *s, const char *manifest_digest, const cha
 {
 	_cleanup_(registry_freep) struct registry *owned = reg;
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
-	_cleanup_free_ char *body = NULL;
 	_cleanup_free_ const char **layers = NULL;
 	_cleanup_free_ uint64_t *sizes = NULL;
 	struct lazyimage *li = NULL;
 	size_t len = 0;
 	int r;
 
-	r = store_read_blob(s, manifest_digest, MANIFEST_MAX_SIZE, &body, &len);
-	if (r >= 0)
-		r = manifest_parse(body, len, NULL, &m, err);
-	if (r >= 0 && m->kind != MANIFEST_IMAGE)
-		r = -EINVAL;
+	r = store_read_image_manifest(s, manifest_digest, &m, &len, err);
 	if (r < 0)
-		return error_set(err, r, "manifest %s: %s", manifest_digest, strerror(-r));
+		return r;
 	layers = calloc(m->n_layers + 1, sizeof(*layers));
 	sizes = calloc(m->n_layers + 1, sizeof(*sizes));
 	if (!layers || !sizes)

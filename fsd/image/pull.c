@@ -434,21 +434,27 @@ static int fetch_layers(struct pull_ctx *ctx, const struct manifest *m, unsigned
 	return r;
 }
 
+/* The merged tree of m's layers, serialised (malloc'ed), from their indexes in the store. */
+static int build_tree(struct store *s, const struct manifest *m, void **ret_buf, size_t *ret_len)
+{
+	_cleanup_free_ const char **digests = calloc(m->n_layers + 1, sizeof(*digests));
+
+	if (!digests)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->n_layers; i++)
+		digests[i] = m->layers[i].digest;
+	return tree_build(store_layer_opener(s), digests, m->n_layers, ret_buf, ret_len);
+}
+
 static int ensure_tree(struct store *s, const char *manifest_digest, const struct manifest *m)
 {
-	_cleanup_free_ const char **digests = NULL;
 	_cleanup_free_ void *buf = NULL;
 	size_t len = 0;
 	int r;
 
 	if (store_has_tree(s, manifest_digest))
 		return 0;
-	digests = calloc(m->n_layers + 1, sizeof(*digests));
-	if (!digests)
-		return -ENOMEM;
-	for (size_t i = 0; i < m->n_layers; i++)
-		digests[i] = m->layers[i].digest;
-	r = tree_build(store_layer_opener(s), digests, m->n_layers, &buf, &len);
+	r = build_tree(s, m, &buf, &len);
 	if (r < 0)
 		return r;
 	return store_put_tree(s, manifest_digest, buf, len);
@@ -537,13 +543,9 @@ static int fetch_config(struct pull_ctx *ctx, const struct manifest *m)
 /* True when the ref's manifest, config, layers, indexes and tree are all in the store. */
 static bool image_complete(struct store *s, const char *manifest_digest)
 {
-	_cleanup_free_ char *body = NULL;
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
-	size_t len;
 
-	if (store_read_blob(s, manifest_digest, MANIFEST_MAX_SIZE, &body, &len) < 0)
-		return false;
-	if (manifest_parse(body, len, NULL, &m, NULL) < 0 || m->kind != MANIFEST_IMAGE)
+	if (store_read_image_manifest(s, manifest_digest, &m, NULL, NULL) < 0)
 		return false;
 	if (!store_has_blob(s, m->config.digest))
 		return false;
@@ -616,25 +618,17 @@ int pull_reindex(struct store *s, const char *manifest_digest, struct error *err
 {
 	_cleanup_(progress_freep) struct progress *progress = progress_new(PROGRESS_QUIET);
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
-	_cleanup_free_ char *body = NULL, *old = NULL;
-	_cleanup_free_ const char **digests = NULL;
+	_cleanup_free_ char *old = NULL;
 	_cleanup_free_ void *tree = NULL;
 	struct pull_ctx ctx = {.store = s, .progress = progress, .err = err};
-	size_t len = 0, old_len = 0, tree_len = 0;
+	size_t old_len = 0, tree_len = 0;
 	int r;
 
 	if (!progress)
 		return -ENOMEM;
-	r = store_read_blob(s, manifest_digest, MANIFEST_MAX_SIZE, &body, &len);
-	if (r >= 0)
-		r = manifest_parse(body, len, NULL, &m, err);
-	if (r >= 0 && m->kind != MANIFEST_IMAGE)
-		r = -EINVAL;
+	r = store_read_image_manifest(s, manifest_digest, &m, NULL, err);
 	if (r < 0)
-		return error_set(err, r, "manifest %s: %s", manifest_digest, strerror(-r));
-	digests = calloc(m->n_layers + 1, sizeof(*digests));
-	if (!digests)
-		return -ENOMEM;
+		return r;
 	for (size_t i = 0; i < m->n_layers; i++) {
 		struct layer_job job = {.desc = &m->layers[i], .slot = -1};
 
@@ -643,9 +637,8 @@ int pull_reindex(struct store *s, const char *manifest_digest, struct error *err
 			return error_set(err, r, "layer %s: cannot index it: %s",
 			                 m->layers[i].digest,
 			                 error_isset(&job.err) ? job.err.msg : strerror(-r));
-		digests[i] = m->layers[i].digest;
 	}
-	r = tree_build(store_layer_opener(s), digests, m->n_layers, &tree, &tree_len);
+	r = build_tree(s, m, &tree, &tree_len);
 	if (r < 0)
 		return error_set(err, r, "cannot build the merged tree: %s", strerror(-r));
 	(void)store_read_tree(s, manifest_digest, &old, &old_len);

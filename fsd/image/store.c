@@ -56,15 +56,16 @@ bad:
 	return NULL;
 }
 
-/* idx/sha256/HEX.zst: the seekable zstd copy of a zstd layer, beside its index. */
-static const char *zst_path(const char *digest, char *buf, size_t size)
+/* idx/sha256/HEX.SUFFIX, a file kept beside a layer's index: ".zst", the seekable zstd copy
+ * of a zstd layer; ".spans", its span table. */
+static const char *idx_file_path(const char *digest, const char *suffix, char *buf, size_t size)
 {
 	char idx[128];
 	int n;
 
 	if (!store_path("idx", digest, idx, sizeof(idx)))
 		return NULL;
-	n = snprintf(buf, size, "%s.zst", idx);
+	n = snprintf(buf, size, "%s%s", idx, suffix);
 	return n >= 0 && (size_t)n < size ? buf : NULL;
 }
 
@@ -355,7 +356,7 @@ int store_open_layer_index(struct store *s, const char *digest, unsigned flags,
 		if (r < 0)
 			return r;
 		if (comp == LI_ZSTD)
-			r = open_file(s, zst_path(digest, path, sizeof(path)), &dfd);
+			r = open_file(s, idx_file_path(digest, ".zst", path, sizeof(path)), &dfd);
 		else
 			r = store_open_blob(s, digest, &dfd);
 		if (r < 0)
@@ -409,7 +410,7 @@ int store_put_index(struct store *s, const char *digest, const void *buf, size_t
 
 		if (fsync(zst_fd) < 0)
 			return -errno;
-		zst_path(digest, zpath, sizeof(zpath));
+		idx_file_path(digest, ".zst", zpath, sizeof(zpath));
 		if (renameat(s->root_fd, zst_name, s->root_fd, zpath) < 0)
 			return -errno;
 	}
@@ -574,15 +575,27 @@ int store_discard_lazy(struct store *s, const char *digest, int fd)
 	return 0;
 }
 
-static const char *spans_path(const char *digest, char *buf, size_t size)
+int store_read_image_manifest(struct store *s, const char *digest, struct manifest **ret,
+                              size_t *ret_size, struct error *err)
 {
-	char idx[128];
-	int n;
+	_cleanup_free_ char *body = NULL;
+	_cleanup_(manifest_freep) struct manifest *m = NULL;
+	size_t len = 0;
+	int r;
 
-	if (!store_path("idx", digest, idx, sizeof(idx)))
-		return NULL;
-	n = snprintf(buf, size, "%s.spans", idx);
-	return n >= 0 && (size_t)n < size ? buf : NULL;
+	r = store_read_blob(s, digest, MANIFEST_MAX_SIZE, &body, &len);
+	if (r < 0)
+		return error_set(err, r, "manifest %s is not in the store: %s", digest,
+		                 strerror(-r));
+	r = manifest_parse(body, len, NULL, &m, err);
+	if (r >= 0 && m->kind != MANIFEST_IMAGE)
+		r = error_set(err, -EINVAL, "%s is not an image manifest", digest);
+	if (r < 0)
+		return error_set(err, r, "manifest %s: %s", digest, strerror(-r));
+	*ret = TAKE_PTR(m);
+	if (ret_size)
+		*ret_size = len;
+	return 0;
 }
 
 int store_read_tree(struct store *s, const char *manifest_digest, char **ret_buf, size_t *ret_len)
@@ -608,7 +621,7 @@ int store_put_spans(struct store *s, const char *digest, const void *buf, size_t
 {
 	char path[160];
 
-	if (!spans_path(digest, path, sizeof(path)))
+	if (!idx_file_path(digest, ".spans", path, sizeof(path)))
 		return -EINVAL;
 	return write_file_atomic(s->root_fd, path, buf, len, 0644);
 }
@@ -618,7 +631,7 @@ int store_read_spans(struct store *s, const char *digest, void **ret_buf, size_t
 	char path[160], *buf = NULL;
 	int r;
 
-	if (!spans_path(digest, path, sizeof(path)))
+	if (!idx_file_path(digest, ".spans", path, sizeof(path)))
 		return -EINVAL;
 	r = read_file_full(s->root_fd, path, 64u << 20, &buf, ret_len);
 	if (r < 0)

@@ -27,6 +27,7 @@
 #pragma once
 
 #include <stdint.h>
+#include "common/error.h"
 #include "common/macros.h"
 #include "fsd/index/layerindex.h"
 #include "manifest.h"
@@ -103,6 +104,10 @@ int store_open_lazy(struct store *s, const char *digest, uint64_t size, int *ret
 /* fsyncs fd (the lazy file of digest, verified complete by the caller) and renames it into
  * blobs/. -ESTALE when the path no longer names fd (another process committed it). */
 int store_commit_lazy(struct store *s, const char *digest, int fd);
+/* Reads and parses the image manifest digest (an index is -EINVAL). Sets *ret (free with
+ * manifest_free()) and *ret_size (its bytes; ret_size may be NULL). Reasons name it. */
+int store_read_image_manifest(struct store *s, const char *digest, struct manifest **ret,
+                              size_t *ret_size, struct error *err);
 /* Reads the merged tree of manifest_digest into a malloc'ed buffer; -ENOENT when none. */
 int store_read_tree(struct store *s, const char *manifest_digest, char **ret_buf, size_t *ret_len);
 /* Reads the index of layer digest (its file, as stored) into a malloc'ed buffer. */
