@@ -275,15 +275,12 @@ static int build_argv(const struct image_config *cfg, const struct run_args *a, 
 static int load_config(struct store *s, const char *manifest, struct image_config **ret,
                        struct error *err)
 {
-	_cleanup_free_ char *body = NULL, *cbody = NULL;
+	_cleanup_free_ char *cbody = NULL;
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
-	size_t len = 0, clen = 0;
+	size_t clen = 0;
 	int r;
 
-	r = store_read_blob(s, manifest, MANIFEST_MAX_SIZE, &body, &len);
-	if (r < 0)
-		return r;
-	r = manifest_parse(body, len, NULL, &m, err);
+	r = store_read_image_manifest(s, manifest, &m, NULL, err);
 	if (r < 0)
 		return r;
 	r = store_read_blob(s, m->config.digest, CONFIG_MAX_SIZE, &cbody, &clen);
