@@ -555,26 +555,18 @@ static int unmount_path(const char *path, bool lazy)
 	return 0;
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Waits up to timeout_ms for LOCK_EX on fd (the daemon holds it until it exits), polling
  * with a backoff from 1 ms: a fallback for when the daemon's pid is not known. */
 static int wait_lock(int fd, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = (int64_t)monotonic_ms() + timeout_ms;
 
 	for (int delay = 1;; delay = MIN(delay * 2, 50)) {
 		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
 			return 0;
 		if (errno != EWOULDBLOCK)
 			return -errno;
-		if (now_ms() >= deadline)
+		if ((int64_t)monotonic_ms() >= deadline)
 			return -ETIMEDOUT;
 		(void)poll(NULL, 0, delay);
 	}
@@ -587,7 +579,7 @@ static int wait_lock(int fd, int timeout_ms)
 static int wait_daemon_exit(int fd, pid_t pid, int timeout_ms)
 {
 	_cleanup_close_ int pidfd = -1;
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = (int64_t)monotonic_ms() + timeout_ms;
 	struct pollfd p;
 	int r;
 
@@ -597,7 +589,7 @@ static int wait_daemon_exit(int fd, pid_t pid, int timeout_ms)
 		return wait_lock(fd, timeout_ms);
 	p = (struct pollfd){.fd = pidfd, .events = POLLIN};
 	for (;;) {
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - (int64_t)monotonic_ms();
 
 		r = poll(&p, 1, (int)MAX(left, (int64_t)0));
 		if (r > 0 || (r < 0 && errno != EINTR) || left <= 0)

@@ -91,14 +91,6 @@ void upper_pending_name_format(const struct upper_pending_name *p, char *buf)
 
 /* ---- the set of pending copies ---- */
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static struct pending_entry **bucket(struct upper *u, ino_t ino)
 {
 	return &u->buckets[(uint64_t)ino % PENDING_BUCKETS];
@@ -209,7 +201,7 @@ static void *syncer_main(void *arg)
 			continue;
 		}
 		if (u->delay_ms && !u->stop) {
-			uint64_t due = u->qhead->queued_ms + u->delay_ms, now = now_ms();
+			uint64_t due = u->qhead->queued_ms + u->delay_ms, now = monotonic_ms();
 
 			if (now < due) {
 				struct timespec ts;
@@ -332,7 +324,7 @@ void pending_queue(struct upper *u, ino_t ino)
 	inline_sync = !u->syncer_running;
 	if (e && !inline_sync) {
 		e->queued = true;
-		e->queued_ms = now_ms();
+		e->queued_ms = monotonic_ms();
 		if (u->qtail)
 			u->qtail->qnext = e;
 		else

@@ -37,14 +37,6 @@ struct lazyblob {
 	struct lazyblob_stats stats;
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static uint64_t span_len(const struct lazyblob *b, uint64_t i)
 {
 	uint64_t off, len;
@@ -269,7 +261,7 @@ int lazyblob_ensure(void *userdata, uint64_t off, uint64_t len)
 		got = fetch_run(b, run, n);
 		pthread_mutex_lock(&b->lock);
 		b->demand_active--;
-		b->last_demand_ms = now_ms();
+		b->last_demand_ms = (int64_t)monotonic_ms();
 		if (got > 0)
 			b->stats.demand_bytes += (uint64_t)got;
 		pthread_mutex_unlock(&b->lock);
@@ -329,7 +321,7 @@ int lazyblob_fill(struct lazyblob *b)
 		return 0;
 	}
 	for (;;) {
-		int64_t quiet = now_ms() - b->last_demand_ms;
+		int64_t quiet = (int64_t)monotonic_ms() - b->last_demand_ms;
 		int wait;
 
 		if (b->stop || b->failed) {
@@ -391,7 +383,7 @@ int lazyblob_open(struct store *s, struct spans *sp, const struct lazyblob_opts 
 		b->o.max_request = DEFAULT_MAX_REQUEST;
 	b->o.max_request = MAX(b->o.max_request, (uint64_t)b->sp->span_size);
 	/* The fill waits its delay from the start too: a container's first reads go first. */
-	b->last_demand_ms = now_ms();
+	b->last_demand_ms = (int64_t)monotonic_ms();
 	b->stats.size = b->sp->blob_size;
 	pthread_mutex_init(&b->lock, NULL);
 	pthread_cond_init(&b->changed, NULL);

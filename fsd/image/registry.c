@@ -84,14 +84,6 @@ static void curl_init_once(void)
 	curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void sleep_ms(uint64_t ms)
 {
 	struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
@@ -421,7 +413,7 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata)
 	size_t len = size * nitems;
 	const char *colon;
 
-	x->last_rx_ms = now_ms();
+	x->last_rx_ms = monotonic_ms();
 	_cleanup_free_ char *value = NULL;
 
 	if (len >= 5 && strncmp(line, "HTTP/", 5) == 0) {
@@ -526,7 +518,7 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userdata)
 	struct xfer *x = userdata;
 	size_t len = size * nmemb;
 
-	x->last_rx_ms = now_ms();
+	x->last_rx_ms = monotonic_ms();
 	if (!x->body_started) {
 		x->body_started = true;
 		x->to_sink = is_2xx(x->status);
@@ -584,7 +576,7 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userdata)
 	}
 	x->offset += len;
 	/* A sink that waited (a slow disk, a full index ring) is not a silent server. */
-	x->last_rx_ms = now_ms();
+	x->last_rx_ms = monotonic_ms();
 	return size * nmemb;
 }
 
@@ -597,7 +589,7 @@ static int progress_cb(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
 	struct xfer *x = userdata;
 
 	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
-	if (now_ms() - x->last_rx_ms < (uint64_t)x->r->timeout_s * 1000)
+	if (monotonic_ms() - x->last_rx_ms < (uint64_t)x->r->timeout_s * 1000)
 		return 0;
 	x->stalled = true;
 	return 1;
@@ -757,7 +749,7 @@ static int exchange(struct xfer *x, const char *url0, const char *extra_auth, in
 			curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &blob);
 		}
 		x->curl_err[0] = '\0';
-		x->last_rx_ms = now_ms();
+		x->last_rx_ms = monotonic_ms();
 		rc = curl_easy_perform(c);
 		if (rc == CURLE_ABORTED_BY_CALLBACK && x->stalled) {
 			snprintf(x->curl_err, sizeof(x->curl_err),
@@ -1027,7 +1019,7 @@ static int fetch_token_locked(struct registry *r, const struct www_auth *wa, str
 			k = r->token ? 0 : -ENOMEM;
 			/* Refresh a little early so that a request never leaves with a token
 			 * about to expire. */
-			r->token_expiry_ms = now_ms() + (uint64_t)expires * 1000 -
+			r->token_expiry_ms = monotonic_ms() + (uint64_t)expires * 1000 -
 			                     MIN((uint64_t)expires * 100, (uint64_t)30000);
 			log_debug("token for %s from %s (expires in %lld s)", r->repo, wa->realm,
 			          (long long)expires);
@@ -1102,7 +1094,8 @@ static int refresh_if_expiring(struct registry *r, struct error *err)
 	int k = 0;
 
 	pthread_mutex_lock(&r->lock);
-	if (r->scheme == AUTH_BEARER && r->token && r->realm && now_ms() >= r->token_expiry_ms) {
+	if (r->scheme == AUTH_BEARER && r->token && r->realm &&
+	    monotonic_ms() >= r->token_expiry_ms) {
 		wa.realm = r->realm;
 		wa.service = r->service;
 		k = fetch_token_locked(r, &wa, err);
