@@ -145,7 +145,9 @@ static int64_t fetch_run(struct lazyblob *b, uint64_t first, uint64_t n)
 			if (present[i])
 				continue;
 			spans_range(b->sp, first + i, &so, &sl);
-			if (!spans_check(b->sp, first + i, buf + (so - off), sl))
+			/* A span that cannot be checked holds no file data (spans.h). */
+			if (spans_checkable(b->sp, first + i) &&
+			    !spans_check(b->sp, first + i, buf + (so - off), sl))
 				continue;
 			r = pwrite_full(b->fd, buf + (so - off), sl, (off_t)so);
 			if (r < 0)
@@ -162,14 +164,18 @@ static int64_t fetch_run(struct lazyblob *b, uint64_t first, uint64_t n)
 	if (r >= 0 && lo < hi)
 		r = -EIO;
 	if (r < 0) {
+		uint64_t bo, bl, be;
+
+		spans_range(b->sp, first + MIN(lo, n - 1), &bo, &bl);
+		spans_range(b->sp, first + (hi ? hi - 1 : 0), &be, &bl);
 		if (error_isset(&err))
 			log_msg(LOG_ERR, "%s: %s", b->sp->layer, err.msg);
 		else if (r == -EIO)
 			log_msg(LOG_ERR,
 			        "%s: bytes %llu-%llu do not match the span table, also when "
 			        "fetched again",
-			        b->sp->layer, (unsigned long long)(off + lo * b->sp->span_size),
-			        (unsigned long long)(off + hi * b->sp->span_size - 1));
+			        b->sp->layer, (unsigned long long)bo,
+			        (unsigned long long)(be + bl - 1));
 		else
 			log_errno(LOG_ERR, r, "%s: cannot fetch bytes %llu-%llu", b->sp->layer,
 			          (unsigned long long)off, (unsigned long long)(end - 1));
@@ -202,7 +208,7 @@ static int claim_run(struct lazyblob *b, uint64_t first, uint64_t last, uint64_t
 {
 	for (;;) {
 		bool busy = false;
-		uint64_t i, n = 0;
+		uint64_t i, n = 0, bytes = 0;
 
 		for (i = first; i <= last; i++) {
 			if (b->state[i] == SPAN_MISSING)
@@ -216,8 +222,9 @@ static int claim_run(struct lazyblob *b, uint64_t first, uint64_t last, uint64_t
 			continue;
 		}
 		while (i + n <= last && b->state[i + n] == SPAN_MISSING &&
-		       (n == 0 || (n + 1) * (uint64_t)b->sp->span_size <= max)) {
+		       (n == 0 || bytes + span_len(b, i + n) <= max)) {
 			b->state[i + n] = SPAN_BUSY;
+			bytes += span_len(b, i + n);
 			n++;
 		}
 		*ret_first = i;
@@ -240,8 +247,8 @@ int lazyblob_ensure(void *userdata, uint64_t off, uint64_t len)
 	}
 	pthread_mutex_unlock(&b->lock);
 	len = MIN(len, b->sp->blob_size - off);
-	first = off / b->sp->span_size;
-	last = (off + len - 1) / b->sp->span_size;
+	first = spans_find(b->sp, off);
+	last = spans_find(b->sp, off + len - 1);
 	for (;;) {
 		uint64_t run, n;
 		int64_t got;
@@ -381,14 +388,14 @@ int lazyblob_open(struct store *s, struct spans *sp, const struct lazyblob_opts 
 	b->o = *o;
 	if (!b->o.max_request)
 		b->o.max_request = DEFAULT_MAX_REQUEST;
-	b->o.max_request = MAX(b->o.max_request, (uint64_t)b->sp->span_size);
+	b->o.max_request = MAX(b->o.max_request, b->sp->max_len);
 	/* The fill waits its delay from the start too: a container's first reads go first. */
 	b->last_demand_ms = (int64_t)monotonic_ms();
 	b->stats.size = b->sp->blob_size;
 	pthread_mutex_init(&b->lock, NULL);
 	pthread_cond_init(&b->changed, NULL);
 	b->state = calloc(b->sp->n_spans ? b->sp->n_spans : 1, 1);
-	buf = malloc(b->sp->span_size);
+	buf = malloc(b->sp->max_len ? b->sp->max_len : 1);
 	present = calloc(1, sizeof(*present));
 	if (!b->state || !buf || !present) {
 		lazyblob_free(b);

@@ -363,6 +363,13 @@ static int parse_descriptor(json_t *j, enum desc_kind kind, struct descriptor *r
 		descriptor_clear(&d);
 		return -ENOMEM;
 	}
+	v = json_object_get(j, "annotations");
+	if (kind == DESC_LAYER && json_is_object(v)) {
+		const char *toc = json_string_value(json_object_get(v, MANIFEST_ANN_STARGZ_TOC));
+
+		if (toc && digest_valid(toc))
+			memcpy(d.toc_digest, toc, DIGEST_STR_LEN + 1);
+	}
 	v = json_object_get(j, "urls");
 	if (v && !json_is_null(v)) {
 		r = parse_urls(v, &d.urls, err);

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <stdint.h>
+#include "common/digest.h"
 #include "common/macros.h"
 
 struct error;
@@ -47,7 +48,12 @@ struct descriptor {
 	struct platform platform;
 	enum layer_compression compression; /* layers only */
 	bool foreign;                       /* non-distributable layer media type */
+	/* layers: the annotation MANIFEST_ANN_STARGZ_TOC (an eStargz layer's table of
+	 * contents), when it is a valid digest; else "" */
+	char toc_digest[DIGEST_STR_LEN + 1];
 };
+
+#define MANIFEST_ANN_STARGZ_TOC "containerd.io/snapshot/stargz/toc.digest"
 
 enum manifest_kind {
 	MANIFEST_IMAGE, /* OCI manifest or Docker schema 2 */

@@ -16,6 +16,7 @@
 #include "common/fileio.h"
 #include "fsd/index/layerindex.h"
 #include "fsd/index/tree.h"
+#include "estargz.h"
 #include "indexpush.h"
 #include "progress.h"
 #include "pull.h"
@@ -578,7 +579,17 @@ int pull_resolve_local(struct store *s, const struct image_ref *ref, char **ret_
 	return 0;
 }
 
-/* The layers' indexes in place of their blobs, when the registry publishes them all: then
+/* Whether some layer of m not in the store says it is eStargz. */
+static bool estargz_layers(const struct manifest *m)
+{
+	for (size_t i = 0; i < m->n_layers; i++)
+		if (m->layers[i].toc_digest[0])
+			return true;
+	return false;
+}
+
+/* The layers' indexes in place of their blobs, when the registry publishes them all (ours,
+ * else eStargz TOCs): then
  * the tree is built from them and the layers are left to the mount. Returns 1 when so, 0
  * when the image has to be pulled whole (said in one line), -errno on a failure that is
  * not merely a missing index. */
@@ -586,11 +597,19 @@ static int try_lazy(struct pull_ctx *ctx, const struct image_ref *ref, const str
                     const char *digest)
 {
 	struct error why = {""};
+	const char *kind = "";
 	int r;
 
 	if (!source_registry(ctx->src))
 		return 0;
 	r = index_fetch(ctx->store, source_registry(ctx->src), digest, m, &why);
+	if (r < 0 && r != -ENOMEM && estargz_layers(m)) {
+		/* No index of ours, but the image's publisher made its layers seekable. */
+		why = (struct error){""};
+		r = estargz_fetch(ctx->store, source_registry(ctx->src), m, &why);
+		if (r >= 0)
+			kind = "eStargz ";
+	}
 	if (r == -ENOMEM)
 		return error_set(ctx->err, r, "%s", strerror(-r));
 	if (r < 0) {
@@ -610,7 +629,8 @@ static int try_lazy(struct pull_ctx *ctx, const struct image_ref *ref, const str
 		              ref->name, strerror(-r));
 		return 0;
 	}
-	progress_note(ctx->progress, "%s: %s, layers fetched as they are read", ref->name, digest);
+	progress_note(ctx->progress, "%s: %s, %slayers fetched as they are read", ref->name, digest,
+	              kind);
 	return 1;
 }
 

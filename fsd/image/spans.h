@@ -20,12 +20,38 @@
 #define SPANS_MIN_SIZE (64u << 10)
 #define SPANS_MAX_SIZE (16u << 20)
 
+/* Version 2, chunked (a layer whose publisher made a table of contents with a digest of
+ * every chunk of file data, as eStargz does): spans of their own sizes, each starting at a
+ * gzip member, checked by inflating them: the sha256 of each chunk (bytes [inner, inner +
+ * size) of the span's inflated output) must be the chunk's digest. A span without chunks
+ * (tar headers only) cannot be checked: it is fetched whenever it is needed and is never
+ * taken as there from the file alone; its bytes are never a file's data.
+ *
+ *   magic "IMGFSSPN", u32 version (2), u32 0, u64 blob_size, char layer[72], u64 n_spans,
+ *   u64 n_chunks, then n_spans of {u64 offset, u32 first_chunk, u32 n_chunks} (offsets
+ *   increasing from 0, a span ends where the next starts; the chunks of span i follow those
+ *   of span i - 1), then n_chunks of {u64 inner, u64 size, u8 sha256[32]} (increasing,
+ *   not overlapping, inner + size at most SPANS_MAX_OUT). */
+#define SPANS_MAX_CHUNKED_SPAN (64u << 20) /* compressed bytes of one span */
+#define SPANS_MAX_OUT (256u << 20)         /* bytes a check may inflate */
+
+struct spans_chunk {
+	uint64_t inner, size;
+	uint8_t digest[32];
+};
+
 struct spans {
 	char layer[DIGEST_STR_LEN + 1];
 	uint64_t blob_size;
-	uint32_t span_size;
+	uint32_t span_size; /* 0 when chunked */
 	uint64_t n_spans;
-	uint8_t (*digest)[32]; /* n_spans entries, malloc'ed */
+	uint8_t (*digest)[32]; /* n_spans entries, malloc'ed (fixed spans) */
+	/* chunked: */
+	uint64_t *off;           /* n_spans offsets, or NULL for fixed spans */
+	uint32_t *first, *count; /* the chunks of span i: chunks[first[i] ..+count[i]) */
+	struct spans_chunk *chunks;
+	uint64_t n_chunks;
+	uint64_t max_len; /* the longest span */
 };
 
 void spans_free(struct spans *sp);
@@ -43,6 +69,19 @@ int spans_encode(const struct spans *sp, void **ret_buf, size_t *ret_len);
  * UINT64_MAX when unknown). */
 int spans_parse(const void *buf, size_t len, const char *expected_layer, uint64_t expected_size,
                 struct spans **ret, struct error *err);
+
+/* A chunked table of n_spans spans and n_chunks chunks, zero-filled (the caller fills in
+ * off, first, count, chunks and then calls spans_chunked_check()). */
+int spans_new_chunked(const char *layer, uint64_t size, uint64_t n_spans, uint64_t n_chunks,
+                      struct spans **ret);
+/* Checks a chunked table's form (what spans_parse() checks): 0 or -EBADMSG with a reason. */
+int spans_chunked_check(struct spans *sp, struct error *err);
+
+/* The span that holds byte off (< blob_size). */
+uint64_t spans_find(const struct spans *sp, uint64_t off);
+/* Whether span i can be checked by its bytes (fixed spans always; chunked ones that hold
+ * chunks). */
+bool spans_checkable(const struct spans *sp, uint64_t i);
 
 /* Byte range of span i: [*ret_off, *ret_off + *ret_len). */
 void spans_range(const struct spans *sp, uint64_t i, uint64_t *ret_off, uint64_t *ret_len);

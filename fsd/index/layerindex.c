@@ -820,25 +820,179 @@ static void stop_worker(struct li_builder *b, bool cancel)
 	b->thread_running = false;
 }
 
+static int check_described_points(struct li_builder *b);
+
 int li_builder_finish(struct li_builder *b, const char *layer_digest, void **ret_buf,
                       size_t *ret_len)
 {
 	const struct lix_entry *e;
 	int r;
 
-	if (b->finished || !b->thread_running)
-		return -EINVAL;
-	b->finished = true;
-	stop_worker(b, false);
-	r = b->worker_err;
-	if (r < 0)
-		return r;
+	if (b->described) {
+		if (b->finished)
+			return -EINVAL;
+		b->finished = true;
+		r = check_described_points(b);
+		if (r < 0)
+			return r;
+	} else {
+		if (b->finished || !b->thread_running)
+			return -EINVAL;
+		b->finished = true;
+		stop_worker(b, false);
+		r = b->worker_err;
+		if (r < 0)
+			return r;
+	}
 	/* libarchive checked that every entry's data was there; this guards the format. */
 	e = (const struct lix_entry *)b->entries.p;
 	for (uint32_t i = 0; i < b->n_entries; i++)
 		if (e[i].data_off > b->total_out || e[i].stored > b->total_out - e[i].data_off)
 			return -EBADMSG;
 	return serialise(b, layer_digest ? layer_digest : "", ret_buf, ret_len);
+}
+
+/* ---- an index described instead of built from the stream ---- */
+
+int li_builder_new_described(uint32_t span, uint64_t total_in, uint64_t total_out,
+                             struct li_builder **ret)
+{
+	_cleanup_(li_builder_freep) struct li_builder *b = NULL;
+
+	if (span < MIN_SPAN || span > MAX_SPAN)
+		return -EINVAL;
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->comp = LI_GZIP;
+	b->span = span;
+	b->described = true;
+	b->data_fd = -1;
+	b->in_base = total_in; /* serialise() records in_base + in_len */
+	b->total_out = total_out;
+	li_limits_default(&b->lim);
+	pthread_mutex_init(&b->lock, NULL);
+	pthread_cond_init(&b->can_put, NULL);
+	pthread_cond_init(&b->can_get, NULL);
+	b->pathbuf = malloc(2 * (size_t)b->lim.max_path + 2);
+	b->linkbuf = malloc(2 * (size_t)b->lim.max_path + 2);
+	if (!b->pathbuf || !b->linkbuf)
+		return -ENOMEM;
+	if (total_out > b->lim.max_out)
+		return -EFBIG;
+	*ret = TAKE_PTR(b);
+	return 0;
+}
+
+/* add_entry() for a described entry: the same checks, the same records. */
+int li_builder_describe_entry(struct li_builder *b, const struct li_desc_entry *d)
+{
+	struct lix_entry e = {.link = LIX_NONE, .data_off = d->data_off, .type = d->type};
+	bool link = d->type == LI_HARDLINK || d->type == LI_SYMLINK;
+	int r;
+
+	if (!b->described || b->finished)
+		return -EINVAL;
+	if (!d->path || d->type < LI_REG || d->type > LI_FIFO)
+		return -EINVAL;
+	if (strlen(d->path) > b->lim.max_path || (d->link && strlen(d->link) > b->lim.max_path))
+		return -EFBIG;
+	if (!normalise_path(d->path, b->pathbuf))
+		goto drop;
+	if (link && (!d->link || !*d->link))
+		goto drop; /* the kernel refuses empty targets; a hardlink needs one */
+	if (d->type == LI_HARDLINK && (!normalise_path(d->link, b->linkbuf) || !b->linkbuf[0]))
+		goto drop;
+	if (!b->pathbuf[0] && e.type != LI_DIR)
+		goto drop; /* only a directory can describe the root */
+	if (b->n_entries >= b->lim.max_entries || d->n_xattrs > b->lim.max_xattrs)
+		return -EFBIG;
+	e.mode = d->mode & 07777;
+	e.uid = clamp_id((la_int64_t)MIN(d->uid, (uint64_t)INT64_MAX));
+	e.gid = clamp_id((la_int64_t)MIN(d->gid, (uint64_t)INT64_MAX));
+	e.mtime_sec = d->mtime_sec;
+	e.mtime_nsec = MIN(d->mtime_nsec, 999999999u);
+	if (e.type == LI_CHR || e.type == LI_BLK) {
+		e.rdev_major = d->rdev_major;
+		e.rdev_minor = d->rdev_minor;
+	}
+	r = add_string(b, b->pathbuf, strlen(b->pathbuf), &e.path);
+	if (r >= 0 && d->type == LI_HARDLINK)
+		r = add_string(b, b->linkbuf, strlen(b->linkbuf), &e.link);
+	else if (r >= 0 && d->type == LI_SYMLINK)
+		r = add_string(b, d->link, strlen(d->link), &e.link);
+	if (r < 0)
+		return r;
+	e.xattr_first = b->n_xattrs;
+	for (size_t k = 0; k < d->n_xattrs; k++) {
+		const char *name = d->xattr_names[k];
+		size_t size = d->xattr_lens[k];
+		struct lix_xattr x = {0}, *old;
+
+		if (!name || !*name || strlen(name) > 255 || size > 65536 ||
+		    (!d->xattr_values[k] && size))
+			return -EBADMSG;
+		r = add_string(b, d->xattr_values[k], size, &x.value);
+		if (r < 0)
+			return r;
+		x.value_len = (uint32_t)size;
+		old = find_xattr(b, &e, name);
+		if (old) {
+			old->value = x.value;
+			old->value_len = x.value_len;
+			continue;
+		}
+		if (b->n_xattrs == UINT32_MAX)
+			return -EFBIG;
+		r = add_string(b, name, strlen(name), &x.name);
+		if (r >= 0)
+			r = lb_dynbuf_append(&b->xattrs, &x, sizeof(x));
+		if (r < 0)
+			return r;
+		b->n_xattrs++;
+		e.n_xattrs++;
+	}
+	e.seg_first = b->n_segments;
+	if (e.type == LI_REG) {
+		e.size = d->size;
+		e.stored = d->size;
+	}
+	r = lb_dynbuf_append(&b->entries, &e, sizeof(e));
+	if (r < 0)
+		return r;
+	b->n_entries++;
+	if (meta_bytes(b) > b->lim.max_meta)
+		return -EFBIG;
+	return 0;
+drop:
+	b->dropped++;
+	return 0;
+}
+
+int li_builder_describe_member(struct li_builder *b, uint64_t in_off, uint64_t out_off)
+{
+	struct lix_point p = {.out_off = out_off, .in_off = in_off, .flags = LIX_P_MEMBER};
+
+	if (!b->described || b->finished)
+		return -EINVAL;
+	return lb_append_point(b, &p);
+}
+
+/* The described points must be what the reader assumes of any index: the first at 0, both
+ * offsets strictly increasing, all within the layer. */
+static int check_described_points(struct li_builder *b)
+{
+	const struct lix_point *p = (const struct lix_point *)b->points.p;
+	uint64_t total_in = b->in_base + b->in_len;
+
+	for (uint32_t k = 0; k < b->n_points; k++) {
+		if (k == 0 ? p[k].out_off != 0
+		           : p[k].out_off <= p[k - 1].out_off || p[k].in_off <= p[k - 1].in_off)
+			return -EBADMSG;
+		if (p[k].in_off >= total_in || p[k].out_off >= b->total_out)
+			return -EBADMSG;
+	}
+	return 0;
 }
 
 int li_builder_stats(const struct li_builder *b, struct li_build_stats *ret)

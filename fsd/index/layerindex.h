@@ -90,6 +90,38 @@ int li_builder_finish(struct li_builder *b, const char *layer_digest, void **ret
                       size_t *ret_len);
 /* Replaces the limits; only before the first li_builder_feed(). */
 int li_builder_set_limits(struct li_builder *b, const struct li_limits *lim);
+/* An index described instead of built from the layer's bytes: from a table of contents
+ * that the layer's publisher made (eStargz), for a gzip layer of total_in compressed bytes
+ * whose gzip members start where file data does. The uncompressed offsets are the
+ * describer's: a member's output is laid out from its point on, so that a read decodes from
+ * the member's first byte (no window needed), and they need not be those of the real tar
+ * stream as long as every file's data is contiguous in them. Entries go through the same
+ * checks as those of a tar stream (paths normalised, hostile ones dropped, limits).
+ * li_builder_finish() then checks the points (the first at 0, both offsets increasing). */
+int li_builder_new_described(uint32_t span, uint64_t total_in, uint64_t total_out,
+                             struct li_builder **ret);
+/* One entry as the describer knows it. */
+struct li_desc_entry {
+	const char *path;
+	const char *link; /* symlink target, or hardlink target path */
+	enum li_type type;
+	uint32_t mode; /* permission bits; type bits are ignored */
+	uint64_t uid, gid;
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	uint32_t rdev_major, rdev_minor;
+	uint64_t size;     /* regular files */
+	uint64_t data_off; /* in the described uncompressed offsets */
+	size_t n_xattrs;
+	const char *const *xattr_names;
+	const void *const *xattr_values;
+	const size_t *xattr_lens;
+};
+/* Adds an entry, in the layer's order (a later entry of the same path wins, as in tar). */
+int li_builder_describe_entry(struct li_builder *b, const struct li_desc_entry *d);
+/* Adds an access point: a gzip member starts at compressed offset in_off, its output at
+ * out_off. In increasing order of both. */
+int li_builder_describe_member(struct li_builder *b, uint64_t in_off, uint64_t out_off);
 /* What the index of a finished builder is made of (tests, measurements). */
 struct li_build_stats {
 	uint32_t points;

@@ -39,6 +39,7 @@ struct li_builder {
 	int worker_err;   /* protected by lock, valid once worker_done */
 	pthread_t thread;
 	bool thread_running, fed, finished; /* caller's thread only */
+	bool described;                     /* li_builder_new_described(): no stream, no worker */
 
 	/* Everything below belongs to the worker until it is joined. */
 	uint8_t *in;

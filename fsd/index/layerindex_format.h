@@ -28,6 +28,10 @@
 #define LIX_VERSION 1u
 #define LIX_NONE UINT32_MAX
 #define LIX_F_SPARSE 1u /* data is segments[] (possibly none: all hole), not contiguous */
+/* lix_point.flags: in_off is the first byte of a gzip member's header (no window, no bits):
+ * the points of an index described from a foreign table of contents (eStargz), whose
+ * members start where a chunk of file data does. */
+#define LIX_P_MEMBER 1u
 
 struct lix_header {
 	char magic[8];
@@ -85,7 +89,7 @@ struct lix_point {
 	uint32_t window_len; /* gzip: compressed window size (0: none); zstd: frame size */
 	uint8_t bits;
 	uint8_t prime_byte;
-	uint16_t pad;
+	uint16_t flags; /* LIX_P_* */
 };
 
 _Static_assert(sizeof(struct lix_header) == 224, "header layout");

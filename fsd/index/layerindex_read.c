@@ -324,6 +324,9 @@ static uint64_t point_in_end(const struct li_index *idx, const struct lix_point 
 	/* A hostile index's points need not increase: then the rest of the layer. */
 	if (next < idx->points[k].in_off || next >= idx->h->total_in)
 		return idx->h->total_in;
+	/* A span that ends where a gzip member starts needs nothing of it. */
+	if ((idx->points[k + 1].flags & LIX_P_MEMBER) && next > idx->points[k].in_off)
+		return next;
 	return idx->h->total_in - next > NEXT_HEADER_BYTES ? next + NEXT_HEADER_BYTES
 	                                                   : idx->h->total_in;
 }
@@ -382,16 +385,13 @@ static int load_window(const struct li_index *idx, const struct lix_point *p, ui
 /* Writes the bytes [skip, skip + len) of the stream from point p on into dst, with ISA-L.
  * Returns 0, or 1 when ISA-L cannot do it (the member ends first: trailers and headers
  * are left to zlib), or -errno. */
-static int inflate_isal(const struct li_index *idx, const struct lix_point *p, const uint8_t *win,
-                        size_t wlen, uint64_t skip, uint8_t *dst, size_t len)
+static int inflate_isal(const struct li_index *idx, const struct lix_point *p, uint64_t start,
+                        const uint8_t *win, size_t wlen, uint64_t skip, uint8_t *dst, size_t len)
 {
 	_cleanup_free_ struct inflate_state *st = malloc(sizeof(*st));
 	_cleanup_free_ uint8_t *in = malloc(READ_CHUNK), *trash = NULL;
-	struct compressed_reader cr = {.idx = idx,
-	                               .fd = idx->data_fd,
-	                               .pos = p->in_off,
-	                               .limit = point_in_end(idx, p),
-	                               .buf = in};
+	struct compressed_reader cr = {
+	    .idx = idx, .fd = idx->data_fd, .pos = start, .limit = point_in_end(idx, p), .buf = in};
 	size_t done = 0;
 
 	if (!st || !in)
@@ -452,15 +452,12 @@ static int inflate_isal(const struct li_index *idx, const struct lix_point *p, c
 }
 
 /* The same with zlib, which also walks across gzip member boundaries. */
-static int inflate_zlib(const struct li_index *idx, const struct lix_point *p, const uint8_t *win,
-                        size_t wlen, uint64_t skip, uint8_t *dst, size_t len)
+static int inflate_zlib(const struct li_index *idx, const struct lix_point *p, uint64_t start,
+                        const uint8_t *win, size_t wlen, uint64_t skip, uint8_t *dst, size_t len)
 {
 	_cleanup_free_ uint8_t *in = malloc(READ_CHUNK), *trash = NULL;
-	struct compressed_reader cr = {.idx = idx,
-	                               .fd = idx->data_fd,
-	                               .pos = p->in_off,
-	                               .limit = point_in_end(idx, p),
-	                               .buf = in};
+	struct compressed_reader cr = {
+	    .idx = idx, .fd = idx->data_fd, .pos = start, .limit = point_in_end(idx, p), .buf = in};
 	z_stream z = {0};
 	bool raw = true;
 	size_t done = 0, trailer = 0;
@@ -534,10 +531,50 @@ static int inflate_zlib(const struct li_index *idx, const struct lix_point *p, c
 	return r;
 }
 
+/* The first deflate byte of the gzip member whose header starts at off (RFC 1952: FEXTRA,
+ * FNAME, FCOMMENT, FHCRC), into *ret; -EIO for anything that is not a member header. The
+ * header's bytes are present: decode_gzip() fetched from off on. */
+#define MEMBER_HEADER_MAX 4096u
+static int member_header_len(const struct li_index *idx, uint64_t off, uint64_t *ret)
+{
+	_cleanup_free_ uint8_t *h = malloc(MEMBER_HEADER_MAX);
+	size_t at = 10;
+	ssize_t n;
+	uint8_t flg;
+
+	if (!h)
+		return -ENOMEM;
+	n = pread_full(idx->data_fd, h, MEMBER_HEADER_MAX, (off_t)off);
+	if (n < 0)
+		return (int)n;
+	if (n < 10 || h[0] != 0x1f || h[1] != 0x8b || h[2] != 8 || (h[3] & 0xe0))
+		return -EIO;
+	flg = h[3];
+	if (flg & 4) {
+		if ((size_t)n < at + 2)
+			return -EIO;
+		at += 2 + (size_t)(h[at] | h[at + 1] << 8);
+	}
+	for (uint8_t f = 8; f <= 16; f <<= 1) {
+		if (!(flg & f))
+			continue;
+		while (at < (size_t)n && h[at])
+			at++;
+		at++;
+	}
+	if (flg & 2)
+		at += 2;
+	if (at >= (size_t)n)
+		return -EIO;
+	*ret = off + at;
+	return 0;
+}
+
 static int decode_gzip(const struct li_index *idx, const struct lix_point *p, uint64_t skip,
                        uint8_t *dst, size_t len)
 {
 	uint8_t win[WINDOW_SIZE];
+	uint64_t start;
 	size_t wlen;
 	int r;
 
@@ -559,10 +596,18 @@ static int decode_gzip(const struct li_index *idx, const struct lix_point *p, ui
 	r = load_window(idx, p, win, &wlen);
 	if (r < 0)
 		return r;
-	r = inflate_isal(idx, p, win, wlen, skip, dst, len);
+	start = p->in_off;
+	if (p->flags & LIX_P_MEMBER) {
+		if (p->bits || wlen)
+			return -EBADMSG;
+		r = member_header_len(idx, p->in_off, &start);
+		if (r < 0)
+			return r;
+	}
+	r = inflate_isal(idx, p, start, win, wlen, skip, dst, len);
 	if (r <= 0)
 		return r;
-	return inflate_zlib(idx, p, win, wlen, skip, dst, len);
+	return inflate_zlib(idx, p, start, win, wlen, skip, dst, len);
 }
 
 static int decode_zstd(const struct li_index *idx, const struct lix_point *p, uint8_t *dst,
