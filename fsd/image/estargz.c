@@ -3,12 +3,7 @@
 #include <stdio.h>
 #include <time.h>
 #include <zlib.h>
-#include "common/fileio.h"
-#include "common/log.h"
 #include "fsd/image/estargz.h"
-#include "fsd/image/manifest.h"
-#include "fsd/image/registry.h"
-#include "fsd/image/store.h"
 #include "fsd/index/layerindex.h"
 
 #define TAR_BLOCK 512u
@@ -86,7 +81,8 @@ static int toc_unpack(const void *member, size_t len, uint8_t **ret_out, struct 
                       struct error *err)
 {
 	_cleanup_free_ uint8_t *out = NULL;
-	size_t cap = ESTARGZ_MAX_TOC + 4 * TAR_BLOCK, n = 0;
+	size_t max = ESTARGZ_MAX_TOC + 4 * TAR_BLOCK, cap = MIN(max, MAX(len * 8, (size_t)65536));
+	size_t n = 0;
 	uint64_t size;
 	z_stream z = {0};
 	int zr;
@@ -100,10 +96,25 @@ static int toc_unpack(const void *member, size_t len, uint8_t **ret_out, struct 
 		return -ENOMEM;
 	z.next_in = (Bytef *)member;
 	z.avail_in = (uInt)len;
-	z.next_out = out;
-	z.avail_out = (uInt)cap;
-	zr = inflate(&z, Z_FINISH);
-	n = cap - z.avail_out;
+	for (;;) {
+		z.next_out = out + n;
+		z.avail_out = (uInt)(cap - n);
+		zr = inflate(&z, Z_FINISH);
+		n = cap - z.avail_out;
+		if (zr != Z_BUF_ERROR || z.avail_out > 0 || cap == max)
+			break;
+		{
+			size_t ncap = MIN(max, cap * 2);
+			uint8_t *p = realloc(out, ncap);
+
+			if (!p) {
+				inflateEnd(&z);
+				return -ENOMEM;
+			}
+			out = p;
+			cap = ncap;
+		}
+	}
 	inflateEnd(&z);
 	if (zr != Z_STREAM_END)
 		return error_set(err, -EBADMSG,
@@ -630,75 +641,4 @@ int estargz_build(const char *layer, uint64_t blob_size, uint64_t toc_off, const
 out:
 	toc_clear(&t);
 	return r;
-}
-
-/* ---- from the registry ---- */
-
-static int fetch_layer(struct store *s, struct registry *reg, const struct descriptor *d,
-                       struct error *err)
-{
-	_cleanup_free_ uint8_t *member = NULL;
-	_cleanup_free_ void *index = NULL, *table = NULL, *have = NULL;
-	_cleanup_(spans_freep) struct spans *sp = NULL;
-	uint8_t footer[ESTARGZ_FOOTER_SIZE];
-	struct error re = {""}, why = {""};
-	size_t index_len = 0, table_len = 0, have_len = 0;
-	uint64_t toc_off;
-	int r;
-
-	if (store_has_blob(s, d->digest) && store_has_index(s, d->digest))
-		return 0; /* complete here */
-	if (store_has_index(s, d->digest) && store_read_spans(s, d->digest, &have, &have_len) == 0)
-		return 0; /* a lazy mount before this one did this */
-	if (!d->toc_digest[0])
-		return error_set(err, -ENOENT, "layer %s is not eStargz", d->digest);
-	if (d->compression != LAYER_GZIP || d->size < ESTARGZ_FOOTER_SIZE)
-		return error_set(err, -EBADMSG, "layer %s: an eStargz layer must be gzip",
-		                 d->digest);
-	r = registry_get_blob_range(reg, d->digest, d->size - ESTARGZ_FOOTER_SIZE,
-	                            ESTARGZ_FOOTER_SIZE, footer, &re);
-	if (r < 0)
-		return error_set(err, r, "layer %s: eStargz footer: %s", d->digest,
-		                 re.msg[0] ? re.msg : strerror(-r));
-	r = estargz_footer_parse(footer, sizeof(footer), d->size, &toc_off, &why);
-	if (r < 0)
-		return error_set(err, r, "layer %s: %s", d->digest, why.msg);
-	if (d->size - ESTARGZ_FOOTER_SIZE - toc_off > ESTARGZ_MAX_TOC)
-		return error_set(err, -EBADMSG, "layer %s: its eStargz TOC is larger than %u bytes",
-		                 d->digest, ESTARGZ_MAX_TOC);
-	member = malloc(d->size - ESTARGZ_FOOTER_SIZE - toc_off + 1);
-	if (!member)
-		return -ENOMEM;
-	r = registry_get_blob_range(reg, d->digest, toc_off,
-	                            d->size - ESTARGZ_FOOTER_SIZE - toc_off, member, &re);
-	if (r < 0)
-		return error_set(err, r, "layer %s: eStargz TOC: %s", d->digest,
-		                 re.msg[0] ? re.msg : strerror(-r));
-	r = estargz_build(d->digest, d->size, toc_off, member,
-	                  d->size - ESTARGZ_FOOTER_SIZE - toc_off, d->toc_digest, &index,
-	                  &index_len, &sp, &why);
-	if (r < 0)
-		return error_set(err, r, "layer %s: %s", d->digest, why.msg);
-	r = spans_encode(sp, &table, &table_len);
-	if (r < 0)
-		return r;
-	r = store_put_spans(s, d->digest, table, table_len);
-	if (r >= 0)
-		r = store_put_index(s, d->digest, index, index_len, -1, NULL);
-	if (r < 0)
-		return error_set(err, r, "cannot store the index of %s: %s", d->digest,
-		                 strerror(-r));
-	return 0;
-}
-
-int estargz_fetch(struct store *s, struct registry *reg, const struct manifest *m,
-                  struct error *err)
-{
-	for (size_t i = 0; i < m->n_layers; i++) {
-		int r = fetch_layer(s, reg, &m->layers[i], err);
-
-		if (r < 0)
-			return r;
-	}
-	return 0;
 }
