@@ -318,8 +318,7 @@ static int toc_parse(const char *json, size_t len, struct toc *t, struct error *
 	return 0;
 }
 
-/* "2006-01-02T15:04:05Z", also with fractions or a numeric offset; false otherwise. */
-static bool parse_rfc3339(const char *s, int64_t *ret_sec, uint32_t *ret_nsec)
+bool estargz_parse_time(const char *s, int64_t *ret_sec, uint32_t *ret_nsec)
 {
 	struct tm tm = {0};
 	const char *p = s ? strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
@@ -437,7 +436,7 @@ static int describe(const struct entry *e, struct li_desc_entry *d, struct xattr
 	d->rdev_major = (uint32_t)major;
 	d->rdev_minor = (uint32_t)minor;
 	if (json_object_get(e->j, "modtime") &&
-	    !parse_rfc3339(get_str(e->j, "modtime"), &d->mtime_sec, &d->mtime_nsec))
+	    !estargz_parse_time(get_str(e->j, "modtime"), &d->mtime_sec, &d->mtime_nsec))
 		return error_set(err, -EBADMSG, "eStargz TOC: %s: bad modtime", name);
 	if (e->type == LI_REG)
 		d->size = e->size;

@@ -39,6 +39,10 @@ int estargz_build(const char *layer, uint64_t blob_size, uint64_t toc_off, const
                   size_t len, const char *toc_digest, void **ret_index, size_t *ret_index_len,
                   struct spans **ret_spans, struct error *err);
 
+/* An RFC 3339 time as eStargz and SOCI write it ("2006-01-02T15:04:05Z", also with
+ * fractions of a second or a numeric offset); false for anything else. */
+bool estargz_parse_time(const char *s, int64_t *ret_sec, uint32_t *ret_nsec);
+
 struct store;
 struct registry;
 struct manifest;

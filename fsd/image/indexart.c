@@ -212,6 +212,12 @@ static int load_index(const char *buf, size_t len, json_t **ret, json_t **ret_ma
 int indexart_referrers(const char *buf, size_t len, char (**ret)[DIGEST_STR_LEN + 1], size_t *ret_n,
                        struct error *err)
 {
+	return indexart_referrers_of(buf, len, INDEXART_TYPE, ret, ret_n, err);
+}
+
+int indexart_referrers_of(const char *buf, size_t len, const char *type,
+                          char (**ret)[DIGEST_STR_LEN + 1], size_t *ret_n, struct error *err)
+{
 	json_auto_t *doc = NULL;
 	json_t *manifests, *d;
 	char(*v)[DIGEST_STR_LEN + 1];
@@ -228,7 +234,7 @@ int indexart_referrers(const char *buf, size_t len, char (**ret)[DIGEST_STR_LEN 
 	{
 		const char *at = str_of(d, "artifactType"), *digest = str_of(d, "digest");
 
-		if (at && streq(at, INDEXART_TYPE) && digest_valid(digest))
+		if (at && streq(at, type) && digest_valid(digest))
 			memcpy(v[n++], digest, DIGEST_STR_LEN + 1);
 	}
 	*ret = v;

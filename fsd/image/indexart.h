@@ -80,6 +80,10 @@ const struct indexart_layer *indexart_find(const struct indexart *a, const char 
 int indexart_referrers(const char *buf, size_t len, char (**ret)[DIGEST_STR_LEN + 1], size_t *ret_n,
                        struct error *err);
 
+/* The same for artifacts of another type (a SOCI index's). */
+int indexart_referrers_of(const char *buf, size_t len, const char *type,
+                          char (**ret)[DIGEST_STR_LEN + 1], size_t *ret_n, struct error *err);
+
 /* The fallback tag's index with the artifact (media type MT_OCI_MANIFEST, digest, size)
  * added: buf is the current index (NULL when the tag does not exist). Every other entry is
  * kept as it is. *ret_changed false (and *ret_json NULL) when it is there already. */

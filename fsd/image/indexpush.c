@@ -283,9 +283,16 @@ int index_push(struct store *s, struct registry *reg, const char *manifest_diges
 	return 0;
 }
 
-/* Candidate artifacts for the manifest: the referrers API's, else the fallback tag's. */
 static int find_artifacts(struct registry *reg, const char *manifest_digest,
                           char (**ret)[DIGEST_STR_LEN + 1], size_t *ret_n, struct error *err)
+{
+	return index_find_referrers(reg, manifest_digest, INDEXART_TYPE, "layer index", ret, ret_n,
+	                            err);
+}
+
+int index_find_referrers(struct registry *reg, const char *manifest_digest, const char *type,
+                         const char *what, char (**ret)[DIGEST_STR_LEN + 1], size_t *ret_n,
+                         struct error *err)
 {
 	_cleanup_free_ char *body = NULL, *mt = NULL, *digest = NULL;
 	struct error re = {""};
@@ -301,17 +308,16 @@ static int find_artifacts(struct registry *reg, const char *manifest_digest,
 		                          &re);
 	}
 	if (r == -ENOENT)
-		return error_set(err, r, "no layer index is published for %s", manifest_digest);
+		return error_set(err, r, "no %s is published for %s", what, manifest_digest);
 	if (r < 0)
 		return reg_fail(err, r, &re, "referrers");
-	r = indexart_referrers(body, len, ret, ret_n, err);
+	r = indexart_referrers_of(body, len, type, ret, ret_n, err);
 	if (r < 0)
 		return r;
 	if (*ret_n == 0) {
 		free(*ret);
 		*ret = NULL;
-		return error_set(err, -ENOENT, "no layer index is published for %s",
-		                 manifest_digest);
+		return error_set(err, -ENOENT, "no %s is published for %s", what, manifest_digest);
 	}
 	return 0;
 }

@@ -30,3 +30,10 @@ int index_push(struct store *s, struct registry *reg, const char *manifest_diges
  * mismatched one: the caller falls back to a full pull. */
 int index_fetch(struct store *s, struct registry *reg, const char *manifest_digest,
                 const struct manifest *m, struct error *err);
+
+/* The digests of the referrers of manifest_digest whose artifactType is type, from the
+ * referrers API, else the fallback tag sha256-HEX. -ENOENT ("no WHAT is published") when
+ * there are none. *ret is an array of DIGEST_STR_LEN + 1 strings. */
+int index_find_referrers(struct registry *reg, const char *manifest_digest, const char *type,
+                         const char *what, char (**ret)[DIGEST_STR_LEN + 1], size_t *ret_n,
+                         struct error *err);

@@ -192,7 +192,7 @@ release:
 		b->state[first + i] = there ? SPAN_PRESENT : SPAN_MISSING;
 		if (there) {
 			b->present_spans++;
-			b->stats.present += span_len(b, first + i);
+			b->stats.present += spans_owned(b->sp, first + i);
 		}
 	}
 	pthread_cond_broadcast(&b->changed);
@@ -411,7 +411,7 @@ int lazyblob_open(struct store *s, struct spans *sp, const struct lazyblob_opts 
 		if (find_present(b, i, 1, buf, present) == 1) {
 			b->state[i] = SPAN_PRESENT;
 			b->present_spans++;
-			b->stats.present += span_len(b, i);
+			b->stats.present += spans_owned(b->sp, i);
 		}
 	*ret = b;
 	return 0;

@@ -510,6 +510,13 @@ int manifest_parse(const char *buf, size_t len, const char *content_type, struct
 		                           &m->layers, &m->n_layers, err);
 		if (r < 0)
 			return r;
+		{
+			const char *soci = json_string_value(json_object_get(
+			    json_object_get(root, "annotations"), MANIFEST_ANN_SOCI_INDEX));
+
+			if (soci && digest_valid(soci))
+				memcpy(m->soci_index, soci, DIGEST_STR_LEN + 1);
+		}
 	}
 	*ret = TAKE_PTR(m);
 	return 0;

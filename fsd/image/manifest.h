@@ -54,6 +54,7 @@ struct descriptor {
 };
 
 #define MANIFEST_ANN_STARGZ_TOC "containerd.io/snapshot/stargz/toc.digest"
+#define MANIFEST_ANN_SOCI_INDEX "com.amazon.soci.index-digest"
 
 enum manifest_kind {
 	MANIFEST_IMAGE, /* OCI manifest or Docker schema 2 */
@@ -67,6 +68,8 @@ struct manifest {
 	struct descriptor config;
 	struct descriptor *layers;
 	size_t n_layers;
+	/* the annotation MANIFEST_ANN_SOCI_INDEX (a SOCI v2 index), when a valid digest */
+	char soci_index[DIGEST_STR_LEN + 1];
 	/* MANIFEST_INDEX */
 	struct descriptor *manifests;
 	size_t n_manifests;

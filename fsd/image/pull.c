@@ -17,6 +17,7 @@
 #include "fsd/index/layerindex.h"
 #include "fsd/index/tree.h"
 #include "estargz.h"
+#include "soci.h"
 #include "indexpush.h"
 #include "progress.h"
 #include "pull.h"
@@ -579,6 +580,31 @@ int pull_resolve_local(struct store *s, const struct image_ref *ref, char **ret_
 	return 0;
 }
 
+/* Fetches whole (and indexes) the layers of m that unindexed marks: those a SOCI index
+ * leaves out (soci-snapshotter indexes no small layer). */
+static int fetch_unindexed(struct pull_ctx *ctx, const struct manifest *m, const bool *unindexed)
+{
+	_cleanup_free_ struct descriptor *layers = calloc(m->n_layers + 1, sizeof(*layers));
+	struct manifest sub = {.kind = MANIFEST_IMAGE};
+	int r;
+
+	if (!layers)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->n_layers; i++)
+		if (unindexed[i])
+			layers[sub.n_layers++] = m->layers[i]; /* borrowed */
+	if (sub.n_layers == 0)
+		return 0;
+	sub.layers = layers;
+	free(ctx->jobs);
+	ctx->jobs = NULL;
+	r = fetch_layers(ctx, &sub, DEFAULT_PARALLEL);
+	free(ctx->jobs);
+	ctx->jobs = NULL;
+	ctx->n_jobs = 0;
+	return r;
+}
+
 /* Whether some layer of m not in the store says it is eStargz. */
 static bool estargz_layers(const struct manifest *m)
 {
@@ -609,6 +635,24 @@ static int try_lazy(struct pull_ctx *ctx, const struct image_ref *ref, const str
 		r = estargz_fetch(ctx->store, source_registry(ctx->src), m, &why);
 		if (r >= 0)
 			kind = "eStargz ";
+	}
+	if (r < 0 && r != -ENOMEM) {
+		/* Nor eStargz, but perhaps indexed by soci-snapshotter. */
+		struct error sw = {""};
+		bool *unindexed = NULL;
+		int rs = soci_fetch(ctx->store, source_registry(ctx->src), digest, m->soci_index, m,
+		                    &unindexed, &sw);
+
+		if (rs >= 0) {
+			r = fetch_unindexed(ctx, m, unindexed);
+			free(unindexed);
+			if (r < 0)
+				return r;
+			kind = "SOCI-indexed ";
+		} else if (rs == -ENOMEM || rs != -ENOENT || m->soci_index[0]) {
+			why = sw;
+			r = rs;
+		}
 	}
 	if (r == -ENOMEM)
 		return error_set(ctx->err, r, "%s", strerror(-r));

@@ -95,10 +95,26 @@ int spans_chunked_check(struct spans *sp, struct error *err)
 			return error_set(err, -EBADMSG,
 			                 "span table: span %llu is too long or empty",
 			                 (unsigned long long)i);
-		sp->max_len = MAX(sp->max_len, end - sp->off[i]);
+		sp->max_len = MAX(sp->max_len, end - sp->off[i] + 1);
 		if (sp->first[i] != next_chunk || sp->count[i] > sp->n_chunks - next_chunk)
 			return error_set(err, -EBADMSG, "span table: the chunks of span %llu",
 			                 (unsigned long long)i);
+		if (sp->check == SPANS_COMPRESSED) {
+			const struct spans_chunk *c = &sp->chunks[sp->first[i]];
+
+			/* The digest covers the span, or the span and the next one's first byte. */
+			if (sp->count[i] > 1 ||
+			    (sp->count[i] == 1 &&
+			     (c->inner != 0 || c->size < end - sp->off[i] ||
+			      c->size > end - sp->off[i] + (i + 1 < sp->n_spans))))
+				return error_set(err, -EBADMSG,
+				                 "span table: the digest of span %llu",
+				                 (unsigned long long)i);
+			next_chunk += sp->count[i];
+			continue;
+		}
+		if (sp->check != SPANS_INFLATED)
+			return error_set(err, -EBADMSG, "span table: unknown check %u", sp->check);
 		for (uint32_t k = 0; k < sp->count[i]; k++) {
 			const struct spans_chunk *c = &sp->chunks[sp->first[i] + k];
 
@@ -138,6 +154,16 @@ bool spans_checkable(const struct spans *sp, uint64_t i)
 	return !sp->off || (i < sp->n_spans && sp->count[i] > 0);
 }
 
+uint64_t spans_owned(const struct spans *sp, uint64_t i)
+{
+	uint64_t off, len;
+
+	if (sp->off && i < sp->n_spans)
+		return (i + 1 < sp->n_spans ? sp->off[i + 1] : sp->blob_size) - sp->off[i];
+	spans_range(sp, i, &off, &len);
+	return len;
+}
+
 void spans_range(const struct spans *sp, uint64_t i, uint64_t *ret_off, uint64_t *ret_len)
 {
 	uint64_t off;
@@ -146,6 +172,8 @@ void spans_range(const struct spans *sp, uint64_t i, uint64_t *ret_off, uint64_t
 		off = i < sp->n_spans ? sp->off[i] : sp->blob_size;
 		*ret_off = off;
 		*ret_len = (i + 1 < sp->n_spans ? sp->off[i + 1] : sp->blob_size) - off;
+		if (sp->check == SPANS_COMPRESSED && i < sp->n_spans && sp->count[i] == 1)
+			*ret_len = sp->chunks[sp->first[i]].size;
 		return;
 	}
 	off = i * sp->span_size;
@@ -227,6 +255,12 @@ bool spans_check(const struct spans *sp, uint64_t i, const void *buf, size_t len
 	spans_range(sp, i, &off, &want);
 	if (len != want)
 		return false;
+	if (sp->off && sp->check == SPANS_COMPRESSED) {
+		if (sp->count[i] != 1)
+			return false;
+		sha256_raw(buf, len, md);
+		return memcmp(md, sp->chunks[sp->first[i]].digest, 32) == 0;
+	}
 	if (sp->off)
 		return sp->count[i] > 0 &&
 		       check_chunks(sp->chunks + sp->first[i], sp->count[i], buf, len);
@@ -287,6 +321,7 @@ static int encode_chunked(const struct spans *sp, void **ret_buf, size_t *ret_le
 		return -ENOMEM;
 	memcpy(b, SPANS_MAGIC, 8);
 	put_le(b + 8, SPANS_VERSION_CHUNKED, 4);
+	put_le(b + 12, sp->check, 4);
 	put_le(b + 16, sp->blob_size, 8);
 	memcpy(b + 24, sp->layer, strlen(sp->layer));
 	put_le(b + 96, sp->n_spans, 8);
@@ -356,7 +391,7 @@ static int parse_chunked(const uint8_t *p, size_t len, const char *expected_laye
 	const uint8_t *q;
 	int r;
 
-	if (len < HEADER_LEN_CHUNKED || get_le(p + 12, 4) != 0)
+	if (len < HEADER_LEN_CHUNKED || get_le(p + 12, 4) > SPANS_COMPRESSED)
 		return error_set(err, -EBADMSG, "span table: bad header");
 	r = parse_layer(p, expected_layer, layer, err);
 	if (r < 0)
@@ -378,6 +413,7 @@ static int parse_chunked(const uint8_t *p, size_t len, const char *expected_laye
 	if (r < 0)
 		return error_set(err, -EBADMSG, "span table: %llu spans for %llu bytes",
 		                 (unsigned long long)n, (unsigned long long)size);
+	sp->check = (uint32_t)get_le(p + 12, 4);
 	q = p + HEADER_LEN_CHUNKED;
 	for (uint64_t i = 0; i < n; i++, q += SPAN_REC) {
 		sp->off[i] = get_le(q, 8);

@@ -27,11 +27,17 @@
  * (tar headers only) cannot be checked: it is fetched whenever it is needed and is never
  * taken as there from the file alone; its bytes are never a file's data.
  *
- *   magic "IMGFSSPN", u32 version (2), u32 0, u64 blob_size, char layer[72], u64 n_spans,
+ *   magic "IMGFSSPN", u32 version (2), u32 check, u64 blob_size, char layer[72], u64 n_spans,
  *   u64 n_chunks, then n_spans of {u64 offset, u32 first_chunk, u32 n_chunks} (offsets
  *   increasing from 0, a span ends where the next starts; the chunks of span i follow those
  *   of span i - 1), then n_chunks of {u64 inner, u64 size, u8 sha256[32]} (increasing,
- *   not overlapping, inner + size at most SPANS_MAX_OUT). */
+ *   not overlapping, inner + size at most SPANS_MAX_OUT).
+ *
+ * The u32 after the version says how the spans are checked: 0 as above; 1 (SPANS_COMPRESSED,
+ * a SOCI zTOC's span digests) by the sha256 of the span's compressed bytes: each span has
+ * one chunk or none, whose inner is 0 and whose size is the bytes the digest covers, from
+ * the span's offset: up to the next span's offset, or one byte more (a zran checkpoint that
+ * starts inside a byte: that byte ends one span and starts the next). */
 #define SPANS_MAX_CHUNKED_SPAN (64u << 20) /* compressed bytes of one span */
 #define SPANS_MAX_OUT (256u << 20)         /* bytes a check may inflate */
 
@@ -52,6 +58,12 @@ struct spans {
 	struct spans_chunk *chunks;
 	uint64_t n_chunks;
 	uint64_t max_len; /* the longest span */
+	uint32_t check;   /* chunked: SPANS_INFLATED or SPANS_COMPRESSED */
+};
+
+enum {
+	SPANS_INFLATED = 0,   /* chunks checked in the span's inflated output */
+	SPANS_COMPRESSED = 1, /* the span's compressed bytes checked */
 };
 
 void spans_free(struct spans *sp);
@@ -82,6 +94,10 @@ uint64_t spans_find(const struct spans *sp, uint64_t off);
 /* Whether span i can be checked by its bytes (fixed spans always; chunked ones that hold
  * chunks). */
 bool spans_checkable(const struct spans *sp, uint64_t i);
+
+/* The bytes span i is counted for: up to the next span's offset (spans of SPANS_COMPRESSED
+ * tables may overlap by a byte). */
+uint64_t spans_owned(const struct spans *sp, uint64_t i);
 
 /* Byte range of span i: [*ret_off, *ret_off + *ret_len). */
 void spans_range(const struct spans *sp, uint64_t i, uint64_t *ret_off, uint64_t *ret_len);

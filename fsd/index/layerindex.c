@@ -978,6 +978,34 @@ int li_builder_describe_member(struct li_builder *b, uint64_t in_off, uint64_t o
 	return lb_append_point(b, &p);
 }
 
+int li_builder_describe_point(struct li_builder *b, uint64_t in_off, uint64_t out_off, uint8_t bits,
+                              const void *window, size_t window_len)
+{
+	struct lix_point p = {.out_off = out_off, .in_off = in_off, .bits = bits};
+	uLongf clen;
+	int r;
+
+	if (!b->described || b->finished)
+		return -EINVAL;
+	if (bits > 7 || (bits && in_off == 0) || window_len > WINDOW_SIZE)
+		return -EBADMSG;
+	if (bits)
+		p.flags = LIX_P_PRIME_DATA;
+	if (window_len > 0) {
+		clen = compressBound((uLong)window_len);
+		p.window_off = b->windows.len;
+		r = lb_dynbuf_append(&b->windows, NULL, clen);
+		if (r < 0)
+			return r;
+		if (compress2(b->windows.p + p.window_off, &clen, window, (uLong)window_len, 6) !=
+		    Z_OK)
+			return -ENOMEM;
+		b->windows.len = p.window_off + clen;
+		p.window_len = (uint32_t)clen;
+	}
+	return lb_append_point(b, &p);
+}
+
 /* The described points must be what the reader assumes of any index: the first at 0, both
  * offsets strictly increasing, all within the layer. */
 static int check_described_points(struct li_builder *b)

@@ -122,6 +122,11 @@ int li_builder_describe_entry(struct li_builder *b, const struct li_desc_entry *
 /* Adds an access point: a gzip member starts at compressed offset in_off, its output at
  * out_off. In increasing order of both. */
 int li_builder_describe_member(struct li_builder *b, uint64_t in_off, uint64_t out_off);
+/* Adds a zran checkpoint: compressed offset in_off, bits of the byte before it still to read
+ * (that byte is read from the data), uncompressed offset out_off, and the window_len bytes
+ * of output before it (at most 32 KiB). In increasing order of both offsets. */
+int li_builder_describe_point(struct li_builder *b, uint64_t in_off, uint64_t out_off, uint8_t bits,
+                              const void *window, size_t window_len);
 /* What the index of a finished builder is made of (tests, measurements). */
 struct li_build_stats {
 	uint32_t points;

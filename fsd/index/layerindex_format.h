@@ -32,6 +32,9 @@
  * the points of an index described from a foreign table of contents (eStargz), whose
  * members start where a chunk of file data does. */
 #define LIX_P_MEMBER 1u
+/* lix_point.flags: prime_byte is not recorded: it is the data's byte before in_off (the
+ * points of an index described from a SOCI zTOC, whose checkpoints have no such byte). */
+#define LIX_P_PRIME_DATA 2u
 
 struct lix_header {
 	char magic[8];

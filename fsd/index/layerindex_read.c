@@ -386,7 +386,8 @@ static int load_window(const struct li_index *idx, const struct lix_point *p, ui
  * Returns 0, or 1 when ISA-L cannot do it (the member ends first: trailers and headers
  * are left to zlib), or -errno. */
 static int inflate_isal(const struct li_index *idx, const struct lix_point *p, uint64_t start,
-                        const uint8_t *win, size_t wlen, uint64_t skip, uint8_t *dst, size_t len)
+                        uint8_t prime, const uint8_t *win, size_t wlen, uint64_t skip, uint8_t *dst,
+                        size_t len)
 {
 	_cleanup_free_ struct inflate_state *st = malloc(sizeof(*st));
 	_cleanup_free_ uint8_t *in = malloc(READ_CHUNK), *trash = NULL;
@@ -406,7 +407,7 @@ static int inflate_isal(const struct li_index *idx, const struct lix_point *p, u
 	if (wlen > 0 && isal_inflate_set_dict(st, (uint8_t *)win, (uint32_t)wlen) != COMP_OK)
 		return 1;
 	if (p->bits) {
-		st->read_in = (uint64_t)(p->prime_byte >> (8 - p->bits));
+		st->read_in = (uint64_t)(prime >> (8 - p->bits));
 		st->read_in_length = p->bits;
 	}
 	while (done < len) {
@@ -453,7 +454,8 @@ static int inflate_isal(const struct li_index *idx, const struct lix_point *p, u
 
 /* The same with zlib, which also walks across gzip member boundaries. */
 static int inflate_zlib(const struct li_index *idx, const struct lix_point *p, uint64_t start,
-                        const uint8_t *win, size_t wlen, uint64_t skip, uint8_t *dst, size_t len)
+                        uint8_t prime, const uint8_t *win, size_t wlen, uint64_t skip, uint8_t *dst,
+                        size_t len)
 {
 	_cleanup_free_ uint8_t *in = malloc(READ_CHUNK), *trash = NULL;
 	struct compressed_reader cr = {
@@ -472,7 +474,7 @@ static int inflate_zlib(const struct li_index *idx, const struct lix_point *p, u
 	}
 	if (inflateInit2(&z, -15) != Z_OK)
 		return -ENOMEM;
-	if (p->bits && inflatePrime(&z, p->bits, p->prime_byte >> (8 - p->bits)) != Z_OK)
+	if (p->bits && inflatePrime(&z, p->bits, prime >> (8 - p->bits)) != Z_OK)
 		r = -EBADMSG;
 	if (r == 0 && wlen > 0 && inflateSetDictionary(&z, win, (uInt)wlen) != Z_OK)
 		r = -EBADMSG;
@@ -573,7 +575,7 @@ static int member_header_len(const struct li_index *idx, uint64_t off, uint64_t 
 static int decode_gzip(const struct li_index *idx, const struct lix_point *p, uint64_t skip,
                        uint8_t *dst, size_t len)
 {
-	uint8_t win[WINDOW_SIZE];
+	uint8_t win[WINDOW_SIZE], prime = p->prime_byte;
 	uint64_t start;
 	size_t wlen;
 	int r;
@@ -597,6 +599,21 @@ static int decode_gzip(const struct li_index *idx, const struct lix_point *p, ui
 	if (r < 0)
 		return r;
 	start = p->in_off;
+	if (p->flags & LIX_P_PRIME_DATA) {
+		/* The byte the point starts inside of is the data's, not the index's. */
+		ssize_t n;
+
+		if (!p->bits || p->in_off == 0)
+			return -EBADMSG;
+		r = fetch_data(idx, p->in_off - 1, 1);
+		if (r < 0)
+			return r;
+		n = pread_full(idx->data_fd, &prime, 1, (off_t)(p->in_off - 1));
+		if (n < 0)
+			return (int)n;
+		if (n != 1)
+			return -EIO;
+	}
 	if (p->flags & LIX_P_MEMBER) {
 		if (p->bits || wlen)
 			return -EBADMSG;
@@ -604,10 +621,10 @@ static int decode_gzip(const struct li_index *idx, const struct lix_point *p, ui
 		if (r < 0)
 			return r;
 	}
-	r = inflate_isal(idx, p, start, win, wlen, skip, dst, len);
+	r = inflate_isal(idx, p, start, prime, win, wlen, skip, dst, len);
 	if (r <= 0)
 		return r;
-	return inflate_zlib(idx, p, start, win, wlen, skip, dst, len);
+	return inflate_zlib(idx, p, start, prime, win, wlen, skip, dst, len);
 }
 
 static int decode_zstd(const struct li_index *idx, const struct lix_point *p, uint8_t *dst,
