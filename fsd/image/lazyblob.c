@@ -13,6 +13,11 @@
 #define DEFAULT_MAX_REQUEST (4u << 20)
 #define FILL_MAX_REQUEST (1u << 20)
 #define QUIET_POLL_MS 20
+/* A read that has gone on sequentially for SEQ_MIN bytes fetches ahead, from SEQ_AHEAD
+ * doubling up to max_request: one large request instead of one per decoded piece (a small
+ * file, or a few pages of a library, never gets there). */
+#define SEQ_MIN (1u << 20)
+#define SEQ_AHEAD (512u << 10)
 
 enum span_state {
 	SPAN_MISSING = 0,
@@ -32,6 +37,9 @@ struct lazyblob {
 	uint64_t fill_cursor;
 	unsigned demand_active;
 	int64_t last_demand_ms;
+	/* Sequential reads: where the last demand ended, how far the reads have gone on from
+	 * there without a jump, and how far ahead they fetch now. */
+	uint64_t seq_next, seq_run, ahead;
 	bool stop;   /* lazyblob_stop(): the fill gives up waiting */
 	bool failed; /* the complete blob did not have its digest: nothing is served */
 	struct lazyblob_stats stats;
@@ -236,19 +244,37 @@ static int claim_run(struct lazyblob *b, uint64_t first, uint64_t last, uint64_t
 int lazyblob_ensure(void *userdata, uint64_t off, uint64_t len)
 {
 	struct lazyblob *b = userdata;
-	uint64_t first, last;
+	uint64_t first, last, ahead;
 
 	if (len == 0 || off >= b->sp->blob_size)
 		return 0;
+	len = MIN(len, b->sp->blob_size - off);
 	pthread_mutex_lock(&b->lock);
 	if (b->failed) {
 		pthread_mutex_unlock(&b->lock);
 		return -EIO;
 	}
+	if (off <= b->seq_next && off + len > b->seq_next) {
+		/* On from where the reads were: the run grows, and so does the read-ahead. */
+		b->seq_run += off + len - b->seq_next;
+		b->seq_next = off + len;
+		if (b->seq_run >= SEQ_MIN)
+			b->ahead = MIN(MAX(b->ahead * 2, (uint64_t)SEQ_AHEAD), b->o.max_request);
+	} else if (off + len > b->seq_next || off + b->seq_run < b->seq_next) {
+		/* Elsewhere (a range within the run, a decoder starting again from its
+		 * checkpoint, changes nothing). */
+		b->seq_run = len;
+		b->seq_next = off + len;
+		b->ahead = 0;
+	}
+	ahead = MIN(b->ahead, b->sp->blob_size - (off + len));
+	/* While half the read-ahead is still there, fetch only what is needed: the next
+	 * request is then a large one, not the few KB the window slid by. */
+	if (ahead > 0 && b->state[spans_find(b->sp, off + len + ahead / 2)] != SPAN_MISSING)
+		ahead = 0;
 	pthread_mutex_unlock(&b->lock);
-	len = MIN(len, b->sp->blob_size - off);
 	first = spans_find(b->sp, off);
-	last = spans_find(b->sp, off + len - 1);
+	last = spans_find(b->sp, off + len + ahead - 1);
 	for (;;) {
 		uint64_t run, n;
 		int64_t got;

@@ -142,6 +142,35 @@ static void test_reads_fetch_what_they_need(void **state)
 	assert_false(store_has_blob(f->s, f->digest));
 }
 
+/* A read that goes on sequentially past 1 MiB fetches ahead: fewer requests than spans,
+ * and every byte right; a jump elsewhere starts again without read-ahead. */
+static void test_sequential_reads_fetch_ahead(void **state)
+{
+	struct fixture *f = *state;
+	_cleanup_(lazyblob_freep) struct lazyblob *b = open_blob(f, 0);
+	uint64_t before;
+
+	for (uint64_t off = 0; off < BLOB_SIZE; off += SPAN / 2)
+		assert_int_equal(lazyblob_ensure(b, off, MIN((uint64_t)SPAN / 2, BLOB_SIZE - off)), 0);
+	/* 16 spans one by one, then the other 5 ahead, at most 4 a request. */
+	assert_int_equal(f->remote.requests, 16 + 2);
+	assert_int_equal(f->remote.bytes, BLOB_SIZE);
+	expect_bytes(b, f, 0, BLOB_SIZE);
+	/* A jump back: a span alone again. */
+	lazyblob_free(b);
+	b = NULL;
+	rm_rf_at(AT_FDCWD, f->dir);
+	assert_int_equal(mkdir(f->dir, 0700), 0);
+	store_free(f->s);
+	assert_int_equal(store_open(f->dir, &f->s), 0);
+	b = open_blob(f, 0);
+	before = f->remote.requests;
+	assert_int_equal(lazyblob_ensure(b, 10 * SPAN, 100), 0);
+	assert_int_equal(lazyblob_ensure(b, 2 * SPAN, 100), 0);
+	assert_int_equal(f->remote.requests, before + 2);
+	assert_int_equal(f->remote.bytes, BLOB_SIZE + 2 * SPAN);
+}
+
 static void test_corrupt_answers(void **state)
 {
 	struct fixture *f = *state;
@@ -274,6 +303,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_reads_fetch_what_they_need, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sequential_reads_fetch_ahead, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corrupt_answers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fill_completes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_restart_and_sharing, setup, teardown),
