@@ -13,10 +13,10 @@
 #define DEFAULT_MAX_REQUEST (4u << 20)
 #define FILL_MAX_REQUEST (1u << 20)
 #define QUIET_POLL_MS 20
-/* A read that has gone on sequentially for SEQ_MIN bytes fetches ahead, from SEQ_AHEAD
- * doubling up to max_request: one large request instead of one per decoded piece (a small
- * file, or a few pages of a library, never gets there). */
-#define SEQ_MIN (1u << 20)
+/* A read that has gone on sequentially for ahead_after bytes (default SEQ_MIN) fetches
+ * ahead, from SEQ_AHEAD doubling up to max_request: one large request instead of one per
+ * decoded piece (a small file, or a few pages of a library, never gets there). */
+#define SEQ_MIN (2u << 20)
 #define SEQ_AHEAD (512u << 10)
 
 enum span_state {
@@ -258,7 +258,7 @@ int lazyblob_ensure(void *userdata, uint64_t off, uint64_t len)
 		/* On from where the reads were: the run grows, and so does the read-ahead. */
 		b->seq_run += off + len - b->seq_next;
 		b->seq_next = off + len;
-		if (b->seq_run >= SEQ_MIN)
+		if (b->seq_run >= b->o.ahead_after)
 			b->ahead = MIN(MAX(b->ahead * 2, (uint64_t)SEQ_AHEAD), b->o.max_request);
 	} else if (off + len > b->seq_next || off + b->seq_run < b->seq_next) {
 		/* Elsewhere (a range within the run, a decoder starting again from its
@@ -414,6 +414,8 @@ int lazyblob_open(struct store *s, struct spans *sp, const struct lazyblob_opts 
 	b->o = *o;
 	if (!b->o.max_request)
 		b->o.max_request = DEFAULT_MAX_REQUEST;
+	if (!b->o.ahead_after)
+		b->o.ahead_after = SEQ_MIN;
 	b->o.max_request = MAX(b->o.max_request, b->sp->max_len);
 	/* The fill waits its delay from the start too: a container's first reads go first. */
 	b->last_demand_ms = (int64_t)monotonic_ms();

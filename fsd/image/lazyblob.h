@@ -11,7 +11,8 @@
  * line names the blob and the span: never wrong bytes.
  *
  * Reads come first: lazyblob_fill() fetches only when no read has needed a fetch for
- * fill_delay_ms. Thread-safe. */
+ * fill_delay_ms. A read that goes on sequentially fetches ahead of itself, so that a large
+ * file costs a few large requests rather than one per decoded piece. Thread-safe. */
 #pragma once
 
 #include <stdint.h>
@@ -31,6 +32,9 @@ struct lazyblob_opts {
 	void *ctx;
 	unsigned fill_delay_ms; /* quiet time after a read's fetch before the fill goes on */
 	uint64_t max_request;   /* bytes of adjacent spans fetched in one request; 0: 4 MiB */
+	/* Reads that go on sequentially for this many bytes of the blob fetch ahead (512 KiB,
+	 * doubling up to max_request); 0: 2 MiB. */
+	uint64_t ahead_after;
 };
 
 struct lazyblob_stats {

@@ -104,6 +104,22 @@ static struct lazyblob *open_blob(struct fixture *f, unsigned fill_delay_ms)
 	return b;
 }
 
+static struct lazyblob *open_blob_ahead(struct fixture *f, uint64_t ahead_after)
+{
+	struct spans *sp = NULL;
+	struct lazyblob *b = NULL;
+
+	assert_int_equal(spans_parse(f->table, f->table_len, f->digest, BLOB_SIZE, &sp, NULL), 0);
+	assert_int_equal(lazyblob_open(f->s, sp,
+	                               &(struct lazyblob_opts){.fetch = remote_fetch,
+	                                                       .ctx = &f->remote,
+	                                                       .max_request = 4 * SPAN,
+	                                                       .ahead_after = ahead_after},
+	                               &b),
+	                 0);
+	return b;
+}
+
 static void expect_bytes(struct lazyblob *b, struct fixture *f, uint64_t off, size_t len)
 {
 	_cleanup_free_ uint8_t *got = malloc(len);
@@ -147,11 +163,12 @@ static void test_reads_fetch_what_they_need(void **state)
 static void test_sequential_reads_fetch_ahead(void **state)
 {
 	struct fixture *f = *state;
-	_cleanup_(lazyblob_freep) struct lazyblob *b = open_blob(f, 0);
+	_cleanup_(lazyblob_freep) struct lazyblob *b = open_blob_ahead(f, 1u << 20);
 	uint64_t before;
 
 	for (uint64_t off = 0; off < BLOB_SIZE; off += SPAN / 2)
-		assert_int_equal(lazyblob_ensure(b, off, MIN((uint64_t)SPAN / 2, BLOB_SIZE - off)), 0);
+		assert_int_equal(lazyblob_ensure(b, off, MIN((uint64_t)SPAN / 2, BLOB_SIZE - off)),
+		                 0);
 	/* 16 spans one by one, then the other 5 ahead, at most 4 a request. */
 	assert_int_equal(f->remote.requests, 16 + 2);
 	assert_int_equal(f->remote.bytes, BLOB_SIZE);
@@ -163,7 +180,7 @@ static void test_sequential_reads_fetch_ahead(void **state)
 	assert_int_equal(mkdir(f->dir, 0700), 0);
 	store_free(f->s);
 	assert_int_equal(store_open(f->dir, &f->s), 0);
-	b = open_blob(f, 0);
+	b = open_blob_ahead(f, 1u << 20);
 	before = f->remote.requests;
 	assert_int_equal(lazyblob_ensure(b, 10 * SPAN, 100), 0);
 	assert_int_equal(lazyblob_ensure(b, 2 * SPAN, 100), 0);
