@@ -40,8 +40,9 @@ struct lazyblob {
 	/* Sequential reads: where the last demand ended, how far the reads have gone on from
 	 * there without a jump, and how far ahead they fetch now. */
 	uint64_t seq_next, seq_run, ahead;
-	bool stop;   /* lazyblob_stop(): the fill gives up waiting */
-	bool failed; /* the complete blob did not have its digest: nothing is served */
+	bool ahead_running; /* a read-ahead thread is fetching */
+	bool stop;          /* lazyblob_stop(): the fill gives up waiting */
+	bool failed;        /* the complete blob did not have its digest: nothing is served */
 	struct lazyblob_stats stats;
 };
 
@@ -241,40 +242,10 @@ static int claim_run(struct lazyblob *b, uint64_t first, uint64_t last, uint64_t
 	}
 }
 
-int lazyblob_ensure(void *userdata, uint64_t off, uint64_t len)
+/* Makes spans [first, last] present, for reads: fetches the missing ones, waits for those
+ * others fetch. */
+static int fetch_spans(struct lazyblob *b, uint64_t first, uint64_t last)
 {
-	struct lazyblob *b = userdata;
-	uint64_t first, last, ahead;
-
-	if (len == 0 || off >= b->sp->blob_size)
-		return 0;
-	len = MIN(len, b->sp->blob_size - off);
-	pthread_mutex_lock(&b->lock);
-	if (b->failed) {
-		pthread_mutex_unlock(&b->lock);
-		return -EIO;
-	}
-	if (off <= b->seq_next && off + len > b->seq_next) {
-		/* On from where the reads were: the run grows, and so does the read-ahead. */
-		b->seq_run += off + len - b->seq_next;
-		b->seq_next = off + len;
-		if (b->seq_run >= b->o.ahead_after)
-			b->ahead = MIN(MAX(b->ahead * 2, (uint64_t)SEQ_AHEAD), b->o.max_request);
-	} else if (off + len > b->seq_next || off + b->seq_run < b->seq_next) {
-		/* Elsewhere (a range within the run, a decoder starting again from its
-		 * checkpoint, changes nothing). */
-		b->seq_run = len;
-		b->seq_next = off + len;
-		b->ahead = 0;
-	}
-	ahead = MIN(b->ahead, b->sp->blob_size - (off + len));
-	/* While half the read-ahead is still there, fetch only what is needed: the next
-	 * request is then a large one, not the few KB the window slid by. */
-	if (ahead > 0 && b->state[spans_find(b->sp, off + len + ahead / 2)] != SPAN_MISSING)
-		ahead = 0;
-	pthread_mutex_unlock(&b->lock);
-	first = spans_find(b->sp, off);
-	last = spans_find(b->sp, off + len + ahead - 1);
 	for (;;) {
 		uint64_t run, n;
 		int64_t got;
@@ -301,6 +272,103 @@ int lazyblob_ensure(void *userdata, uint64_t off, uint64_t len)
 		if (got < 0)
 			return (int)got;
 	}
+}
+
+struct ahead_job {
+	struct lazyblob *b;
+	uint64_t run, n; /* spans claimed SPAN_BUSY for it */
+};
+
+/* The read-ahead, fetched while the read that asked for it decodes what it has: at most
+ * one such thread per blob (ahead_running), waited for by lazyblob_free(). Its spans are
+ * claimed before it starts, so that the reads after it wait for them instead of fetching
+ * them again; its failures are the next read's to meet (fetch_run() logs them). */
+static void *ahead_thread(void *userdata)
+{
+	struct ahead_job *job = userdata;
+	struct lazyblob *b = job->b;
+	int64_t got = fetch_run(b, job->run, job->n);
+
+	pthread_mutex_lock(&b->lock);
+	if (got > 0)
+		b->stats.demand_bytes += (uint64_t)got;
+	b->ahead_running = false;
+	pthread_cond_broadcast(&b->changed);
+	pthread_mutex_unlock(&b->lock);
+	free(job);
+	return NULL;
+}
+
+/* Claims the first run of missing spans in [first, last] (at most max bytes) for a
+ * read-ahead thread and starts it; nothing when none is missing. Called with b->lock held. */
+static void start_ahead(struct lazyblob *b, uint64_t first, uint64_t last, uint64_t max)
+{
+	struct ahead_job *job;
+	pthread_attr_t attr;
+	pthread_t t;
+	uint64_t i = first, n = 0, bytes = 0;
+	int r;
+
+	while (i <= last && b->state[i] != SPAN_MISSING)
+		i++;
+	while (i + n <= last && b->state[i + n] == SPAN_MISSING &&
+	       (n == 0 || bytes + span_len(b, i + n) <= max))
+		bytes += span_len(b, i + n++);
+	if (n == 0 || !(job = malloc(sizeof(*job))))
+		return;
+	*job = (struct ahead_job){.b = b, .run = i, .n = n};
+	for (uint64_t k = 0; k < n; k++)
+		b->state[i + k] = SPAN_BUSY;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	r = pthread_create(&t, &attr, ahead_thread, job);
+	pthread_attr_destroy(&attr);
+	if (r != 0) {
+		for (uint64_t k = 0; k < n; k++)
+			b->state[i + k] = SPAN_MISSING;
+		free(job);
+		return;
+	}
+	b->ahead_running = true;
+}
+
+int lazyblob_ensure(void *userdata, uint64_t off, uint64_t len)
+{
+	struct lazyblob *b = userdata;
+	uint64_t ahead;
+
+	if (len == 0 || off >= b->sp->blob_size)
+		return 0;
+	len = MIN(len, b->sp->blob_size - off);
+	pthread_mutex_lock(&b->lock);
+	if (b->failed) {
+		pthread_mutex_unlock(&b->lock);
+		return -EIO;
+	}
+	if (off <= b->seq_next && off + len > b->seq_next) {
+		/* On from where the reads were: the run grows, and so does the read-ahead. */
+		b->seq_run += off + len - b->seq_next;
+		b->seq_next = off + len;
+		if (b->seq_run >= b->o.ahead_after)
+			b->ahead = MIN(MAX(b->ahead * 2, (uint64_t)SEQ_AHEAD), b->o.max_request);
+	} else if (off + len > b->seq_next || off + b->seq_run < b->seq_next) {
+		/* Elsewhere (a range within the run, a decoder starting again from its
+		 * checkpoint, changes nothing). */
+		b->seq_run = len;
+		b->seq_next = off + len;
+		b->ahead = 0;
+	}
+	ahead = MIN(b->ahead, b->sp->blob_size - (off + len));
+	/* While half the read-ahead is still there (or being fetched), nothing more: the next
+	 * request is then a large one, not the few KB the window slid by. */
+	if (ahead > 0 && (b->ahead_running ||
+	                  b->state[spans_find(b->sp, off + len + ahead / 2)] != SPAN_MISSING))
+		ahead = 0;
+	if (ahead > 0 && !b->stop)
+		start_ahead(b, spans_find(b->sp, off + len),
+		            spans_find(b->sp, off + len + ahead - 1), b->o.max_request);
+	pthread_mutex_unlock(&b->lock);
+	return fetch_spans(b, spans_find(b->sp, off), spans_find(b->sp, off + len - 1));
 }
 
 /* The whole file has the blob's digest: then it goes into blobs/. */
@@ -449,6 +517,12 @@ void lazyblob_free(struct lazyblob *b)
 {
 	if (!b)
 		return;
+	/* A read-ahead in flight ends with its request. */
+	pthread_mutex_lock(&b->lock);
+	b->stop = true;
+	while (b->ahead_running)
+		pthread_cond_wait(&b->changed, &b->lock);
+	pthread_mutex_unlock(&b->lock);
 	if (b->fd >= 0)
 		close(b->fd);
 	pthread_cond_destroy(&b->changed);
