@@ -91,6 +91,12 @@ assert_eq "$(sed -n 's/^lazy-bytes-present: //p' <<<"$st")" \
 	"$(sed -n 's/^lazy-bytes-total: //p' <<<"$st")" "lazy bytes present once complete"
 assert_eq "$(store_ref_digest "$LINK/test/soci:1")" "$image" "the ref recorded after the fill"
 check_store_consistent
+# The indexes built again from the complete layers describe them as the published one did.
+log_file=$(imgfs status "$mnt" | sed -n 's/^state-dir: //p')/log
+assert_file "$log_file"
+if grep -E 'do not describe|Sanitizer|runtime error' "$log_file"; then
+	fail "the mount's log after the fill: $(tail -n 5 "$log_file")"
+fi
 assert_ok imgfs umount "$mnt"
 link_settle
 before=$(link_stat '[.request_list[] | select(.path | test("/blobs/"))] | length')
