@@ -18,6 +18,7 @@ struct minode {
 	uint32_t layer, entry; /* TREE_NONE: an implicit directory */
 	uint32_t refs;         /* names in the tree referring to it */
 	uint32_t first_out;    /* while serialising: its canonical node */
+	bool whiteout;         /* overlay format: a character device 0/0 */
 };
 
 /* A name in the tree being built. */
@@ -29,6 +30,7 @@ struct mnode {
 	uint32_t hnext; /* hash chain */
 	uint32_t out;   /* while serialising: its number */
 	bool alive, is_dir;
+	bool opaque; /* overlay format: trusted.overlay.opaque=y */
 };
 
 struct builder {
@@ -287,7 +289,55 @@ static int apply_whiteouts(struct builder *b, uint32_t l)
 	return 0;
 }
 
-static int apply_entries(struct builder *b, uint32_t l)
+/* The overlay lower format's view of a whiteout entry of layer l: 0 when e is none; 1
+ * when it was handled (an opaque mark set, a whiteout node made, aufs bookkeeping left
+ * out); -errno. */
+static int apply_overlay_whiteout(struct builder *b, uint32_t l, size_t i, const struct li_entry *e)
+{
+	_cleanup_free_ char *dir = NULL, *target = NULL;
+	const char *name = base_name(e->path);
+	size_t dir_len = (size_t)(name - e->path);
+	uint32_t n, parent, inode;
+	int r;
+
+	if (!startswith(name, ".wh."))
+		return 0;
+	dir = strndup(e->path, dir_len ? dir_len - 1 : 0);
+	if (!dir)
+		return -ENOMEM;
+	if (has_whiteout_component(dir)) {
+		b->dropped++;
+		return 1;
+	}
+	if (streq(name, ".wh..wh..opq")) {
+		r = ensure_dir(b, dir, &n);
+		if (r < 0)
+			return r;
+		b->nodes[n].opaque = true;
+		return 1;
+	}
+	if (startswith(name, ".wh..wh.") || !name[4])
+		return 1; /* aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs) */
+	if (asprintf(&target, "%s%s%s", dir, dir[0] ? "/" : "", name + 4) < 0) {
+		target = NULL;
+		return -ENOMEM;
+	}
+	r = ensure_dir(b, dir, &parent);
+	if (r < 0)
+		return r;
+	if (lookup(b, target) != TREE_NONE)
+		return 1; /* an entry of this layer: a whiteout hides only the layers below */
+	r = new_inode(b, l, (uint32_t)i, &inode);
+	if (r < 0)
+		return r;
+	b->inodes[inode].whiteout = true;
+	r = new_node(b, parent, target, inode, false, &n);
+	return r < 0 ? r : 1;
+}
+
+/* Replays the entries of layer l. overlay: in overlay lower format (whiteouts and opaque
+ * marks kept as overlayfs shows them), else merged (whiteouts already applied). */
+static int apply_entries(struct builder *b, uint32_t l, bool overlay)
 {
 	struct li_index *li = b->layers[l];
 
@@ -295,12 +345,19 @@ static int apply_entries(struct builder *b, uint32_t l)
 		_cleanup_free_ char *parent_path = NULL;
 		struct li_entry e;
 		uint32_t n, parent, inode, held = TREE_NONE;
-		bool is_dir;
+		bool is_dir, over_whiteout = false;
 		int r;
 
 		r = li_entry_get(li, i, &e);
 		if (r < 0)
 			return r;
+		if (overlay) {
+			r = apply_overlay_whiteout(b, l, i, &e);
+			if (r < 0)
+				return r;
+			if (r > 0)
+				continue;
+		}
 		if (has_whiteout_component(e.path))
 			continue;
 		if (!e.path[0]) {
@@ -344,8 +401,10 @@ static int apply_entries(struct builder *b, uint32_t l)
 			b->inodes[inode].refs++;
 			continue;
 		}
-		if (n != TREE_NONE)
+		if (n != TREE_NONE) {
+			over_whiteout = b->inodes[b->nodes[n].inode].whiteout;
 			remove_node(b, n);
+		}
 		if (held != TREE_NONE) {
 			inode = held;
 			b->inodes[held].refs--; /* new_node() takes its own reference */
@@ -357,6 +416,9 @@ static int apply_entries(struct builder *b, uint32_t l)
 		r = new_node(b, parent, e.path, inode, is_dir, &n);
 		if (r < 0)
 			return r;
+		/* Overlay format: a directory made where this layer removed a name hides what
+		 * the layers below have there, as the merge's whiteout-first order does. */
+		b->nodes[n].opaque = over_whiteout && is_dir;
 	}
 	return 0;
 }
@@ -415,6 +477,10 @@ static int fill_node(const struct builder *b, const struct mnode *m, struct tree
 	t->gid = e.gid;
 	t->mtime_sec = e.mtime_sec;
 	t->mtime_nsec = e.mtime_nsec;
+	if (in->whiteout) {
+		t->mode = S_IFCHR; /* as containerd and podman extract a whiteout */
+		return 0;
+	}
 	t->rdev_major = e.rdev_major;
 	t->rdev_minor = e.rdev_minor;
 	switch (e.type) {
@@ -483,6 +549,8 @@ static int serialise(struct builder *b, const char *const *digests, void **ret_b
 		r = fill_node(b, m, t);
 		if (r < 0)
 			return r;
+		if (m->opaque && m->is_dir)
+			t->mode |= TREE_MODE_OPAQUE;
 		if (in->first_out == TREE_NONE)
 			in->first_out = o;
 		t->canonical = in->first_out;
@@ -552,8 +620,8 @@ static int open_index_only(const struct li_opener *opener, const char *digest,
 	return opener->open(opener->ctx, digest, LI_OPEN_VERIFY | LI_OPEN_NO_DATA, ret);
 }
 
-int tree_build(const struct li_opener *opener, const char *const *layer_digests, size_t n_layers,
-               void **ret_buf, size_t *ret_len)
+static int build(const struct li_opener *opener, const char *const *layer_digests, size_t n_layers,
+                 bool overlay, void **ret_buf, size_t *ret_len)
 {
 	struct builder b = {0};
 	uint32_t root_inode, root;
@@ -579,10 +647,12 @@ int tree_build(const struct li_opener *opener, const char *const *layer_digests,
 	if (r < 0)
 		goto out;
 	for (uint32_t l = 0; l < n_layers; l++) {
-		r = apply_whiteouts(&b, l);
-		if (r < 0)
-			goto out;
-		r = apply_entries(&b, l);
+		if (!overlay) {
+			r = apply_whiteouts(&b, l);
+			if (r < 0)
+				goto out;
+		}
+		r = apply_entries(&b, l, overlay);
 		if (r < 0)
 			goto out;
 	}
@@ -590,4 +660,16 @@ int tree_build(const struct li_opener *opener, const char *const *layer_digests,
 out:
 	builder_done(&b);
 	return r;
+}
+
+int tree_build(const struct li_opener *opener, const char *const *layer_digests, size_t n_layers,
+               void **ret_buf, size_t *ret_len)
+{
+	return build(opener, layer_digests, n_layers, false, ret_buf, ret_len);
+}
+
+int tree_build_layer(const struct li_opener *opener, const char *layer_digest, void **ret_buf,
+                     size_t *ret_len)
+{
+	return build(opener, &layer_digest, 1, true, ret_buf, ret_len);
 }

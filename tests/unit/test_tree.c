@@ -455,6 +455,70 @@ static void test_whiteouts_and_opaque(void **state)
 	assert_content(t, "keep", "keep");
 }
 
+/* One layer in overlay lower format: what a layer's diff directory is for overlayfs. */
+static void test_layer_in_overlay_format(void **state)
+{
+	static const struct ent l2[] = {{"a/.wh.x", 'f'},
+	                                {"d/new", 'f', 0, "new"},
+	                                {"d/.wh.new", 'f'}, /* same layer: d/new stays */
+	                                {".wh.b", 'f'},
+	                                {".wh.c", 'f'},
+	                                {"c/", 'd', 0700}, /* a dir over its whiteout: opaque */
+	                                {"o/", 'd', 0750, NULL, 0, 0, "user.k", "v"},
+	                                {"o/new", 'f', 0, "fresh"},
+	                                {"o/.wh..wh..opq", 'f'},
+	                                {"i/.wh..wh..opq", 'f'}, /* an implicit dir, opaque */
+	                                {".wh..wh.plnk/", 'd'},
+	                                {"e/.wh.sub/f", 'f', 0, "below a whiteout"},
+	                                {NULL}};
+	char digest[DIGEST_STR_LEN + 1], list[256];
+	_cleanup_(tree_closep) struct tree *t = NULL;
+	struct stat st;
+	char v[8];
+	void *buf;
+	size_t len;
+	int fd;
+
+	(void)state;
+	add_layer(l2, 'g', digest);
+	assert_int_equal(tree_build_layer(&opener, digest, &buf, &len), 0);
+	assert_int_equal(write_file_atomic(dir_fd, "tree", buf, len, 0644), 0);
+	free(buf);
+	fd = openat(dir_fd, "tree", O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(tree_open(&opener, fd, &t), 0);
+	close(fd);
+
+	assert_string_equal(listing(t, ""), "a b c d i o"); /* nothing below e/.wh.sub */
+	assert_string_equal(listing(t, "a"), "x");
+	assert_int_equal(tree_stat(t, must(t, "a/x"), &st), 0);
+	assert_int_equal(st.st_mode, S_IFCHR);
+	assert_int_equal(st.st_rdev, makedev(0, 0));
+	assert_int_equal(tree_stat(t, must(t, "b"), &st), 0);
+	assert_true(S_ISCHR(st.st_mode));
+	assert_content(t, "d/new", "new");
+	assert_int_equal(tree_getxattr(t, must(t, "a/x"), TREE_OPAQUE_XATTR, v, sizeof(v)),
+	                 -ENODATA);
+	/* opaque directories: the mark, their own xattrs, their mode without the mark */
+	assert_int_equal(tree_getxattr(t, must(t, "o"), TREE_OPAQUE_XATTR, v, sizeof(v)), 1);
+	assert_memory_equal(v, "y", 1);
+	assert_int_equal(tree_getxattr(t, must(t, "o"), "user.k", v, sizeof(v)), 1);
+	assert_int_equal(tree_listxattr(t, must(t, "o"), list, sizeof(list)),
+	                 (ssize_t)sizeof(TREE_OPAQUE_XATTR "\0user.k"));
+	assert_memory_equal(list, TREE_OPAQUE_XATTR "\0user.k",
+	                    sizeof(TREE_OPAQUE_XATTR "\0user.k"));
+	assert_int_equal(tree_stat(t, must(t, "o"), &st), 0);
+	assert_int_equal(st.st_mode, S_IFDIR | 0750);
+	assert_string_equal(listing(t, "o"), "new");
+	assert_int_equal(tree_getxattr(t, must(t, "i"), TREE_OPAQUE_XATTR, v, sizeof(v)), 1);
+	assert_int_equal(tree_getxattr(t, must(t, "c"), TREE_OPAQUE_XATTR, v, sizeof(v)), 1);
+	assert_int_equal(tree_stat(t, must(t, "c"), &st), 0);
+	assert_int_equal(st.st_mode, S_IFDIR | 0700);
+	assert_int_equal(tree_getxattr(t, must(t, "d"), TREE_OPAQUE_XATTR, v, sizeof(v)), -ENODATA);
+	assert_int_equal(tree_listxattr(t, must(t, "d"), list, sizeof(list)), 0);
+	assert_int_equal(tree_has_xattr_name(t, TREE_OPAQUE_XATTR), 1);
+}
+
 static void test_replacements_and_duplicates(void **state)
 {
 	static const struct ent l1[] = {{"f", 'f', 0, "file"},
@@ -594,6 +658,7 @@ int main(void)
 	    cmocka_unit_test(test_single_layer_attributes),
 	    cmocka_unit_test(test_implicit_parents_and_readdir_offsets),
 	    cmocka_unit_test(test_whiteouts_and_opaque),
+	    cmocka_unit_test(test_layer_in_overlay_format),
 	    cmocka_unit_test(test_replacements_and_duplicates),
 	    cmocka_unit_test(test_hardlinks_across_layers),
 	    cmocka_unit_test(test_hardlink_group_in_one_layer),
