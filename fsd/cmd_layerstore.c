@@ -125,11 +125,13 @@ static int als_compression(enum layer_compression c)
 	}
 }
 
-/* One layer for the store: its tree in overlay lower format (built in memory: it costs a
- * walk over the layer's index, no data) and its info file. */
-static int build_layer(const struct li_opener *op, const struct descriptor *d, const char *diff_id,
-                       struct ls_layer_desc *ret, struct error *err)
+/* Layer i of m for the store: its tree in overlay lower format (built in memory: it costs
+ * a walk over the indexes of the layer and those below, no data) and its info file. */
+static int build_layer(const struct li_opener *op, const struct manifest *m, size_t i,
+                       const char *diff_id, struct ls_layer_desc *ret, struct error *err)
 {
+	_cleanup_free_ const char **digests = calloc(i + 1, sizeof(char *));
+	const struct descriptor *d = &m->layers[i];
 	_cleanup_free_ void *buf = NULL;
 	_cleanup_close_ int fd = -1;
 	struct li_index *li = NULL;
@@ -138,7 +140,11 @@ static int build_layer(const struct li_opener *op, const struct descriptor *d, c
 	size_t len;
 	int r;
 
-	r = tree_build_layer(op, d->digest, &buf, &len);
+	if (!digests)
+		return -ENOMEM;
+	for (size_t k = 0; k <= i; k++)
+		digests[k] = m->layers[k].digest;
+	r = tree_build_layer(op, digests, i + 1, &buf, &len);
 	if (r < 0)
 		return error_set(err, r, "%s: cannot build its tree: %s", d->digest, strerror(-r));
 	fd = memfd_create("imgfs-layer-tree", MFD_CLOEXEC);
@@ -254,8 +260,7 @@ static int resolve_image(struct resolver *rs, const char *name, bool fresh, stru
 		if (!ctx->digests[built])
 			r = -ENOMEM;
 		else
-			r = build_layer(op, &m->layers[built], cfg->diff_ids[built], &layers[built],
-			                err);
+			r = build_layer(op, m, built, cfg->diff_ids[built], &layers[built], err);
 	}
 	if (r < 0) {
 		for (size_t i = 0; layers && i < built; i++) {

@@ -44,6 +44,11 @@ struct builder {
 	uint32_t n_buckets; /* power of two */
 	uint32_t n_alive;
 	uint32_t dropped;
+	/* Overlay format: the merged layers below the one being built (same layer numbers),
+	 * whose directories give an implicit directory its attributes, as extracting the
+	 * layer onto them would; NULL otherwise. */
+	const struct builder *below;
+	bool overlay; /* serialise only the layers that nodes use */
 };
 
 static uint32_t hash_path(const char *s)
@@ -194,6 +199,21 @@ static void remove_node(struct builder *b, uint32_t n)
 	m->path = NULL;
 }
 
+/* Overlay format: an implicit directory takes the attributes of the directory the layers
+ * below have at path, if any (else it stays a 0755 root-owned one). */
+static void inherit_below(struct builder *b, const char *path, uint32_t inode)
+{
+	uint32_t n;
+
+	if (!b->below)
+		return;
+	n = lookup(b->below, path);
+	if (n == TREE_NONE || !b->below->nodes[n].is_dir)
+		return;
+	b->inodes[inode].layer = b->below->inodes[b->below->nodes[n].inode].layer;
+	b->inodes[inode].entry = b->below->inodes[b->below->nodes[n].inode].entry;
+}
+
 /* The directory at path, created (as an implicit 0755 root-owned directory, the way
  * containerd's and umoci's extraction do) when missing, replacing what is there when it is
  * not a directory. */
@@ -225,6 +245,7 @@ static int ensure_dir(struct builder *b, const char *path, uint32_t *ret)
 	r = new_inode(b, TREE_NONE, TREE_NONE, &inode);
 	if (r < 0)
 		return r;
+	inherit_below(b, path, inode);
 	return new_node(b, parent, path, inode, true, ret);
 }
 
@@ -503,7 +524,7 @@ static int fill_node(const struct builder *b, const struct mnode *m, struct tree
 
 static int serialise(struct builder *b, const char *const *digests, void **ret_buf, size_t *ret_len)
 {
-	_cleanup_free_ uint32_t *order = NULL, *kids = NULL;
+	_cleanup_free_ uint32_t *order = NULL, *kids = NULL, *used = NULL, *map = NULL;
 	_cleanup_free_ struct tree_node *out = NULL;
 	_cleanup_free_ char *strings = NULL;
 	struct tree_header h = {.magic = TREE_MAGIC,
@@ -512,7 +533,7 @@ static int serialise(struct builder *b, const char *const *digests, void **ret_b
 	                        .n_layers = (uint32_t)b->n_layers,
 	                        .dropped = b->dropped};
 	size_t strings_len = 0, cap_strings = 0, off;
-	uint32_t n_out = 1, q = 0;
+	uint32_t n_out = 1, q = 0, n_used;
 	uint8_t *buf;
 	int r;
 
@@ -576,9 +597,32 @@ static int serialise(struct builder *b, const char *const *digests, void **ret_b
 		strings_len += len;
 	}
 	out[0].parent = 0;
+	/* Overlay format: the layers below the one built are named only when a node uses
+	 * them, so that opening the tree does not open every layer of the image. */
+	used = malloc(sizeof(uint32_t) * (b->n_layers + 1));
+	map = malloc(sizeof(uint32_t) * (b->n_layers + 1));
+	if (!used || !map)
+		return -ENOMEM;
+	for (size_t l = 0; l < b->n_layers; l++) {
+		map[l] = b->overlay ? TREE_NONE : (uint32_t)l;
+		used[l] = (uint32_t)l;
+	}
+	n_used = b->overlay ? 0 : (uint32_t)b->n_layers;
+	for (uint32_t o = 0; b->overlay && o < n_out; o++) {
+		uint32_t l = out[o].layer;
+
+		if (l == TREE_NONE)
+			continue;
+		if (map[l] == TREE_NONE) {
+			map[l] = n_used;
+			used[n_used++] = l;
+		}
+		out[o].layer = map[l];
+	}
+	h.n_layers = n_used;
 	h.n_nodes = n_out;
 	h.layers_off = sizeof(h);
-	h.nodes_off = h.layers_off + sizeof(struct tree_layer) * b->n_layers;
+	h.nodes_off = h.layers_off + sizeof(struct tree_layer) * n_used;
 	h.strings_off = h.nodes_off + sizeof(struct tree_node) * n_out;
 	h.strings_len = strings_len;
 	off = (h.strings_off + strings_len + 7) & ~(size_t)7;
@@ -587,9 +631,9 @@ static int serialise(struct builder *b, const char *const *digests, void **ret_b
 	if (!buf)
 		return -ENOMEM;
 	memcpy(buf, &h, sizeof(h));
-	for (size_t l = 0; l < b->n_layers; l++)
-		strncpy((char *)buf + h.layers_off + sizeof(struct tree_layer) * l, digests[l],
-		        sizeof(struct tree_layer) - 1);
+	for (size_t l = 0; l < n_used; l++)
+		strncpy((char *)buf + h.layers_off + sizeof(struct tree_layer) * l,
+		        digests[used[l]], sizeof(struct tree_layer) - 1);
 	memcpy(buf + h.nodes_off, out, sizeof(struct tree_node) * n_out);
 	if (strings_len)
 		memcpy(buf + h.strings_off, strings, strings_len);
@@ -620,11 +664,42 @@ static int open_index_only(const struct li_opener *opener, const char *digest,
 	return opener->open(opener->ctx, digest, LI_OPEN_VERIFY | LI_OPEN_NO_DATA, ret);
 }
 
+static int start(struct builder *b)
+{
+	uint32_t root_inode, root;
+	int r;
+
+	r = rehash(b, 1024);
+	if (r < 0)
+		return r;
+	r = new_inode(b, TREE_NONE, TREE_NONE, &root_inode);
+	if (r < 0)
+		return r;
+	inherit_below(b, "", root_inode);
+	return new_node(b, TREE_NONE, "", root_inode, true, &root);
+}
+
+/* Overlay format: the merged layers below the top one, into below (which borrows b's
+ * layers). */
+static int build_below(struct builder *b, struct builder *below)
+{
+	int r;
+
+	below->layers = b->layers;
+	below->n_layers = b->n_layers - 1;
+	r = start(below);
+	for (uint32_t l = 0; r >= 0 && l < below->n_layers; l++) {
+		r = apply_whiteouts(below, l);
+		if (r >= 0)
+			r = apply_entries(below, l, false);
+	}
+	return r;
+}
+
 static int build(const struct li_opener *opener, const char *const *layer_digests, size_t n_layers,
                  bool overlay, void **ret_buf, size_t *ret_len)
 {
-	struct builder b = {0};
-	uint32_t root_inode, root;
+	struct builder b = {.overlay = overlay}, below = {0};
 	int r;
 
 	if (n_layers >= TREE_NONE)
@@ -637,16 +712,16 @@ static int build(const struct li_opener *opener, const char *const *layer_digest
 		if (r < 0)
 			goto out;
 	}
-	r = rehash(&b, 1024);
+	if (overlay && n_layers > 1) {
+		r = build_below(&b, &below);
+		if (r < 0)
+			goto out;
+		b.below = &below;
+	}
+	r = start(&b);
 	if (r < 0)
 		goto out;
-	r = new_inode(&b, TREE_NONE, TREE_NONE, &root_inode);
-	if (r < 0)
-		goto out;
-	r = new_node(&b, TREE_NONE, "", root_inode, true, &root);
-	if (r < 0)
-		goto out;
-	for (uint32_t l = 0; l < n_layers; l++) {
+	for (uint32_t l = overlay && n_layers ? (uint32_t)n_layers - 1 : 0; l < n_layers; l++) {
 		if (!overlay) {
 			r = apply_whiteouts(&b, l);
 			if (r < 0)
@@ -658,6 +733,9 @@ static int build(const struct li_opener *opener, const char *const *layer_digest
 	}
 	r = serialise(&b, layer_digests, ret_buf, ret_len);
 out:
+	below.layers = NULL; /* b's */
+	below.n_layers = 0;
+	builder_done(&below);
 	builder_done(&b);
 	return r;
 }
@@ -668,8 +746,10 @@ int tree_build(const struct li_opener *opener, const char *const *layer_digests,
 	return build(opener, layer_digests, n_layers, false, ret_buf, ret_len);
 }
 
-int tree_build_layer(const struct li_opener *opener, const char *layer_digest, void **ret_buf,
-                     size_t *ret_len)
+int tree_build_layer(const struct li_opener *opener, const char *const *layer_digests,
+                     size_t n_layers, void **ret_buf, size_t *ret_len)
 {
-	return build(opener, &layer_digest, 1, true, ret_buf, ret_len);
+	if (n_layers == 0)
+		return -EINVAL;
+	return build(opener, layer_digests, n_layers, true, ret_buf, ret_len);
 }

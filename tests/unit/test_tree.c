@@ -472,6 +472,7 @@ static void test_layer_in_overlay_format(void **state)
 	                                {"e/.wh.sub/f", 'f', 0, "below a whiteout"},
 	                                {NULL}};
 	char digest[DIGEST_STR_LEN + 1], list[256];
+	const char *dp = digest;
 	_cleanup_(tree_closep) struct tree *t = NULL;
 	struct stat st;
 	char v[8];
@@ -481,7 +482,7 @@ static void test_layer_in_overlay_format(void **state)
 
 	(void)state;
 	add_layer(l2, 'g', digest);
-	assert_int_equal(tree_build_layer(&opener, digest, &buf, &len), 0);
+	assert_int_equal(tree_build_layer(&opener, &dp, 1, &buf, &len), 0);
 	assert_int_equal(write_file_atomic(dir_fd, "tree", buf, len, 0644), 0);
 	free(buf);
 	fd = openat(dir_fd, "tree", O_RDONLY | O_CLOEXEC);
