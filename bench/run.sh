@@ -430,19 +430,21 @@ lazy_imgfs_run_once() { cold_imgfs_run_once lazy_imgfs_lazy_run --; }
 
 ALS_RUN_OPTS=(--ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
 
-# als_podman ROOT STORE ARGS...: podman with its storage under ROOT, with the layer store
-# at STORE (none when STORE is empty).
+# als_podman ROOT STORE ARGS...: podman with its storage under ROOT (its run root in
+# $ALS_RUNROOT: podman refuses one longer than 50 characters), with the layer store at
+# STORE (none when STORE is empty).
 als_podman() {
 	local root=$1 store=$2
 	shift 2
-	podman --root "$root/root" --runroot "$root/run" --storage-driver overlay \
+	podman --root "$root/root" --runroot "$ALS_RUNROOT" --storage-driver overlay \
 		${store:+--storage-opt "overlay.additionallayerstore=$store:ref"} "$@"
 }
 
 # als_once KEY REF WITH_STORE: empty podman storage (and imgfs store) -> podman pull +
-# podman run, timed as KEY; the disk used afterwards becomes a sample of KEY_disk.
+# podman run, timed as KEY (the pull as KEY_p1, the run as KEY_p2); the disk used
+# afterwards becomes a sample of KEY_disk.
 als_once() {
-	local key=$1 image=$2 with=$3 root=$W/podman store="" t0 t1 rc=0 disk
+	local key=$1 image=$2 with=$3 root=$W/podman store="" t0 tp t1 rc=0 disk
 	als_clean
 	mkdir -p "$root"
 	if [ "$with" = 1 ]; then
@@ -452,13 +454,16 @@ als_once() {
 	fi
 	drop_caches
 	t0=$(now_us)
-	als_podman "$root" "$store" pull -q --tls-verify=false "$image" >>"$MLOG" 2>&1 &&
-		als_podman "$root" "$store" run --rm "${ALS_RUN_OPTS[@]}" "$image" "${COLD_CMD[@]}" \
-			</dev/null >"$W/out" 2>>"$MLOG" || rc=1
+	als_podman "$root" "$store" pull -q --tls-verify=false "$image" >>"$MLOG" 2>&1 || rc=1
+	tp=$(now_us)
+	[ "$rc" = 1 ] || als_podman "$root" "$store" run --rm "${ALS_RUN_OPTS[@]}" "$image" \
+		"${COLD_CMD[@]}" </dev/null >"$W/out" 2>>"$MLOG" || rc=1
 	t1=$(now_us)
 	[ "$rc" = 0 ] && cold_check >>"$MLOG" || rc=1
 	if [ "$rc" = 0 ]; then
 		add_time "$key" "$t0" "$t1"
+		add_time "${key}_p1" "$t0" "$tp"
+		add_time "${key}_p2" "$tp" "$t1"
 		disk=$(du_bytes "$root")
 		[ "$with" = 0 ] || disk=$((disk + $(du_bytes "$W/als-store")))
 		add_sample "${key}_disk" "$disk"
@@ -476,6 +481,8 @@ als_clean() {
 	local root=$W/podman
 	[ -d "$root/root" ] && als_podman "$root" "" rmi -a -f >>"$MLOG" 2>&1
 	unmount_under "$root"
+	unmount_under "$ALS_RUNROOT"
+	rm -rf --one-file-system "$ALS_RUNROOT"
 	[ -d "$W/als" ] && is_mounted "$W/als" && "$IMGFS" umount "$W/als" >>"$MLOG" 2>&1
 	unmount_under "$W/als"
 	rm -rf --one-file-system "$root" "$W/als-store"
@@ -503,6 +510,7 @@ m_als() {
 		done
 		return 0
 	}
+	ALS_RUNROOT=/tmp/imgfs-bench-als-$$
 	echo '{"auths": {}}' >"$W/auth.json"
 	export REGISTRY_AUTH_FILE=$W/auth.json
 	# A copy of the image in a repository without published indexes.
