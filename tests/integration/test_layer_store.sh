@@ -8,6 +8,8 @@
 #   names): `podman image mount` equals `umoci unpack`, and a container writes, deletes
 #   and renames over the layers (podman's own upper) while the store's layers stay as
 #   they were;
+# - the store restarts: podman runs the image again through the paths it kept;
+# - an image served lazily (indexes published): its blob, and gc keeps what podman holds;
 # - `podman rmi`, then `imgfs umount`: references back to zero, nothing left mounted;
 # - an unknown reference or a digest that is not a layer: ENOENT at once, one log line;
 #   a registry that refuses imgfs (fault proxy): podman falls back and completes.
@@ -80,6 +82,13 @@ jq -e --arg d "$top" '."compressed-diff-digest" == $d and (."diff-digest" | star
 	fail "bad info: $(cat "$ldir/info")"
 assert_eq "$(sha256sum <"$ldir/blob" | cut -d' ' -f1)" "${top#sha256:}" "sha256 of the blob file"
 
+log "the store restarts: the paths podman keeps into it resolve again"
+imgfs umount "$STORE" || fail "imgfs umount of the idle store failed"
+imgfs layer-store "$STORE" || fail "imgfs layer-store did not start again"
+out=$(pm run --rm "${RUN_LIMITS[@]}" "$REGISTRY/ml:1" /bin/sh -c 'ls /' 2>&1) ||
+	fail "podman run after the restart failed: $out"
+assert_contains "$out" "bin"
+
 log "an image of edge cases: podman image mount equals umoci unpack"
 python3 - "$TESTDIR" <<'PY' || fail "cannot write the edge-case layers"
 import io, sys, tarfile
@@ -135,9 +144,24 @@ python3 "$HELPERS/mklayers.py" wrap "$TESTDIR/images" edge --base "$TESTDIR/imag
 	"$TESTDIR/e1.tar" "$TESTDIR/e2.tar" "$TESTDIR/e3.tar" || fail "mklayers.py wrap failed"
 push_image "$TESTDIR/images:edge" edge:1
 umoci unpack --image "$TESTDIR/images:edge" "$TESTDIR/ref-edge" >/dev/null || fail "umoci unpack failed"
+# Its layer indexes are published: the store serves it lazily.
+IMGFS_ROOT=$TESTDIR/push-store imgfs pull -q "$REGISTRY/edge:1" >/dev/null || fail "imgfs pull failed"
+IMGFS_ROOT=$TESTDIR/push-store imgfs index push -q "$REGISTRY/edge:1" >/dev/null ||
+	fail "imgfs index push failed"
 pm pull -q --tls-verify=false "$REGISTRY/edge:1" >/dev/null || fail "podman pull of edge:1 failed"
+store_log | grep -q "$REGISTRY/edge:1: .*fetched as they are read" ||
+	fail "edge:1 was not served lazily: $(store_log | grep edge | tail -n 2)"
 read -r n all < <(additional_layers "$REGISTRY/edge:1")
 assert_eq "$n" "$all" "layers of edge:1 podman took from the store"
+# The blob of a lazily served layer is fetched as it is read, and is the layer's.
+top=$(skopeo inspect --tls-verify=false --raw "docker://$REGISTRY/edge:1" | jq -r '.layers[-1].digest')
+assert_eq "$(sha256sum <"$STORE/$(b64 "$REGISTRY/edge:1")/$top/blob" | cut -d' ' -f1)" \
+	"${top#sha256:}" "sha256 of a lazily served blob"
+# What podman holds is kept from gc (the lazy image is no ref of the store yet).
+imgfs gc >/dev/null || fail "imgfs gc failed"
+edge_manifest=$(skopeo inspect --tls-verify=false --raw "docker://$REGISTRY/edge:1" | sha256sum | cut -d' ' -f1)
+[ -f "$IMGFS_ROOT/blobs/sha256/$edge_manifest" ] || fail "gc removed the manifest of edge:1"
+grep -qx "sha256:$edge_manifest" "$IMGFS_ROOT"/mounts/*/held || fail "edge:1 is not held"
 mnt=$(pm image mount "$REGISTRY/edge:1") || fail "podman image mount failed"
 python3 "$HELPERS/treecmp.py" --no-root "$TESTDIR/ref-edge/rootfs" "$mnt" ||
 	fail "podman's view of edge:1 differs from umoci unpack"

@@ -17,6 +17,7 @@
 #include "common/fileio.h"
 #include "fsd/index/layerindex.h"
 #include "fsd/index/tree.h"
+#include "fsd/index/tree_format.h"
 #include "tests/unit/fixture_buf.h"
 #include "tests/unit/fixture_layerdir.h"
 
@@ -520,6 +521,46 @@ static void test_layer_in_overlay_format(void **state)
 	assert_int_equal(tree_has_xattr_name(t, TREE_OPAQUE_XATTR), 1);
 }
 
+/* A layer that implies a directory without an entry: the directory keeps what the layers
+ * below say of it, and the layer's tree names only the layers it takes something from. */
+static void test_layer_implicit_dirs_from_below(void **state)
+{
+	static const struct ent l1[] = {{"a/", 'd', 0700, NULL, 5, 6}, {"a/old", 'f', 0, "old"},
+	                                {NULL}};
+	static const struct ent l2[] = {{"x", 'f', 0, "x"}, {NULL}};
+	static const struct ent l3[] = {{"a/b/f", 'f', 0, "f"}, {NULL}};
+	char d[3][DIGEST_STR_LEN + 1];
+	const char *dp[3] = {d[0], d[1], d[2]};
+	_cleanup_(tree_closep) struct tree *t = NULL;
+	struct stat st;
+	void *buf;
+	size_t len;
+	int fd;
+
+	(void)state;
+	add_layer(l1, 'g', d[0]);
+	add_layer(l2, 'g', d[1]);
+	add_layer(l3, 'g', d[2]);
+	assert_int_equal(tree_build_layer(&opener, dp, 3, &buf, &len), 0);
+	/* l3 and l1 (for a/), not l2 */
+	assert_int_equal(((const struct tree_header *)buf)->n_layers, 2);
+	assert_int_equal(write_file_atomic(dir_fd, "tree", buf, len, 0644), 0);
+	free(buf);
+	fd = openat(dir_fd, "tree", O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(tree_open(&opener, fd, &t), 0);
+	close(fd);
+	assert_string_equal(listing(t, ""), "a");
+	assert_string_equal(listing(t, "a"), "b"); /* a/old is the layer below's */
+	assert_int_equal(tree_stat(t, must(t, "a"), &st), 0);
+	assert_int_equal(st.st_mode, S_IFDIR | 0700);
+	assert_int_equal(st.st_uid, 5);
+	assert_int_equal(st.st_gid, 6);
+	assert_int_equal(tree_stat(t, must(t, "a/b"), &st), 0);
+	assert_int_equal(st.st_mode, S_IFDIR | 0755); /* nothing below: implicit */
+	assert_content(t, "a/b/f", "f");
+}
+
 static void test_replacements_and_duplicates(void **state)
 {
 	static const struct ent l1[] = {{"f", 'f', 0, "file"},
@@ -660,6 +701,7 @@ int main(void)
 	    cmocka_unit_test(test_implicit_parents_and_readdir_offsets),
 	    cmocka_unit_test(test_whiteouts_and_opaque),
 	    cmocka_unit_test(test_layer_in_overlay_format),
+	    cmocka_unit_test(test_layer_implicit_dirs_from_below),
 	    cmocka_unit_test(test_replacements_and_duplicates),
 	    cmocka_unit_test(test_hardlinks_across_layers),
 	    cmocka_unit_test(test_hardlink_group_in_one_layer),
