@@ -12,7 +12,8 @@
 # - an image served lazily (indexes published): its blob, and gc keeps what podman holds;
 # - `podman rmi`, then `imgfs umount`: references back to zero, nothing left mounted;
 # - an unknown reference or a digest that is not a layer: ENOENT at once, one log line;
-#   a registry that refuses imgfs (fault proxy): podman falls back and completes.
+#   a registry that refuses or stalls imgfs (fault proxy): podman falls back and
+#   completes, within the client's timeouts.
 . "$(dirname "$0")/lib.sh"
 require_root
 require_imgfs
@@ -210,6 +211,17 @@ assert_eq "$(store_log | grep -c "$PROXY/ml:1: not served")" 1 "log lines for th
 out=$(pm run --rm "${RUN_LIMITS[@]}" "$PROXY/ml:1" /bin/echo fallback-ok 2>&1) ||
 	fail "podman run after the fallback failed: $out"
 assert_eq "$out" fallback-ok "run after the fallback"
+pm rmi -a -f >/dev/null || fail "podman rmi failed"
+# A registry that stalls imgfs's requests: bounded by the client's low-speed timeout.
+skopeo copy -q --dest-tls-verify=false "oci:$TESTDIR/images:edge" "docker://$REGISTRY/stall:1" ||
+	fail "cannot push stall:1"
+proxy_rules '[{"match": "GET /v2/stall/manifests/", "skip": 1, "action": "stall", "after": 0, "seconds": 600}]'
+start=$(date +%s)
+pm pull -q --tls-verify=false "$PROXY/stall:1" >/dev/null || fail "podman did not fall back from a stall"
+secs=$(($(date +%s) - start))
+echo "podman pull with imgfs stalled: $secs s"
+[ "$secs" -lt 60 ] || fail "a stalled registry held podman's pull for $secs s"
+store_log | grep -q "$PROXY/stall:1: not served" || fail "no log line for the stalled image"
 pm rmi -a -f >/dev/null || fail "podman rmi failed"
 PR=$PR_MAIN
 
