@@ -393,7 +393,8 @@ static int serve(struct lifecycle *lc, void *userdata)
 	                     &(struct fuse_ops_opts){
 	                         .mountpoint = sc->dir,
 	                         .fsname = "imgfs-layer-store",
-	                         .allow_other = true,
+	                         /* root's podman mounts overlays of it for every user */
+	                         .allow_other = geteuid() == 0,
 	                         .suid_dev = geteuid() == 0,
 	                     },
 	                     &session);

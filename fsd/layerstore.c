@@ -213,6 +213,8 @@ static void synthetic_stat(struct layerstore *ls, uint64_t ino, mode_t mode, uin
 	    .st_ino = ino,
 	    .st_mode = mode,
 	    .st_nlink = S_ISDIR(mode) ? 2 : 1,
+	    .st_uid = geteuid(), /* the store's own files are its owner's */
+	    .st_gid = getegid(),
 	    .st_size = (off_t)size,
 	    .st_blksize = 4096,
 	    .st_blocks = (blkcnt_t)((size + 511) / 512),
@@ -236,7 +238,8 @@ static int node_stat(struct layerstore *ls, const struct node *n, struct stat *r
 {
 	switch (n->kind) {
 	case NODE_ROOT:
-		synthetic_stat(ls, LS_ROOT_INO, S_IFDIR | 0755, 4096, ret);
+		/* Only root (podman, CRI-O) may look names up: each one can start a pull. */
+		synthetic_stat(ls, LS_ROOT_INO, S_IFDIR | 0700, 4096, ret);
 		return 0;
 	case NODE_REF:
 		synthetic_stat(ls, ref_ino(n->ref), S_IFDIR | 0755, 4096, ret);

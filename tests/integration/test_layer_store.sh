@@ -194,6 +194,10 @@ assert_eq "$(store_log | grep -c "$REGISTRY/nothing:here: not served")" 1 "log l
 stat "$STORE/$(b64 "$REGISTRY/ml:1")/sha256:$(printf '1%.0s' $(seq 64))/diff" >/dev/null 2>&1 &&
 	fail "a digest that is not a layer was served"
 stat "$STORE/not-base64!/x" >/dev/null 2>&1 && fail "a name that is not base64 was served"
+# Only the store's owner may make it pull: another user cannot look names up.
+setpriv --reuid=65534 --regid=65534 --clear-groups stat "$STORE/$(b64 "$REGISTRY/other:2")" \
+	>/dev/null 2>&1 && fail "another user looked a reference up"
+store_log | grep -q "other:2" && fail "another user's lookup started a resolution"
 
 log "a registry refusing imgfs: podman falls back to its own download"
 start_faultproxy "$REGISTRY_URL"

@@ -525,8 +525,8 @@ static void test_layer_in_overlay_format(void **state)
  * below say of it, and the layer's tree names only the layers it takes something from. */
 static void test_layer_implicit_dirs_from_below(void **state)
 {
-	static const struct ent l1[] = {{"a/", 'd', 0700, NULL, 5, 6}, {"a/old", 'f', 0, "old"},
-	                                {NULL}};
+	static const struct ent l1[] = {
+	    {"a/", 'd', 0700, NULL, 5, 6}, {"a/old", 'f', 0, "old"}, {NULL}};
 	static const struct ent l2[] = {{"x", 'f', 0, "x"}, {NULL}};
 	static const struct ent l3[] = {{"a/b/f", 'f', 0, "f"}, {NULL}};
 	char d[3][DIGEST_STR_LEN + 1];
