@@ -986,15 +986,17 @@ declare_rows() {
 	done
 	row store "Cold read of a small file (≤ 16 KiB, fresh mount), $COLDREAD_IMG" coldread "" "" \
 		time "< 5 ms"
-	local pr="podman pull + podman run → $COLD_DESC"
+	local pr="podman pull + podman run → $COLD_DESC" full
+	# The goals are for the realistic image; quick mode's busybox is all fixed costs.
+	full="$([ "$QUICK" = 1 ] || echo y)"
 	row als "$pr, with imgfs layer-store (indexes published), over $LINK_DESC" als_link_imgfs \
-		"plain podman, same link" als_link_podman time "$([ "$QUICK" = 1 ] || echo "≤ 0.3×")"
+		"plain podman, same link" als_link_podman time "${full:+≤ 0.3×}"
 	row als "Bytes fetched for that start: podman with imgfs layer-store" als_link_imgfs_bytes \
 		"plain podman" als_link_podman_bytes bytes
 	row als "$pr, with imgfs layer-store, loopback registry, no index" als_loop_imgfs \
-		"plain podman" als_loop_podman time "≤ 1.0×"
+		"plain podman" als_loop_podman time "${full:+≤ 1.0×}"
 	row als "Disk after that pull: podman + imgfs layer-store" als_loop_imgfs_disk \
-		"compressed layers" als_compressed bytes "≤ 1.05×"
+		"compressed layers" als_compressed bytes "${full:+≤ 1.05×}"
 	row als "Disk after that pull: podman + imgfs layer-store" als_loop_imgfs_disk \
 		"plain podman" als_loop_podman_disk bytes
 }
