@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include "common/error.h"
 #include "common/fileio.h"
@@ -373,8 +374,15 @@ static int serve(struct lifecycle *lc, void *userdata)
 	_cleanup_(fuse_ops_freep) struct fuse_ops_session *session = NULL;
 	_cleanup_(layerstore_freep) struct layerstore *ls = NULL;
 	struct resolver rs = {.s = sc->s, .lc = lc};
+	struct rlimit rl;
 	int r;
 
+	/* Every layer served holds its index and blob (and those it takes directories
+	 * from) open. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	pthread_mutex_init(&rs.lock, NULL);
 	r = layerstore_new(
 	    &(struct layerstore_opts){.resolve = resolve, .userdata = &rs, .changed = changed},
