@@ -128,28 +128,18 @@ static int als_compression(enum layer_compression c)
 	}
 }
 
-/* Layer i of m for the store: its tree in overlay lower format (built in memory: it costs
- * a walk over the indexes of the layer and those below, no data) and its info file. */
-static int build_layer(const struct li_opener *op, const struct manifest *m, size_t i,
-                       const char *diff_id, struct ls_layer_desc *ret, struct error *err)
+/* Layer d of an image for the store, from its tree in overlay lower format (buf, len;
+ * taken): the tree is kept in memory (a memfd), opened, and the info file is made. */
+static int keep_layer(const struct li_opener *op, const struct descriptor *d, const char *diff_id,
+                      void *tree_buf, size_t len, struct ls_layer_desc *ret, struct error *err)
 {
-	_cleanup_free_ const char **digests = calloc(i + 1, sizeof(char *));
-	const struct descriptor *d = &m->layers[i];
-	_cleanup_free_ void *buf = NULL;
+	_cleanup_free_ void *buf = tree_buf;
 	_cleanup_close_ int fd = -1;
 	struct li_index *li = NULL;
 	struct tree *t = NULL;
 	struct li_info info;
-	size_t len;
 	int r;
 
-	if (!digests)
-		return -ENOMEM;
-	for (size_t k = 0; k <= i; k++)
-		digests[k] = m->layers[k].digest;
-	r = tree_build_layer(op, digests, i + 1, &buf, &len);
-	if (r < 0)
-		return error_set(err, r, "%s: cannot build its tree: %s", d->digest, strerror(-r));
 	fd = memfd_create("imgfs-layer-tree", MFD_CLOEXEC);
 	if (fd < 0 || write_full(fd, buf, len) < 0)
 		return error_set(err, -errno, "%s: cannot keep its tree: %m", d->digest);
@@ -177,6 +167,27 @@ static int build_layer(const struct li_opener *op, const struct manifest *m, siz
 	ret->blob_size = d->size;
 	lower_from_tree(t, &ret->lower);
 	return 0;
+}
+
+struct build_ctx {
+	const struct li_opener *op;
+	const struct manifest *m;
+	const struct image_config *cfg;
+	struct ls_layer_desc *layers;
+	struct error *err;
+	size_t built; /* layers[0..built) are filled */
+};
+
+static int build_one(size_t i, void *buf, size_t len, void *userdata)
+{
+	struct build_ctx *bc = userdata;
+	int r;
+
+	r = keep_layer(bc->op, &bc->m->layers[i], bc->cfg->diff_ids[i], buf, len, &bc->layers[i],
+	               bc->err);
+	if (r >= 0)
+		bc->built = i + 1;
+	return r;
 }
 
 struct resolver {
@@ -256,14 +267,26 @@ static int resolve_image(struct resolver *rs, const char *name, bool fresh, stru
 			r = -ENOMEM;
 	}
 	op = lazy ? lazyimage_opener(lazy) : store_layer_opener(rs->s);
-	for (; r >= 0 && built < m->n_layers; built++) {
-		ctx->fds[built] = -1;
-		ctx->digests[built] = strdup(m->layers[built].digest);
-		ctx->n = built + 1;
-		if (!ctx->digests[built])
+	for (size_t i = 0; r >= 0 && i < m->n_layers; i++) {
+		ctx->fds[i] = -1;
+		ctx->digests[i] = strdup(m->layers[i].digest);
+		ctx->n = i + 1;
+		if (!ctx->digests[i])
 			r = -ENOMEM;
-		else
-			r = build_layer(op, m, built, cfg->diff_ids[built], &layers[built], err);
+	}
+	if (r >= 0) {
+		_cleanup_free_ const char **digests = calloc(m->n_layers + 1, sizeof(char *));
+		struct build_ctx bc = {op, m, cfg, layers, err, 0};
+
+		if (!digests)
+			r = -ENOMEM;
+		for (size_t i = 0; r >= 0 && i < m->n_layers; i++)
+			digests[i] = m->layers[i].digest;
+		if (r >= 0)
+			r = tree_build_layers(op, digests, m->n_layers, build_one, &bc);
+		if (r < 0 && !error_isset(err))
+			error_set(err, r, "cannot build the layers' trees: %s", strerror(-r));
+		built = bc.built;
 	}
 	if (r < 0) {
 		for (size_t i = 0; layers && i < built; i++) {

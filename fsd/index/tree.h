@@ -36,6 +36,13 @@ int tree_build(const struct li_opener *opener, const char *const *layer_digests,
 int tree_build_layer(const struct li_opener *opener, const char *const *layer_digests,
                      size_t n_layers, void **ret_buf, size_t *ret_len);
 
+/* tree_build_layer() for every layer of an image at once, each index opened and replayed
+ * once: fn(i, buf, len, userdata) gets the serialised tree of layer i (bottom first) and
+ * takes buf (free() it); its negative result stops the build and is returned. */
+typedef int (*tree_layer_fn)(size_t i, void *buf, size_t len, void *userdata);
+int tree_build_layers(const struct li_opener *opener, const char *const *layer_digests,
+                      size_t n_layers, tree_layer_fn fn, void *userdata);
+
 /* The xattr of an opaque directory in a tree_build_layer() tree. */
 #define TREE_OPAQUE_XATTR "trusted.overlay.opaque"
 

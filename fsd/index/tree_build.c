@@ -753,3 +753,51 @@ int tree_build_layer(const struct li_opener *opener, const char *const *layer_di
 		return -EINVAL;
 	return build(opener, layer_digests, n_layers, true, ret_buf, ret_len);
 }
+
+int tree_build_layers(const struct li_opener *opener, const char *const *layer_digests,
+                      size_t n_layers, tree_layer_fn fn, void *userdata)
+{
+	struct builder below = {0};
+	int r = 0;
+
+	if (n_layers >= TREE_NONE)
+		return -EINVAL;
+	below.layers = calloc(n_layers ? n_layers : 1, sizeof(*below.layers));
+	if (!below.layers)
+		return -ENOMEM;
+	for (; below.n_layers < n_layers; below.n_layers++) {
+		r = open_index_only(opener, layer_digests[below.n_layers],
+		                    &below.layers[below.n_layers]);
+		if (r < 0)
+			goto out;
+	}
+	r = start(&below);
+	/* Layer i's tree over the merge of the layers below it, then layer i into the merge:
+	 * each index is opened and replayed once. */
+	for (uint32_t i = 0; r >= 0 && i < n_layers; i++) {
+		struct builder b = {.overlay = true,
+		                    .below = i ? &below : NULL,
+		                    .layers = below.layers,
+		                    .n_layers = i + 1};
+		void *buf = NULL;
+		size_t len = 0;
+
+		r = start(&b);
+		if (r >= 0)
+			r = apply_entries(&b, i, true);
+		if (r >= 0)
+			r = serialise(&b, layer_digests, &buf, &len);
+		b.layers = NULL; /* below's */
+		b.n_layers = 0;
+		builder_done(&b);
+		if (r >= 0)
+			r = fn(i, buf, len, userdata); /* takes buf */
+		if (r >= 0)
+			r = apply_whiteouts(&below, i);
+		if (r >= 0)
+			r = apply_entries(&below, i, false);
+	}
+out:
+	builder_done(&below);
+	return r < 0 ? r : 0;
+}

@@ -561,6 +561,55 @@ static void test_layer_implicit_dirs_from_below(void **state)
 	assert_content(t, "a/b/f", "f");
 }
 
+struct all_layers {
+	const struct li_opener *op;
+	const char *const *digests;
+	size_t calls;
+};
+
+/* Each tree tree_build_layers() hands out is the one tree_build_layer() builds alone. */
+static int same_as_alone(size_t i, void *buf, size_t len, void *userdata)
+{
+	struct all_layers *a = userdata;
+	void *alone;
+	size_t alone_len;
+
+	assert_int_equal(i, a->calls);
+	a->calls++;
+	assert_int_equal(tree_build_layer(a->op, a->digests, i + 1, &alone, &alone_len), 0);
+	assert_int_equal(len, alone_len);
+	assert_memory_equal(buf, alone, len);
+	free(alone);
+	free(buf);
+	return 0;
+}
+
+static int stop_at_second(size_t i, void *buf, size_t len, void *userdata)
+{
+	(void)len;
+	(void)userdata;
+	free(buf);
+	return i == 1 ? -ECANCELED : 0;
+}
+
+static void test_all_layers_at_once(void **state)
+{
+	static const struct ent l1[] = {{"a/", 'd', 0700}, {"a/x", 'f', 0, "x"}, {NULL}};
+	static const struct ent l2[] = {{"a/.wh.x", 'f'}, {"b/c/d", 'f', 0, "d"}, {NULL}};
+	static const struct ent l3[] = {{"a/y", 'f', 0, "y"}, {"b/.wh..wh..opq", 'f'}, {NULL}};
+	char d[3][DIGEST_STR_LEN + 1];
+	const char *dp[3] = {d[0], d[1], d[2]};
+	struct all_layers a = {&opener, dp, 0};
+
+	(void)state;
+	add_layer(l1, 'g', d[0]);
+	add_layer(l2, 'z', d[1]);
+	add_layer(l3, 't', d[2]);
+	assert_int_equal(tree_build_layers(&opener, dp, 3, same_as_alone, &a), 0);
+	assert_int_equal(a.calls, 3);
+	assert_int_equal(tree_build_layers(&opener, dp, 3, stop_at_second, NULL), -ECANCELED);
+}
+
 static void test_replacements_and_duplicates(void **state)
 {
 	static const struct ent l1[] = {{"f", 'f', 0, "file"},
@@ -702,6 +751,7 @@ int main(void)
 	    cmocka_unit_test(test_whiteouts_and_opaque),
 	    cmocka_unit_test(test_layer_in_overlay_format),
 	    cmocka_unit_test(test_layer_implicit_dirs_from_below),
+	    cmocka_unit_test(test_all_layers_at_once),
 	    cmocka_unit_test(test_replacements_and_duplicates),
 	    cmocka_unit_test(test_hardlinks_across_layers),
 	    cmocka_unit_test(test_hardlink_group_in_one_layer),
