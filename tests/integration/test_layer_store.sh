@@ -3,7 +3,8 @@
 # Store at $STORE, podman with its own --root/--runroot in $TESTDIR and
 # --storage-opt overlay.additionallayerstore=$STORE:ref, the tests' docker-registry.
 # - pull + run of a multi-layer image: every layer came from the store (podman's overlay
-#   dir for it holds an `additionallayer` file), the layers are counted as used;
+#   dir for it holds an `additionallayer` file), the layers are counted as used, `info`
+#   and `blob` are what podman reads, `podman push` of it gives the same layers;
 # - an image of edge cases (whiteouts, opaque dirs, xattrs, hardlinks, special files, long
 #   names): `podman image mount` equals `umoci unpack`, and a container writes, deletes
 #   and renames over the layers (podman's own upper) while the store's layers stay as
@@ -82,6 +83,12 @@ jq -e --arg d "$top" '."compressed-diff-digest" == $d and (."diff-digest" | star
 	and .compression == 2 and ."diff-size" > 0' "$ldir/info" >/dev/null ||
 	fail "bad info: $(cat "$ldir/info")"
 assert_eq "$(sha256sum <"$ldir/blob" | cut -d' ' -f1)" "${top#sha256:}" "sha256 of the blob file"
+# podman pushes such layers from their blob files: the copy has the very same layers.
+pm push -q --tls-verify=false "$REGISTRY/ml:1" "$REGISTRY/copy:1" >/dev/null 2>&1 ||
+	fail "podman push of an image from the store failed"
+assert_eq "$(skopeo inspect --tls-verify=false "docker://$REGISTRY/copy:1" | jq -c .Layers)" \
+	"$(skopeo inspect --tls-verify=false "docker://$REGISTRY/ml:1" | jq -c .Layers)" \
+	"layers of the image podman pushed"
 
 log "the store restarts: the paths podman keeps into it resolve again"
 imgfs umount "$STORE" || fail "imgfs umount of the idle store failed"
