@@ -461,6 +461,114 @@ lazy_read_once() {
 }
 
 # ---------------------------------------------------------------------------------------
+# The additional layer store (imgfs layer-store) under podman: `podman pull` + `podman run
+# python3 -c 'print(1)'` of the Debian image, podman with the store against plain podman,
+# each from empty storage (its own --root) and an empty imgfs store: over the throttled
+# link with the image's indexes published (lazy), and on the loopback registry for a copy
+# of the image without indexes (one-pass pull into imgfs's store). Then the disk both
+# sides use after the pull (podman's storage + imgfs's store) against the compressed
+# layers.
+
+ALS_RUN_OPTS=(--ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
+
+# als_podman ROOT STORE ARGS...: podman with its storage under ROOT (its run root in
+# $ALS_RUNROOT: podman refuses one longer than 50 characters), with the layer store at
+# STORE (none when STORE is empty).
+als_podman() {
+	local root=$1 store=$2
+	shift 2
+	podman --root "$root/root" --runroot "$ALS_RUNROOT" --storage-driver overlay \
+		${store:+--storage-opt "overlay.additionallayerstore=$store:ref"} "$@"
+}
+
+# als_once KEY REF WITH_STORE: empty podman storage (and imgfs store) -> podman pull +
+# podman run, timed as KEY (the pull as KEY_p1, the run as KEY_p2); the disk used
+# afterwards becomes a sample of KEY_disk.
+als_once() {
+	local key=$1 image=$2 with=$3 root=$W/podman store="" t0 tp t1 rc=0 disk
+	als_clean
+	mkdir -p "$root"
+	if [ "$with" = 1 ]; then
+		store=$W/als
+		export IMGFS_ROOT=$W/als-store
+		"$IMGFS" layer-store "$store" >>"$MLOG" 2>&1 || return 1
+	fi
+	drop_caches
+	t0=$(now_us)
+	als_podman "$root" "$store" pull -q --tls-verify=false "$image" >>"$MLOG" 2>&1 || rc=1
+	tp=$(now_us)
+	[ "$rc" = 1 ] || als_podman "$root" "$store" run --rm "${ALS_RUN_OPTS[@]}" "$image" \
+		"${COLD_CMD[@]}" </dev/null >"$W/out" 2>>"$MLOG" || rc=1
+	t1=$(now_us)
+	[ "$rc" = 0 ] && cold_check >>"$MLOG" || rc=1
+	if [ "$rc" = 0 ]; then
+		add_time "$key" "$t0" "$t1"
+		add_time "${key}_p1" "$t0" "$tp"
+		add_time "${key}_p2" "$tp" "$t1"
+		disk=$(du_bytes "$root")
+		[ "$with" = 0 ] || disk=$((disk + $(du_bytes "$W/als-store")))
+		add_sample "${key}_disk" "$disk"
+		if [ "$with" = 1 ]; then
+			# Every layer came from the store: its overlay dir says so.
+			echo "layers from the store: $(find "$root/root/overlay" -maxdepth 2 \
+				-name additionallayer | wc -l)"
+		fi
+	fi
+	als_clean
+	return "$rc"
+}
+
+als_clean() {
+	local root=$W/podman
+	[ -d "$root/root" ] && als_podman "$root" "" rmi -a -f >>"$MLOG" 2>&1
+	unmount_under "$root"
+	unmount_under "$ALS_RUNROOT"
+	rm -rf --one-file-system "$ALS_RUNROOT"
+	[ -d "$W/als" ] && is_mounted "$W/als" && "$IMGFS" umount "$W/als" >>"$MLOG" 2>&1
+	unmount_under "$W/als"
+	rm -rf --one-file-system "$root" "$W/als-store"
+	return 0
+}
+
+# als_sides KEY_PREFIX REF: REPS repetitions of podman with the store and plain podman,
+# interleaved; with COLD_BYTES=1 the bytes over the link count too.
+als_sides() {
+	local k=$1 image=$2 i ok=1
+	for i in $(seq "$REPS"); do
+		if [ "$ok" = 1 ] && ! cold_side "${k}_imgfs" als_once "${k}_imgfs" "$image" 1; then
+			ok=0
+			side_failed "${k}_imgfs" "${k}_imgfs_bytes" "${k}_imgfs_disk"
+		fi
+		cold_side "${k}_podman" als_once "${k}_podman" "$image" 0
+	done
+}
+
+m_als() {
+	local direct=$REGISTRY noidx
+	command -v podman >/dev/null || {
+		for k in als_link_imgfs als_link_imgfs_bytes als_loop_imgfs als_loop_imgfs_disk; do
+			na "$k" "podman not installed"
+		done
+		return 0
+	}
+	ALS_RUNROOT=/tmp/imgfs-bench-als-$$
+	echo '{"auths": {}}' >"$W/auth.json"
+	export REGISTRY_AUTH_FILE=$W/auth.json
+	# A copy of the image in a repository without published indexes.
+	noidx="$direct/bench-noidx/$COLD_IMG"
+	skopeo copy -q --src-tls-verify=false --dest-tls-verify=false \
+		"docker://$(ref "$COLD_IMG")" "docker://$noidx" >>"$MLOG" 2>&1
+	IMGFS_ROOT=$W/push-store "$IMGFS" index push -q "$(ref "$COLD_IMG")" >>"$MLOG" 2>&1 ||
+		echo "imgfs index push failed: the link rows measure a one-pass pull"
+	rm -rf --one-file-system "$W/push-store"
+	echo "over the link proxy at $LINK: $LINK_DESC"
+	COLD_BYTES=1 als_sides als_link "$LINK/bench/$COLD_IMG"
+	echo "loopback, no index: $noidx"
+	COLD_BYTES=0 als_sides als_loop "$noidx"
+	add_sample als_compressed "$(compressed_bytes "$COLD_IMG")"
+}
+
+# ---------------------------------------------------------------------------------------
 # Warm start: image present (pulled / extracted), mount + /bin/true + umount.
 
 m_warm() {
@@ -921,6 +1029,19 @@ declare_rows() {
 	done
 	row store "Cold read of a small file (≤ 16 KiB, fresh mount), $COLDREAD_IMG" coldread "" "" \
 		time "< 5 ms"
+	local pr="podman pull + podman run → $COLD_DESC" full
+	# The goals are for the realistic image; quick mode's busybox is all fixed costs.
+	full="$([ "$QUICK" = 1 ] || echo y)"
+	row als "$pr, with imgfs layer-store (indexes published), over $LINK_DESC" als_link_imgfs \
+		"plain podman, same link" als_link_podman time "${full:+≤ 0.3×}"
+	row als "Bytes fetched for that start: podman with imgfs layer-store" als_link_imgfs_bytes \
+		"plain podman" als_link_podman_bytes bytes
+	row als "$pr, with imgfs layer-store, loopback registry, no index" als_loop_imgfs \
+		"plain podman" als_loop_podman time "${full:+≤ 1.0×}"
+	row als "Disk after that pull: podman + imgfs layer-store" als_loop_imgfs_disk \
+		"compressed layers" als_compressed bytes "${full:+≤ 1.05×}"
+	row als "Disk after that pull: podman + imgfs layer-store" als_loop_imgfs_disk \
+		"plain podman" als_loop_podman_disk bytes
 }
 
 # ---------------------------------------------------------------------------------------
@@ -942,7 +1063,7 @@ COLD_MOUNT_OPT=--ro
 [ -z "$HAVE_RW" ] || COLD_MOUNT_OPT=""
 declare_rows
 
-for g in ${BENCH_ONLY:-cold lazy warm mount pull read walk rw runner rss store}; do
+for g in ${BENCH_ONLY:-cold lazy warm mount pull read walk rw runner rss store als}; do
 	measure "$g"
 done
 

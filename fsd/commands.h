@@ -19,6 +19,7 @@ int cmd_gc(int argc, char **argv);
 int cmd_login(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_index(int argc, char **argv);
+int cmd_layer_store(int argc, char **argv);
 
 /* Opens the store at arg_root or the default root, logging the failure. */
 struct store;

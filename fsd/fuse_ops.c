@@ -9,6 +9,7 @@
 #include <sys/xattr.h>
 #include "common/log.h"
 #include "fsd/fuse_ops.h"
+#include "fsd/fuse_ops_ll.h"
 
 /* The lower layer never changes, so the kernel may cache names, attributes, negative
  * lookups and file data for as long as it likes; changes made through this filesystem
@@ -18,7 +19,8 @@
 #define DEFAULT_MAX_THREADS 16
 
 struct fuse_ops_session {
-	struct imgfs *fs;
+	struct imgfs *fs; /* NULL for another filesystem (fuse_ops_mount_ll()) */
+	void *ctx;        /* fuse_ops_ctx() */
 	struct fuse_session *se;
 	bool mounted;
 	bool signals;
@@ -817,7 +819,29 @@ static void notify_inval(void *userdata, uint64_t ino)
 		log_debug("invalidating inode %llu: %d", (unsigned long long)ino, r);
 }
 
+static int mount_session(const struct fuse_lowlevel_ops *ops, size_t ops_size, struct imgfs *fs,
+                         void *ctx, bool ro, const struct fuse_ops_opts *o,
+                         struct fuse_ops_session **ret);
+
+void *fuse_ops_ctx(fuse_req_t req)
+{
+	return req_session(req)->ctx;
+}
+
 int fuse_ops_mount(struct imgfs *fs, const struct fuse_ops_opts *o, struct fuse_ops_session **ret)
+{
+	return mount_session(&imgfs_ll_ops, sizeof(imgfs_ll_ops), fs, fs, imgfs_is_ro(fs), o, ret);
+}
+
+int fuse_ops_mount_ll(const struct fuse_lowlevel_ops *ops, size_t size, void *ctx, bool ro,
+                      const struct fuse_ops_opts *o, struct fuse_ops_session **ret)
+{
+	return mount_session(ops, size, NULL, ctx, ro, o, ret);
+}
+
+static int mount_session(const struct fuse_lowlevel_ops *ops, size_t ops_size, struct imgfs *fs,
+                         void *ctx, bool ro, const struct fuse_ops_opts *o,
+                         struct fuse_ops_session **ret)
 {
 	_cleanup_free_ char *opts = NULL, *fsname = NULL;
 	struct fuse_ops_session *s;
@@ -828,7 +852,7 @@ int fuse_ops_mount(struct imgfs *fs, const struct fuse_ops_opts *o, struct fuse_
 	r = opt_add(&opts, fsname, true);
 	if (r >= 0)
 		r = opt_add(&opts, "subtype=imgfs,default_permissions", false);
-	if (r >= 0 && imgfs_is_ro(fs))
+	if (r >= 0 && ro)
 		r = opt_add(&opts, "ro", false);
 	if (r >= 0 && o->allow_other)
 		r = opt_add(&opts, "allow_other", false);
@@ -846,9 +870,10 @@ int fuse_ops_mount(struct imgfs *fs, const struct fuse_ops_opts *o, struct fuse_
 	if (!s)
 		return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", o->mountpoint);
 	s->fs = fs;
+	s->ctx = ctx;
 	s->max_threads = o->max_threads ? o->max_threads : DEFAULT_MAX_THREADS;
 	log_debug("fuse options: %s", opts);
-	s->se = fuse_session_new(&args, &imgfs_ll_ops, sizeof(imgfs_ll_ops), s);
+	s->se = fuse_session_new(&args, ops, ops_size, s);
 	fuse_opt_free_args(&args);
 	if (!s->se) {
 		free(s);
@@ -856,7 +881,8 @@ int fuse_ops_mount(struct imgfs *fs, const struct fuse_ops_opts *o, struct fuse_
 		        opts);
 		return -EINVAL;
 	}
-	imgfs_set_notify(fs, notify_inval, s);
+	if (fs)
+		imgfs_set_notify(fs, notify_inval, s);
 	if (fuse_set_signal_handlers(s->se) == 0)
 		s->signals = true;
 	errno = 0;

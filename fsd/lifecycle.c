@@ -342,11 +342,12 @@ int lifecycle_register(struct lifecycle *lc, const struct mount_info *info)
 	_cleanup_free_ char *text = NULL;
 	json_t *o;
 
-	if (!digest_valid(info->manifest) || lc->registered)
+	if ((info->manifest && !digest_valid(info->manifest)) || lc->registered)
 		return -EINVAL;
-	o = json_pack("{s:s, s:s, s:s, s:I, s:o, s:b, s:b}", "manifest", info->manifest, "ref",
-	              info->ref, "mountpoint", info->mountpoint, "pid", (json_int_t)getpid(),
-	              "upper", info->upper ? json_string(info->upper) : json_null(), "upper_given",
+	o = json_pack("{s:o, s:s, s:s, s:I, s:o, s:b, s:b}", "manifest",
+	              info->manifest ? json_string(info->manifest) : json_null(), "ref", info->ref,
+	              "mountpoint", info->mountpoint, "pid", (json_int_t)getpid(), "upper",
+	              info->upper ? json_string(info->upper) : json_null(), "upper_given",
 	              info->upper_given, "ro", info->ro);
 	if (!o)
 		return -ENOMEM;
@@ -373,6 +374,21 @@ int lifecycle_register(struct lifecycle *lc, const struct mount_info *info)
 		lc->store_locked = false;
 	}
 	return 0;
+}
+
+int lifecycle_set_held(struct lifecycle *lc, const char *const *manifests, size_t n)
+{
+	_cleanup_free_ char *text = malloc(n * (DIGEST_STR_LEN + 1) + 1);
+	size_t len = 0;
+
+	if (!text)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (!digest_valid(manifests[i]))
+			return -EINVAL;
+		len += (size_t)sprintf(text + len, "%s\n", manifests[i]);
+	}
+	return write_file_atomic(lc->dir_fd, "held", text, len, 0644);
 }
 
 void lifecycle_ready(struct lifecycle *lc)
@@ -855,6 +871,27 @@ struct live_walk {
 	void *userdata;
 };
 
+/* The manifests a live daemon holds besides its state's (lifecycle_set_held()). */
+static int visit_held(int dirfd, struct live_walk *w)
+{
+	_cleanup_close_ int fd = openat(dirfd, "held", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	_cleanup_fclose_ FILE *f = NULL;
+	char line[128];
+	int r = 0;
+
+	if (fd < 0)
+		return 0;
+	f = fdopen(TAKE_FD(fd), "re");
+	if (!f)
+		return -errno;
+	while (r >= 0 && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (digest_valid(line))
+			r = w->fn(line, w->userdata);
+	}
+	return r;
+}
+
 static int visit_live(struct store *s, int dirfd, const char *name, void *ud)
 {
 	struct live_walk *w = ud;
@@ -877,6 +914,8 @@ static int visit_live(struct store *s, int dirfd, const char *name, void *ud)
 	if (json_is_string(m) && digest_valid(json_string_value(m)))
 		r = w->fn(json_string_value(m), w->userdata);
 	json_decref(st);
+	if (r >= 0)
+		r = visit_held(dirfd, w);
 	return r;
 }
 

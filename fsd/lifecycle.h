@@ -30,7 +30,8 @@ struct store;
 
 /* What a live mount serves: the content of its state file. */
 struct mount_info {
-	const char *manifest;   /* "sha256:…" */
+	const char *manifest;   /* "sha256:…", or NULL for a daemon that serves several images
+	                         * (lifecycle_set_held()) */
 	const char *ref;        /* the image's canonical name */
 	const char *mountpoint; /* canonical path */
 	const char *upper;      /* the writable layer's directory, NULL when read-only */
@@ -80,6 +81,11 @@ const char *lifecycle_dir_path(const struct lifecycle *lc);
  * link, then releases the store lock taken for the start. */
 int lifecycle_register(struct lifecycle *lc, const struct mount_info *info);
 
+/* For a daemon that serves several images (the layer store): the image manifests it holds
+ * now, written atomically to ROOT/mounts/NAME/held, one digest a line. While the daemon
+ * lives, gc keeps them as it keeps a state's manifest (lifecycle_for_each_live()). */
+int lifecycle_set_held(struct lifecycle *lc, const char *const *manifests, size_t n);
+
 /* Tells the waiting parent the mount is live; from now on messages go to the log. */
 void lifecycle_ready(struct lifecycle *lc);
 
@@ -108,7 +114,8 @@ void mount_status_done(struct mount_status *st);
  * lifecycle_stop() finds it. -ENOENT when no imgfs mount is there and none has a state. */
 int lifecycle_status(struct store *s, const char *mountpoint, struct mount_status *ret);
 
-/* Calls fn with the manifest of every mount below s whose daemon is alive; stops at and
+/* Calls fn with the manifest of every mount below s whose daemon is alive (and each one it
+ * holds: lifecycle_set_held()); stops at and
  * returns fn's first negative result. */
 int lifecycle_for_each_live(struct store *s, int (*fn)(const char *manifest, void *userdata),
                             void *userdata);

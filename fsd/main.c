@@ -24,6 +24,8 @@ static const char usage[] =
     "                         show REF's rootfs at MOUNTPOINT (pulls it if missing)\n"
     "  umount MOUNTPOINT      unmount, stop the daemon, drop a throwaway writable layer\n"
     "  status MOUNTPOINT      the state of a mount: image, upper, daemon (key: value)\n"
+    "  layer-store [-f] DIR   serve image layers to podman and CRI-O at DIR (their\n"
+    "                         additional layer store)\n"
     "  index push [--insecure] REF\n"
     "                         publish REF's layer indexes, for lazy mounts elsewhere\n"
     "  images                 list the images in the store\n"
@@ -58,7 +60,7 @@ static const struct {
     {"pull", cmd_pull},     {"mount", cmd_mount},     {"umount", cmd_umount},
     {"images", cmd_images}, {"inspect", cmd_inspect}, {"rmi", cmd_rmi},
     {"gc", cmd_gc},         {"login", cmd_login},     {"run", cmd_run},
-    {"status", cmd_status}, {"index", cmd_index},
+    {"status", cmd_status}, {"index", cmd_index},     {"layer-store", cmd_layer_store},
 };
 
 /* The store root of --root, $IMGFS_ROOT or the default. */

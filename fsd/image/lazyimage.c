@@ -81,6 +81,25 @@ static int open_index(void *ctx, const char *digest, unsigned flags, struct li_i
 	return 0;
 }
 
+ssize_t lazyimage_read_blob(struct lazyimage *li, const char *digest, void *buf, size_t size,
+                            uint64_t off)
+{
+	struct layer *l = find(li, digest);
+	ssize_t n;
+	int r;
+
+	if (!l || !l->blob)
+		return -ENOENT;
+	if (off >= l->size)
+		return 0;
+	size = (size_t)MIN((uint64_t)size, l->size - off);
+	r = lazyblob_ensure(l->blob, off, size);
+	if (r < 0)
+		return r;
+	n = pread(lazyblob_fd(l->blob), buf, size, (off_t)off);
+	return n < 0 ? -errno : n;
+}
+
 int lazyimage_open(struct store *s, const char *const *layers, const uint64_t *sizes, size_t n,
                    const struct lazyimage_opts *o, struct lazyimage **ret, struct error *err)
 {

@@ -58,6 +58,13 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct lazyimage *, lazyimage_free);
 /* The opener for tree_open_flags(); valid as long as li. */
 const struct li_opener *lazyimage_opener(struct lazyimage *li);
 
+/* Up to size bytes of the compressed blob of layer digest at off, fetching the spans they
+ * need first (as a read through the opener would): the byte count (fewer only at the end
+ * of the blob), -ENOENT when the layer is not a lazy one of li (complete in the store:
+ * read blobs/), -errno. Thread-safe. */
+ssize_t lazyimage_read_blob(struct lazyimage *li, const char *digest, void *buf, size_t size,
+                            uint64_t off);
+
 /* Starts the background fill; it ends when every blob is complete and in blobs/. */
 int lazyimage_start_fill(struct lazyimage *li);
 

@@ -230,6 +230,11 @@ int store_lock_shared(struct store *s)
 	return store_flock_retry(s->lock_fd, LOCK_SH);
 }
 
+void store_unlock(struct store *s)
+{
+	(void)flock(s->lock_fd, LOCK_UN);
+}
+
 int store_default_root(char **ret)
 {
 	const char *e = getenv("IMGFS_ROOT");

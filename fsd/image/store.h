@@ -49,6 +49,9 @@ void store_free(struct store *s);
 int store_reopen_lock(struct store *s);
 /* Takes the store lock shared (waits for a running gc); held until store_free(). */
 int store_lock_shared(struct store *s);
+/* Releases the lock store_lock_shared() took (a long-lived daemon that pulls now and then
+ * must not keep gc waiting once what it pulled is otherwise rooted). */
+void store_unlock(struct store *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct store *, store_free);
 
 /* The default root: $IMGFS_ROOT, else /var/lib/imgfs (root) or $XDG_DATA_HOME/imgfs

@@ -229,7 +229,7 @@ int tree_stat(const struct tree *t, uint32_t node, struct stat *ret)
 		return r;
 	*ret = (struct stat){
 	    .st_ino = (ino_t)node + 1,
-	    .st_mode = n->mode,
+	    .st_mode = n->mode & TREE_MODE_BITS,
 	    .st_nlink = n->nlink,
 	    .st_uid = n->uid,
 	    .st_gid = n->gid,
@@ -312,6 +312,22 @@ int tree_readlink(const struct tree *t, uint32_t node, char *buf, size_t size)
 	return (int)len;
 }
 
+static ssize_t copy_value(const void *value, size_t len, void *buf, size_t size)
+{
+	if (size == 0)
+		return (ssize_t)len;
+	if (len > size)
+		return -ERANGE;
+	memcpy(buf, value, len);
+	return (ssize_t)len;
+}
+
+/* An opaque directory's own xattr comes from its mark, whatever its tar entry says. */
+static bool is_opaque_name(const struct tree_node *n, const char *name)
+{
+	return n->mode & TREE_MODE_OPAQUE && streq(name, TREE_OPAQUE_XATTR);
+}
+
 ssize_t tree_getxattr(const struct tree *t, uint32_t node, const char *name, void *buf, size_t size)
 {
 	const struct tree_node *n;
@@ -320,10 +336,12 @@ ssize_t tree_getxattr(const struct tree *t, uint32_t node, const char *name, voi
 	int r;
 
 	r = node_entry(t, node, &n, &li, &e);
-	if (r == -ENOENT && node < t->h->n_nodes)
-		return -ENODATA;
-	if (r < 0)
+	if (r < 0 && (r != -ENOENT || node >= t->h->n_nodes))
 		return r;
+	if (is_opaque_name(n, name))
+		return copy_value("y", 1, buf, size);
+	if (r == -ENOENT)
+		return -ENODATA; /* an implicit directory */
 	for (uint32_t k = 0; k < e.n_xattrs; k++) {
 		const char *xname;
 		const void *value;
@@ -334,18 +352,15 @@ ssize_t tree_getxattr(const struct tree *t, uint32_t node, const char *name, voi
 			return r;
 		if (!streq(xname, name))
 			continue;
-		if (size == 0)
-			return (ssize_t)len;
-		if (len > size)
-			return -ERANGE;
-		memcpy(buf, value, len);
-		return (ssize_t)len;
+		return copy_value(value, len, buf, size);
 	}
 	return -ENODATA;
 }
 
 int tree_has_xattr_name(const struct tree *t, const char *name)
 {
+	if (streq(name, TREE_OPAQUE_XATTR))
+		return 1; /* a one-layer tree's opaque directories carry it without a tar entry */
 	for (uint32_t l = 0; l < t->n_layers; l++) {
 		int r = li_has_xattr_name(t->layers[l], name);
 
@@ -364,10 +379,17 @@ ssize_t tree_listxattr(const struct tree *t, uint32_t node, char *buf, size_t si
 	int r;
 
 	r = node_entry(t, node, &n, &li, &e);
-	if (r == -ENOENT && node < t->h->n_nodes)
-		return 0;
-	if (r < 0)
+	if (r < 0 && (r != -ENOENT || node >= t->h->n_nodes))
 		return r;
+	if (n->mode & TREE_MODE_OPAQUE) {
+		total = sizeof(TREE_OPAQUE_XATTR);
+		if (size > 0 && total > size)
+			return -ERANGE;
+		if (size > 0)
+			memcpy(buf, TREE_OPAQUE_XATTR, total);
+	}
+	if (r == -ENOENT)
+		return (ssize_t)total;
 	for (uint32_t k = 0; k < e.n_xattrs; k++) {
 		const char *xname;
 		const void *value;
@@ -376,6 +398,8 @@ ssize_t tree_listxattr(const struct tree *t, uint32_t node, char *buf, size_t si
 		r = li_xattr_get(li, n->entry, k, &xname, &value, &len);
 		if (r < 0)
 			return r;
+		if (is_opaque_name(n, xname))
+			continue;
 		nlen = strlen(xname) + 1;
 		if (size > 0) {
 			if (total + nlen > size)

@@ -24,6 +24,28 @@
 int tree_build(const struct li_opener *opener, const char *const *layer_digests, size_t n_layers,
                void **ret_buf, size_t *ret_len);
 
+/* Builds the tree of ONE layer, the last of layer_digests (bottom first), in overlay lower
+ * format, as containers/storage's overlay driver expects a layer's diff directory: nothing
+ * merged or hidden; a whiteout `.wh.NAME` becomes NAME, a character device 0/0; an opaque
+ * marker `.wh..wh..opq` makes its directory carry the xattr trusted.overlay.opaque=y
+ * (tree_getxattr()); other `.wh..wh.` entries (aufs bookkeeping) are left out; a directory
+ * made over a whiteout of the same layer is opaque. A directory the layer implies without
+ * an entry of its own takes the attributes the layers below give it (extraction onto them
+ * would keep those), so their indexes are read too, and the tree names the layers it takes
+ * something from. Same contract as tree_build() otherwise. */
+int tree_build_layer(const struct li_opener *opener, const char *const *layer_digests,
+                     size_t n_layers, void **ret_buf, size_t *ret_len);
+
+/* tree_build_layer() for every layer of an image at once, each index opened and replayed
+ * once: fn(i, buf, len, userdata) gets the serialised tree of layer i (bottom first) and
+ * takes buf (free() it); its negative result stops the build and is returned. */
+typedef int (*tree_layer_fn)(size_t i, void *buf, size_t len, void *userdata);
+int tree_build_layers(const struct li_opener *opener, const char *const *layer_digests,
+                      size_t n_layers, tree_layer_fn fn, void *userdata);
+
+/* The xattr of an opaque directory in a tree_build_layer() tree. */
+#define TREE_OPAQUE_XATTR "trusted.overlay.opaque"
+
 struct tree;
 
 /* Verify the tree and its layer indexes at open: the crc32 of every file and every node

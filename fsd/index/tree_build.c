@@ -18,6 +18,7 @@ struct minode {
 	uint32_t layer, entry; /* TREE_NONE: an implicit directory */
 	uint32_t refs;         /* names in the tree referring to it */
 	uint32_t first_out;    /* while serialising: its canonical node */
+	bool whiteout;         /* overlay format: a character device 0/0 */
 };
 
 /* A name in the tree being built. */
@@ -29,6 +30,7 @@ struct mnode {
 	uint32_t hnext; /* hash chain */
 	uint32_t out;   /* while serialising: its number */
 	bool alive, is_dir;
+	bool opaque; /* overlay format: trusted.overlay.opaque=y */
 };
 
 struct builder {
@@ -42,6 +44,11 @@ struct builder {
 	uint32_t n_buckets; /* power of two */
 	uint32_t n_alive;
 	uint32_t dropped;
+	/* Overlay format: the merged layers below the one being built (same layer numbers),
+	 * whose directories give an implicit directory its attributes, as extracting the
+	 * layer onto them would; NULL otherwise. */
+	const struct builder *below;
+	bool overlay; /* serialise only the layers that nodes use */
 };
 
 static uint32_t hash_path(const char *s)
@@ -192,6 +199,21 @@ static void remove_node(struct builder *b, uint32_t n)
 	m->path = NULL;
 }
 
+/* Overlay format: an implicit directory takes the attributes of the directory the layers
+ * below have at path, if any (else it stays a 0755 root-owned one). */
+static void inherit_below(struct builder *b, const char *path, uint32_t inode)
+{
+	uint32_t n;
+
+	if (!b->below)
+		return;
+	n = lookup(b->below, path);
+	if (n == TREE_NONE || !b->below->nodes[n].is_dir)
+		return;
+	b->inodes[inode].layer = b->below->inodes[b->below->nodes[n].inode].layer;
+	b->inodes[inode].entry = b->below->inodes[b->below->nodes[n].inode].entry;
+}
+
 /* The directory at path, created (as an implicit 0755 root-owned directory, the way
  * containerd's and umoci's extraction do) when missing, replacing what is there when it is
  * not a directory. */
@@ -223,6 +245,7 @@ static int ensure_dir(struct builder *b, const char *path, uint32_t *ret)
 	r = new_inode(b, TREE_NONE, TREE_NONE, &inode);
 	if (r < 0)
 		return r;
+	inherit_below(b, path, inode);
 	return new_node(b, parent, path, inode, true, ret);
 }
 
@@ -287,7 +310,55 @@ static int apply_whiteouts(struct builder *b, uint32_t l)
 	return 0;
 }
 
-static int apply_entries(struct builder *b, uint32_t l)
+/* The overlay lower format's view of a whiteout entry of layer l: 0 when e is none; 1
+ * when it was handled (an opaque mark set, a whiteout node made, aufs bookkeeping left
+ * out); -errno. */
+static int apply_overlay_whiteout(struct builder *b, uint32_t l, size_t i, const struct li_entry *e)
+{
+	_cleanup_free_ char *dir = NULL, *target = NULL;
+	const char *name = base_name(e->path);
+	size_t dir_len = (size_t)(name - e->path);
+	uint32_t n, parent, inode;
+	int r;
+
+	if (!startswith(name, ".wh."))
+		return 0;
+	dir = strndup(e->path, dir_len ? dir_len - 1 : 0);
+	if (!dir)
+		return -ENOMEM;
+	if (has_whiteout_component(dir)) {
+		b->dropped++;
+		return 1;
+	}
+	if (streq(name, ".wh..wh..opq")) {
+		r = ensure_dir(b, dir, &n);
+		if (r < 0)
+			return r;
+		b->nodes[n].opaque = true;
+		return 1;
+	}
+	if (startswith(name, ".wh..wh.") || !name[4])
+		return 1; /* aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs) */
+	if (asprintf(&target, "%s%s%s", dir, dir[0] ? "/" : "", name + 4) < 0) {
+		target = NULL;
+		return -ENOMEM;
+	}
+	r = ensure_dir(b, dir, &parent);
+	if (r < 0)
+		return r;
+	if (lookup(b, target) != TREE_NONE)
+		return 1; /* an entry of this layer: a whiteout hides only the layers below */
+	r = new_inode(b, l, (uint32_t)i, &inode);
+	if (r < 0)
+		return r;
+	b->inodes[inode].whiteout = true;
+	r = new_node(b, parent, target, inode, false, &n);
+	return r < 0 ? r : 1;
+}
+
+/* Replays the entries of layer l. overlay: in overlay lower format (whiteouts and opaque
+ * marks kept as overlayfs shows them), else merged (whiteouts already applied). */
+static int apply_entries(struct builder *b, uint32_t l, bool overlay)
 {
 	struct li_index *li = b->layers[l];
 
@@ -295,12 +366,19 @@ static int apply_entries(struct builder *b, uint32_t l)
 		_cleanup_free_ char *parent_path = NULL;
 		struct li_entry e;
 		uint32_t n, parent, inode, held = TREE_NONE;
-		bool is_dir;
+		bool is_dir, over_whiteout = false;
 		int r;
 
 		r = li_entry_get(li, i, &e);
 		if (r < 0)
 			return r;
+		if (overlay) {
+			r = apply_overlay_whiteout(b, l, i, &e);
+			if (r < 0)
+				return r;
+			if (r > 0)
+				continue;
+		}
 		if (has_whiteout_component(e.path))
 			continue;
 		if (!e.path[0]) {
@@ -344,8 +422,10 @@ static int apply_entries(struct builder *b, uint32_t l)
 			b->inodes[inode].refs++;
 			continue;
 		}
-		if (n != TREE_NONE)
+		if (n != TREE_NONE) {
+			over_whiteout = b->inodes[b->nodes[n].inode].whiteout;
 			remove_node(b, n);
+		}
 		if (held != TREE_NONE) {
 			inode = held;
 			b->inodes[held].refs--; /* new_node() takes its own reference */
@@ -357,6 +437,9 @@ static int apply_entries(struct builder *b, uint32_t l)
 		r = new_node(b, parent, e.path, inode, is_dir, &n);
 		if (r < 0)
 			return r;
+		/* Overlay format: a directory made where this layer removed a name hides what
+		 * the layers below have there, as the merge's whiteout-first order does. */
+		b->nodes[n].opaque = over_whiteout && is_dir;
 	}
 	return 0;
 }
@@ -415,6 +498,10 @@ static int fill_node(const struct builder *b, const struct mnode *m, struct tree
 	t->gid = e.gid;
 	t->mtime_sec = e.mtime_sec;
 	t->mtime_nsec = e.mtime_nsec;
+	if (in->whiteout) {
+		t->mode = S_IFCHR; /* as containerd and podman extract a whiteout */
+		return 0;
+	}
 	t->rdev_major = e.rdev_major;
 	t->rdev_minor = e.rdev_minor;
 	switch (e.type) {
@@ -437,7 +524,7 @@ static int fill_node(const struct builder *b, const struct mnode *m, struct tree
 
 static int serialise(struct builder *b, const char *const *digests, void **ret_buf, size_t *ret_len)
 {
-	_cleanup_free_ uint32_t *order = NULL, *kids = NULL;
+	_cleanup_free_ uint32_t *order = NULL, *kids = NULL, *used = NULL, *map = NULL;
 	_cleanup_free_ struct tree_node *out = NULL;
 	_cleanup_free_ char *strings = NULL;
 	struct tree_header h = {.magic = TREE_MAGIC,
@@ -446,7 +533,7 @@ static int serialise(struct builder *b, const char *const *digests, void **ret_b
 	                        .n_layers = (uint32_t)b->n_layers,
 	                        .dropped = b->dropped};
 	size_t strings_len = 0, cap_strings = 0, off;
-	uint32_t n_out = 1, q = 0;
+	uint32_t n_out = 1, q = 0, n_used;
 	uint8_t *buf;
 	int r;
 
@@ -483,6 +570,8 @@ static int serialise(struct builder *b, const char *const *digests, void **ret_b
 		r = fill_node(b, m, t);
 		if (r < 0)
 			return r;
+		if (m->opaque && m->is_dir)
+			t->mode |= TREE_MODE_OPAQUE;
 		if (in->first_out == TREE_NONE)
 			in->first_out = o;
 		t->canonical = in->first_out;
@@ -508,9 +597,32 @@ static int serialise(struct builder *b, const char *const *digests, void **ret_b
 		strings_len += len;
 	}
 	out[0].parent = 0;
+	/* Overlay format: the layers below the one built are named only when a node uses
+	 * them, so that opening the tree does not open every layer of the image. */
+	used = malloc(sizeof(uint32_t) * (b->n_layers + 1));
+	map = malloc(sizeof(uint32_t) * (b->n_layers + 1));
+	if (!used || !map)
+		return -ENOMEM;
+	for (size_t l = 0; l < b->n_layers; l++) {
+		map[l] = b->overlay ? TREE_NONE : (uint32_t)l;
+		used[l] = (uint32_t)l;
+	}
+	n_used = b->overlay ? 0 : (uint32_t)b->n_layers;
+	for (uint32_t o = 0; b->overlay && o < n_out; o++) {
+		uint32_t l = out[o].layer;
+
+		if (l == TREE_NONE)
+			continue;
+		if (map[l] == TREE_NONE) {
+			map[l] = n_used;
+			used[n_used++] = l;
+		}
+		out[o].layer = map[l];
+	}
+	h.n_layers = n_used;
 	h.n_nodes = n_out;
 	h.layers_off = sizeof(h);
-	h.nodes_off = h.layers_off + sizeof(struct tree_layer) * b->n_layers;
+	h.nodes_off = h.layers_off + sizeof(struct tree_layer) * n_used;
 	h.strings_off = h.nodes_off + sizeof(struct tree_node) * n_out;
 	h.strings_len = strings_len;
 	off = (h.strings_off + strings_len + 7) & ~(size_t)7;
@@ -519,9 +631,9 @@ static int serialise(struct builder *b, const char *const *digests, void **ret_b
 	if (!buf)
 		return -ENOMEM;
 	memcpy(buf, &h, sizeof(h));
-	for (size_t l = 0; l < b->n_layers; l++)
-		strncpy((char *)buf + h.layers_off + sizeof(struct tree_layer) * l, digests[l],
-		        sizeof(struct tree_layer) - 1);
+	for (size_t l = 0; l < n_used; l++)
+		strncpy((char *)buf + h.layers_off + sizeof(struct tree_layer) * l,
+		        digests[used[l]], sizeof(struct tree_layer) - 1);
 	memcpy(buf + h.nodes_off, out, sizeof(struct tree_node) * n_out);
 	if (strings_len)
 		memcpy(buf + h.strings_off, strings, strings_len);
@@ -552,11 +664,42 @@ static int open_index_only(const struct li_opener *opener, const char *digest,
 	return opener->open(opener->ctx, digest, LI_OPEN_VERIFY | LI_OPEN_NO_DATA, ret);
 }
 
-int tree_build(const struct li_opener *opener, const char *const *layer_digests, size_t n_layers,
-               void **ret_buf, size_t *ret_len)
+static int start(struct builder *b)
 {
-	struct builder b = {0};
 	uint32_t root_inode, root;
+	int r;
+
+	r = rehash(b, 1024);
+	if (r < 0)
+		return r;
+	r = new_inode(b, TREE_NONE, TREE_NONE, &root_inode);
+	if (r < 0)
+		return r;
+	inherit_below(b, "", root_inode);
+	return new_node(b, TREE_NONE, "", root_inode, true, &root);
+}
+
+/* Overlay format: the merged layers below the top one, into below (which borrows b's
+ * layers). */
+static int build_below(struct builder *b, struct builder *below)
+{
+	int r;
+
+	below->layers = b->layers;
+	below->n_layers = b->n_layers - 1;
+	r = start(below);
+	for (uint32_t l = 0; r >= 0 && l < below->n_layers; l++) {
+		r = apply_whiteouts(below, l);
+		if (r >= 0)
+			r = apply_entries(below, l, false);
+	}
+	return r;
+}
+
+static int build(const struct li_opener *opener, const char *const *layer_digests, size_t n_layers,
+                 bool overlay, void **ret_buf, size_t *ret_len)
+{
+	struct builder b = {.overlay = overlay}, below = {0};
 	int r;
 
 	if (n_layers >= TREE_NONE)
@@ -569,25 +712,92 @@ int tree_build(const struct li_opener *opener, const char *const *layer_digests,
 		if (r < 0)
 			goto out;
 	}
-	r = rehash(&b, 1024);
-	if (r < 0)
-		goto out;
-	r = new_inode(&b, TREE_NONE, TREE_NONE, &root_inode);
-	if (r < 0)
-		goto out;
-	r = new_node(&b, TREE_NONE, "", root_inode, true, &root);
-	if (r < 0)
-		goto out;
-	for (uint32_t l = 0; l < n_layers; l++) {
-		r = apply_whiteouts(&b, l);
+	if (overlay && n_layers > 1) {
+		r = build_below(&b, &below);
 		if (r < 0)
 			goto out;
-		r = apply_entries(&b, l);
+		b.below = &below;
+	}
+	r = start(&b);
+	if (r < 0)
+		goto out;
+	for (uint32_t l = overlay && n_layers ? (uint32_t)n_layers - 1 : 0; l < n_layers; l++) {
+		if (!overlay) {
+			r = apply_whiteouts(&b, l);
+			if (r < 0)
+				goto out;
+		}
+		r = apply_entries(&b, l, overlay);
 		if (r < 0)
 			goto out;
 	}
 	r = serialise(&b, layer_digests, ret_buf, ret_len);
 out:
+	below.layers = NULL; /* b's */
+	below.n_layers = 0;
+	builder_done(&below);
 	builder_done(&b);
 	return r;
+}
+
+int tree_build(const struct li_opener *opener, const char *const *layer_digests, size_t n_layers,
+               void **ret_buf, size_t *ret_len)
+{
+	return build(opener, layer_digests, n_layers, false, ret_buf, ret_len);
+}
+
+int tree_build_layer(const struct li_opener *opener, const char *const *layer_digests,
+                     size_t n_layers, void **ret_buf, size_t *ret_len)
+{
+	if (n_layers == 0)
+		return -EINVAL;
+	return build(opener, layer_digests, n_layers, true, ret_buf, ret_len);
+}
+
+int tree_build_layers(const struct li_opener *opener, const char *const *layer_digests,
+                      size_t n_layers, tree_layer_fn fn, void *userdata)
+{
+	struct builder below = {0};
+	int r = 0;
+
+	if (n_layers >= TREE_NONE)
+		return -EINVAL;
+	below.layers = calloc(n_layers ? n_layers : 1, sizeof(*below.layers));
+	if (!below.layers)
+		return -ENOMEM;
+	for (; below.n_layers < n_layers; below.n_layers++) {
+		r = open_index_only(opener, layer_digests[below.n_layers],
+		                    &below.layers[below.n_layers]);
+		if (r < 0)
+			goto out;
+	}
+	r = start(&below);
+	/* Layer i's tree over the merge of the layers below it, then layer i into the merge:
+	 * each index is opened and replayed once. */
+	for (uint32_t i = 0; r >= 0 && i < n_layers; i++) {
+		struct builder b = {.overlay = true,
+		                    .below = i ? &below : NULL,
+		                    .layers = below.layers,
+		                    .n_layers = i + 1};
+		void *buf = NULL;
+		size_t len = 0;
+
+		r = start(&b);
+		if (r >= 0)
+			r = apply_entries(&b, i, true);
+		if (r >= 0)
+			r = serialise(&b, layer_digests, &buf, &len);
+		b.layers = NULL; /* below's */
+		b.n_layers = 0;
+		builder_done(&b);
+		if (r >= 0)
+			r = fn(i, buf, len, userdata); /* takes buf */
+		if (r >= 0)
+			r = apply_whiteouts(&below, i);
+		if (r >= 0)
+			r = apply_entries(&below, i, false);
+	}
+out:
+	builder_done(&below);
+	return r < 0 ? r : 0;
 }

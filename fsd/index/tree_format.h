@@ -20,6 +20,12 @@
 #define TREE_VERSION 1u
 #define TREE_NONE UINT32_MAX /* no such node or layer */
 
+/* In tree_node.mode, above the st_mode bits: a directory of a one-layer tree in overlay
+ * lower format (tree_build_layer()) that carries trusted.overlay.opaque=y. (A whiteout
+ * there needs no mark: a character device 0/0 whose entry is the `.wh.` file.) */
+#define TREE_MODE_OPAQUE (1u << 31)
+#define TREE_MODE_BITS 0177777u
+
 struct tree_header {
 	char magic[8];
 	uint32_t version;

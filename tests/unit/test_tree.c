@@ -17,6 +17,7 @@
 #include "common/fileio.h"
 #include "fsd/index/layerindex.h"
 #include "fsd/index/tree.h"
+#include "fsd/index/tree_format.h"
 #include "tests/unit/fixture_buf.h"
 #include "tests/unit/fixture_layerdir.h"
 
@@ -455,6 +456,160 @@ static void test_whiteouts_and_opaque(void **state)
 	assert_content(t, "keep", "keep");
 }
 
+/* One layer in overlay lower format: what a layer's diff directory is for overlayfs. */
+static void test_layer_in_overlay_format(void **state)
+{
+	static const struct ent l2[] = {{"a/.wh.x", 'f'},
+	                                {"d/new", 'f', 0, "new"},
+	                                {"d/.wh.new", 'f'}, /* same layer: d/new stays */
+	                                {".wh.b", 'f'},
+	                                {".wh.c", 'f'},
+	                                {"c/", 'd', 0700}, /* a dir over its whiteout: opaque */
+	                                {"o/", 'd', 0750, NULL, 0, 0, "user.k", "v"},
+	                                {"o/new", 'f', 0, "fresh"},
+	                                {"o/.wh..wh..opq", 'f'},
+	                                {"i/.wh..wh..opq", 'f'}, /* an implicit dir, opaque */
+	                                {".wh..wh.plnk/", 'd'},
+	                                {"e/.wh.sub/f", 'f', 0, "below a whiteout"},
+	                                {NULL}};
+	char digest[DIGEST_STR_LEN + 1], list[256];
+	const char *dp = digest;
+	_cleanup_(tree_closep) struct tree *t = NULL;
+	struct stat st;
+	char v[8];
+	void *buf;
+	size_t len;
+	int fd;
+
+	(void)state;
+	add_layer(l2, 'g', digest);
+	assert_int_equal(tree_build_layer(&opener, &dp, 1, &buf, &len), 0);
+	assert_int_equal(write_file_atomic(dir_fd, "tree", buf, len, 0644), 0);
+	free(buf);
+	fd = openat(dir_fd, "tree", O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(tree_open(&opener, fd, &t), 0);
+	close(fd);
+
+	assert_string_equal(listing(t, ""), "a b c d i o"); /* nothing below e/.wh.sub */
+	assert_string_equal(listing(t, "a"), "x");
+	assert_int_equal(tree_stat(t, must(t, "a/x"), &st), 0);
+	assert_int_equal(st.st_mode, S_IFCHR);
+	assert_int_equal(st.st_rdev, makedev(0, 0));
+	assert_int_equal(tree_stat(t, must(t, "b"), &st), 0);
+	assert_true(S_ISCHR(st.st_mode));
+	assert_content(t, "d/new", "new");
+	assert_int_equal(tree_getxattr(t, must(t, "a/x"), TREE_OPAQUE_XATTR, v, sizeof(v)),
+	                 -ENODATA);
+	/* opaque directories: the mark, their own xattrs, their mode without the mark */
+	assert_int_equal(tree_getxattr(t, must(t, "o"), TREE_OPAQUE_XATTR, v, sizeof(v)), 1);
+	assert_memory_equal(v, "y", 1);
+	assert_int_equal(tree_getxattr(t, must(t, "o"), "user.k", v, sizeof(v)), 1);
+	assert_int_equal(tree_listxattr(t, must(t, "o"), list, sizeof(list)),
+	                 (ssize_t)sizeof(TREE_OPAQUE_XATTR "\0user.k"));
+	assert_memory_equal(list, TREE_OPAQUE_XATTR "\0user.k",
+	                    sizeof(TREE_OPAQUE_XATTR "\0user.k"));
+	assert_int_equal(tree_stat(t, must(t, "o"), &st), 0);
+	assert_int_equal(st.st_mode, S_IFDIR | 0750);
+	assert_string_equal(listing(t, "o"), "new");
+	assert_int_equal(tree_getxattr(t, must(t, "i"), TREE_OPAQUE_XATTR, v, sizeof(v)), 1);
+	assert_int_equal(tree_getxattr(t, must(t, "c"), TREE_OPAQUE_XATTR, v, sizeof(v)), 1);
+	assert_int_equal(tree_stat(t, must(t, "c"), &st), 0);
+	assert_int_equal(st.st_mode, S_IFDIR | 0700);
+	assert_int_equal(tree_getxattr(t, must(t, "d"), TREE_OPAQUE_XATTR, v, sizeof(v)), -ENODATA);
+	assert_int_equal(tree_listxattr(t, must(t, "d"), list, sizeof(list)), 0);
+	assert_int_equal(tree_has_xattr_name(t, TREE_OPAQUE_XATTR), 1);
+}
+
+/* A layer that implies a directory without an entry: the directory keeps what the layers
+ * below say of it, and the layer's tree names only the layers it takes something from. */
+static void test_layer_implicit_dirs_from_below(void **state)
+{
+	static const struct ent l1[] = {
+	    {"a/", 'd', 0700, NULL, 5, 6}, {"a/old", 'f', 0, "old"}, {NULL}};
+	static const struct ent l2[] = {{"x", 'f', 0, "x"}, {NULL}};
+	static const struct ent l3[] = {{"a/b/f", 'f', 0, "f"}, {NULL}};
+	char d[3][DIGEST_STR_LEN + 1];
+	const char *dp[3] = {d[0], d[1], d[2]};
+	_cleanup_(tree_closep) struct tree *t = NULL;
+	struct stat st;
+	void *buf;
+	size_t len;
+	int fd;
+
+	(void)state;
+	add_layer(l1, 'g', d[0]);
+	add_layer(l2, 'g', d[1]);
+	add_layer(l3, 'g', d[2]);
+	assert_int_equal(tree_build_layer(&opener, dp, 3, &buf, &len), 0);
+	/* l3 and l1 (for a/), not l2 */
+	assert_int_equal(((const struct tree_header *)buf)->n_layers, 2);
+	assert_int_equal(write_file_atomic(dir_fd, "tree", buf, len, 0644), 0);
+	free(buf);
+	fd = openat(dir_fd, "tree", O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(tree_open(&opener, fd, &t), 0);
+	close(fd);
+	assert_string_equal(listing(t, ""), "a");
+	assert_string_equal(listing(t, "a"), "b"); /* a/old is the layer below's */
+	assert_int_equal(tree_stat(t, must(t, "a"), &st), 0);
+	assert_int_equal(st.st_mode, S_IFDIR | 0700);
+	assert_int_equal(st.st_uid, 5);
+	assert_int_equal(st.st_gid, 6);
+	assert_int_equal(tree_stat(t, must(t, "a/b"), &st), 0);
+	assert_int_equal(st.st_mode, S_IFDIR | 0755); /* nothing below: implicit */
+	assert_content(t, "a/b/f", "f");
+}
+
+struct all_layers {
+	const struct li_opener *op;
+	const char *const *digests;
+	size_t calls;
+};
+
+/* Each tree tree_build_layers() hands out is the one tree_build_layer() builds alone. */
+static int same_as_alone(size_t i, void *buf, size_t len, void *userdata)
+{
+	struct all_layers *a = userdata;
+	void *alone;
+	size_t alone_len;
+
+	assert_int_equal(i, a->calls);
+	a->calls++;
+	assert_int_equal(tree_build_layer(a->op, a->digests, i + 1, &alone, &alone_len), 0);
+	assert_int_equal(len, alone_len);
+	assert_memory_equal(buf, alone, len);
+	free(alone);
+	free(buf);
+	return 0;
+}
+
+static int stop_at_second(size_t i, void *buf, size_t len, void *userdata)
+{
+	(void)len;
+	(void)userdata;
+	free(buf);
+	return i == 1 ? -ECANCELED : 0;
+}
+
+static void test_all_layers_at_once(void **state)
+{
+	static const struct ent l1[] = {{"a/", 'd', 0700}, {"a/x", 'f', 0, "x"}, {NULL}};
+	static const struct ent l2[] = {{"a/.wh.x", 'f'}, {"b/c/d", 'f', 0, "d"}, {NULL}};
+	static const struct ent l3[] = {{"a/y", 'f', 0, "y"}, {"b/.wh..wh..opq", 'f'}, {NULL}};
+	char d[3][DIGEST_STR_LEN + 1];
+	const char *dp[3] = {d[0], d[1], d[2]};
+	struct all_layers a = {&opener, dp, 0};
+
+	(void)state;
+	add_layer(l1, 'g', d[0]);
+	add_layer(l2, 'z', d[1]);
+	add_layer(l3, 't', d[2]);
+	assert_int_equal(tree_build_layers(&opener, dp, 3, same_as_alone, &a), 0);
+	assert_int_equal(a.calls, 3);
+	assert_int_equal(tree_build_layers(&opener, dp, 3, stop_at_second, NULL), -ECANCELED);
+}
+
 static void test_replacements_and_duplicates(void **state)
 {
 	static const struct ent l1[] = {{"f", 'f', 0, "file"},
@@ -594,6 +749,9 @@ int main(void)
 	    cmocka_unit_test(test_single_layer_attributes),
 	    cmocka_unit_test(test_implicit_parents_and_readdir_offsets),
 	    cmocka_unit_test(test_whiteouts_and_opaque),
+	    cmocka_unit_test(test_layer_in_overlay_format),
+	    cmocka_unit_test(test_layer_implicit_dirs_from_below),
+	    cmocka_unit_test(test_all_layers_at_once),
 	    cmocka_unit_test(test_replacements_and_duplicates),
 	    cmocka_unit_test(test_hardlinks_across_layers),
 	    cmocka_unit_test(test_hardlink_group_in_one_layer),

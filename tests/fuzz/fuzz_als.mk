@@ -1,0 +1,1 @@
+fuzz_als_SRC := fsd/image/als.c

@@ -1,0 +1,1 @@
+test_als_SRC := fsd/image/als.c
