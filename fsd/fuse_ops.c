@@ -118,16 +118,23 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* No writeback cache: a write is in the upper file when it returns, so a daemon
 	 * that dies loses nothing written (see docs/decisions/0025-writable-write-path.md for
 	 * its cost). */
-	if (imgfs_is_ro(s->fs)) {
-		/* Without FUSE_POSIX_ACL the kernel caches no ACL and asks for
-		 * system.posix_acl_access on every getxattr (ls -l: once per file); with it,
-		 * once per inode, and it enforces the image's ACLs as a local disk would. A
-		 * writable mount would have to keep modes and default ACLs in step itself. */
+	/* Without FUSE_POSIX_ACL the kernel caches no ACL and asks for system.posix_acl_access
+	 * on every getxattr (ls -l: once per file); with it, once per inode, and it enforces
+	 * the ACLs as a local disk would. On a writable mount the upper's filesystem keeps
+	 * modes and ACLs in step (chmod, setfacl go to it; the kernel drops its cached ACL
+	 * after either), and default ACLs apply on creation: the kernel then passes the mode
+	 * unmasked with the umask (DONT_MASK), which the core applies only where the parent
+	 * has no default ACL (create_common()). Without DONT_MASK the umask would already be
+	 * gone from the mode, against what a default ACL asks. */
+	if (imgfs_is_ro(s->fs))
 		conn->want |= conn->capable & FUSE_CAP_POSIX_ACL;
-		/* An immutable tree needs no directory handles: the first OPENDIR is
-		 * answered ENOSYS, and the kernel then caches listings without asking. */
+	else if ((conn->capable & (FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK)) ==
+	         (FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK))
+		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+	/* An immutable tree needs no directory handles: the first OPENDIR is answered ENOSYS,
+	 * and the kernel then caches listings without asking. */
+	if (imgfs_is_ro(s->fs))
 		s->no_opendir = conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT;
-	}
 	/* Attributes are cheap here: always send them with the listing (ls -l, find). */
 	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
 	/* Replies are memory buffers (inflated data), not fds: splicing them would only add
@@ -484,7 +491,7 @@ static struct imgfs_cred req_cred(fuse_req_t req)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 
-	return (struct imgfs_cred){.uid = ctx->uid, .gid = ctx->gid};
+	return (struct imgfs_cred){.uid = ctx->uid, .gid = ctx->gid, .umask = ctx->umask};
 }
 
 /* Replies with an entry, or undoes the lookup count imgfs took for it when the reply does

@@ -58,6 +58,9 @@ struct imgfs_cred {
 	gid_t gid;
 	const gid_t *groups; /* supplementary groups, may be NULL */
 	size_t n_groups;
+	/* Creation: permission bits to clear where the parent has no default ACL (the kernel
+	 * leaves that to the filesystem when it enforces ACLs itself). */
+	mode_t umask;
 };
 
 /* Creates the filesystem over lower, taking ownership of it (lower->ops->close is called

@@ -260,6 +260,8 @@ static int create_common(struct imgfs *fs, uint64_t parent, const char *name, st
                          const struct imgfs_cred *cred, struct imgfs_entry *ret, int *ret_fd)
 {
 	struct inode *dir, *child = NULL;
+	/* A default ACL: a header and up to 2,047 entries in this buffer, plenty. */
+	char acl[16384];
 	struct found nf;
 	struct stat dst;
 	bool whiteout;
@@ -286,6 +288,15 @@ static int create_common(struct imgfs *fs, uint64_t parent, const char *name, st
 	}
 	n->uid = cred->uid;
 	n->gid = cred->gid;
+	if (!S_ISLNK(n->mode)) {
+		ssize_t len = fgetxattr(dir->dirfd, "system.posix_acl_default", acl, sizeof(acl));
+
+		if (len > 0) {
+			n->default_acl = acl;
+			n->default_acl_size = (size_t)len;
+		} else
+			n->mode &= ~(cred->umask & 0777);
+	}
 	if (dst.st_mode & S_ISGID) {
 		/* BSD group semantics of a setgid directory, as the kernel's
 		 * inode_init_owner(). */
