@@ -498,7 +498,8 @@ class Script:
                         self.rename_dirs, self.rename2, self.deep_trees, self.long_redirects,
                         self.metadata, self.xattr_ops, self.special_files, self.symlinks,
                         self.sync_and_locks, self.open_fds, self.unlinked_nlink,
-                        self.permissions, self.acls, self.misuse):
+                        self.permissions, self.acls, self.listing_while_changing,
+                        self.misuse):
             self.out.write("# %s\n" % section.__name__)
             section()
         self.out.write("# random seed=%d steps=%d\n" % (seed, random_steps))
@@ -1403,6 +1404,36 @@ class Script:
         self.removexattr("t/acl-secret", "system.posix_acl_access")
         self.stat("t/acl-secret")
         self.as_user("read", "t/acl-secret", read("t/acl-secret"))
+
+    def listing_while_changing(self):
+        """A directory read in several getdents calls while its entries are removed and
+        others added: every entry that was there before and is not removed before it is
+        reached is seen exactly once (the rest is unspecified, so only that is logged)."""
+        n = 1500
+        names = ["o%04d-%s" % (i, "x" * 80) for i in range(n)]
+        self.mkdir("t/many")
+        for name in names:
+            os.close(os.open(self.p("t/many/" + name), os.O_CREAT | os.O_WRONLY, 0o644))
+
+        def walk():
+            seen = {}
+            added = removed = 0
+            with os.scandir(self.p("t/many")) as it:
+                for e in it:
+                    seen[e.name] = seen.get(e.name, 0) + 1
+                    if not e.name.startswith("o"):
+                        continue
+                    os.unlink(e.path)
+                    removed += 1
+                    if removed % 100 == 0:
+                        os.close(os.open(self.p("t/many/new%04d" % added),
+                                         os.O_CREAT | os.O_WRONLY, 0o644))
+                        added += 1
+            once = sum(1 for name in names if seen.get(name) == 1)
+            dup = sum(1 for v in seen.values() if v > 1)
+            return "originals seen once=%d duplicates=%d" % (once, dup)
+        self.op("readdir", "t/many while removing and adding", walk)
+        self.ls("t/many")
 
     def permissions(self):
         def read(rel):
