@@ -172,6 +172,11 @@ static const char status_usage[] =
     "  fetched-in-background  fetched by its background fill\n"
     "  lazy-bytes-present     of the lazily fetched layers, there now (by any process)\n"
     "  lazy-bytes-total       of the lazily fetched layers, in all\n"
+    "and what the daemon did to read the compressed layers (counts since it started):\n"
+    "  decoded-units          pieces of the layers it inflated (gzip spans, zstd frames)\n"
+    "  decoded-cache-hits     pieces it read from the decoded-data cache instead\n"
+    "  decoded-cache-stored   pieces it added to that cache\n"
+    "  decoded-cache-corrupt  cache entries found damaged (removed, decoded again)\n"
     "Like `imgfs umount`, it finds the mount's store from the mount. Exit status 0 for a\n"
     "live mount, 1 for a dead or unknown one or no mount at all.\n";
 
@@ -227,6 +232,12 @@ int cmd_status(int argc, char **argv)
 		printf("fetched-in-background: %" PRIu64 "\n", st.fill_bytes);
 		printf("lazy-bytes-present: %" PRIu64 "\n", st.present);
 		printf("lazy-bytes-total: %" PRIu64 "\n", st.total);
+	}
+	if (st.decoded) {
+		printf("decoded-units: %" PRIu64 "\n", st.decoded_units);
+		printf("decoded-cache-hits: %" PRIu64 "\n", st.cache_hits);
+		printf("decoded-cache-stored: %" PRIu64 "\n", st.cache_stored);
+		printf("decoded-cache-corrupt: %" PRIu64 "\n", st.cache_corrupt);
 	}
 	r = st.alive ? 0 : 1;
 	mount_status_done(&st);
