@@ -768,21 +768,30 @@ static int read_stream(struct li_index *idx, uint8_t *buf, size_t len, uint64_t 
 			off += n;
 			continue;
 		}
+		if (!s && idx->ucache) {
+			/* Decoded by an earlier mount: the blocks of it this read needs, straight
+			 * from the cache file into buf (no decode, no whole unit in memory). */
+			n = (size_t)MIN((uint64_t)len, ustart + ulen - off);
+			if (unitcache_read(idx->ucache, layer_hex(idx), ustart, ulen, off - ustart,
+			                   buf, n) == 0) {
+				buf += n;
+				len -= n;
+				off += n;
+				continue;
+			}
+		}
 		if (!s) {
 			uint8_t *data = spancache_alloc(ulen);
 			int r;
 
 			if (!data)
 				return -ENOMEM;
-			r = cached_unit(idx, ustart, data, ulen);
-			if (r < 0) {
-				if (h->compression == LI_ZSTD)
-					r = decode_zstd(idx, p, data, ulen);
-				else
-					r = decode_gzip(idx, p, ustart - p->out_off, data, ulen);
-				if (r >= 0)
-					cache_unit(idx, ustart, data, ulen);
-			}
+			if (h->compression == LI_ZSTD)
+				r = decode_zstd(idx, p, data, ulen);
+			else
+				r = decode_gzip(idx, p, ustart - p->out_off, data, ulen);
+			if (r >= 0)
+				cache_unit(idx, ustart, data, ulen);
 			if (r < 0) {
 				spancache_free(data);
 				return r;

@@ -17,16 +17,20 @@
 #include "common/macros.h"
 #include "fsd/index/unitcache.h"
 
-#define UC_MAGIC "IMGFSDU1"
-#define UC_HEADER 32u
+#define UC_MAGIC "IMGFSDU2"
+#define UC_HEADER 40u
+#define UC_BLOCK (64u << 10) /* each block of the data has its own crc32 */
 #define UC_TMP_PREFIX ".tmp-"
 #define UC_TMP_MAX_AGE 3600 /* seconds */
 
+/* An entry: this header, a crc32 per UC_BLOCK of the data (little endian), the data. */
 struct uc_header {
 	char magic[8];
 	uint64_t start; /* little endian, as every field */
 	uint64_t len;
-	uint32_t crc;
+	uint32_t block;     /* UC_BLOCK */
+	uint32_t nblocks;   /* ceil(len / block) */
+	uint32_t table_crc; /* crc32 of the crc table */
 	uint32_t zero;
 };
 
@@ -96,35 +100,86 @@ static void count(struct unitcache *c, uint64_t *field)
 	pthread_mutex_unlock(&c->lock);
 }
 
-int unitcache_get(struct unitcache *c, const char *hex, uint64_t start, void *buf, size_t len)
+static size_t nblocks_of(size_t len)
 {
+	return (len + UC_BLOCK - 1) / UC_BLOCK;
+}
+
+int unitcache_read(struct unitcache *c, const char *hex, uint64_t start, size_t len, size_t off,
+                   void *buf, size_t n)
+{
+	/* The first and last blocks of a range that starts or ends inside them are read
+	 * here (no allocation per read: freeing would hand the pages back, and the next read
+	 * would fault them in again). */
+	static __thread uint8_t edge[UC_BLOCK];
+	uint32_t table[UNITCACHE_MAX_UNIT / UC_BLOCK];
 	char name[160];
 	struct uc_header h;
-	struct iovec iov[2] = {{&h, sizeof(h)}, {buf, len}};
+	size_t nb, first, last;
 	_cleanup_close_ int fd = -1;
-	ssize_t n;
+	bool ok;
 
-	if (!c || !valid_hex(hex) || len == 0 || len > UNITCACHE_MAX_UNIT)
+	if (!c || !valid_hex(hex) || len == 0 || len > UNITCACHE_MAX_UNIT || off > len ||
+	    n > len - off)
 		return -ENOENT;
+	if (n == 0)
+		return 0;
 	entry_name(hex, start, len, name, sizeof(name));
 	fd = openat(c->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		count(c, &c->stats.misses);
 		return -ENOENT;
 	}
-	n = preadv(fd, iov, 2, 0);
-	if (n != (ssize_t)(sizeof(h) + len) || memcmp(h.magic, UC_MAGIC, 8) != 0 ||
-	    h.start != le64(start) || h.len != le64(len) || h.zero != 0 ||
-	    h.crc != htole32(crc32_gzip_refl(0, buf, len))) {
+	nb = nblocks_of(len);
+	first = off / UC_BLOCK;
+	last = (off + n - 1) / UC_BLOCK;
+	{
+		struct iovec iov[2] = {{&h, sizeof(h)}, {table, nb * 4}};
+
+		ok = preadv(fd, iov, 2, 0) == (ssize_t)(sizeof(h) + nb * 4) &&
+		     memcmp(h.magic, UC_MAGIC, 8) == 0 && h.start == le64(start) &&
+		     h.len == le64(len) && h.block == htole32(UC_BLOCK) &&
+		     h.nblocks == htole32((uint32_t)nb) && h.zero == 0 &&
+		     h.table_crc == htole32(crc32_gzip_refl(0, (void *)table, nb * 4));
+	}
+	/* Each block that holds part of [off, off + n) is read whole and its crc checked
+	 * before a byte of it is used. */
+	for (size_t k = first; ok && k <= last; k++) {
+		size_t ka = k * UC_BLOCK, kb = MIN(len, ka + UC_BLOCK);
+		bool inside = ka >= off && kb <= off + n;
+		uint8_t *dst = inside ? (uint8_t *)buf + (ka - off) : edge;
+
+		ok = pread_full(fd, dst, kb - ka, (off_t)(UC_HEADER + nb * 4 + ka)) ==
+		         (ssize_t)(kb - ka) &&
+		     table[k] == htole32(crc32_gzip_refl(0, dst, kb - ka));
+		if (ok && !inside) {
+			size_t a = MAX(ka, off), b = MIN(kb, off + n);
+
+			memcpy((uint8_t *)buf + (a - off), edge + (a - ka), b - a);
+		}
+	}
+	if (!ok) {
 		/* Torn by a crash, or not ours: never served, and out of the way. */
 		(void)unlinkat(c->dirfd, name, 0);
 		count(c, &c->stats.corrupt);
 		return -ENOENT;
 	}
-	/* Recently used: eviction goes by mtime. */
-	(void)futimens(fd, (struct timespec[]){{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_NOW}});
+	/* Recently used: eviction goes by mtime. Once a second is enough. */
+	{
+		struct stat st;
+		time_t now = time(NULL);
+
+		if (fstat(fd, &st) == 0 && st.st_mtime != now)
+			(void)futimens(fd, (struct timespec[]){{.tv_nsec = UTIME_OMIT},
+			                                       {.tv_nsec = UTIME_NOW}});
+	}
 	count(c, &c->stats.hits);
 	return 0;
+}
+
+int unitcache_get(struct unitcache *c, const char *hex, uint64_t start, void *buf, size_t len)
+{
+	return unitcache_read(c, hex, start, len, 0, buf, len);
 }
 
 struct uc_file {
@@ -257,19 +312,25 @@ void unitcache_put(struct unitcache *c, const char *hex, uint64_t start, const v
                    size_t len)
 {
 	char name[160], tmp[160];
-	struct uc_header h = {.start = le64(start), .len = le64(len), .zero = 0};
-	struct iovec iov[2] = {{&h, sizeof(h)}, {(void *)buf, len}};
-	uint64_t need = UC_HEADER + len, rnd = 0;
+	size_t nb = nblocks_of(len);
+	uint32_t table[UNITCACHE_MAX_UNIT / UC_BLOCK];
+	struct uc_header h = {.start = le64(start),
+	                      .len = le64(len),
+	                      .block = htole32(UC_BLOCK),
+	                      .nblocks = htole32((uint32_t)nb)};
+	struct iovec iov[3] = {{&h, sizeof(h)}, {table, nb * 4}, {(void *)buf, len}};
+	uint64_t need = UC_HEADER + nb * 4 + len, rnd = 0, bytes;
 	bool trim;
 	int fd;
 
 	if (!c || !valid_hex(hex) || len == 0 || len > UNITCACHE_MAX_UNIT || need > c->max)
 		return;
 	pthread_mutex_lock(&c->lock);
-	trim = !c->counted || c->bytes + need > c->max;
+	bytes = c->bytes;
+	trim = !c->counted || bytes + need > c->max;
 	pthread_mutex_unlock(&c->lock);
 	if (trim)
-		unitcache_trim(c, c->bytes + need > c->max ? c->max / 4 * 3 : c->max);
+		unitcache_trim(c, bytes + need > c->max ? c->max / 4 * 3 : c->max);
 	pthread_mutex_lock(&c->lock);
 	if (c->bytes + need > c->max) {
 		/* Still full (another process's entries are newer): not stored. */
@@ -280,7 +341,10 @@ void unitcache_put(struct unitcache *c, const char *hex, uint64_t start, const v
 	pthread_mutex_unlock(&c->lock);
 
 	memcpy(h.magic, UC_MAGIC, 8);
-	h.crc = htole32(crc32_gzip_refl(0, buf, len));
+	for (size_t k = 0; k < nb; k++)
+		table[k] = htole32(crc32_gzip_refl(0, (const uint8_t *)buf + k * UC_BLOCK,
+		                                   MIN(len - k * UC_BLOCK, (size_t)UC_BLOCK)));
+	h.table_crc = htole32(crc32_gzip_refl(0, (void *)table, nb * 4));
 	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
 		rnd = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)&rnd;
 	entry_name(hex, start, len, name, sizeof(name));
@@ -291,7 +355,7 @@ void unitcache_put(struct unitcache *c, const char *hex, uint64_t start, const v
 		            0644);
 	if (fd < 0)
 		goto fail;
-	if (pwritev(fd, iov, 2, 0) != (ssize_t)need) {
+	if (pwritev(fd, iov, 3, 0) != (ssize_t)need) {
 		close(fd);
 		(void)unlinkat(c->dirfd, tmp, 0);
 		goto fail;

@@ -7,13 +7,14 @@
  * file per unit, named START-LEN (hex): bytes [START, START + LEN) of the layer's
  * uncompressed stream. A name is a range, not an index's unit number, so indexes with
  * different access points (a pull's, a published one) never confuse their units. Each
- * file is a 32-byte header (magic, start, length, crc32 of the data) and the data.
+ * file is a 40-byte header (magic, start, length, block size, block count, crc32 of the
+ * table), a table of the crc32 of every 64 KiB block of the data, and the data.
  *
  * Crash safety: an entry is written under a temporary name (.tmp-PID-RAND) and renamed
  * into place, never synced: a killed process leaves at most a temporary file, which
  * readers never open and eviction removes once it is an hour old. After a power loss a
- * renamed entry may hold garbage: its crc32 no longer matches, and the entry is removed
- * instead of served. Any malformed entry is removed and read as a miss.
+ * renamed entry may hold garbage: a block whose crc32 does not match is never served, and
+ * its entry is removed. Any malformed entry is removed and read as a miss.
  *
  * Size: entries of a layer are distinct parts of its stream, so a layer never has more
  * than its uncompressed size here. The whole cache is bounded (unitcache_open()'s
@@ -45,6 +46,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct unitcache *, unitcache_free);
 /* Fills buf with bytes [start, start + len) of the stream of layer hex: 0, or -ENOENT
  * when the cache does not have them intact. */
 int unitcache_get(struct unitcache *c, const char *hex, uint64_t start, void *buf, size_t len);
+/* The same for n bytes at off of that unit: only the 64 KiB blocks holding them are read
+ * and checked, so a small read of a cached unit costs a small read. */
+int unitcache_read(struct unitcache *c, const char *hex, uint64_t start, size_t len, size_t off,
+                   void *buf, size_t n);
 /* Stores bytes [start, start + len) of the stream of layer hex. */
 void unitcache_put(struct unitcache *c, const char *hex, uint64_t start, const void *buf,
                    size_t len);

@@ -57,9 +57,9 @@ find "$cache" -type f ! -name '.tmp-*' | while read -r f; do
 	python3 - "$f" <<'PY'
 import sys
 with open(sys.argv[1], "r+b") as f:
-    f.seek(32 + 100)
+    f.seek(8192)
     b = f.read(1)
-    f.seek(32 + 100)
+    f.seek(8192)
     f.write(bytes([b[0] ^ 0x55]))
 PY
 done

@@ -111,6 +111,14 @@ static void test_eviction(void **state)
 		nanosleep(&t, NULL);
 	}
 	assert_int_equal(count_files(f, HEX_A), 4);
+	/* Entries used a while ago, in order (a hit refreshes an entry once a second). */
+	for (unsigned i = 0; i < 4; i++) {
+		char path[256];
+		struct timespec ts[2] = {{time(NULL) - 100 + i, 0}, {time(NULL) - 100 + i, 0}};
+
+		snprintf(path, sizeof(path), "%s/%x-%x", HEX_A, i * UNIT, UNIT);
+		assert_int_equal(utimensat(f->dfd, path, ts, 0), 0);
+	}
 	/* Unit 0 used again: the least recently used is now unit 1. */
 	assert_int_equal(unitcache_get(c, HEX_A, 0, out, UNIT), 0);
 	nanosleep(&t, NULL);
@@ -225,6 +233,43 @@ static void test_corruption(void **state)
 	assert_true(unitcache_dir_bytes(f->dfd) >= UNIT);
 }
 
+/* Part of a unit: only the blocks it covers are read and checked. */
+static void test_partial_read(void **state)
+{
+	struct fixture *f = *state;
+	_cleanup_(unitcache_freep) struct unitcache *c = NULL;
+	static uint8_t in[200000], out[200000];
+	char path[256];
+	size_t table = 4 * 4; /* four 64 KiB blocks */
+	uint8_t b;
+	int fd;
+
+	fill(in, sizeof(in), 5);
+	assert_int_equal(unitcache_open(f->dfd, 1u << 30, &c), 0);
+	unitcache_put(c, HEX_A, 4096, in, sizeof(in));
+	assert_int_equal(unitcache_read(c, HEX_A, 4096, sizeof(in), 70000, out, 100000), 0);
+	assert_memory_equal(out, in + 70000, 100000);
+	assert_int_equal(unitcache_read(c, HEX_A, 4096, sizeof(in), 65536, out, 65536), 0);
+	assert_memory_equal(out, in + 65536, 65536);
+	assert_int_equal(unitcache_read(c, HEX_A, 4096, sizeof(in), 199999, out, 1), 0);
+	assert_int_equal(out[0], in[199999]);
+	/* Past the end: refused. */
+	assert_int_equal(unitcache_read(c, HEX_A, 4096, sizeof(in), 199999, out, 2), -ENOENT);
+	/* A byte of the last block flipped: the first block still reads right, the last
+	 * never does, and the entry goes. */
+	snprintf(path, sizeof(path), "%s/1000-%zx", HEX_A, sizeof(in));
+	fd = openat(f->dfd, path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &b, 1, 40 + table + 199000), 1);
+	b ^= 1;
+	assert_int_equal(pwrite(fd, &b, 1, 40 + table + 199000), 1);
+	close(fd);
+	assert_int_equal(unitcache_read(c, HEX_A, 4096, sizeof(in), 10, out, 1000), 0);
+	assert_memory_equal(out, in + 10, 1000);
+	assert_int_equal(unitcache_read(c, HEX_A, 4096, sizeof(in), 198000, out, 2000), -ENOENT);
+	assert_int_equal(faccessat(f->dfd, path, F_OK, 0), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -232,6 +277,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_eviction, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_leftovers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corruption, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_partial_read, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
