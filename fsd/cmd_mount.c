@@ -37,7 +37,13 @@ static const char mount_usage[] =
     "As root the mount allows setuid binaries and device nodes, so it can serve as a\n"
     "container root filesystem; every user may read it (allow_other), with the image's\n"
     "permissions enforced by the kernel (default_permissions). The daemon logs to\n"
-    "ROOT/mounts/NAME/log.\n";
+    "ROOT/mounts/NAME/log.\n"
+    "\n"
+    "What the mount inflates is kept in ROOT/cache, so that the next mount of the image\n"
+    "reads it back instead of inflating it again. Environment: IMGFS_CACHE_MAX bounds that\n"
+    "cache for the whole store (bytes, or with a K, M or G suffix; default 1G; 0 turns it\n"
+    "off); the least recently used entries go first. `imgfs gc` drops the cache of\n"
+    "removed images.\n";
 
 static const char umount_usage[] =
     "Usage: imgfs umount MOUNTPOINT\n"
