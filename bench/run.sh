@@ -569,22 +569,37 @@ m_als() {
 }
 
 # ---------------------------------------------------------------------------------------
-# Warm start: image present (pulled / extracted), mount + /bin/true + umount.
+# Warm start: image present (pulled / extracted), page cache warm: mount + the cold-start
+# command + umount, on the default (writable) mount as `imgfs run` does, and on --ro; the
+# first start of a pulled image (its decoded-data cache emptied first) and the second
+# (hyperfine's warmup run filled the cache); against runc on an extracted bundle and bwrap
+# on an extracted tree.
 
 m_warm() {
-	local tree=$W/rootfs cmds=()
+	local tree=$W/rootfs cmds=() cmd rm_cache
 	private_tree "$WALK_IMG" "$tree"
 	mkdir -p "$W/bundle" "$W/mnt"
-	runc_config "$tree" /bin/true >"$W/bundle/config.json"
+	runc_config "$tree" "${COLD_CMD[@]}" >"$W/bundle/config.json"
+	cmd=$(printf '%q ' "${COLD_CMD[@]}")
 	if [ -n "$HAVE_MOUNT" ] && [ -n "$HAVE_RUNNER" ] && imgfs_store warm "$WALK_IMG"; then
-		cmds+=("warm_imgfs=$IMGFS mount --ro $(ref "$WALK_IMG") $W/mnt && { $RUNNER $W/mnt /bin/true; r=\$?; $IMGFS umount $W/mnt; exit \$r; }")
+		rm_cache="rm -rf $IMGFS_ROOT/cache"
+		if [ -n "$HAVE_RW" ]; then
+			cmds+=("warm_imgfs=$IMGFS mount $(ref "$WALK_IMG") $W/mnt && { $RUNNER $W/mnt $cmd >/dev/null; r=\$?; $IMGFS umount $W/mnt; exit \$r; }")
+			cmds+=("warm_imgfs_first=$rm_cache; $IMGFS mount $(ref "$WALK_IMG") $W/mnt && { $RUNNER $W/mnt $cmd >/dev/null; r=\$?; $IMGFS umount $W/mnt; exit \$r; }")
+		else
+			na warm_imgfs "$NA_RW"
+			na warm_imgfs_first "$NA_RW"
+		fi
+		cmds+=("warm_imgfs_ro=$IMGFS mount --ro $(ref "$WALK_IMG") $W/mnt && { $RUNNER $W/mnt $cmd >/dev/null; r=\$?; $IMGFS umount $W/mnt; exit \$r; }")
 	elif [ -z "$HAVE_MOUNT" ] || [ -z "$HAVE_RUNNER" ]; then
-		na warm_imgfs "${NA_MOUNT:-${NA_RUNNER:-}}"
+		for k in warm_imgfs warm_imgfs_first warm_imgfs_ro; do
+			na $k "${NA_MOUNT:-${NA_RUNNER:-}}"
+		done
 	else
-		side_failed warm_imgfs
+		side_failed warm_imgfs warm_imgfs_first warm_imgfs_ro
 	fi
-	cmds+=("warm_runc=runc run --bundle $W/bundle imgfs-bench-warm-$$ </dev/null")
-	cmds+=("warm_bwrap=bwrap $(bwrap_args "$tree") /bin/true")
+	cmds+=("warm_runc=runc run --bundle $W/bundle imgfs-bench-warm-$$ </dev/null >/dev/null")
+	cmds+=("warm_bwrap=bwrap $(bwrap_args "$tree") $cmd >/dev/null")
 	bench_sides warm "$HF_RUNS" "${cmds[@]}"
 }
 
@@ -593,31 +608,38 @@ m_warm() {
 # against umoci unpack of the same image from a local OCI layout.
 
 m_mount() {
-	local i tag size ok=1 m=$W/mnt reps
+	local i tag size mode k ok=1 m=$W/mnt reps
 	mkdir -p "$m"
 	if [ -z "$HAVE_MOUNT" ]; then
 		ok=0
-		na mount_small "$NA_MOUNT"
-		na mount_large "$NA_MOUNT"
+		for k in mount_small mount_large mount_small_ro mount_large_ro; do
+			na $k "$NA_MOUNT"
+		done
 	elif ! imgfs_store mount "$SMALL_IMG" "$LARGE_IMG"; then
 		ok=0
-		side_failed mount_small mount_large
+		side_failed mount_small mount_large mount_small_ro mount_large_ro
 	fi
 	for size in small large; do
 		[ $size = small ] && tag=$SMALL_IMG || tag=$LARGE_IMG
 		reps=$REPS
 		[ $size = small ] || [ "$QUICK" = 1 ] || reps=3
 		for i in $(seq "$reps"); do
-			if [ "$ok" = 1 ]; then
-				if timed "mount_$size" sh -c "\"\$1\" mount --ro \"\$2\" \"\$3\" && stat \"\$3/bin/sh\" >/dev/null" \
-					sh "$IMGFS" "$(ref "$tag")" "$m"; then
+			# The default (writable) mount, then --ro: key mount_SIZE, mount_SIZE_ro.
+			for mode in "" _ro; do
+				[ "$ok" = 1 ] || break
+				if [ -z "$mode" ] && [ -z "$HAVE_RW" ]; then
+					na "mount_$size" "$NA_RW"
+					continue
+				fi
+				if timed "mount_$size$mode" sh -c "\"\$1\" mount \$4 \"\$2\" \"\$3\" && stat \"\$3/bin/sh\" >/dev/null" \
+					sh "$IMGFS" "$(ref "$tag")" "$m" "${mode:+--ro}"; then
 					"$IMGFS" umount "$m" >>"$MLOG" 2>&1
 				else
 					ok=0
-					side_failed "mount_$size"
+					side_failed "mount_$size" "mount_${size}_ro"
 					unmount_under "$m"
 				fi
-			fi
+			done
 			rm -rf "$W/unpack"
 			timed "unpack_$size" umoci unpack --image "$LAYOUT:$tag" "$W/unpack"
 			rm -rf "$W/unpack"
@@ -663,32 +685,41 @@ read_file() {
 }
 
 m_read() {
-	local i ok=1 tree blob m=$W/mnt a=$W/am
+	local i mode ok=1 tree blob m=$W/mnt a=$W/am
 	tree=$(unpack_tree "$READ_IMG")
 	blob=$(layer_blob "$(layer_digests "$READ_IMG" | tail -n 1)")
 	mkdir -p "$m" "$a"
 	if [ -z "$HAVE_MOUNT" ]; then
 		ok=0
-		na read_cold_imgfs "$NA_MOUNT"
-		na read_warm_imgfs "$NA_MOUNT"
+		for k in read_cold_imgfs read_warm_imgfs read_cold_imgfs_ro read_warm_imgfs_ro; do
+			na $k "$NA_MOUNT"
+		done
 	elif ! imgfs_store read "$READ_IMG"; then
 		ok=0
-		side_failed read_cold_imgfs read_warm_imgfs
+		side_failed read_cold_imgfs read_warm_imgfs read_cold_imgfs_ro read_warm_imgfs_ro
 	fi
 	for i in $(seq "$REPS"); do
-		if [ "$ok" = 1 ]; then
+		# The default (writable) mount, then --ro: keys read_*_imgfs, read_*_imgfs_ro.
+		for mode in "" _ro; do
+			[ "$ok" = 1 ] || break
+			if [ -z "$mode" ] && [ -z "$HAVE_RW" ]; then
+				na read_cold_imgfs "$NA_RW"
+				na read_warm_imgfs "$NA_RW"
+				continue
+			fi
 			unmount_under "$m"
+			rm -rf "$IMGFS_ROOT/cache" # a fresh mount of a pulled image: nothing decoded
 			drop_caches
-			if "$IMGFS" mount --ro "$(ref "$READ_IMG")" "$m" >>"$MLOG" 2>&1 &&
-				timed read_cold_imgfs read_file "$m/$READ_FILE" &&
-				timed read_warm_imgfs read_file "$m/$READ_FILE"; then
+			if "$IMGFS" mount ${mode:+--ro} "$(ref "$READ_IMG")" "$m" >>"$MLOG" 2>&1 &&
+				timed "read_cold_imgfs$mode" read_file "$m/$READ_FILE" &&
+				timed "read_warm_imgfs$mode" read_file "$m/$READ_FILE"; then
 				"$IMGFS" umount "$m" >>"$MLOG" 2>&1
 			else
 				ok=0
-				side_failed read_cold_imgfs read_warm_imgfs
+				side_failed read_cold_imgfs read_warm_imgfs read_cold_imgfs_ro read_warm_imgfs_ro
 				unmount_under "$m"
 			fi
-		fi
+		done
 		drop_caches
 		timed read_cold_local read_file "$tree/rootfs/$READ_FILE"
 		timed read_warm_local read_file "$tree/rootfs/$READ_FILE"
@@ -701,24 +732,43 @@ m_read() {
 }
 
 # ---------------------------------------------------------------------------------------
-# Metadata walk over the whole image, warm: find and ls -lR, imgfs against local disk.
+# Metadata walk over the whole image, warm: find and ls -lR on the default (writable)
+# mount and on --ro, against local disk and fuse-overlayfs (lower = extracted tree).
 
 m_walk() {
-	local tree m=$W/mnt cmds=()
+	local tree m=$W/mnt r=$W/mnt-ro o=$W/fov k cmds=()
 	tree=$(unpack_tree "$WALK_IMG")
-	mkdir -p "$m"
+	mkdir -p "$m" "$r" "$o" "$W/fov-upper" "$W/fov-work"
 	if [ -z "$HAVE_MOUNT" ]; then
-		na walk_find_imgfs "$NA_MOUNT"
-		na walk_ls_imgfs "$NA_MOUNT"
-	elif imgfs_store walk "$WALK_IMG" && "$IMGFS" mount --ro "$(ref "$WALK_IMG")" "$m"; then
-		cmds+=("walk_find_imgfs=find $m >/dev/null" "walk_ls_imgfs=ls -lR $m >/dev/null")
+		for k in walk_find_imgfs walk_ls_imgfs walk_find_imgfs_ro walk_ls_imgfs_ro; do
+			na $k "$NA_MOUNT"
+		done
+	elif imgfs_store walk "$WALK_IMG"; then
+		if [ -z "$HAVE_RW" ]; then
+			na walk_find_imgfs "$NA_RW"
+			na walk_ls_imgfs "$NA_RW"
+		elif "$IMGFS" mount "$(ref "$WALK_IMG")" "$m"; then
+			cmds+=("walk_find_imgfs=find $m >/dev/null" "walk_ls_imgfs=ls -lR $m >/dev/null")
+		else
+			side_failed walk_find_imgfs walk_ls_imgfs
+		fi
+		if "$IMGFS" mount --ro "$(ref "$WALK_IMG")" "$r"; then
+			cmds+=("walk_find_imgfs_ro=find $r >/dev/null" "walk_ls_imgfs_ro=ls -lR $r >/dev/null")
+		else
+			side_failed walk_find_imgfs_ro walk_ls_imgfs_ro
+		fi
 	else
-		side_failed walk_find_imgfs walk_ls_imgfs
+		side_failed walk_find_imgfs walk_ls_imgfs walk_find_imgfs_ro walk_ls_imgfs_ro
 	fi
+	fuse-overlayfs -o "lowerdir=$tree/rootfs,upperdir=$W/fov-upper,workdir=$W/fov-work" "$o"
 	cmds+=("walk_find_local=find $tree/rootfs >/dev/null"
-		"walk_ls_local=ls -lR $tree/rootfs >/dev/null")
+		"walk_ls_local=ls -lR $tree/rootfs >/dev/null"
+		"walk_find_fov=find $o >/dev/null"
+		"walk_ls_fov=ls -lR $o >/dev/null")
 	bench_sides walk "$HF_RUNS" "${cmds[@]}"
 	unmount_under "$m"
+	unmount_under "$r"
+	fusermount3 -u "$o" 2>/dev/null || umount "$o"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -980,13 +1030,23 @@ declare_rows() {
 		"${lz:+≤ 0.15×}"
 	row lazy "Read 64 MiB file cold through a lazy mount over $LINK_DESC" lazy_read_imgfs \
 		"the link alone, the same bytes in one Range request" lazy_read_link time "≤ 1.3×"
-	row warm "Warm start ($WALK_IMG): mount --ro + runner /bin/true + umount" warm_imgfs \
-		"runc run, extracted tree" warm_runc time
-	row warm "Warm start ($WALK_IMG): mount --ro + runner /bin/true + umount" warm_imgfs \
-		"bwrap, extracted tree" warm_bwrap time
+	local wcmd="\`${COLD_CMD[*]}\`"
+	row warm "Warm start ($WALK_IMG, pulled): mount + runner $wcmd + umount" warm_imgfs \
+		"runc run, extracted bundle" warm_runc time "≤ 1.0×"
+	row warm "Warm start ($WALK_IMG, pulled): mount + runner $wcmd + umount" warm_imgfs \
+		"bwrap, extracted tree" warm_bwrap time "$([ "$QUICK" = 1 ] || echo "≤ 1.5×")"
+	row warm "Warm start ($WALK_IMG, pulled): mount + runner $wcmd + umount" warm_imgfs \
+		"the same on mount --ro" warm_imgfs_ro time
+	row warm "Second start: the warm start, with what an earlier mount decoded in the decoded-data cache" \
+		warm_imgfs "first start of the pulled image (cache empty)" warm_imgfs_first time
+	row warm "First start of a pulled image (decoded-data cache empty): mount + runner $wcmd + umount" \
+		warm_imgfs_first "runc run, extracted bundle" warm_runc time
 	row mount "Mount time, $SMALL_IMG ($(desc_size "$SMALL_IMG") compressed), to first stat" \
 		mount_small "umoci unpack" unpack_small time "< 20 ms"
+	row mount "Mount time, $SMALL_IMG ($(desc_size "$SMALL_IMG") compressed), to first stat" \
+		mount_small "mount --ro" mount_small_ro time
 	row mount "Mount time, $big, to first stat" mount_large "umoci unpack" unpack_large time "< 20 ms"
+	row mount "Mount time, $big, to first stat" mount_large "mount --ro" mount_large_ro time
 	for t in "${PULL_IMGS[@]}"; do
 		n=$(layer_digests "$t" | wc -l)
 		row pull "Pull $t ($(desc_size "$t") compressed, $n layer$([ "$n" -eq 1 ] || echo s))" \
@@ -999,8 +1059,19 @@ declare_rows() {
 	row read "Read 64 MiB file, warm" read_warm_imgfs "local disk (extracted)" read_warm_local \
 		"tput:$READ_BYTES" "≥ 0.9×"
 	row read "Read 64 MiB file, warm" read_warm_imgfs "archivemount" read_warm_am "tput:$READ_BYTES"
-	row walk "\`find\` over $WALK_IMG, warm" walk_find_imgfs "local disk (extracted)" walk_find_local time "≤ 1.5×"
-	row walk "\`ls -lR\` over $WALK_IMG, warm" walk_ls_imgfs "local disk (extracted)" walk_ls_local time "≤ 1.5×"
+	row read "Read 64 MiB file, cold (caches dropped, fresh mount)" read_cold_imgfs "mount --ro" \
+		read_cold_imgfs_ro "tput:$READ_BYTES"
+	row read "Read 64 MiB file, warm" read_warm_imgfs "mount --ro" read_warm_imgfs_ro "tput:$READ_BYTES"
+	row walk "\`find\` over $WALK_IMG, warm" walk_find_imgfs "mount --ro" walk_find_imgfs_ro time "≤ 1.2×"
+	row walk "\`find\` over $WALK_IMG, warm" walk_find_imgfs "fuse-overlayfs (lower: extracted tree)" \
+		walk_find_fov time "≤ 1.0×"
+	row walk "\`find\` over $WALK_IMG, warm" walk_find_imgfs "local disk (extracted)" walk_find_local time "≤ 1.0×"
+	row walk "\`ls -lR\` over $WALK_IMG, warm" walk_ls_imgfs "mount --ro" walk_ls_imgfs_ro time "≤ 1.2×"
+	row walk "\`ls -lR\` over $WALK_IMG, warm" walk_ls_imgfs "fuse-overlayfs (lower: extracted tree)" \
+		walk_ls_fov time "≤ 1.0×"
+	row walk "\`ls -lR\` over $WALK_IMG, warm" walk_ls_imgfs "local disk (extracted)" walk_ls_local time "≤ 1.0×"
+	row walk "\`find\` over $WALK_IMG, warm, mount --ro" walk_find_imgfs_ro "local disk (extracted)" walk_find_local time
+	row walk "\`ls -lR\` over $WALK_IMG, warm, mount --ro" walk_ls_imgfs_ro "local disk (extracted)" walk_ls_local time
 	row rw "Copy-up of a 64 MiB lower file (1-byte write)" copyup_imgfs "cp on local disk" copyup_local time "≤ 1.5×"
 	row rw "Copy-up of a 64 MiB lower file (1-byte write)" copyup_imgfs "fuse-overlayfs" copyup_fov time
 	row rw "Sequential write $WRITE_MB MiB + fsync into the upper" write_imgfs "local disk" write_local \

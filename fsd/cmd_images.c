@@ -53,7 +53,9 @@ static const char images_usage[] =
     "Usage: imgfs [--root DIR] images\n"
     "\n"
     "List the images in the store: reference, manifest digest (12 hex digits) and the\n"
-    "compressed size of its layers.\n";
+    "compressed size of its layers; then the store's total size on disk, and how much of\n"
+    "it is the decoded-data cache (what mounts inflated, kept for the next mount; bounded\n"
+    "by $IMGFS_CACHE_MAX, dropped with the layers by `imgfs gc`).\n";
 
 int cmd_images(int argc, char **argv)
 {
@@ -77,6 +79,13 @@ int cmd_images(int argc, char **argv)
 		printf("%-60s %-12.12s %s\n", refs[i].name, refs[i].desc.digest + 7, size);
 	}
 	store_refs_free(refs, n);
+	{
+		char total[32], cache[32];
+
+		format_bytes(store_disk_bytes(s), total, sizeof(total));
+		format_bytes(store_unit_cache_bytes(s), cache, sizeof(cache));
+		printf("store total: %s, of which decoded-data cache: %s\n", total, cache);
+	}
 	return 0;
 }
 

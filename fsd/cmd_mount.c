@@ -38,7 +38,13 @@ static const char mount_usage[] =
     "As root the mount allows setuid binaries and device nodes, so it can serve as a\n"
     "container root filesystem; every user may read it (allow_other), with the image's\n"
     "permissions enforced by the kernel (default_permissions). The daemon logs to\n"
-    "ROOT/mounts/NAME/log.\n";
+    "ROOT/mounts/NAME/log.\n"
+    "\n"
+    "What the mount inflates is kept in ROOT/cache, so that the next mount of the image\n"
+    "reads it back instead of inflating it again. Environment: IMGFS_CACHE_MAX bounds that\n"
+    "cache for the whole store (bytes, or with a K, M or G suffix; default 1G; 0 turns it\n"
+    "off); the least recently used entries go first. `imgfs gc` drops the cache of\n"
+    "removed images.\n";
 
 static const char umount_usage[] =
     "Usage: imgfs umount MOUNTPOINT\n"
@@ -173,6 +179,11 @@ static const char status_usage[] =
     "  fetched-in-background  fetched by its background fill\n"
     "  lazy-bytes-present     of the lazily fetched layers, there now (by any process)\n"
     "  lazy-bytes-total       of the lazily fetched layers, in all\n"
+    "and what the daemon did to read the compressed layers (counts since it started):\n"
+    "  decoded-units          pieces of the layers it inflated (gzip spans, zstd frames)\n"
+    "  decoded-cache-hits     pieces it read from the decoded-data cache instead\n"
+    "  decoded-cache-stored   pieces it added to that cache\n"
+    "  decoded-cache-corrupt  cache entries found damaged (removed, decoded again)\n"
     "Like `imgfs umount`, it finds the mount's store from the mount. Exit status 0 for a\n"
     "live mount, 1 for a dead or unknown one or no mount at all.\n";
 
@@ -228,6 +239,12 @@ int cmd_status(int argc, char **argv)
 		printf("fetched-in-background: %" PRIu64 "\n", st.fill_bytes);
 		printf("lazy-bytes-present: %" PRIu64 "\n", st.present);
 		printf("lazy-bytes-total: %" PRIu64 "\n", st.total);
+	}
+	if (st.decoded) {
+		printf("decoded-units: %" PRIu64 "\n", st.decoded_units);
+		printf("decoded-cache-hits: %" PRIu64 "\n", st.cache_hits);
+		printf("decoded-cache-stored: %" PRIu64 "\n", st.cache_stored);
+		printf("decoded-cache-corrupt: %" PRIu64 "\n", st.cache_corrupt);
 	}
 	r = st.alive ? 0 : 1;
 	mount_status_done(&st);

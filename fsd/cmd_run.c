@@ -55,7 +55,10 @@ static const char run_usage[] =
     "  -h, --help             show this help\n"
     "\n"
     "Exit status: the command's; 125 when imgfs or the runner failed, 126 when the\n"
-    "command cannot be executed, 127 when it is not found, 128+N when killed by signal N.\n";
+    "command cannot be executed, 127 when it is not found, 128+N when killed by signal N.\n"
+    "\n"
+    "What the mount inflates is kept in ROOT/cache for the next run of the image, bounded by\n"
+    "$IMGFS_CACHE_MAX (see `imgfs mount --help`).\n";
 
 struct run_args {
 	const char *env[MAX_ENV];

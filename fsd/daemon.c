@@ -16,6 +16,7 @@
 #include "fsd/image/lazyimage.h"
 #include "fsd/image/store.h"
 #include "fsd/index/tree.h"
+#include "fsd/index/unitcache.h"
 #include "fsd/lifecycle.h"
 
 /* Whether a non-root user may ask for allow_other (fusermount3 reads /etc/fuse.conf). */
@@ -135,10 +136,17 @@ static int open_upper(const struct mount_request *c, struct lifecycle *lc, char 
 	return 0;
 }
 
-/* A lazy mount's figures for `imgfs status`: ROOT/mounts/NAME/lazy, rewritten while they
- * change. */
+/* A mount's figures for `imgfs status`: ROOT/mounts/NAME/decoded (the decoded-data
+ * cache) and, for a lazy mount, ROOT/mounts/NAME/lazy, rewritten while they change. */
+struct decoded_stats {
+	uint64_t units;
+	struct unitcache_stats cache;
+};
+
 struct stats_writer {
-	struct lazyimage *lazy;
+	struct store *s;
+	struct decoded_stats last_decoded;
+	struct lazyimage *lazy; /* NULL unless lazy */
 	int dirfd;
 	pthread_t thread;
 	bool running;
@@ -147,12 +155,32 @@ struct stats_writer {
 	bool stop;
 };
 
+static void write_decoded(struct stats_writer *w, bool force)
+{
+	struct decoded_stats d = {.units = li_decoded_units()};
+	char text[256];
+	int n;
+
+	unitcache_get_stats(w->s->ucache, &d.cache);
+	if (!force && !memcmp(&d, &w->last_decoded, sizeof(d)))
+		return;
+	n = snprintf(text, sizeof(text),
+	             "{\"units\":%" PRIu64 ",\"cache_hits\":%" PRIu64 ",\"cache_stored\":%" PRIu64
+	             ",\"cache_corrupt\":%" PRIu64 ",\"cache_evicted\":%" PRIu64 "}\n",
+	             d.units, d.cache.hits, d.cache.stored, d.cache.corrupt, d.cache.evicted);
+	if (write_file_atomic(w->dirfd, "decoded", text, (size_t)n, 0644) == 0)
+		w->last_decoded = d;
+}
+
 static void write_stats(struct stats_writer *w, struct lazyimage_stats *last)
 {
 	struct lazyimage_stats st;
 	char text[256];
 	int n;
 
+	write_decoded(w, !last);
+	if (!w->lazy)
+		return;
 	lazyimage_get_stats(w->lazy, &st);
 	if (last && !memcmp(&st, last, sizeof(st)))
 		return;
@@ -189,9 +217,10 @@ static void *stats_thread(void *userdata)
 	return NULL;
 }
 
-/* Starts the fill and the figures of a lazy mount; a failure costs the fill, not the
- * mount (reads still fetch what they need). */
-static void start_lazy(struct lazyimage *lazy, struct lifecycle *lc, struct stats_writer *w)
+/* Starts the figures of the mount and, for a lazy one, the fill; a failure costs the
+ * fill, not the mount (reads still fetch what they need). */
+static void start_stats(struct store *s, struct lazyimage *lazy, struct lifecycle *lc,
+                        struct stats_writer *w)
 {
 	sigset_t all, old;
 	int r;
@@ -201,10 +230,12 @@ static void start_lazy(struct lazyimage *lazy, struct lifecycle *lc, struct stat
 	 * block every signal, as libfuse's own workers do. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
-	r = lazyimage_start_fill(lazy);
-	if (r < 0)
-		log_errno(LOG_WARNING, r, "cannot start the background fetch");
-	*w = (struct stats_writer){.lazy = lazy, .dirfd = lifecycle_dir_fd(lc)};
+	if (lazy) {
+		r = lazyimage_start_fill(lazy);
+		if (r < 0)
+			log_errno(LOG_WARNING, r, "cannot start the background fetch");
+	}
+	*w = (struct stats_writer){.s = s, .lazy = lazy, .dirfd = lifecycle_dir_fd(lc)};
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->wake, NULL);
 	write_stats(w, NULL);
@@ -246,6 +277,8 @@ static int serve(struct lifecycle *lc, void *userdata)
 	struct stats_writer stats = {0};
 	int r;
 
+	/* What earlier mounts of the image decoded is read back, not decoded again. */
+	store_enable_unit_cache(sc->s);
 	r = open_image_tree(sc->s, c->manifest, c->lazy, &t);
 	if (r < 0)
 		return log_errno(LOG_ERR, r, "%s: cannot open the tree of %s", c->ref, c->manifest);
@@ -306,8 +339,7 @@ static int serve(struct lifecycle *lc, void *userdata)
 	if (r < 0)
 		goto out; /* logged */
 	lifecycle_ready(lc);
-	if (c->lazy)
-		start_lazy(c->lazy, lc, &stats);
+	start_stats(sc->s, c->lazy, lc, &stats);
 	if (chdir("/") < 0)
 		log_errno(LOG_WARNING, -errno, "cannot change to /");
 	log_msg(LOG_INFO, "mounted %s (%s) at %s%s", c->ref, c->manifest, c->mountpoint,

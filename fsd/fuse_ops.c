@@ -120,16 +120,27 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* No writeback cache: a write is in the upper file when it returns, so a daemon
 	 * that dies loses nothing written (see docs/decisions/0025-writable-write-path.md for
 	 * its cost). */
-	if (imgfs_is_ro(s->fs)) {
-		/* Without FUSE_POSIX_ACL the kernel caches no ACL and asks for
-		 * system.posix_acl_access on every getxattr (ls -l: once per file); with it,
-		 * once per inode, and it enforces the image's ACLs as a local disk would. A
-		 * writable mount would have to keep modes and default ACLs in step itself. */
+	/* Without FUSE_POSIX_ACL the kernel caches no ACL and asks for system.posix_acl_access
+	 * on every getxattr (ls -l: once per file); with it, once per inode, and it enforces
+	 * the ACLs as a local disk would. On a writable mount the upper's filesystem keeps
+	 * modes and ACLs in step (chmod, setfacl go to it; the kernel drops its cached ACL
+	 * after either), and default ACLs apply on creation: the kernel then passes the mode
+	 * unmasked with the umask (DONT_MASK), which the core applies only where the parent
+	 * has no default ACL (create_common()). Without DONT_MASK the umask would already be
+	 * gone from the mode, against what a default ACL asks. */
+	if (imgfs_is_ro(s->fs))
 		conn->want |= conn->capable & FUSE_CAP_POSIX_ACL;
-		/* An immutable tree needs no directory handles: the first OPENDIR is
-		 * answered ENOSYS, and the kernel then caches listings without asking. */
-		s->no_opendir = conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT;
-	}
+	else if ((conn->capable & (FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK)) ==
+	         (FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK))
+		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+	/* No directory handles: the first OPENDIR is answered ENOSYS, and the kernel then
+	 * opens directories itself (no OPENDIR and RELEASEDIR round trips, two per directory
+	 * of a walk) and caches listings (FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE). A writable
+	 * mount's listing changes only through the mount, and the kernel drops a cached
+	 * listing itself when a create, mknod, mkdir, link, unlink, rmdir or rename goes
+	 * through the directory; its READDIRs are served by imgfs_readdir_ino() with offsets
+	 * that stay valid across changes (merged_readdir_ino()). */
+	s->no_opendir = conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT;
 	/* Attributes are cheap here: always send them with the listing (ls -l, find). */
 	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
 	/* Replies are memory buffers (inflated data), not fds: splicing them would only add
@@ -380,7 +391,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	b.buf = buf;
 	if (fi->fh)
 		r = imgfs_readdir(req_fs(req), dir_of(fi), (uint64_t)off, plus, add_dirent, &b);
-	else /* no OPENDIR (read-only mount) */
+	else /* no OPENDIR */
 		r = imgfs_readdir_ino(req_fs(req), ino, (uint64_t)off, plus, add_dirent, &b);
 	/* Entries already placed were counted as lookups in plus mode: they must reach the
 	 * kernel even when a later entry failed. */
@@ -486,7 +497,7 @@ static struct imgfs_cred req_cred(fuse_req_t req)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 
-	return (struct imgfs_cred){.uid = ctx->uid, .gid = ctx->gid};
+	return (struct imgfs_cred){.uid = ctx->uid, .gid = ctx->gid, .umask = ctx->umask};
 }
 
 /* Replies with an entry, or undoes the lookup count imgfs took for it when the reply does
@@ -679,8 +690,8 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	(void)ino;
-	fuse_reply_err(req, -imgfs_fsyncdir(req_fs(req), dir_of(fi), datasync != 0));
+	(void)fi; /* no handle where the kernel opens directories itself */
+	fuse_reply_err(req, -imgfs_fsyncdir(req_fs(req), ino, datasync != 0));
 }
 
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,

@@ -795,6 +795,27 @@ static void read_lazy(int dirfd, struct mount_status *st)
 	json_decref(j);
 }
 
+/* What the daemon decoded and found in the decoded-data cache: ROOT/mounts/NAME/decoded. */
+static void read_decoded(int dirfd, struct mount_status *st)
+{
+	_cleanup_free_ char *text = NULL;
+	json_t *j;
+
+	if (read_file_full(dirfd, "decoded", STATE_MAX_SIZE, &text, NULL) < 0)
+		return;
+	j = json_loads(text, 0, NULL);
+	if (!json_is_object(j)) {
+		json_decref(j);
+		return;
+	}
+	st->decoded = true;
+	st->decoded_units = json_u64(j, "units");
+	st->cache_hits = json_u64(j, "cache_hits");
+	st->cache_stored = json_u64(j, "cache_stored");
+	st->cache_corrupt = json_u64(j, "cache_corrupt");
+	json_decref(j);
+}
+
 int lifecycle_status(struct store *s, const char *arg, struct mount_status *ret)
 {
 	_cleanup_free_ char *path = NULL, *dir = NULL;
@@ -829,6 +850,7 @@ int lifecycle_status(struct store *s, const char *arg, struct mount_status *ret)
 		st.upper_given = json_is_true(json_object_get(j, "upper_given"));
 		json_decref(j);
 		read_lazy(dirfd, &st);
+		read_decoded(dirfd, &st);
 	}
 	st.dir = TAKE_PTR(dir);
 	st.mountpoint = TAKE_PTR(path);

@@ -107,6 +107,8 @@ struct mount_status {
 	pid_t pid;    /* the daemon serving requests, 0 when dead */
 	bool lazy;    /* the layers are fetched as they are read; then the bytes: */
 	uint64_t demand_bytes, fill_bytes, present, total;
+	bool decoded; /* the daemon reported what it decoded: */
+	uint64_t decoded_units, cache_hits, cache_stored, cache_corrupt;
 };
 void mount_status_done(struct mount_status *st);
 

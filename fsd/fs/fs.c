@@ -89,6 +89,7 @@ int imgfs_new(const struct lower *lower, const struct imgfs_opts *opts, struct i
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->stats_lock, NULL);
 	pthread_rwlock_init(&fs->ns, NULL);
+	pthread_mutex_init(&fs->listings_lock, NULL);
 	fs->n_buckets = 1024;
 	fs->buckets = calloc(fs->n_buckets, sizeof(*fs->buckets));
 	fs->n_ubuckets = 4096;
@@ -137,6 +138,8 @@ void imgfs_free(struct imgfs *fs)
 	}
 	free(fs->buckets);
 	free(fs->ubuckets);
+	listings_free(fs);
+	pthread_mutex_destroy(&fs->listings_lock);
 	if (fs->lower.ops && fs->lower.ops->close)
 		fs->lower.ops->close(fs->lower.data);
 	upper_free(fs->upper);
@@ -637,7 +640,7 @@ int imgfs_open(struct imgfs *fs, uint64_t ino, int flags, struct imgfs_file **re
 		goto fail;
 	}
 	if (write)
-		pthread_rwlock_wrlock(&fs->ns);
+		ns_wrlock(fs);
 	else
 		pthread_rwlock_rdlock(&fs->ns);
 	if (write && !inode->upper)
@@ -1097,7 +1100,7 @@ int imgfs_readdir_ino(struct imgfs *fs, uint64_t ino, uint64_t off, bool plus, i
 	int r;
 
 	if (fs->upper)
-		return -EBADF;
+		return merged_readdir_ino(fs, ino, off, plus, fn, userdata);
 	r = inode_get(fs, ino, &dir);
 	if (r < 0)
 		return r;

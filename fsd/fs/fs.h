@@ -58,6 +58,9 @@ struct imgfs_cred {
 	gid_t gid;
 	const gid_t *groups; /* supplementary groups, may be NULL */
 	size_t n_groups;
+	/* Creation: permission bits to clear where the parent has no default ACL (the kernel
+	 * leaves that to the filesystem when it enforces ACLs itself). */
+	mode_t umask;
 };
 
 /* Creates the filesystem over lower, taking ownership of it (lower->ops->close is called
@@ -217,7 +220,7 @@ void imgfs_writeback(struct imgfs_writeback *wb);
 int imgfs_fallocate(struct imgfs *fs, struct imgfs_file *f, int mode, uint64_t off, uint64_t len);
 /* Makes the file's data (and its name) durable. */
 int imgfs_fsync(struct imgfs *fs, struct imgfs_file *f, bool datasync);
-int imgfs_fsyncdir(struct imgfs *fs, struct imgfs_dir *d, bool datasync);
+int imgfs_fsyncdir(struct imgfs *fs, uint64_t ino, bool datasync);
 /* setxattr(2)/removexattr(2); names of the overlay's own namespace are stored escaped. */
 int imgfs_setxattr(struct imgfs *fs, uint64_t ino, const char *name, const void *value, size_t size,
                    int flags);

@@ -13,6 +13,11 @@
  * Read-only mounts use only the first block. In a writable mount an inode also knows
  * where it is (parent and name, so that the upper entry can be found) and what it is made
  * of: its lower node (NO_NODE for objects of the upper layer alone) and its upper entry. */
+/* How many merged listings a writable mount keeps for reads without a handle: a walk
+ * reads one directory in a few requests in a row. */
+#define LISTINGS_CACHED 32
+struct listing;
+
 struct inode {
 	uint64_t ino;        /* immutable */
 	uint64_t generation; /* immutable; 0 for lower inodes */
@@ -61,6 +66,13 @@ struct imgfs {
 	/* The namespace of the writable layer: held for reading to look at the upper
 	 * directory, for writing to change it. Taken before lock, never the other way. */
 	pthread_rwlock_t ns;
+	/* Bumped by ns_wrlock() each time ns is taken for writing (atomic): a listing built
+	 * under ns for reading at one value is the directory as long as it stays. */
+	uint64_t ns_gen;
+	/* Merged listings served without a directory handle (fs_merge.c), the last few. */
+	pthread_mutex_t listings_lock;
+	struct listing *listings[LISTINGS_CACHED]; /* protected by listings_lock */
+	unsigned listings_next;                    /* protected by listings_lock */
 
 	void (*notify)(void *userdata, uint64_t ino); /* immutable after imgfs_set_notify() */
 	void *notify_data;
@@ -147,6 +159,13 @@ int merged_getattr(struct imgfs *fs, uint64_t ino, struct imgfs_file *f, struct 
 int merged_readlink(struct imgfs *fs, uint64_t ino, char *buf, size_t size);
 int merged_readdir(struct imgfs *fs, struct imgfs_dir *d, uint64_t off, bool plus,
                    imgfs_dirent_fn fn, void *userdata);
+/* The same without a handle (the kernel opens directories itself): offsets are hashes of
+ * the names, so a listing rebuilt after a change goes on where the reader was. */
+int merged_readdir_ino(struct imgfs *fs, uint64_t ino, uint64_t off, bool plus, imgfs_dirent_fn fn,
+                       void *userdata);
+void listings_free(struct imgfs *fs);
+/* Takes fs->ns for writing: every change to the namespace goes through it. */
+void ns_wrlock(struct imgfs *fs);
 ssize_t merged_getxattr(struct imgfs *fs, uint64_t ino, const char *name, void *buf, size_t size);
 ssize_t merged_listxattr(struct imgfs *fs, uint64_t ino, char *buf, size_t size);
 

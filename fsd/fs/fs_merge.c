@@ -669,6 +669,216 @@ out:
 	return r;
 }
 
+/* ---- merged listings without a handle ---- */
+
+void ns_wrlock(struct imgfs *fs)
+{
+	pthread_rwlock_wrlock(&fs->ns);
+	__atomic_add_fetch(&fs->ns_gen, 1, __ATOMIC_RELEASE);
+}
+
+/* Offsets 1 and 2 follow "." and ".."; a name's offset is LISTING_KEY_MIN or more. */
+#define LISTING_KEY_MIN 3u
+
+struct listing_entry {
+	uint64_t key; /* the offset after this entry: listing_key(name) */
+	char *name;
+};
+
+struct listing {
+	uint64_t ino, gen;
+	unsigned refs; /* protected by fs->listings_lock */
+	size_t n;
+	struct listing_entry *v; /* sorted by key */
+};
+
+/* A name's place in the listing: a 62-bit hash (FNV-1a, then a 64-bit finaliser), so
+ * that it does not depend on which other names are there. Two names of one directory
+ * with the same key (about one in 2^62 per pair) share an offset: a reader resuming
+ * exactly between them misses the second, as with ext4's hashed directories. */
+static uint64_t listing_key(const char *name)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 0x100000001b3ull;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ull;
+	h ^= h >> 33;
+	return (h >> 2) + LISTING_KEY_MIN;
+}
+
+static void listing_unref_locked(struct listing *l)
+{
+	if (!l || --l->refs > 0)
+		return;
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i].name);
+	free(l->v);
+	free(l);
+}
+
+static void listing_unref(struct imgfs *fs, struct listing *l)
+{
+	pthread_mutex_lock(&fs->listings_lock);
+	listing_unref_locked(l);
+	pthread_mutex_unlock(&fs->listings_lock);
+}
+
+void listings_free(struct imgfs *fs)
+{
+	for (size_t i = 0; i < LISTINGS_CACHED; i++) {
+		listing_unref_locked(fs->listings[i]);
+		fs->listings[i] = NULL;
+	}
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+	const struct listing_entry *x = a, *y = b;
+
+	return x->key < y->key ? -1 : x->key > y->key;
+}
+
+/* The listing of dir at generation gen (fs->ns held for reading), from the cache or
+ * built now and cached. */
+static int listing_get(struct imgfs *fs, struct inode *dir, uint64_t gen, struct listing **ret)
+{
+	struct imgfs_dir d = {.inode = dir};
+	struct listing *l;
+	int r;
+
+	pthread_mutex_lock(&fs->listings_lock);
+	for (size_t i = 0; i < LISTINGS_CACHED; i++) {
+		l = fs->listings[i];
+		if (l && l->ino == dir->ino && l->gen == gen) {
+			l->refs++;
+			pthread_mutex_unlock(&fs->listings_lock);
+			*ret = l;
+			return 0;
+		}
+	}
+	pthread_mutex_unlock(&fs->listings_lock);
+
+	r = build_snapshot(fs, &d);
+	if (r < 0)
+		return r;
+	l = calloc(1, sizeof(*l));
+	if (!l) {
+		dir_snap_clear(&d);
+		return -ENOMEM;
+	}
+	l->ino = dir->ino;
+	l->gen = gen;
+	l->refs = 2; /* the caller's and the cache's */
+	l->n = d.n_snap;
+	/* The snapshot's entries become the listing's, name pointers and all. */
+	l->v = d.n_snap ? calloc(d.n_snap, sizeof(*l->v)) : NULL;
+	if (d.n_snap && !l->v) {
+		dir_snap_clear(&d);
+		free(l);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < d.n_snap; i++) {
+		l->v[i].name = d.snap[i].name;
+		l->v[i].key = listing_key(d.snap[i].name);
+	}
+	free(d.snap);
+	if (l->n > 1)
+		qsort(l->v, l->n, sizeof(*l->v), cmp_key);
+
+	pthread_mutex_lock(&fs->listings_lock);
+	/* The same directory's older listings go first, else the oldest slot. */
+	size_t slot = fs->listings_next;
+	for (size_t i = 0; i < LISTINGS_CACHED; i++)
+		if (fs->listings[i] && fs->listings[i]->ino == dir->ino) {
+			slot = i;
+			break;
+		}
+	if (slot == fs->listings_next)
+		fs->listings_next = (fs->listings_next + 1) % LISTINGS_CACHED;
+	listing_unref_locked(fs->listings[slot]);
+	fs->listings[slot] = l;
+	pthread_mutex_unlock(&fs->listings_lock);
+	*ret = l;
+	return 0;
+}
+
+int merged_readdir_ino(struct imgfs *fs, uint64_t ino, uint64_t off, bool plus, imgfs_dirent_fn fn,
+                       void *userdata)
+{
+	struct listing *l = NULL;
+	struct inode *dir;
+	size_t lo, hi;
+	int r;
+
+	r = inode_get(fs, ino, &dir);
+	if (r < 0)
+		return r;
+	if (!S_ISDIR(dir->type)) {
+		inode_put(fs, dir, false);
+		return -ENOTDIR;
+	}
+	pthread_rwlock_rdlock(&fs->ns);
+	for (; off < 2; off++) {
+		struct imgfs_entry dot = {0};
+		struct inode *di = off == 0 || !dir->parent ? dir : dir->parent;
+
+		r = stat_inode(fs, di, -1, &dot.st);
+		if (r < 0) {
+			if (off == 0)
+				goto out;
+			r = 0;
+			dot.st.st_mode = S_IFDIR;
+		}
+		if (fn(off == 0 ? "." : "..", &dot, off + 1, userdata))
+			goto out;
+	}
+	if (dir->unlinked)
+		goto out;
+	r = listing_get(fs, dir, __atomic_load_n(&fs->ns_gen, __ATOMIC_ACQUIRE), &l);
+	if (r < 0)
+		goto out;
+	/* The first entry after the reader's offset. */
+	lo = 0;
+	hi = l->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (l->v[mid].key <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (size_t i = lo; i < l->n; i++) {
+		const char *name = l->v[i].name;
+		struct inode *child;
+		struct imgfs_entry e;
+
+		if (lookup_locked(fs, dir, name, &child) < 0)
+			continue;
+		if (inode_entry(fs, child, &e) < 0) {
+			inode_put(fs, child, false);
+			continue;
+		}
+		if (!plus)
+			e.ino = 0;
+		if (fn(name, &e, l->v[i].key, userdata)) {
+			inode_put(fs, child, false);
+			break;
+		}
+		inode_put(fs, child, plus);
+	}
+out:
+	pthread_rwlock_unlock(&fs->ns);
+	if (l)
+		listing_unref(fs, l);
+	inode_put(fs, dir, false);
+	return r;
+}
+
 /* ---- xattrs ---- */
 
 ssize_t merged_getxattr(struct imgfs *fs, uint64_t ino, const char *name, void *buf, size_t size)

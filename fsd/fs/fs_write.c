@@ -260,6 +260,8 @@ static int create_common(struct imgfs *fs, uint64_t parent, const char *name, st
                          const struct imgfs_cred *cred, struct imgfs_entry *ret, int *ret_fd)
 {
 	struct inode *dir, *child = NULL;
+	/* A default ACL: a header and up to 2,047 entries in this buffer, plenty. */
+	char acl[16384];
 	struct found nf;
 	struct stat dst;
 	bool whiteout;
@@ -273,7 +275,7 @@ static int create_common(struct imgfs *fs, uint64_t parent, const char *name, st
 	r = get_dir(fs, parent, &dir);
 	if (r < 0)
 		return r;
-	pthread_rwlock_wrlock(&fs->ns);
+	ns_wrlock(fs);
 	r = name_free(fs, dir, name, &whiteout);
 	if (r < 0)
 		goto out;
@@ -286,6 +288,15 @@ static int create_common(struct imgfs *fs, uint64_t parent, const char *name, st
 	}
 	n->uid = cred->uid;
 	n->gid = cred->gid;
+	if (!S_ISLNK(n->mode)) {
+		ssize_t len = fgetxattr(dir->dirfd, "system.posix_acl_default", acl, sizeof(acl));
+
+		if (len > 0) {
+			n->default_acl = acl;
+			n->default_acl_size = (size_t)len;
+		} else
+			n->mode &= ~(cred->umask & 0777);
+	}
 	if (dst.st_mode & S_ISGID) {
 		/* BSD group semantics of a setgid directory, as the kernel's
 		 * inode_init_owner(). */
@@ -418,7 +429,7 @@ static int remove_common(struct imgfs *fs, uint64_t parent, const char *name, bo
 	r = get_dir(fs, parent, &dir);
 	if (r < 0)
 		return r;
-	pthread_rwlock_wrlock(&fs->ns);
+	ns_wrlock(fs);
 	r = resolve(fs, dir, name, &f);
 	if (r < 0)
 		goto out;
@@ -566,7 +577,7 @@ int imgfs_rename(struct imgfs *fs, uint64_t parent, const char *name, uint64_t n
 		inode_put(fs, odir, false);
 		return r;
 	}
-	pthread_rwlock_wrlock(&fs->ns);
+	ns_wrlock(fs);
 	r = resolve(fs, odir, name, &fo);
 	if (r >= 0)
 		r = resolve(fs, ndir, newname, &fn);
@@ -722,7 +733,7 @@ int imgfs_link(struct imgfs *fs, uint64_t ino, uint64_t newparent, const char *n
 		inode_put(fs, src, false);
 		return r;
 	}
-	pthread_rwlock_wrlock(&fs->ns);
+	ns_wrlock(fs);
 	r = name_free(fs, ndir, newname, &whiteout);
 	if (r < 0)
 		goto out;
@@ -761,7 +772,7 @@ int imgfs_setattr(struct imgfs *fs, uint64_t ino, struct imgfs_file *f, const st
 	r = inode_get(fs, ino, &inode);
 	if (r < 0)
 		return r;
-	pthread_rwlock_wrlock(&fs->ns);
+	ns_wrlock(fs);
 	r = copy_up(fs, inode, !((valid & IMGFS_SET_SIZE) && st->st_size == 0));
 	if (r >= 0)
 		r = upper_ref(inode, &dfd, &name);
@@ -967,17 +978,22 @@ int imgfs_fsync(struct imgfs *fs, struct imgfs_file *f, bool datasync)
 	return r;
 }
 
-int imgfs_fsyncdir(struct imgfs *fs, struct imgfs_dir *d, bool datasync)
+int imgfs_fsyncdir(struct imgfs *fs, uint64_t ino, bool datasync)
 {
-	int r = 0;
+	struct inode *inode;
+	int r;
 
 	if (!fs->upper)
 		return 0;
+	r = inode_get(fs, ino, &inode);
+	if (r < 0)
+		return r;
 	pthread_rwlock_rdlock(&fs->ns);
-	if (d->inode->upper && d->inode->dirfd >= 0 &&
-	    (datasync ? fdatasync(d->inode->dirfd) : fsync(d->inode->dirfd)) < 0)
+	if (inode->upper && inode->dirfd >= 0 &&
+	    (datasync ? fdatasync(inode->dirfd) : fsync(inode->dirfd)) < 0)
 		r = -errno;
 	pthread_rwlock_unlock(&fs->ns);
+	inode_put(fs, inode, false);
 	return r;
 }
 
@@ -997,7 +1013,7 @@ static int xattr_change(struct imgfs *fs, uint64_t ino, const char *name, const 
 	r = inode_get(fs, ino, &inode);
 	if (r < 0)
 		return r;
-	pthread_rwlock_wrlock(&fs->ns);
+	ns_wrlock(fs);
 	if (remove && !inode->upper) {
 		char stored[XATTR_NAME_MAX + 1];
 

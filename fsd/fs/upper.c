@@ -806,14 +806,65 @@ fail:
 
 /* ---- creation and removal ---- */
 
+/* Tags and header of the xattr form of a POSIX ACL (linux/posix_acl_xattr.h). */
+#define ACL_XATTR_VERSION 2
+#define ACL_TAG_USER_OBJ 0x01
+#define ACL_TAG_GROUP_OBJ 0x04
+#define ACL_TAG_MASK 0x10
+#define ACL_TAG_OTHER 0x20
+
+mode_t upper_acl_create_mode(const void *acl, size_t size, mode_t mode)
+{
+	const unsigned char *p = acl;
+	unsigned group = 0, mask = 0;
+	bool has_group = false, has_mask = false;
+	mode_t m = mode;
+
+	if (!acl || size < 4 || (size - 4) % 8 != 0 ||
+	    (p[0] | (unsigned)p[1] << 8 | (unsigned)p[2] << 16 | (unsigned)p[3] << 24) !=
+	        ACL_XATTR_VERSION)
+		return mode;
+	for (size_t off = 4; off < size; off += 8) {
+		unsigned tag = p[off] | (unsigned)p[off + 1] << 8, perm = p[off + 2] & 7;
+
+		switch (tag) {
+		case ACL_TAG_USER_OBJ:
+			m &= (mode_t)(perm << 6) | ~(mode_t)S_IRWXU;
+			break;
+		case ACL_TAG_OTHER:
+			m &= (mode_t)perm | ~(mode_t)S_IRWXO;
+			break;
+		case ACL_TAG_GROUP_OBJ:
+			group = perm;
+			has_group = true;
+			break;
+		case ACL_TAG_MASK:
+			mask = perm;
+			has_mask = true;
+			break;
+		}
+	}
+	/* The group class is the mask when there is one, else the owning group. */
+	if (has_mask)
+		m &= (mode_t)(mask << 3) | ~(mode_t)S_IRWXG;
+	else if (has_group)
+		m &= (mode_t)(group << 3) | ~(mode_t)S_IRWXG;
+	return m;
+}
+
 static int create_at(struct upper *u, int dirfd, const char *name, const struct upper_new *n,
                      int *ret_fd)
 {
 	_cleanup_close_ int fd = -1;
-	mode_t type = n->mode & S_IFMT, perm = n->mode & 07777;
+	mode_t type = n->mode & S_IFMT;
 	bool chown_needed = needs_chown(u, n->uid, n->gid);
+	/* Under a default ACL the object's mode is the ACL's masking of the mode asked for:
+	 * what a chmod after the chown must set. */
+	mode_t perm = n->default_acl ? upper_acl_create_mode(n->default_acl, n->default_acl_size,
+	                                                     n->mode & 07777)
+	                             : n->mode & 07777;
 	/* Until the owner is right, no setuid/setgid bit and no access for others. */
-	mode_t first = chown_needed ? perm & 0700 : perm;
+	mode_t first = chown_needed ? perm & 0700 : n->mode & 07777;
 	int r;
 
 	switch (type) {
@@ -879,6 +930,36 @@ undo:
 	return r;
 }
 
+/* upper_create() over a whiteout under a default ACL: the object is built in a directory
+ * of the work directory that carries the same default ACL, so that it inherits as it
+ * would in place, then exchanged with the whiteout. */
+static int create_inheriting(struct upper *u, int parent_fd, const char *name,
+                             const struct upper_new *n, const char *tmp, int *ret_fd)
+{
+	_cleanup_close_ int dfd = -1, fd = -1;
+	int r;
+
+	if (mkdirat(u->work_fd, tmp, 0700) < 0)
+		return -errno;
+	r = upper_open_dir(u->work_fd, tmp, &dfd);
+	if (r >= 0 &&
+	    fsetxattr(dfd, "system.posix_acl_default", n->default_acl, n->default_acl_size, 0) < 0)
+		r = -errno;
+	if (r >= 0)
+		r = create_at(u, dfd, name, n, &fd);
+	if (r >= 0 && renameat2(dfd, name, parent_fd, name, RENAME_EXCHANGE) < 0) {
+		r = -errno;
+		(void)rm_rf_at(dfd, name);
+	}
+	/* What is left in it is the whiteout, or nothing. */
+	if (dfd >= 0)
+		(void)unlinkat(dfd, name, 0);
+	(void)unlinkat(u->work_fd, tmp, AT_REMOVEDIR);
+	if (r >= 0 && ret_fd)
+		*ret_fd = TAKE_FD(fd);
+	return r;
+}
+
 int upper_create(struct upper *u, int parent_fd, const char *name, const struct upper_new *n,
                  bool replace_whiteout, int *ret_fd)
 {
@@ -895,6 +976,8 @@ int upper_create(struct upper *u, int parent_fd, const char *name, const struct 
 		return 0;
 	}
 	upper_tmpname(u, tmp);
+	if (n->default_acl)
+		return create_inheriting(u, parent_fd, name, n, tmp, ret_fd);
 	r = create_at(u, u->work_fd, tmp, n, &fd);
 	if (r < 0)
 		return r;

@@ -174,14 +174,23 @@ int upper_copy_up(struct upper *u, const struct upper_src *src, int parent_fd, c
 
 /* What to create with upper_create(). */
 struct upper_new {
-	mode_t mode; /* type and permission bits, umask already applied */
+	mode_t mode; /* type and permission bits, umask applied unless default_acl */
 	dev_t rdev;
 	uid_t uid;
 	gid_t gid;
 	const char *link; /* symlink target */
 	bool opaque;      /* directories: hide the lower directory of the same name */
 	int open_flags;   /* regular files: O_ACCMODE and O_SYNC-like flags of the fd returned */
+	/* The parent's system.posix_acl_default, or NULL: the object inherits it as on any
+	 * filesystem with ACLs (the upper's own filesystem applies it; mode is the mode asked
+	 * for, without the umask, which a default ACL replaces). */
+	const void *default_acl;
+	size_t default_acl_size;
 };
+
+/* The permission bits an object created with mode gets under the default ACL acl (the
+ * kernel's posix_acl_create_masq()); mode itself when acl is malformed. */
+mode_t upper_acl_create_mode(const void *acl, size_t size, mode_t mode);
 
 /* Creates name in parent_fd. When replace_whiteout, name is a whiteout that is replaced
  * atomically (built in the work directory, then exchanged); otherwise name must not exist.

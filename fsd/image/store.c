@@ -1,13 +1,18 @@
 /* The OCI-layout store. The layout is what skopeo, umoci and oras read; idx/, trees/,
  * mounts/, tmp/ and the two lock files are ours and ignored by them. Garbage collection is
  * in store_gc.c. */
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include "common/digest.h"
 #include "common/fileio.h"
+#include "common/log.h"
+#include "fsd/index/unitcache.h"
 #include "store.h"
 #include "store_internal.h"
 
@@ -36,8 +41,125 @@ void store_free(struct store *s)
 		close(s->root_fd);
 	if (s->lock_fd >= 0)
 		close(s->lock_fd);
+	unitcache_free(s->ucache);
 	free(s->root);
 	free(s);
+}
+
+int store_unit_cache_max(uint64_t *ret)
+{
+	const char *v = getenv("IMGFS_CACHE_MAX");
+	unsigned long long n;
+	char *end;
+
+	*ret = UNITCACHE_DEFAULT_MAX;
+	if (!v || !*v)
+		return 0;
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (errno || end == v || v[0] == '-')
+		return -EINVAL;
+	switch (*end) {
+	case 'K':
+	case 'k':
+		n = n > UINT64_MAX >> 10 ? UINT64_MAX : n << 10;
+		end++;
+		break;
+	case 'M':
+	case 'm':
+		n = n > UINT64_MAX >> 20 ? UINT64_MAX : n << 20;
+		end++;
+		break;
+	case 'G':
+	case 'g':
+		n = n > UINT64_MAX >> 30 ? UINT64_MAX : n << 30;
+		end++;
+		break;
+	}
+	if (*end)
+		return -EINVAL;
+	*ret = n;
+	return 0;
+}
+
+void store_enable_unit_cache(struct store *s)
+{
+	_cleanup_close_ int fd = -1;
+	uint64_t max;
+	int r;
+
+	if (s->ucache)
+		return;
+	r = store_unit_cache_max(&max);
+	if (r < 0) {
+		log_msg(LOG_WARNING,
+		        "IMGFS_CACHE_MAX='%s' is not a size: the decoded-data cache is off",
+		        getenv("IMGFS_CACHE_MAX"));
+		return;
+	}
+	if (max == 0)
+		return;
+	r = mkdir_p_at(s->root_fd, "cache/sha256", 0755);
+	if (r >= 0) {
+		fd = openat(s->root_fd, "cache/sha256",
+		            O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+		r = fd < 0 ? -errno : unitcache_open(fd, max, &s->ucache);
+	}
+	if (r < 0)
+		log_errno(LOG_WARNING, r, "cannot use the decoded-data cache in '%s/cache'",
+		          s->root);
+}
+
+/* Disk usage of everything under dirfd (no symlinks followed, one filesystem). */
+static uint64_t du_at(int dirfd, int depth)
+{
+	DIR *d;
+	struct dirent *de;
+	uint64_t bytes = 0;
+
+	if (depth > 8 || opendir_fd(dirfd, &d) < 0)
+		return 0;
+	while ((de = readdir(d))) {
+		struct stat st;
+
+		if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+			continue;
+		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		bytes += (uint64_t)st.st_blocks * 512;
+		if (S_ISDIR(st.st_mode)) {
+			_cleanup_close_ int sub = openat(
+			    dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+			if (sub >= 0)
+				bytes += du_at(sub, depth + 1);
+		}
+	}
+	closedir(d);
+	return bytes;
+}
+
+uint64_t store_disk_bytes(struct store *s)
+{
+	static const char *const dirs[] = {"blobs", "idx", "trees", "tmp", "cache"};
+	uint64_t bytes = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+		_cleanup_close_ int fd =
+		    openat(s->root_fd, dirs[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+
+		if (fd >= 0)
+			bytes += du_at(fd, 0);
+	}
+	return bytes;
+}
+
+uint64_t store_unit_cache_bytes(struct store *s)
+{
+	_cleanup_close_ int fd =
+	    openat(s->root_fd, "cache/sha256", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+
+	return fd < 0 ? 0 : unitcache_dir_bytes(fd);
 }
 
 const char *store_path(const char *kind, const char *digest, char *buf, size_t size)
@@ -340,7 +462,10 @@ int store_open_layer_index_data(struct store *s, const char *digest, int data_fd
 	r = open_file(s, path, &ifd);
 	if (r < 0)
 		return r;
-	return li_open_flags(ifd, data_fd, flags, ret);
+	r = li_open_flags(ifd, data_fd, flags, ret);
+	if (r >= 0 && data_fd >= 0)
+		li_set_unit_cache(*ret, s->ucache);
+	return r;
 }
 
 int store_open_layer_index(struct store *s, const char *digest, unsigned flags,
@@ -367,7 +492,10 @@ int store_open_layer_index(struct store *s, const char *digest, unsigned flags,
 		if (r < 0)
 			return r;
 	}
-	return li_open_flags(ifd, dfd, flags, ret);
+	r = li_open_flags(ifd, dfd, flags, ret);
+	if (r >= 0 && dfd >= 0)
+		li_set_unit_cache(*ret, s->ucache);
+	return r;
 }
 
 const struct li_opener *store_layer_opener(struct store *s)

@@ -37,6 +37,7 @@ struct store {
 	int root_fd;                   /* O_PATH|O_DIRECTORY */
 	int lock_fd;                   /* ROOT/lock, flock'ed LOCK_SH while the store is open */
 	struct li_opener layer_opener; /* store_layer_opener() */
+	struct unitcache *ucache;      /* store_enable_unit_cache(), else NULL */
 };
 
 /* Opens (creating the layout when missing) the store at root. Takes no lock: a pull calls
@@ -53,6 +54,20 @@ int store_lock_shared(struct store *s);
  * must not keep gc waiting once what it pulled is otherwise rooted). */
 void store_unlock(struct store *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct store *, store_free);
+
+/* The decoded-data cache, ROOT/cache/sha256 (fsd/index/unitcache.h): after this call,
+ * layer indexes opened with their data look up decoded units there and store what they
+ * decode (a mount's daemon calls it). Bounded by $IMGFS_CACHE_MAX (bytes, with an
+ * optional K, M or G suffix; 0 turns the cache off), else UNITCACHE_DEFAULT_MAX. A cache
+ * that cannot be set up is logged and left out. */
+void store_enable_unit_cache(struct store *s);
+/* The bound store_enable_unit_cache() uses; -EINVAL for a malformed $IMGFS_CACHE_MAX. */
+int store_unit_cache_max(uint64_t *ret);
+/* Bytes the decoded-data cache holds. */
+uint64_t store_unit_cache_bytes(struct store *s);
+/* Bytes on disk of the store's blobs, indexes, trees, partial downloads and cache (not
+ * of the mounts' upper layers). */
+uint64_t store_disk_bytes(struct store *s);
 
 /* The default root: $IMGFS_ROOT, else /var/lib/imgfs (root) or $XDG_DATA_HOME/imgfs
  * (~/.local/share/imgfs). Returns a malloc'ed string. */

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include "common/digest.h"
 #include "common/fileio.h"
+#include "fsd/index/unitcache.h"
 #include "store.h"
 #include "store_internal.h"
 
@@ -187,6 +188,7 @@ enum sweep_kind {
 	SWEEP_IDX,   /* HEX, HEX.zst, HEX.spans */
 	SWEEP_TREES, /* HEX */
 	SWEEP_TMP,   /* HEX.partial and HEX.lazy unless locked, anything else */
+	SWEEP_CACHE, /* HEX: a layer's decoded units (fsd/index/unitcache.h) */
 };
 
 static bool keep_entry(struct sweep *sw, enum sweep_kind kind, int dfd, const char *name)
@@ -196,6 +198,7 @@ static bool keep_entry(struct sweep *sw, enum sweep_kind kind, int dfd, const ch
 	switch (kind) {
 	case SWEEP_BLOBS:
 	case SWEEP_TREES:
+	case SWEEP_CACHE:
 		return len == DIGEST_HEX_LEN && is_hex64(name, len) && set_has(sw->live, name);
 	case SWEEP_IDX:
 		return is_hex64(name, len) &&
@@ -236,8 +239,14 @@ static int sweep_dir(struct sweep *sw, const char *dir, enum sweep_kind kind)
 		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		if (S_ISDIR(st.st_mode)) {
-			int k = rm_rf_at(dirfd(d), de->d_name);
+			_cleanup_close_ int sub = openat(
+			    dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			int k;
 
+			/* A layer's decoded units: their bytes count, not the directory's. */
+			if (sub >= 0 && kind == SWEEP_CACHE)
+				st.st_size = (off_t)unitcache_dir_bytes(sub);
+			k = rm_rf_at(dirfd(d), de->d_name);
 			if (k < 0 && r == 0)
 				r = k;
 		} else if (unlinkat(dirfd(d), de->d_name, 0) < 0) {
@@ -326,6 +335,8 @@ int store_gc(struct store *s, store_roots_fn roots, unsigned *ret_removed, uint6
 		r = sweep_dir(&sw, "trees/sha256", SWEEP_TREES);
 	if (r >= 0)
 		r = sweep_dir(&sw, "tmp", SWEEP_TMP);
+	if (r >= 0)
+		r = sweep_dir(&sw, "cache/sha256", SWEEP_CACHE);
 	if (r >= 0)
 		r = sweep_root_temps(&sw);
 	if (r >= 0) {

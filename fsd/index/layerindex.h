@@ -163,6 +163,12 @@ typedef int (*li_fetch_fn)(void *ctx, uint64_t off, uint64_t len);
 /* Sets the fetch hook of idx (NULL: the data is all there). Call it before the first read;
  * ctx must outlive the index. */
 void li_set_fetch(struct li_index *idx, li_fetch_fn fn, void *ctx);
+/* Decoded units of the index's layer are looked up in c before they are decoded, and
+ * stored there after (unitcache.h); c must outlive idx. NULL: none. */
+struct unitcache;
+void li_set_unit_cache(struct li_index *idx, struct unitcache *c);
+/* Units decoded by this process (gzip spans or pieces, zstd frames): for `imgfs status`. */
+uint64_t li_decoded_units(void);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct li_index *, li_close);
 
 /* Reads the compression recorded in the header of an index file, without mapping it, so

@@ -16,6 +16,7 @@
 #include "fsd/index/layerindex.h"
 #include "fsd/index/layerindex_format.h"
 #include "fsd/index/spancache.h"
+#include "fsd/index/unitcache.h"
 
 #define WINDOW_SIZE 32768u
 #define READ_CHUNK (128u << 10)
@@ -38,7 +39,8 @@ struct li_index {
 	int data_fd;
 	li_fetch_fn fetch; /* makes data bytes present before they are read, or NULL */
 	void *fetch_ctx;
-	uint64_t owner; /* span cache key */
+	struct unitcache *ucache; /* decoded units on disk, or NULL */
+	uint64_t owner;           /* span cache key */
 	char digest[80];
 };
 
@@ -290,6 +292,39 @@ static uint32_t find_point(const struct li_index *idx, uint64_t off)
 static uint64_t point_end(const struct li_index *idx, uint32_t k)
 {
 	return k + 1 < idx->h->n_points ? idx->points[k + 1].out_off : idx->h->total_out;
+}
+
+static uint64_t decoded_units;
+
+uint64_t li_decoded_units(void)
+{
+	return __atomic_load_n(&decoded_units, __ATOMIC_RELAXED);
+}
+
+void li_set_unit_cache(struct li_index *idx, struct unitcache *c)
+{
+	idx->ucache = c;
+}
+
+/* The layer's hex digest, for the unit cache; "" (never cached) when it has none. */
+static const char *layer_hex(const struct li_index *idx)
+{
+	return startswith(idx->digest, "sha256:") ? idx->digest + 7 : "";
+}
+
+/* Bytes [start, start + len) of the stream from the unit cache: 0, or -ENOENT. */
+static int cached_unit(const struct li_index *idx, uint64_t start, uint8_t *dst, size_t len)
+{
+	if (!idx->ucache)
+		return -ENOENT;
+	return unitcache_get(idx->ucache, layer_hex(idx), start, dst, len);
+}
+
+static void cache_unit(const struct li_index *idx, uint64_t start, const uint8_t *data, size_t len)
+{
+	__atomic_add_fetch(&decoded_units, 1, __ATOMIC_RELAXED);
+	if (idx->ucache)
+		unitcache_put(idx->ucache, layer_hex(idx), start, data, len);
 }
 
 void li_set_fetch(struct li_index *idx, li_fetch_fn fn, void *ctx)
@@ -664,6 +699,20 @@ static int read_lazy_piece(struct li_index *idx, uint32_t k, uint8_t *buf, size_
 	uint64_t pstart = p->out_off + j * LAZY_PIECE, pend = MIN(end, pstart + LAZY_PIECE);
 	const struct span *s = spancache_get(idx->owner, ((uint64_t)k << 32) | LAZY_PIECE_KEY | j);
 
+	if (!s && idx->ucache) {
+		/* An earlier mount decoded (and fetched) this piece already. */
+		uint8_t *data = spancache_alloc(pend - pstart);
+
+		if (!data)
+			return -ENOMEM;
+		if (cached_unit(idx, pstart, data, pend - pstart) == 0) {
+			s = spancache_insert(idx->owner, ((uint64_t)k << 32) | LAZY_PIECE_KEY | j,
+			                     data, pend - pstart);
+			if (!s)
+				return -ENOMEM;
+		} else
+			spancache_free(data);
+	}
 	if (!s) {
 		/* Pieces 0..j, decoded from the checkpoint in one pass. */
 		_cleanup_free_ uint8_t *all = malloc(pend - p->out_off);
@@ -684,6 +733,7 @@ static int read_lazy_piece(struct li_index *idx, uint32_t k, uint8_t *buf, size_
 				spancache_put(got);
 				continue;
 			}
+			cache_unit(idx, p->out_off + a, all + a, b - a);
 			data = spancache_alloc(b - a);
 			if (!data)
 				return -ENOMEM;
@@ -762,11 +812,16 @@ static int read_stream(struct li_index *idx, uint8_t *buf, size_t len, uint64_t 
 			/* The request covers the whole unit (a large read: copy-up, a big
 			 * read-ahead): decode straight into it. No copy, no allocation, and the
 			 * cache keeps the units that small reads share. */
-			int r = h->compression == LI_ZSTD
-			            ? decode_zstd(idx, p, buf + (ustart - off), ulen)
-			            : decode_gzip(idx, p, ustart - p->out_off, buf + (ustart - off),
-			                          ulen);
+			uint8_t *dst = buf + (ustart - off);
+			int r = 0;
 
+			if (cached_unit(idx, ustart, dst, ulen) < 0) {
+				r = h->compression == LI_ZSTD
+				        ? decode_zstd(idx, p, dst, ulen)
+				        : decode_gzip(idx, p, ustart - p->out_off, dst, ulen);
+				if (r >= 0)
+					cache_unit(idx, ustart, dst, ulen);
+			}
 			if (r < 0)
 				return r;
 			n = (size_t)(ustart + ulen - off);
@@ -774,6 +829,18 @@ static int read_stream(struct li_index *idx, uint8_t *buf, size_t len, uint64_t 
 			len -= n;
 			off += n;
 			continue;
+		}
+		if (!s && idx->ucache) {
+			/* Decoded by an earlier mount: the blocks of it this read needs, straight
+			 * from the cache file into buf (no decode, no whole unit in memory). */
+			n = (size_t)MIN((uint64_t)len, ustart + ulen - off);
+			if (unitcache_read(idx->ucache, layer_hex(idx), ustart, ulen, off - ustart,
+			                   buf, n) == 0) {
+				buf += n;
+				len -= n;
+				off += n;
+				continue;
+			}
 		}
 		if (!s) {
 			uint8_t *data = spancache_alloc(ulen);
@@ -785,6 +852,8 @@ static int read_stream(struct li_index *idx, uint8_t *buf, size_t len, uint64_t 
 				r = decode_zstd(idx, p, data, ulen);
 			else
 				r = decode_gzip(idx, p, ustart - p->out_off, data, ulen);
+			if (r >= 0)
+				cache_unit(idx, ustart, data, ulen);
 			if (r < 0) {
 				spancache_free(data);
 				return r;

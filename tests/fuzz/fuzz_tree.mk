@@ -1,1 +1,1 @@
-fuzz_tree_SRC := tests/fuzz/layerfixture.c fsd/index/tree.c fsd/index/tree_build.c fsd/index/deflate_refs.c fsd/index/layerindex.c fsd/index/layerindex_gzip.c fsd/index/layerindex_read.c fsd/index/spancache.c tests/unit/fixture_layerdir.c
+fuzz_tree_SRC := tests/fuzz/layerfixture.c fsd/index/tree.c fsd/index/tree_build.c fsd/index/deflate_refs.c fsd/index/layerindex.c fsd/index/layerindex_gzip.c fsd/index/layerindex_read.c fsd/index/spancache.c fsd/index/unitcache.c tests/unit/fixture_layerdir.c

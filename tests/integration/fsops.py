@@ -28,6 +28,7 @@ import hashlib
 import os
 import random
 import stat
+import struct
 import subprocess
 import sys
 import time
@@ -124,6 +125,7 @@ def populate(rootfs):
     for name in "abc":
         mkfile("dir1/" + name, b"dir1/%s\n" % name.encode())
     mkfile("dir1/sub/d", b"dir1/sub/d\n")
+    mkfile("acl/old", b"acl/old\n")
     mkfile("dir1/sub/subsub/e", b"dir1/sub/subsub/e\n")
     symlink("a", "dir1/link")
     mkfile("dir2/x", b"dir2/x\n")
@@ -496,7 +498,8 @@ class Script:
                         self.rename_dirs, self.rename2, self.deep_trees, self.long_redirects,
                         self.metadata, self.xattr_ops, self.special_files, self.symlinks,
                         self.sync_and_locks, self.open_fds, self.unlinked_nlink,
-                        self.permissions, self.misuse):
+                        self.permissions, self.acls, self.listing_while_changing,
+                        self.misuse):
             self.out.write("# %s\n" % section.__name__)
             section()
         self.out.write("# random seed=%d steps=%d\n" % (seed, random_steps))
@@ -1346,6 +1349,91 @@ class Script:
         self.mkdir("t/nld")
         dir_probe("t/nld")
         self.ls("w/nl")
+
+    def acls(self):
+        """POSIX ACLs: inherited on creation (with the umask only where there is no default
+        ACL), kept in step with chmod, and enforced."""
+        und = 0xffffffff
+
+        def acl(*ents):
+            return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in ents)
+        # user::rwx user:nobody:rwx group::r-x mask::r-x other::---
+        dflt = acl((0x01, 7, und), (0x02, 7, NOBODY), (0x04, 5, und), (0x10, 5, und),
+                   (0x20, 0, und))
+        # user::rw- user:nobody:r-- group::--- mask::r-- other::---
+        access = acl((0x01, 6, und), (0x02, 4, NOBODY), (0x04, 0, und), (0x10, 4, und),
+                     (0x20, 0, und))
+
+        def read(rel):
+            return lambda: short_hash(open(self.p(rel), "rb").read())
+        self.setxattr("w/acl", "system.posix_acl_default", dflt)  # a lower directory
+        self.getxattr("w/acl", "system.posix_acl_default")
+        # nobody may create in it through an entry of its access ACL.
+        self.setxattr("w/acl", "system.posix_acl_access",
+                      acl((0x01, 7, und), (0x02, 7, NOBODY), (0x04, 5, und), (0x10, 7, und),
+                          (0x20, 5, und)))
+        old = os.umask(0o077)
+        try:
+            self.write_file("w/acl/acl-new", b"x\n", mode=0o666)
+            self.mkdir("w/acl/acl-dir", 0o777)
+            self.mknod("w/acl/acl-fifo", stat.S_IFIFO | 0o666)
+            self.unlink("w/acl/old")  # a lower file: made again over its whiteout
+            self.write_file("w/acl/old", b"again\n", mode=0o664)
+            self.write_file("t/acl-plain", b"p\n", mode=0o666)
+            self.mkdir("t/acl-plaindir", 0o777)
+        finally:
+            os.umask(old)
+        self.as_user("create", "w/acl/acl-nobody", lambda: os.close(
+            os.open(self.p("w/acl/acl-nobody"), os.O_CREAT | os.O_WRONLY, 0o640)))
+        for rel in ("w/acl/acl-new", "w/acl/acl-dir", "w/acl/acl-fifo",
+                    "w/acl/old", "t/acl-plain", "t/acl-plaindir", "w/acl/acl-nobody"):
+            self.stat(rel)
+            self.getxattr(rel, "system.posix_acl_access")
+        self.getxattr("w/acl/acl-dir", "system.posix_acl_default")
+        # nobody may read through its ACL entry, then the mask (chmod) takes it away.
+        self.write_file("t/acl-secret", b"secret\n", mode=0o600)
+        self.as_user("read", "t/acl-secret", read("t/acl-secret"))
+        self.setxattr("t/acl-secret", "system.posix_acl_access", access)
+        self.stat("t/acl-secret")
+        self.as_user("read", "t/acl-secret", read("t/acl-secret"))
+        self.chmod("t/acl-secret", 0o600)
+        self.getxattr("t/acl-secret", "system.posix_acl_access")
+        self.as_user("read", "t/acl-secret", read("t/acl-secret"))
+        self.chmod("t/acl-secret", 0o640)
+        self.as_user("read", "t/acl-secret", read("t/acl-secret"))
+        self.removexattr("t/acl-secret", "system.posix_acl_access")
+        self.stat("t/acl-secret")
+        self.as_user("read", "t/acl-secret", read("t/acl-secret"))
+
+    def listing_while_changing(self):
+        """A directory read in several getdents calls while its entries are removed and
+        others added: every entry that was there before and is not removed before it is
+        reached is seen exactly once (the rest is unspecified, so only that is logged)."""
+        n = 1500
+        names = ["o%04d-%s" % (i, "x" * 80) for i in range(n)]
+        self.mkdir("t/many")
+        for name in names:
+            os.close(os.open(self.p("t/many/" + name), os.O_CREAT | os.O_WRONLY, 0o644))
+
+        def walk():
+            seen = {}
+            added = removed = 0
+            with os.scandir(self.p("t/many")) as it:
+                for e in it:
+                    seen[e.name] = seen.get(e.name, 0) + 1
+                    if not e.name.startswith("o"):
+                        continue
+                    os.unlink(e.path)
+                    removed += 1
+                    if removed % 100 == 0:
+                        os.close(os.open(self.p("t/many/new%04d" % added),
+                                         os.O_CREAT | os.O_WRONLY, 0o644))
+                        added += 1
+            once = sum(1 for name in names if seen.get(name) == 1)
+            dup = sum(1 for v in seen.values() if v > 1)
+            return "originals seen once=%d duplicates=%d" % (once, dup)
+        self.op("readdir", "t/many while removing and adding", walk)
+        self.ls("t/many")
 
     def permissions(self):
         def read(rel):

@@ -84,6 +84,12 @@ assert_eq "$(sha256sum <"$mnt2/bin/busybox")" "$sum1" "bin/busybox on the second
 link_settle
 assert_eq "$(link_stat '[.request_list[] | select(.path | test("/blobs/"))] | length')" \
 	"$before" "blob requests of the second mount for what the first fetched"
+# ... nor inflates it again: the first mount's decoded pieces are in the store's cache.
+sleep 0.6
+assert_ok imgfs status "$mnt2"
+assert_contains "$OUT" "decoded-units: 0" "status of the second mount"
+echo "$OUT" | grep -Eq '^decoded-cache-hits: [1-9]' ||
+	fail "the second mount read nothing from the decoded-data cache: $OUT"
 assert_ok imgfs umount "$mnt2"
 
 log "every file of the lazy view equals umoci unpack"

@@ -34,7 +34,7 @@ cleanup() {
 		is_mounted "$m" && umount -l "$m" 2>/dev/null
 	done
 	# Never delete through a mount that survived.
-	rm -rf --one-file-system "$WORK"
+	[ "${IMGFS_TEST_KEEP:-0}" = 1 ] || rm -rf --one-file-system "$WORK"
 }
 
 # writable_require [overlayfs]: skips unless the machine can run the test: root, umoci, and

@@ -635,6 +635,85 @@ static void test_security_labels(void **state)
 	}
 }
 
+/* Reads without a handle: one entry per call, as a reader with a small buffer. */
+struct one_entry {
+	char name[256];
+	uint64_t next;
+	bool got;
+};
+
+static int take_one(const char *name, const struct imgfs_entry *ent, uint64_t next_off,
+                    void *userdata)
+{
+	struct one_entry *o = userdata;
+
+	(void)ent;
+	if (o->got)
+		return 1;
+	snprintf(o->name, sizeof(o->name), "%s", name);
+	o->next = next_off;
+	o->got = true;
+	return 0;
+}
+
+/* A listing read without a handle resumes where the reader was after the directory
+ * changed: the names that stayed are each seen once, a removed one is not seen. */
+static void test_listing_without_handle(void **state)
+{
+	struct fixture *f = *state;
+	struct imgfs *fs = f->fs;
+	struct imgfs_entry e;
+	char seen[40][256];
+	size_t n_seen = 0, i;
+	uint64_t off = 0;
+	char name[16];
+
+	for (i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "c%02zu", i);
+		assert_int_equal(
+		    imgfs_mknod(fs, IMGFS_ROOT_INO, name, S_IFREG | 0644, 0, &f->cred, &e), 0);
+		imgfs_forget(fs, e.ino, 1);
+	}
+	for (;;) {
+		struct one_entry o = {0};
+
+		assert_int_equal(imgfs_readdir_ino(fs, IMGFS_ROOT_INO, off, false, take_one, &o),
+		                 0);
+		if (!o.got)
+			break;
+		assert_true(o.next > off);
+		off = o.next;
+		assert_true(n_seen < ARRAY_SIZE(seen));
+		snprintf(seen[n_seen++], sizeof(seen[0]), "%s", o.name);
+		/* After the fifth entry, c19 goes and c20 comes (it may be seen or not). */
+		if (n_seen == 5 && !streq(o.name, "c19") && strncmp(o.name, "c", 1) == 0) {
+			assert_int_equal(imgfs_unlink(fs, IMGFS_ROOT_INO, "c19"), 0);
+			assert_int_equal(
+			    imgfs_mknod(fs, IMGFS_ROOT_INO, "c20", S_IFREG | 0644, 0, &f->cred, &e),
+			    0);
+			imgfs_forget(fs, e.ino, 1);
+		}
+	}
+	for (i = 0; i < 19; i++) {
+		size_t count = 0;
+
+		snprintf(name, sizeof(name), "c%02zu", i);
+		for (size_t j = 0; j < n_seen; j++)
+			count += streq(seen[j], name);
+		assert_int_equal(count, 1);
+	}
+	for (size_t j = 0; j < n_seen; j++) {
+		size_t count = 0;
+
+		for (size_t k = 0; k < n_seen; k++)
+			count += streq(seen[j], seen[k]);
+		assert_int_equal(count, 1);
+	}
+	/* Read from the start again: the directory as it is now. */
+	assert_non_null(strstr(listing(fs, ""), "c20"));
+	assert_null(strstr(listing(fs, ""), "c19"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -648,6 +727,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_unlinked_open, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_long_redirect_exdev, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_security_labels, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_listing_without_handle, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -494,6 +494,37 @@ static void test_recover(void **state)
 	assert_true(st.st_size > 0);
 }
 
+/* The mode an object gets under a default ACL: the kernel's posix_acl_create_masq(). */
+static void test_acl_create_mode(void **state)
+{
+	/* user::rwx user:65534:rwx group::r-x mask::r-x other::--- (little endian) */
+	static const unsigned char with_mask[] = {
+	    2,    0, 0, 0,                         /* version */
+	    0x01, 0, 7, 0, 0xff, 0xff, 0xff, 0xff, /* user:: */
+	    0x02, 0, 7, 0, 0xfe, 0xff, 0,    0,    /* user:65534 */
+	    0x04, 0, 5, 0, 0xff, 0xff, 0xff, 0xff, /* group:: */
+	    0x10, 0, 5, 0, 0xff, 0xff, 0xff, 0xff, /* mask:: */
+	    0x20, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, /* other:: */
+	};
+	/* user::rw- group::r-- other::r-- */
+	static const unsigned char minimal[] = {
+	    2, 0, 0,    0,    0x01, 0,    6,    0, 0xff, 0xff, 0xff, 0xff, 0x04, 0,
+	    4, 0, 0xff, 0xff, 0xff, 0xff, 0x20, 0, 4,    0,    0xff, 0xff, 0xff, 0xff,
+	};
+	(void)state;
+	assert_int_equal(upper_acl_create_mode(with_mask, sizeof(with_mask), 0666), 0640);
+	assert_int_equal(upper_acl_create_mode(with_mask, sizeof(with_mask), 0777), 0750);
+	assert_int_equal(upper_acl_create_mode(with_mask, sizeof(with_mask), 0600), 0600);
+	/* setuid, setgid and sticky bits pass untouched */
+	assert_int_equal(upper_acl_create_mode(with_mask, sizeof(with_mask), 07777), 07750);
+	assert_int_equal(upper_acl_create_mode(minimal, sizeof(minimal), 0777), 0644);
+	assert_int_equal(upper_acl_create_mode(minimal, sizeof(minimal), 0640), 0640);
+	/* malformed: the mode asked for */
+	assert_int_equal(upper_acl_create_mode(minimal, sizeof(minimal) - 1, 0777), 0777);
+	assert_int_equal(upper_acl_create_mode(minimal, 2, 0777), 0777);
+	assert_int_equal(upper_acl_create_mode(NULL, 0, 0755), 0755);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -502,6 +533,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_redirect_and_xattr_names, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_links, setup, teardown),
 	    cmocka_unit_test(test_pending_names),
+	    cmocka_unit_test(test_acl_create_mode),
 	    cmocka_unit_test_setup_teardown(test_pending_copy, setup_held, teardown),
 	    cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
 	};

@@ -1,0 +1,1 @@
+test_unitcache_SRC := fsd/index/unitcache.c
