@@ -24,6 +24,7 @@ static const char usage[] =
     "                         show REF's rootfs at MOUNTPOINT (pulls it if missing)\n"
     "  umount MOUNTPOINT      unmount, stop the daemon, drop a throwaway writable layer\n"
     "  status MOUNTPOINT      the state of a mount: image, upper, daemon (key: value)\n"
+    "  restart MOUNTPOINT     replace a mount's daemon with the installed binary, in place\n"
     "  index push [--insecure] REF\n"
     "                         publish REF's layer indexes, for lazy mounts elsewhere\n"
     "  images                 list the images in the store\n"
@@ -55,10 +56,19 @@ static const struct {
 	const char *name;
 	int (*fn)(int argc, char **argv);
 } commands[] = {
-    {"pull", cmd_pull},     {"mount", cmd_mount},     {"umount", cmd_umount},
-    {"images", cmd_images}, {"inspect", cmd_inspect}, {"rmi", cmd_rmi},
-    {"gc", cmd_gc},         {"login", cmd_login},     {"run", cmd_run},
-    {"status", cmd_status}, {"index", cmd_index},
+    {"pull", cmd_pull},
+    {"mount", cmd_mount},
+    {"umount", cmd_umount},
+    {"images", cmd_images},
+    {"inspect", cmd_inspect},
+    {"rmi", cmd_rmi},
+    {"gc", cmd_gc},
+    {"login", cmd_login},
+    {"run", cmd_run},
+    {"status", cmd_status},
+    {"index", cmd_index},
+    {"restart", cmd_restart},
+    {"serve-worker", cmd_serve_worker},
 };
 
 /* The store root of --root, $IMGFS_ROOT or the default. */
