@@ -331,7 +331,8 @@ int inode_get(struct imgfs *fs, uint64_t ino, struct inode **ret)
 	if (!inode) {
 		if (!lower) {
 			pthread_mutex_unlock(&fs->lock);
-			return -ESTALE;
+			/* A number the kernel got from a process before this one. */
+			return fs->upper ? inode_restore(fs, ino, ret) : -ESTALE;
 		}
 		inode = calloc(1, sizeof(*inode));
 		if (!inode) {
@@ -385,6 +386,11 @@ void imgfs_forget(struct imgfs *fs, uint64_t ino, uint64_t nlookup)
 		pthread_mutex_unlock(&fs->lock);
 		log_debug("forget of unknown inode %llu", (unsigned long long)ino);
 		return;
+	}
+	if (inode->restored) {
+		/* Its count is not known: the kernel forgets an inode all at once. */
+		inode->restored = false;
+		nlookup = inode->nlookup;
 	}
 	if (nlookup > inode->nlookup) {
 		log_debug("forget of %llu lookups of inode %llu, which has %llu",
