@@ -284,6 +284,8 @@ static int serve(struct lifecycle *lc, void *userdata)
 		log_errno(LOG_ERR, r, "%s: cannot open the tree of %s", c->ref, c->manifest);
 		goto out;
 	}
+	if (upper && !lifecycle_is_takeover(lc))
+		(void)imgfs_drop_orphans(fs);
 	/* A worker taking over recovers what the dead one left half-done, like a new mount of
 	 * the same --upper. */
 	if (c->upper || (lifecycle_is_takeover(lc) && upper)) {

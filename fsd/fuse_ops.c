@@ -929,6 +929,28 @@ static void notify_inval(void *userdata, uint64_t ino)
 		log_debug("invalidating inode %llu: %d", (unsigned long long)ino, r);
 }
 
+static void *reopen(struct fuse_ops_session *s, uint64_t fh, enum handle_kind kind);
+
+/* Opens every file and directory the kernel holds open again before serving: a file that
+ * is unlinked later must still have its data here, as it had in the process before. What
+ * cannot be opened now is tried again at its first use. */
+static void reopen_all(struct fuse_ops_session *s)
+{
+	uint64_t end = handles_end(s->handles);
+	unsigned n = 0;
+
+	for (uint64_t fh = 1; fh < end; fh++) {
+		struct handle_rec rec;
+
+		if (handles_rec(s->handles, fh, &rec) < 0 || handles_get(s->handles, fh))
+			continue;
+		if (reopen(s, fh, (enum handle_kind)rec.kind))
+			n++;
+	}
+	if (n > 0)
+		log_msg(LOG_INFO, "%u open file(s) and directories taken over", n);
+}
+
 /* The FUSE_INIT of a new mount, read before the loop starts: its fuse_init_in is kept for
  * the processes that take the connection over. */
 static int receive_init(struct fuse_ops_session *s)
@@ -1073,6 +1095,7 @@ int fuse_ops_mount(struct imgfs *fs, const struct fuse_ops_opts *o, struct fuse_
 			fuse_ops_free(s);
 			return log_errno(LOG_ERR, -EBADF, "cannot take over '%s'", o->mountpoint);
 		}
+		reopen_all(s);
 		r = take_over(s, o->init, o->init_len);
 		if (r < 0) {
 			fuse_ops_free(s);

@@ -28,6 +28,10 @@ struct inode {
 	 * inode_restore()): its lookup count is not known, so it is kept until the kernel
 	 * forgets it. Protected by fs->lock. */
 	bool restored;
+	/* An upper file unlinked while open: a link work/orphan-INO keeps its data for the
+	 * processes that take the mount over, removed when the inode goes. Writable mounts;
+	 * protected by fs->ns. */
+	bool orphan;
 
 	/* Writable mounts only; protected by fs->ns (written with it held for writing). */
 	struct inode *parent; /* holds a reference; NULL for the root */
@@ -153,6 +157,10 @@ int upper_ref(struct inode *inode, int *ret_fd, const char **ret_name);
  * upper). Takes fs->ns for reading; returns it with a reference, -ESTALE when it is not
  * there any more (or was moved). */
 int inode_restore(struct imgfs *fs, uint64_t ino, struct inode **ret);
+
+/* The name in the work directory that keeps the data of inode ino, unlinked while open. */
+#define ORPHAN_PREFIX UPPER_ORPHAN_PREFIX
+void orphan_name(uint64_t ino, char buf[32]);
 
 /* fs_write.c */
 int copy_up(struct imgfs *fs, struct inode *inode, bool data);

@@ -466,6 +466,62 @@ static int walk_path(struct imgfs *fs, const char *path, struct inode **ret)
 	return 0;
 }
 
+/* An open file unlinked before this process took over: its link in the work directory. */
+static int restore_orphan(struct imgfs *fs, uint64_t ino, struct inode **ret)
+{
+	struct inode *inode, *old;
+	char name[32];
+	struct stat st;
+	int fd;
+
+	orphan_name(ino, name);
+	fd = openat(upper_work_fd(fs->upper), name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -ENOENT;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -ENOENT;
+	}
+	inode = calloc(1, sizeof(*inode));
+	if (!inode) {
+		close(fd);
+		return -ENOMEM;
+	}
+	*inode = (struct inode){
+	    .ino = ino,
+	    .generation = (ino & UPPER_INO_BIT) ? 1 : 0,
+	    .lower = NO_NODE,
+	    .data = NO_NODE,
+	    .type = S_IFREG,
+	    .refs = 1,
+	    .nlookup = RESTORED_LOOKUPS,
+	    .restored = true,
+	    .upper = true,
+	    .unlinked = true,
+	    .orphan = true,
+	    .lower_dir = NO_NODE,
+	    .dirfd = -1,
+	    .pathfd = fd,
+	    .upper_ino = st.st_ino,
+	    .st_ino = (ino & UPPER_INO_BIT) ? upper_st_ino(fs, st.st_ino) : ino,
+	};
+	pthread_mutex_lock(&fs->lock);
+	old = table_find_locked(fs, ino);
+	if (old) {
+		/* Another thread was first. */
+		old->refs++;
+		pthread_mutex_unlock(&fs->lock);
+		close(fd);
+		free(inode);
+		*ret = old;
+		return 0;
+	}
+	table_insert_locked(fs, inode);
+	pthread_mutex_unlock(&fs->lock);
+	*ret = inode;
+	return 0;
+}
+
 int inode_restore(struct imgfs *fs, uint64_t ino, struct inode **ret)
 {
 	char path[PATH_MAX] = "";
@@ -473,6 +529,9 @@ int inode_restore(struct imgfs *fs, uint64_t ino, struct inode **ret)
 	size_t len = 0;
 	int r;
 
+	r = restore_orphan(fs, ino, ret);
+	if (r != -ENOENT)
+		return r;
 	if (ino & UPPER_INO_BIT) {
 		int fd = fcntl(upper_root_fd(fs->upper), F_DUPFD_CLOEXEC, 3);
 

@@ -447,6 +447,19 @@ static int remove_common(struct imgfs *fs, uint64_t parent, const char *name, bo
 		goto out_found;
 	if (f.kind == FOUND_UPPER) {
 		keep_for_open_files(child, dir->dirfd, name);
+		/* The last name of an open file: its data must outlive this process too. */
+		if (!rmdir && S_ISREG(child->type) && child->refs > 1 && f.ust.st_nlink == 1 &&
+		    !child->orphan) {
+			char oname[32];
+
+			orphan_name(child->ino, oname);
+			(void)unlinkat(upper_work_fd(fs->upper), oname, 0);
+			if (linkat(dir->dirfd, name, upper_work_fd(fs->upper), oname, 0) == 0)
+				child->orphan = true;
+			else
+				log_debug("cannot keep '%s' in the work directory: %d", name,
+				          -errno);
+		}
 		/* Where the lower has this name, a whiteout must hide it. */
 		r = upper_remove(fs->upper, dir->dirfd, name, rmdir, f.lower != NO_NODE);
 	} else

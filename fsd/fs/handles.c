@@ -220,3 +220,13 @@ uint32_t handles_count(struct handles *h)
 	pthread_mutex_unlock(&h->lock);
 	return n;
 }
+
+uint64_t handles_end(struct handles *h)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&h->lock);
+	n = header(h)->high;
+	pthread_mutex_unlock(&h->lock);
+	return n;
+}

@@ -54,5 +54,8 @@ void *handles_set(struct handles *h, uint64_t fh, void *ptr);
 /* Frees handle fh and returns its open object in this process (NULL when none). */
 void *handles_remove(struct handles *h, uint64_t fh);
 
+/* One more than the largest handle ever given out in this table: every handle is below. */
+uint64_t handles_end(struct handles *h);
+
 /* How many handles are in use. */
 uint32_t handles_count(struct handles *h);
