@@ -557,6 +557,8 @@ static int run_daemon(struct store *s, const struct lifecycle_opts *o, int notif
  * otherwise keep the mount in a loop of restarts. */
 #define CRASH_LIMIT 5
 #define CRASH_WINDOW_MS 60000
+/* The exit status of a child that could not execute the worker. */
+#define WORKER_EXEC_FAILED 127
 
 struct supervisor {
 	struct lifecycle *lc;
@@ -670,10 +672,7 @@ static int spawn_worker(struct supervisor *sv, const sigset_t *mask)
 		for (size_t i = 1; i < n; i++)
 			argv[i] = sv->o->worker_argv[i];
 		execv(sv->exe, (char *const *)argv);
-		log_errno(LOG_ERR, -errno,
-		          "cannot start a new daemon for '%s': cannot execute '%s'",
-		          sv->o->mountpoint, sv->exe);
-		_exit(127);
+		_exit(WORKER_EXEC_FAILED); /* the supervisor says why */
 	}
 	close(sp[1]);
 	sv->ctl_fd = sp[0];
@@ -773,6 +772,14 @@ static int worker_exited(struct supervisor *sv, int status, const sigset_t *mask
 	}
 	if (sv->stopping || !conn_alive(sv->conn_fd))
 		return 0; /* unmounted */
+	if (!was_serving && WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXEC_FAILED &&
+	    access(sv->exe, X_OK) < 0) {
+		log_msg(
+		    LOG_ERR,
+		    "'%s' is dead: cannot execute '%s' for a new daemon: %s; run 'imgfs umount %s'",
+		    sv->o->mountpoint, sv->exe, strerror(errno), sv->o->mountpoint);
+		return -EIO;
+	}
 	if (!was_serving) {
 		log_msg(LOG_ERR,
 		        "'%s' is dead: its new daemon could not start (exit status %d); run "
@@ -830,6 +837,30 @@ static void supervisor_stop(struct supervisor *sv)
 		(void)kill(sv->worker, SIGKILL);
 }
 
+/* Closes every fd above stderr but those in keep. */
+static void close_others(const int *keep, size_t n)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	int self = d ? dirfd(d) : -1;
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		char *end;
+		long fd = strtol(de->d_name, &end, 10);
+		bool kept = false;
+
+		if (*end || end == de->d_name || fd <= STDERR_FILENO || fd == self)
+			continue;
+		for (size_t i = 0; i < n; i++)
+			kept = kept || keep[i] == fd;
+		if (!kept)
+			close((int)fd);
+	}
+	closedir(d);
+}
+
 /* The supervisor: claims the mount, runs its workers until it is unmounted. notify_fd is
  * the pipe to the waiting parent. */
 static int supervise(struct store *s, const struct lifecycle_opts *o, int notify_fd)
@@ -867,6 +898,14 @@ static int supervise(struct store *s, const struct lifecycle_opts *o, int notify
 	if (r < 0) {
 		log_errno(LOG_ERR, r, "cannot mount '%s'", o->mountpoint);
 		goto out;
+	}
+	{
+		/* Nothing else the command opened stays with the supervisor: an OFD lock a
+		 * worker takes on a file of a shared description (a lazy blob) would outlive it. */
+		const int keep[] = {lc->dir_fd, lc->log_fd, lc->notify_fd, s->root_fd,
+		                    s->lock_fd, sigfd,      sv.ctl_fd};
+
+		close_others(keep, ARRAY_SIZE(keep));
 	}
 	for (;;) {
 		struct pollfd p[2] = {{.fd = sigfd, .events = POLLIN},

@@ -301,6 +301,10 @@ int stat_inode(struct imgfs *fs, struct inode *inode, int fd, struct stat *ret)
 			return r;
 	}
 	st.st_ino = (ino_t)inode->st_ino;
+	/* The link that keeps an unlinked open file for a process taking over is not the
+	 * user's. */
+	if (inode->orphan && st.st_nlink > 0)
+		st.st_nlink--;
 	/* overlayfs: a merged directory has no meaningful link count. */
 	if (S_ISDIR(inode->type) && inode->lower_dir != NO_NODE)
 		st.st_nlink = 1;
