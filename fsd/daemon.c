@@ -378,7 +378,14 @@ int daemon_mount(struct store *s, const struct mount_request *req)
 {
 	struct serve_ctx sc = {s, req, -1};
 	_cleanup_free_ char *root = realpath(s->root, NULL);
-	const char *argv[] = {"imgfs", "--root", root, "serve-worker", req->mountpoint, NULL};
+	const char *argv[] = {"imgfs", "--root", root, "serve-worker", req->mountpoint, NULL, NULL};
+
+	/* A new worker logs as much as the first. */
+	if (log_max_level >= LOG_DEBUG) {
+		argv[5] = argv[4];
+		argv[4] = argv[3];
+		argv[3] = "--debug";
+	}
 
 	if (!root)
 		return log_errno(LOG_ERR, -errno, "cannot use the store '%s'", s->root);
