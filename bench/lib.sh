@@ -493,12 +493,15 @@ bwrap_args() {
 		--ro-bind /sys /sys --tmpfs /tmp --hostname bench
 }
 
-# mount_pid MOUNTPOINT: the pid of the imgfs daemon serving MOUNTPOINT (from its state).
+# mount_pid MOUNTPOINT: the pid of the imgfs daemon serving MOUNTPOINT: the worker of a
+# supervised mount (ROOT/mounts/NAME/worker), else the pid in its state.
 mount_pid() {
 	local s
 	for s in "$IMGFS_ROOT"/mounts/*/state; do
 		[ -f "$s" ] || continue
-		jq -er --arg m "$1" 'select(.mountpoint == $m) | .pid' "$s" 2>/dev/null && return 0
+		jq -e --arg m "$1" 'select(.mountpoint == $m)' "$s" >/dev/null 2>&1 || continue
+		jq -er .pid "$(dirname "$s")/worker" 2>/dev/null && return 0
+		jq -er .pid "$s" 2>/dev/null && return 0
 	done
 	return 1
 }

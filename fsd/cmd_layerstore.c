@@ -433,7 +433,7 @@ static int serve(struct lifecycle *lc, void *userdata)
 	                     &session);
 	if (r < 0)
 		return r; /* logged */
-	lifecycle_ready(lc);
+	lifecycle_ready(lc, -1);
 	if (chdir("/") < 0)
 		log_errno(LOG_WARNING, -errno, "cannot change to /");
 	log_msg(LOG_INFO, "layer store at %s", sc->dir);

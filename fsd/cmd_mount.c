@@ -11,6 +11,8 @@
 #include "fsd/daemon.h"
 #include "fsd/image/lazyimage.h"
 #include "fsd/image/pull.h"
+#include "fsd/image/ref.h"
+#include "fsd/image/registry.h"
 #include "fsd/image/store.h"
 #include "fsd/lifecycle.h"
 
@@ -25,6 +27,9 @@ static const char mount_usage[] =
     "layers are downloaded: reads fetch the byte ranges they need, verified span by span,\n"
     "and a background fill completes the layers into the store.\n"
     "The command returns once the mount is live; a daemon serves it until `imgfs umount`.\n"
+    "A supervisor process keeps the mount: when the daemon serving it dies (killed, crashed)\n"
+    "a new one takes over within a second, and the processes using the mount see a pause,\n"
+    "not an error. `imgfs restart` replaces the daemon with the installed imgfs binary.\n"
     "\n"
     "Options:\n"
     "  -f, --foreground   stay in the foreground, logging to standard error\n"
@@ -173,6 +178,9 @@ static const char status_usage[] =
     "  upper        the writable layer's directory, or - for a read-only mount\n"
     "  upper-kept   yes when the layer was given with --upper (kept at umount)\n"
     "  daemon-pid   the process serving requests, or - when none\n"
+    "  supervisor-pid  the process that keeps the mount and starts a new daemon when the\n"
+    "               one serving dies, or - (a mount in the foreground, or a dead one)\n"
+    "  restarts     how many daemons took the mount over since it was made\n"
     "  state-dir    the mount's directory in its store (log, state)\n"
     "  lazy         yes when the layers are fetched as they are read; then, in bytes:\n"
     "  fetched-on-demand      fetched by this mount for reads\n"
@@ -232,6 +240,11 @@ int cmd_status(int argc, char **argv)
 		printf("daemon-pid: %d\n", (int)st.pid);
 	else
 		printf("daemon-pid: -\n");
+	if (st.supervisor_pid > 0)
+		printf("supervisor-pid: %d\n", (int)st.supervisor_pid);
+	else
+		printf("supervisor-pid: -\n");
+	printf("restarts: %u\n", st.restarts);
 	printf("state-dir: %s\n", st.dir ? st.dir : "-");
 	printf("lazy: %s\n", yes_no(st.lazy));
 	if (st.lazy) {
@@ -273,4 +286,104 @@ int cmd_umount(int argc, char **argv)
 	 * is looked for; a store that cannot be opened is no reason not to unmount. */
 	(void)open_existing_store(&s);
 	return lifecycle_stop(s, argv[optind]) < 0 ? 1 : 0;
+}
+
+static const char restart_usage[] =
+    "Usage: imgfs restart MOUNTPOINT\n"
+    "\n"
+    "Replace the daemon serving an imgfs mount with a new one, started from the imgfs\n"
+    "binary installed where the mount's was (an upgrade installed over it is picked up),\n"
+    "without unmounting: the new daemon takes the FUSE connection over, with the same inode\n"
+    "numbers and open files, and answers the requests the old one had not. Processes using\n"
+    "the mount see a pause. Returns once the new daemon serves. Sending SIGHUP to the\n"
+    "mount's supervisor (`supervisor-pid` in `imgfs status`) does the same without waiting.\n"
+    "Like `imgfs umount`, it finds the mount's store from the mount.\n";
+
+int cmd_restart(int argc, char **argv)
+{
+	static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {}};
+	_cleanup_(store_freep) struct store *s = NULL;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
+		if (c == 'h') {
+			fputs(restart_usage, stdout);
+			return 0;
+		}
+		fputs("Try 'imgfs restart --help'.\n", stderr);
+		return 2;
+	}
+	if (argc - optind != 1) {
+		fputs(restart_usage, stderr);
+		return 2;
+	}
+	(void)open_existing_store(&s);
+	return lifecycle_restart(s, argv[optind]) < 0 ? 1 : 0;
+}
+
+static const char serve_worker_usage[] =
+    "Usage: imgfs --root DIR serve-worker MOUNTPOINT\n"
+    "\n"
+    "Internal: run by the supervisor of the mount at MOUNTPOINT (with the FUSE connection\n"
+    "and a control socket) to take the mount over from a daemon that died or is being\n"
+    "replaced. It reads what to serve from the mount's state in DIR/mounts/NAME. Not for\n"
+    "use by hand: without the supervisor's descriptors it exits with an error.\n";
+
+/* The lazy layers of a mount taken over: what the dead daemon fetched and verified is in
+ * the store's partial blobs; the rest is fetched from the registry of its image. */
+static int reopen_lazy(struct store *s, const struct mount_status *st, struct lazyimage **ret)
+{
+	_cleanup_(ref_freep) struct image_ref *ref = NULL;
+	struct registry *reg = NULL;
+	struct error err = {""};
+	int r;
+
+	r = ref_parse(st->ref, &ref, &err);
+	if (r >= 0)
+		r = registry_new(ref, &(struct registry_opts){0}, &reg);
+	if (r >= 0)
+		r = lazyimage_open_image(s, st->manifest, ref->name, reg, ret, &err);
+	if (r < 0)
+		return log_error(LOG_ERR, r, &err, "cannot take over the lazy mount of %s",
+		                 st->ref);
+	return 0;
+}
+
+int cmd_serve_worker(int argc, char **argv)
+{
+	_cleanup_(store_freep) struct store *s = NULL;
+	_cleanup_(lazyimage_freep) struct lazyimage *lazy = NULL;
+	_cleanup_free_ char *mountpoint = NULL;
+	struct mount_status st = {0};
+	struct lifecycle *lc = NULL;
+	int conn_fd = -1, r;
+
+	if (argc != 2 || argv[1][0] == '-') {
+		fputs(serve_worker_usage, argc == 2 && streq(argv[1], "--help") ? stdout : stderr);
+		return argc == 2 && streq(argv[1], "--help") ? 0 : 2;
+	}
+	mountpoint = strdup(argv[1]);
+	if (!mountpoint || open_store(&s) < 0)
+		return 1;
+	r = lifecycle_attach(s, mountpoint, &lc, &conn_fd, &st);
+	if (r < 0)
+		return 1;
+	if (st.lazy)
+		r = reopen_lazy(s, &st, &lazy);
+	if (r >= 0)
+		r = daemon_take_over(s, lc,
+		                     &(struct mount_request){
+		                         .ref = st.ref,
+		                         .manifest = st.manifest,
+		                         .mountpoint = st.mountpoint,
+		                         .upper = st.upper_given ? st.upper : NULL,
+		                         .extra_opts = st.extra_opts,
+		                         .lazy = lazy,
+		                         .ro = st.ro,
+		                     },
+		                     conn_fd);
+	lazyimage_free(TAKE_PTR(lazy));
+	mount_status_done(&st);
+	lifecycle_detach(lc);
+	return r < 0 ? 1 : 0;
 }

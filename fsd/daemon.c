@@ -259,7 +259,24 @@ static void stop_stats(struct stats_writer *w)
 struct serve_ctx {
 	struct store *s;
 	const struct mount_request *req;
+	int conn_fd; /* a worker taking over: the connection; else -1 */
 };
+
+#define INIT_FILE "fuse-init"
+#define INIT_MAX 128
+
+/* Keeps the kernel's FUSE_INIT for the workers that take the connection over. */
+static int save_init(struct lifecycle *lc, struct fuse_ops_session *session)
+{
+	const void *init;
+	size_t len;
+	int r;
+
+	r = fuse_ops_init_data(session, &init, &len);
+	if (r < 0)
+		return r;
+	return write_file_atomic(lifecycle_dir_fd(lc), INIT_FILE, init, len, 0600);
+}
 
 /* Runs in the daemon, with the mount claimed: opens the tree and the upper, registers the
  * mount, mounts it and serves until unmounted. Returns 0 or -errno (logged). */
@@ -270,7 +287,8 @@ static int serve(struct lifecycle *lc, void *userdata)
 	_cleanup_free_ char *fsname = NULL;
 	_cleanup_(fuse_ops_freep) struct fuse_ops_session *session = NULL;
 	_cleanup_(imgfs_freep) struct imgfs *fs = NULL;
-	_cleanup_free_ char *upper_path = NULL, *work_path = NULL;
+	_cleanup_free_ char *upper_path = NULL, *work_path = NULL, *init = NULL;
+	size_t init_len = 0;
 	struct upper *upper = NULL;
 	struct tree *t = NULL;
 	struct lower lower;
@@ -299,7 +317,11 @@ static int serve(struct lifecycle *lc, void *userdata)
 		log_errno(LOG_ERR, r, "%s: cannot open the tree of %s", c->ref, c->manifest);
 		goto out;
 	}
-	if (c->upper) {
+	if (upper && !lifecycle_is_takeover(lc))
+		(void)imgfs_drop_orphans(fs);
+	/* A worker taking over recovers what the dead one left half-done, like a new mount of
+	 * the same --upper. */
+	if (c->upper || (lifecycle_is_takeover(lc) && upper)) {
 		r = imgfs_recover_copyups(fs);
 		if (r < 0) {
 			log_errno(LOG_ERR, r, "cannot recover the copy-ups of '%s'", c->upper);
@@ -309,14 +331,17 @@ static int serve(struct lifecycle *lc, void *userdata)
 			log_msg(LOG_WARNING, "%d copied-up file(s) of '%s' rewritten after a crash",
 			        r, c->upper);
 	}
-	r = lifecycle_register(lc, &(struct mount_info){
-	                               .manifest = c->manifest,
-	                               .ref = c->ref,
-	                               .mountpoint = c->mountpoint,
-	                               .upper = upper_path,
-	                               .upper_given = c->upper != NULL,
-	                               .ro = c->ro,
-	                           });
+	if (!lifecycle_is_takeover(lc))
+		r = lifecycle_register(lc, &(struct mount_info){
+		                               .manifest = c->manifest,
+		                               .ref = c->ref,
+		                               .mountpoint = c->mountpoint,
+		                               .upper = upper_path,
+		                               .upper_given = c->upper != NULL,
+		                               .ro = c->ro,
+		                               .lazy = c->lazy != NULL,
+		                               .extra_opts = c->extra_opts,
+		                           });
 	if (r < 0) {
 		log_errno(LOG_ERR, r, "cannot write %s/state", lifecycle_dir_path(lc));
 		goto out;
@@ -327,6 +352,14 @@ static int serve(struct lifecycle *lc, void *userdata)
 		goto out;
 	}
 	fuse_ops_route_logs();
+	if (lifecycle_is_takeover(lc)) {
+		r = read_file_full(lifecycle_dir_fd(lc), INIT_FILE, INIT_MAX, &init, &init_len);
+		if (r < 0) {
+			log_errno(LOG_ERR, r, "cannot take over '%s': cannot read %s/%s",
+			          c->mountpoint, lifecycle_dir_path(lc), INIT_FILE);
+			goto out;
+		}
+	}
 	r = fuse_ops_mount(fs,
 	                   &(struct fuse_ops_opts){
 	                       .mountpoint = c->mountpoint,
@@ -334,16 +367,31 @@ static int serve(struct lifecycle *lc, void *userdata)
 	                       .allow_other = geteuid() == 0 || user_allow_other(),
 	                       .suid_dev = geteuid() == 0,
 	                       .extra = c->extra_opts,
+	                       .supervised = lifecycle_supervised(lc),
+	                       .state_dirfd = lifecycle_dir_fd(lc),
+	                       .takeover = lifecycle_is_takeover(lc),
+	                       .conn_fd = sc->conn_fd,
+	                       .init = init,
+	                       .init_len = init_len,
 	                   },
 	                   &session);
 	if (r < 0)
 		goto out; /* logged */
-	lifecycle_ready(lc);
+	if (lifecycle_supervised(lc) && !lifecycle_is_takeover(lc)) {
+		r = save_init(lc, session);
+		if (r < 0) {
+			log_errno(LOG_ERR, r, "cannot write %s/%s", lifecycle_dir_path(lc),
+			          INIT_FILE);
+			goto out;
+		}
+	}
+	lifecycle_ready(lc, fuse_ops_conn_fd(session));
+	lifecycle_ready(lc, fuse_ops_conn_fd(session));
 	start_stats(sc->s, c->lazy, lc, &stats);
 	if (chdir("/") < 0)
 		log_errno(LOG_WARNING, -errno, "cannot change to /");
-	log_msg(LOG_INFO, "mounted %s (%s) at %s%s", c->ref, c->manifest, c->mountpoint,
-	        c->ro ? ", read-only" : "");
+	log_msg(LOG_INFO, "%s %s (%s) at %s%s", lifecycle_is_takeover(lc) ? "took over" : "mounted",
+	        c->ref, c->manifest, c->mountpoint, c->ro ? ", read-only" : "");
 
 	r = fuse_ops_loop(session);
 	if (r < 0)
@@ -361,13 +409,33 @@ out:
 
 int daemon_mount(struct store *s, const struct mount_request *req)
 {
-	struct serve_ctx sc = {s, req};
+	struct serve_ctx sc = {s, req, -1};
+	_cleanup_free_ char *root = realpath(s->root, NULL);
+	const char *argv[] = {"imgfs", "--root", root, "serve-worker", req->mountpoint, NULL, NULL};
 
+	/* A new worker logs as much as the first. */
+	if (log_max_level >= LOG_DEBUG) {
+		argv[5] = argv[4];
+		argv[4] = argv[3];
+		argv[3] = "--debug";
+	}
+
+	if (!root)
+		return log_errno(LOG_ERR, -errno, "cannot use the store '%s'", s->root);
 	return lifecycle_start(s, &(struct lifecycle_opts){
 	                              .mountpoint = req->mountpoint,
 	                              .foreground = req->foreground,
 	                              .keep_work = req->upper != NULL,
 	                              .serve = serve,
 	                              .userdata = &sc,
+	                              .worker_argv = req->foreground ? NULL : argv,
 	                          });
+}
+
+int daemon_take_over(struct store *s, struct lifecycle *lc, const struct mount_request *req,
+                     int conn_fd)
+{
+	struct serve_ctx sc = {s, req, conn_fd};
+
+	return serve(lc, &sc);
 }

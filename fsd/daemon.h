@@ -25,3 +25,11 @@ struct mount_request {
  * background) or, in the foreground, after it was unmounted; -errno when it could not be
  * mounted, logged naming the mountpoint or the image. */
 int daemon_mount(struct store *s, const struct mount_request *req);
+
+struct lifecycle;
+
+/* In a worker executed by a mount's supervisor (lifecycle_attach()): serves req over the
+ * connection conn_fd the dead or replaced worker served, until unmounted. Returns 0 or
+ * -errno (logged). */
+int daemon_take_over(struct store *s, struct lifecycle *lc, const struct mount_request *req,
+                     int conn_fd);

@@ -1,6 +1,7 @@
 /* FUSE low-level callbacks (op_<op>) over the filesystem core. See fuse_ops.h. */
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <linux/fuse.h>
 #include <limits.h>
 #include <malloc.h>
 #include <stdarg.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <sys/xattr.h>
 #include "common/log.h"
+#include "fsd/fs/handles.h"
 #include "fsd/fuse_ops.h"
 #include "fsd/fuse_ops_ll.h"
 
@@ -28,6 +30,10 @@ struct fuse_ops_session {
 	 * stops sending OPENDIR/RELEASEDIR and caches every listing (read-only mounts). */
 	bool no_opendir;
 	unsigned max_threads;
+	bool supervised;
+	struct handles *handles; /* fi->fh: a slot of this table */
+	uint8_t init[128];       /* supervised: the kernel's fuse_init_in */
+	size_t init_len;
 };
 
 static struct fuse_ops_session *req_session(fuse_req_t req)
@@ -40,14 +46,25 @@ static struct imgfs *req_fs(fuse_req_t req)
 	return req_session(req)->fs;
 }
 
-static struct imgfs_file *file_of(struct fuse_file_info *fi)
+static void *reopen(struct fuse_ops_session *s, uint64_t fh, enum handle_kind kind);
+
+/* The open file of fi->fh: opened by this process, or, for a handle a process before it
+ * gave out, opened again from the handle's record. NULL when fh is no open file. */
+static struct imgfs_file *file_of(fuse_req_t req, struct fuse_file_info *fi)
 {
-	return (struct imgfs_file *)(uintptr_t)fi->fh;
+	struct fuse_ops_session *s = req_session(req);
+	struct imgfs_file *f = handles_get(s->handles, fi->fh);
+
+	return f ? f : reopen(s, fi->fh, HANDLE_FILE);
 }
 
-static struct imgfs_dir *dir_of(struct fuse_file_info *fi)
+/* The open directory of fi->fh, as file_of(). */
+static struct imgfs_dir *dir_of(fuse_req_t req, struct fuse_file_info *fi)
 {
-	return (struct imgfs_dir *)(uintptr_t)fi->fh;
+	struct fuse_ops_session *s = req_session(req);
+	struct imgfs_dir *d = handles_get(s->handles, fi->fh);
+
+	return d ? d : reopen(s, fi->fh, HANDLE_DIR);
 }
 
 static void reply_error(fuse_req_t req, int r)
@@ -207,8 +224,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct stat st;
 	int r;
 
-	r = fi ? imgfs_fgetattr(req_fs(req), ino, file_of(fi), &st)
-	       : imgfs_getattr(req_fs(req), ino, &st);
+	struct imgfs_file *f = fi ? file_of(req, fi) : NULL;
+
+	r = f ? imgfs_fgetattr(req_fs(req), ino, f, &st) : imgfs_getattr(req_fs(req), ino, &st);
 	if (r < 0)
 		log_debug("getattr %llu: %d", (unsigned long long)ino, r);
 	reply_attr(req, r, &st);
@@ -251,13 +269,21 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		reply_error(req, r);
 		return;
 	}
-	fi->fh = (uintptr_t)f;
+	r = handles_add(req_session(req)->handles, ino, (uint32_t)fi->flags, HANDLE_FILE, f,
+	                &fi->fh);
+	if (r < 0) {
+		imgfs_release(req_fs(req), f);
+		reply_error(req, r);
+		return;
+	}
 	/* Lower files never change: keep their pages across opens. */
 	fi->keep_cache = 1;
 	fi->direct_io = open_direct(req, fi->flags);
 	fi->noflush = 1;
-	if (fuse_reply_open(req, fi) < 0)
-		imgfs_release(req_fs(req), f); /* the open was interrupted */
+	if (fuse_reply_open(req, fi) < 0) {
+		/* the open was interrupted */
+		imgfs_release(req_fs(req), handles_remove(req_session(req)->handles, fi->fh));
+	}
 }
 
 /* The buffer for a READ or READDIR reply of size bytes at offset off; NULL after replying
@@ -280,12 +306,17 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
 	_cleanup_free_ char *buf = NULL;
+	struct imgfs_file *f = file_of(req, fi);
 	ssize_t n;
 
+	if (!f) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
 	buf = reply_buffer(req, off, size);
 	if (!buf)
 		return;
-	n = imgfs_read(req_fs(req), file_of(fi), buf, size, (uint64_t)off);
+	n = imgfs_read(req_fs(req), f, buf, size, (uint64_t)off);
 	if (n < 0) {
 		log_debug("read %llu: %d", (unsigned long long)ino, (int)n);
 		reply_error(req, (int)n);
@@ -296,8 +327,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct imgfs_file *f = handles_remove(req_session(req)->handles, fi->fh);
+
 	(void)ino;
-	imgfs_release(req_fs(req), file_of(fi));
+	if (f)
+		imgfs_release(req_fs(req), f);
 	fuse_reply_err(req, 0);
 }
 
@@ -311,7 +345,13 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		fuse_reply_err(req, ENXIO);
 		return;
 	}
-	r = imgfs_lseek(req_fs(req), file_of(fi), (uint64_t)off, whence);
+	struct imgfs_file *f = file_of(req, fi);
+
+	if (!f) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	r = imgfs_lseek(req_fs(req), f, (uint64_t)off, whence);
 	if (r < 0) {
 		reply_error(req, (int)r);
 		return;
@@ -333,7 +373,13 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		reply_error(req, r);
 		return;
 	}
-	fi->fh = (uintptr_t)d;
+	r = handles_add(req_session(req)->handles, ino, (uint32_t)fi->flags, HANDLE_DIR, d,
+	                &fi->fh);
+	if (r < 0) {
+		imgfs_releasedir(req_fs(req), d);
+		reply_error(req, r);
+		return;
+	}
 	/* The kernel may cache a listing and keep it across opens: on a read-only mount it
 	 * never changes, on a writable one it changes only through this mount, and the
 	 * kernel drops a directory's cached listing itself when a create, mknod, mkdir,
@@ -342,7 +388,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fi->cache_readdir = 1;
 	fi->keep_cache = 1;
 	if (fuse_reply_open(req, fi) < 0)
-		imgfs_releasedir(req_fs(req), d);
+		imgfs_releasedir(req_fs(req), handles_remove(req_session(req)->handles, fi->fh));
 }
 
 struct dirbuf {
@@ -389,9 +435,11 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	if (!buf)
 		return;
 	b.buf = buf;
-	if (fi->fh)
-		r = imgfs_readdir(req_fs(req), dir_of(fi), (uint64_t)off, plus, add_dirent, &b);
-	else /* no OPENDIR */
+	if (fi->fh) {
+		struct imgfs_dir *d = dir_of(req, fi);
+
+		r = d ? imgfs_readdir(req_fs(req), d, (uint64_t)off, plus, add_dirent, &b) : -EBADF;
+	} else /* no OPENDIR (read-only mount) */
 		r = imgfs_readdir_ino(req_fs(req), ino, (uint64_t)off, plus, add_dirent, &b);
 	/* Entries already placed were counted as lookups in plus mode: they must reach the
 	 * kernel even when a later entry failed. */
@@ -417,7 +465,8 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	imgfs_releasedir(req_fs(req), dir_of(fi)); /* accepts NULL */
+	/* accepts NULL */
+	imgfs_releasedir(req_fs(req), handles_remove(req_session(req)->handles, fi->fh));
 	fuse_reply_err(req, 0);
 }
 
@@ -542,7 +591,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		/* ctime alone: nothing we can set; answer with the attributes. */
 		r = imgfs_getattr(req_fs(req), ino, &st);
 	} else
-		r = imgfs_setattr(req_fs(req), ino, fi ? file_of(fi) : NULL, attr, valid, &st);
+		r = imgfs_setattr(req_fs(req), ino, fi ? file_of(req, fi) : NULL, attr, valid, &st);
 	log_debug("setattr %llu 0x%x: %d", (unsigned long long)ino, (unsigned)to_set, r);
 	reply_attr(req, r, &st);
 }
@@ -627,13 +676,22 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		reply_error(req, r);
 		return;
 	}
-	fi->fh = (uintptr_t)f;
+	/* Opened again by a process taking over: not to be created or truncated again. */
+	r = handles_add(req_session(req)->handles, ent.ino,
+	                (uint32_t)fi->flags & ~(uint32_t)(O_CREAT | O_EXCL | O_TRUNC), HANDLE_FILE,
+	                f, &fi->fh);
+	if (r < 0) {
+		imgfs_release(req_fs(req), f);
+		imgfs_forget(req_fs(req), ent.ino, 1);
+		reply_error(req, r);
+		return;
+	}
 	fi->keep_cache = 1;
 	fi->direct_io = open_direct(req, fi->flags);
 	fi->noflush = 1;
 	e = entry_param(&ent);
 	if (fuse_reply_create(req, &e, fi) < 0) {
-		imgfs_release(req_fs(req), f);
+		imgfs_release(req_fs(req), handles_remove(req_session(req)->handles, fi->fh));
 		imgfs_forget(req_fs(req), ent.ino, 1);
 	}
 }
@@ -657,6 +715,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 {
 	struct imgfs_writeback wb;
 	struct imgfs_cred writer;
+	struct imgfs_file *f;
 	bool direct = false;
 	ssize_t n;
 
@@ -671,8 +730,13 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		writer = req_cred(req);
 		direct = true;
 	}
-	n = imgfs_write_with(req_fs(req), file_of(fi), (uint64_t)off, fuse_buf_size(in),
-	                     write_from_bufvec, in, direct ? &writer : NULL, &wb);
+	f = file_of(req, fi);
+	if (!f) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	n = imgfs_write_with(req_fs(req), f, (uint64_t)off, fuse_buf_size(in), write_from_bufvec,
+	                     in, direct ? &writer : NULL, &wb);
 	if (n < 0)
 		reply_error(req, (int)n);
 	else
@@ -684,8 +748,10 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
+	struct imgfs_file *f = file_of(req, fi);
+
 	(void)ino;
-	fuse_reply_err(req, -imgfs_fsync(req_fs(req), file_of(fi), datasync != 0));
+	fuse_reply_err(req, f ? -imgfs_fsync(req_fs(req), f, datasync != 0) : EBADF);
 }
 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -708,13 +774,17 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
                          struct fuse_file_info *fi)
 {
+	struct imgfs_file *f;
+
 	(void)ino;
 	if (offset < 0 || length <= 0) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	fuse_reply_err(req, -imgfs_fallocate(req_fs(req), file_of(fi), mode, (uint64_t)offset,
-	                                     (uint64_t)length));
+	f = file_of(req, fi);
+	fuse_reply_err(
+	    req,
+	    f ? -imgfs_fallocate(req_fs(req), f, mode, (uint64_t)offset, (uint64_t)length) : EBADF);
 }
 
 static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
@@ -725,6 +795,46 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 	(void)len, (void)flags;
 	/* The kernel copies through read and write instead. */
 	fuse_reply_err(req, imgfs_is_ro(req_fs(req)) ? EROFS : ENOSYS);
+}
+
+/* Opens the object of a handle given out by a process before this one (which died or was
+ * replaced) again, from its record: the same inode with the same flags, never created or
+ * truncated again. */
+static void *reopen(struct fuse_ops_session *s, uint64_t fh, enum handle_kind kind)
+{
+	struct handle_rec rec;
+	void *obj = NULL, *cur;
+	int r;
+
+	r = handles_rec(s->handles, fh, &rec);
+	if (r >= 0 && rec.kind != (uint32_t)kind)
+		r = -EBADF;
+	if (r >= 0 && kind == HANDLE_FILE) {
+		struct imgfs_file *f;
+
+		r = imgfs_open(s->fs, rec.ino,
+		               (int)(rec.flags & ~(uint32_t)(O_CREAT | O_EXCL | O_TRUNC)), &f);
+		obj = r >= 0 ? f : NULL;
+	} else if (r >= 0) {
+		struct imgfs_dir *d;
+
+		r = imgfs_opendir(s->fs, rec.ino, &d);
+		obj = r >= 0 ? d : NULL;
+	}
+	if (r < 0) {
+		log_msg(LOG_WARNING, "cannot open handle %llu (inode %llu) again: %s",
+		        (unsigned long long)fh, (unsigned long long)rec.ino, strerror(-r));
+		return NULL;
+	}
+	cur = handles_set(s->handles, fh, obj);
+	if (cur != obj) {
+		/* Another thread was first, or the handle was released meanwhile. */
+		if (kind == HANDLE_FILE)
+			imgfs_release(s->fs, obj);
+		else
+			imgfs_releasedir(s->fs, obj);
+	}
+	return cur;
 }
 
 static const struct fuse_lowlevel_ops imgfs_ll_ops = {
@@ -839,6 +949,111 @@ void *fuse_ops_ctx(fuse_req_t req)
 	return req_session(req)->ctx;
 }
 
+static void *reopen(struct fuse_ops_session *s, uint64_t fh, enum handle_kind kind);
+
+/* Opens every file and directory the kernel holds open again before serving: a file that
+ * is unlinked later must still have its data here, as it had in the process before. What
+ * cannot be opened now is tried again at its first use. */
+static void reopen_all(struct fuse_ops_session *s)
+{
+	uint64_t end = handles_end(s->handles);
+	unsigned n = 0;
+
+	for (uint64_t fh = 1; fh < end; fh++) {
+		struct handle_rec rec;
+
+		if (handles_rec(s->handles, fh, &rec) < 0 || handles_get(s->handles, fh))
+			continue;
+		if (reopen(s, fh, (enum handle_kind)rec.kind))
+			n++;
+	}
+	if (n > 0)
+		log_msg(LOG_INFO, "%u open file(s) and directories taken over", n);
+}
+
+/* The FUSE_INIT of a new mount, read before the loop starts: its fuse_init_in is kept for
+ * the processes that take the connection over. */
+static int receive_init(struct fuse_ops_session *s)
+{
+	struct fuse_buf buf = {0};
+	const struct fuse_in_header *h;
+	int r;
+
+	do
+		r = fuse_session_receive_buf(s->se, &buf);
+	while (r == -EINTR);
+	if (r <= 0) {
+		free(buf.mem);
+		return r < 0 ? r : -ENODEV;
+	}
+	h = buf.mem;
+	if ((buf.flags & FUSE_BUF_IS_FD) || (size_t)r < sizeof(*h) || h->opcode != FUSE_INIT ||
+	    h->len != (uint32_t)r || (size_t)r - sizeof(*h) > sizeof(s->init)) {
+		free(buf.mem);
+		return -EPROTO;
+	}
+	s->init_len = (size_t)r - sizeof(*h);
+	memcpy(s->init, (const char *)buf.mem + sizeof(*h), s->init_len);
+	buf.size = (size_t)r;
+	fuse_session_process_buf(s->se, &buf);
+	free(buf.mem);
+	return 0;
+}
+
+/* Feeds the session the FUSE_INIT the first process received, so that it serves the
+ * connection as negotiated then. The reply goes to the kernel under a request id it never
+ * issued (the top bit is set only on resent requests, the low one only on interrupts): it
+ * answers ENOENT, which libfuse ignores. */
+#define TAKEOVER_INIT_UNIQUE ((UINT64_C(1) << 62) | 2)
+/* FUSE_NOTIFY_RESEND (kernel 6.9, protocol 7.40): the kernel queues again every request
+ * that was read from the connection and not answered. */
+#define NOTIFY_RESEND 7
+
+static int take_over(struct fuse_ops_session *s, const void *init, size_t init_len)
+{
+	struct {
+		struct fuse_in_header h;
+		uint8_t init[128];
+	} msg = {0};
+	struct fuse_out_header resend = {.len = sizeof(resend), .error = NOTIFY_RESEND};
+	struct fuse_buf buf = {0};
+	ssize_t n;
+
+	if (init_len < 16 || init_len > sizeof(msg.init))
+		return -EPROTO;
+	msg.h = (struct fuse_in_header){
+	    .len = (uint32_t)(sizeof(msg.h) + init_len),
+	    .opcode = FUSE_INIT,
+	    .unique = TAKEOVER_INIT_UNIQUE,
+	};
+	memcpy(msg.init, init, init_len);
+	buf.mem = &msg;
+	buf.size = msg.h.len;
+	fuse_session_process_buf(s->se, &buf);
+	if (fuse_session_exited(s->se))
+		return -EPROTO;
+	do
+		n = write(fuse_session_fd(s->se), &resend, sizeof(resend));
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	return 0;
+}
+
+int fuse_ops_conn_fd(struct fuse_ops_session *s)
+{
+	return fuse_session_fd(s->se);
+}
+
+int fuse_ops_init_data(struct fuse_ops_session *s, const void **ret, size_t *ret_len)
+{
+	if (s->init_len == 0)
+		return -ENOENT;
+	*ret = s->init;
+	*ret_len = s->init_len;
+	return 0;
+}
+
 int fuse_ops_mount(struct imgfs *fs, const struct fuse_ops_opts *o, struct fuse_ops_session **ret)
 {
 	return mount_session(&imgfs_ll_ops, sizeof(imgfs_ll_ops), fs, fs, imgfs_is_ro(fs), o, ret);
@@ -883,10 +1098,20 @@ static int mount_session(const struct fuse_lowlevel_ops *ops, size_t ops_size, s
 	s->fs = fs;
 	s->ctx = ctx;
 	s->max_threads = o->max_threads ? o->max_threads : DEFAULT_MAX_THREADS;
+	s->supervised = o->supervised || o->takeover;
+	/* Room for a million open files and directories: sparse, so only what is used costs. */
+	r = handles_open(s->supervised ? o->state_dirfd : -1, "handles", o->takeover, 1u << 20,
+	                 &s->handles);
+	if (r < 0) {
+		free(s);
+		return log_errno(LOG_ERR, r, "cannot mount '%s': cannot set up the handle table",
+		                 o->mountpoint);
+	}
 	log_debug("fuse options: %s", opts);
 	s->se = fuse_session_new(&args, ops, ops_size, s);
 	fuse_opt_free_args(&args);
 	if (!s->se) {
+		handles_free(s->handles);
 		free(s);
 		log_msg(LOG_ERR, "cannot mount '%s': invalid FUSE options '%s'", o->mountpoint,
 		        opts);
@@ -894,15 +1119,43 @@ static int mount_session(const struct fuse_lowlevel_ops *ops, size_t ops_size, s
 	}
 	if (fs)
 		imgfs_set_notify(fs, notify_inval, s);
-	if (fuse_set_signal_handlers(s->se) == 0)
+	if (!s->supervised && fuse_set_signal_handlers(s->se) == 0)
 		s->signals = true;
+	if (o->takeover) {
+		char dev[32];
+
+		/* libfuse takes "/dev/fd/N" for a connection that is already mounted. */
+		snprintf(dev, sizeof(dev), "/dev/fd/%d", o->conn_fd);
+		if (fuse_session_mount(s->se, dev) != 0) {
+			fuse_ops_free(s);
+			return log_errno(LOG_ERR, -EBADF, "cannot take over '%s'", o->mountpoint);
+		}
+		reopen_all(s);
+		r = take_over(s, o->init, o->init_len);
+		if (r < 0) {
+			fuse_ops_free(s);
+			return log_errno(LOG_ERR, r, "cannot take over '%s'", o->mountpoint);
+		}
+		*ret = s;
+		return 0;
+	}
 	errno = 0;
 	if (fuse_session_mount(s->se, o->mountpoint) != 0) {
 		r = negative_errno();
 		fuse_ops_free(s);
 		return log_errno(LOG_ERR, r, "cannot mount '%s'", o->mountpoint);
 	}
-	s->mounted = true;
+	s->mounted = !s->supervised;
+	if (s->supervised) {
+		r = receive_init(s);
+		if (r < 0) {
+			fuse_session_unmount(s->se);
+			fuse_ops_free(s);
+			return log_errno(LOG_ERR, r,
+			                 "cannot mount '%s': no FUSE_INIT from the kernel",
+			                 o->mountpoint);
+		}
+	}
 	*ret = s;
 	return 0;
 }
@@ -921,8 +1174,10 @@ int fuse_ops_loop(struct fuse_ops_session *s)
 	cfg = fuse_loop_cfg_create();
 	if (!cfg)
 		return -ENOMEM;
-	/* One /dev/fuse fd per worker thread: requests are read in parallel. */
-	fuse_loop_cfg_set_clone_fd(cfg, 1);
+	/* One /dev/fuse fd per worker thread: requests are read in parallel. Not when the
+	 * connection must outlive us: the kernel aborts the requests read from a cloned fd
+	 * when it closes, so a new process could not answer them. */
+	fuse_loop_cfg_set_clone_fd(cfg, s->supervised ? 0 : 1);
 	fuse_loop_cfg_set_max_threads(cfg, s->max_threads);
 	fuse_loop_cfg_set_idle_threads(cfg, 4);
 	r = fuse_session_loop_mt(s->se, cfg);
@@ -940,5 +1195,6 @@ void fuse_ops_free(struct fuse_ops_session *s)
 	if (s->signals)
 		fuse_remove_signal_handlers(s->se);
 	fuse_session_destroy(s->se);
+	handles_free(s->handles);
 	free(s);
 }

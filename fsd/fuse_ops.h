@@ -14,6 +14,20 @@ struct fuse_ops_opts {
 	bool suid_dev;        /* honour setuid bits and device nodes (root only) */
 	const char *extra;    /* more -o options from the user, or NULL */
 	unsigned max_threads; /* worker threads; 0: default */
+	/* The connection outlives this process (a supervisor keeps it): every thread reads
+	 * the one device fd the supervisor also holds (requests read from a cloned fd are
+	 * aborted when it closes), no signal handlers (a signal ends the process and a new one
+	 * takes over), and the filesystem is never unmounted from here. The kernel's
+	 * FUSE_INIT is kept (fuse_ops_init_data()). */
+	bool supervised;
+	int state_dirfd; /* supervised: the mount's directory, for the handle table */
+	/* Take over the connection conn_fd of a dead process instead of mounting: init is the
+	 * kernel's FUSE_INIT (its fuse_init_in) that process received. The requests it read
+	 * and did not answer are asked for again (FUSE_NOTIFY_RESEND). Implies supervised. */
+	bool takeover;
+	int conn_fd;
+	const void *init;
+	size_t init_len;
 };
 
 struct fuse_ops_session;
@@ -25,6 +39,13 @@ void fuse_ops_route_logs(void);
  * borrowed and must outlive the session. SIGINT, SIGTERM and SIGHUP end the loop.
  * Errors are logged, naming the mountpoint, and returned as -errno. */
 int fuse_ops_mount(struct imgfs *fs, const struct fuse_ops_opts *o, struct fuse_ops_session **ret);
+
+/* The connection (the /dev/fuse fd), borrowed. */
+int fuse_ops_conn_fd(struct fuse_ops_session *s);
+
+/* The kernel's fuse_init_in as received at the mount (supervised sessions that mounted);
+ * -ENOENT when there is none. */
+int fuse_ops_init_data(struct fuse_ops_session *s, const void **ret, size_t *ret_len);
 
 /* Serves requests until the filesystem is unmounted or a signal ends the session.
  * Returns 0, or -errno when the loop failed. */

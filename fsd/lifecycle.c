@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/vfs.h>
@@ -22,6 +25,16 @@
 #define DAEMON_EXIT_TIMEOUT_MS 30000
 #define STATE_MAX_SIZE (1 << 16)
 #define MOUNT_DIR_MAX (sizeof("mounts/") + LIFECYCLE_NAME_MAX)
+#define RESTART_TIMEOUT_MS 30000
+/* How a supervisor hands the connection and its end of the control socket to a worker it
+ * executes: "CONN_FD,CTL_FD". */
+#define HANDOFF_ENV "IMGFS_HANDOFF"
+
+/* Worker -> supervisor messages on the control socket (SOCK_SEQPACKET). */
+enum ctl_kind {
+	CTL_REGISTERED = 1, /* with the state fd (LOCK_SH): the first worker registered */
+	CTL_READY = 2,      /* serving; the first worker passes the connection fd */
+};
 
 struct lifecycle {
 	struct store *s;
@@ -34,7 +47,10 @@ struct lifecycle {
 	int notify_fd; /* to the waiting parent until ready, else -1 */
 	bool store_locked;
 	bool registered;
-	bool linked; /* the runtime link, written by lifecycle_register() */
+	bool linked;      /* the runtime link, written by lifecycle_register() */
+	pid_t supervisor; /* supervised mounts: the supervisor's pid, else 0 */
+	int ctl_fd;       /* in a worker of a supervised mount: to the supervisor, else -1 */
+	bool attached;    /* a worker executed by the supervisor (lifecycle_attach()) */
 };
 
 void lifecycle_name(const char *mountpoint, char buf[LIFECYCLE_NAME_MAX])
@@ -229,11 +245,19 @@ static int lock_mount_dir(struct store *s, const char *name, int *ret_fd)
 }
 
 static void remove_runtime_link(const char *name, const char *dir);
+static int unmount_path(const char *path, bool lazy);
 
 static void lifecycle_free(struct lifecycle *lc)
 {
 	if (!lc)
 		return;
+	if (lc->ctl_fd >= 0)
+		close(lc->ctl_fd);
+	if (lc->attached) {
+		lc->linked = false;
+		if (lc->dir_fd >= 0)
+			close(TAKE_FD(lc->dir_fd));
+	}
 	if (lc->store_locked)
 		(void)flock(lc->s->lock_fd, LOCK_UN);
 	if (lc->linked)
@@ -266,8 +290,12 @@ static int claim(struct store *s, const struct lifecycle_opts *o, int notify_fd,
 	lc = calloc(1, sizeof(*lc));
 	if (!lc)
 		return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", o->mountpoint);
-	*lc = (struct lifecycle){
-	    .s = s, .dir_fd = -1, .state_fd = -1, .log_fd = -1, .notify_fd = notify_fd};
+	*lc = (struct lifecycle){.s = s,
+	                         .dir_fd = -1,
+	                         .state_fd = -1,
+	                         .log_fd = -1,
+	                         .notify_fd = notify_fd,
+	                         .ctl_fd = -1};
 	lifecycle_name(o->mountpoint, lc->name);
 	r = lock_mount_dir(s, lc->name, &lc->dir_fd);
 	if (r == -EBUSY)
@@ -333,6 +361,74 @@ static void write_runtime_link(struct lifecycle *lc)
 	lc->linked = true;
 }
 
+/* One control message, with fd (>= 0) passed along. */
+static int ctl_send(int sock, enum ctl_kind kind, int fd)
+{
+	uint32_t k = kind;
+	struct iovec iov = {.iov_base = &k, .iov_len = sizeof(k)};
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+
+	if (fd >= 0) {
+		struct cmsghdr *c;
+
+		memset(&u, 0, sizeof(u));
+		m.msg_control = u.buf;
+		m.msg_controllen = sizeof(u.buf);
+		c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	for (;;) {
+		if (sendmsg(sock, &m, MSG_NOSIGNAL) >= 0)
+			return 0;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+/* Receives one control message: its kind, and the fd passed along (-1 when none).
+ * 0 at the end of the stream (the worker is gone). */
+static int ctl_recv(int sock, uint32_t *ret_kind, int *ret_fd)
+{
+	uint32_t k = 0;
+	struct iovec iov = {.iov_base = &k, .iov_len = sizeof(k)};
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct msghdr m = {.msg_iov = &iov,
+	                   .msg_iovlen = 1,
+	                   .msg_control = u.buf,
+	                   .msg_controllen = sizeof(u.buf)};
+	ssize_t n;
+
+	*ret_fd = -1;
+	do
+		n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+		    c->cmsg_len == CMSG_LEN(sizeof(int)) && *ret_fd < 0)
+			memcpy(ret_fd, CMSG_DATA(c), sizeof(int));
+	if (n == 0)
+		return 0;
+	if (n != sizeof(k)) {
+		if (*ret_fd >= 0)
+			close(TAKE_FD(*ret_fd));
+		return -EBADMSG;
+	}
+	*ret_kind = k;
+	return 1;
+}
+
 /* Not synced: the state describes a running daemon, and only a locked state (a live
  * daemon, so no crash since it was written) is ever believed; after a crash it is stale
  * whatever it contains. */
@@ -344,11 +440,15 @@ int lifecycle_register(struct lifecycle *lc, const struct mount_info *info)
 
 	if ((info->manifest && !digest_valid(info->manifest)) || lc->registered)
 		return -EINVAL;
-	o = json_pack("{s:o, s:s, s:s, s:I, s:o, s:b, s:b}", "manifest",
+	/* pid: the process whose exit a stop waits for, the supervisor when there is one. */
+	o = json_pack("{s:o, s:s, s:s, s:I, s:o, s:b, s:b, s:b, s:b, s:o}", "manifest",
 	              info->manifest ? json_string(info->manifest) : json_null(), "ref", info->ref,
-	              "mountpoint", info->mountpoint, "pid", (json_int_t)getpid(), "upper",
+	              "mountpoint", info->mountpoint, "pid",
+	              (json_int_t)(lc->supervisor ? lc->supervisor : getpid()), "upper",
 	              info->upper ? json_string(info->upper) : json_null(), "upper_given",
-	              info->upper_given, "ro", info->ro);
+	              info->upper_given, "ro", info->ro, "lazy", info->lazy, "supervised",
+	              lc->supervisor != 0, "opts",
+	              info->extra_opts ? json_string(info->extra_opts) : json_null());
 	if (!o)
 		return -ENOMEM;
 	text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -373,6 +473,9 @@ int lifecycle_register(struct lifecycle *lc, const struct mount_info *info)
 		(void)flock(lc->s->lock_fd, LOCK_UN);
 		lc->store_locked = false;
 	}
+	/* The supervisor keeps the lock for as long as the mount lives, whatever the worker. */
+	if (lc->ctl_fd >= 0)
+		return ctl_send(lc->ctl_fd, CTL_REGISTERED, lc->state_fd);
 	return 0;
 }
 
@@ -391,10 +494,44 @@ int lifecycle_set_held(struct lifecycle *lc, const char *const *manifests, size_
 	return write_file_atomic(lc->dir_fd, "held", text, len, 0644);
 }
 
-void lifecycle_ready(struct lifecycle *lc)
+/* Messages to the log, stdin and stdout to /dev/null, stderr to the log. */
+static void redirect_to_log(int log_fd)
 {
 	int null_fd;
 
+	log_set_fd(log_fd, true);
+	null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null_fd >= 0) {
+		dup2(null_fd, STDIN_FILENO);
+		dup2(null_fd, STDOUT_FILENO);
+		dup2(log_fd, STDERR_FILENO);
+		close(null_fd);
+	}
+}
+
+bool lifecycle_supervised(const struct lifecycle *lc)
+{
+	return lc->supervisor != 0 || lc->attached;
+}
+
+bool lifecycle_is_takeover(const struct lifecycle *lc)
+{
+	return lc->attached;
+}
+
+void lifecycle_ready(struct lifecycle *lc, int conn_fd)
+{
+	int null_fd;
+
+	if (lc->ctl_fd >= 0) {
+		/* The supervisor tells the waiting parent, once it holds the connection. */
+		if (lc->notify_fd >= 0)
+			close(TAKE_FD(lc->notify_fd));
+		if (!lc->attached)
+			redirect_to_log(lc->log_fd);
+		(void)ctl_send(lc->ctl_fd, CTL_READY, lc->attached ? -1 : conn_fd);
+		return;
+	}
 	if (lc->notify_fd < 0)
 		return;
 	log_set_fd(lc->log_fd, true);
@@ -426,6 +563,428 @@ static int run_daemon(struct store *s, const struct lifecycle_opts *o, int notif
 	r = o->serve(lc, o->userdata);
 	if (r >= 0 && !lc->registered)
 		r = log_errno(LOG_ERR, -EINVAL, "'%s' was served without a state", o->mountpoint);
+	return r;
+}
+
+/* ---- the supervisor of a mount ---- */
+
+/* A worker that crashes (SIGSEGV and the like, not a kill) CRASH_LIMIT times within
+ * CRASH_WINDOW_MS is not replaced again: a request that crashes every worker would
+ * otherwise keep the mount in a loop of restarts. */
+#define CRASH_LIMIT 5
+#define CRASH_WINDOW_MS 60000
+/* The exit status of a child that could not execute the worker. */
+#define WORKER_EXEC_FAILED 127
+
+struct supervisor {
+	struct lifecycle *lc;
+	const struct lifecycle_opts *o;
+	char *exe;    /* the binary to execute for a new worker, as it was named at start */
+	int conn_fd;  /* the connection, once the first worker passed it; else -1 */
+	int ctl_fd;   /* our end of the current worker's control socket, or -1 */
+	pid_t worker; /* the current worker, 0 when none */
+	bool serving; /* the current worker said it serves */
+	bool ever_ready;
+	bool stopping;   /* asked to stop: no new worker */
+	bool restarting; /* the current worker is being replaced on request */
+	unsigned restarts;
+	uint64_t crash_ms[CRASH_LIMIT]; /* when the last workers crashed (a ring) */
+	unsigned n_crashes;
+};
+
+/* The path of the running binary, without the " (deleted)" the kernel appends once it was
+ * replaced: the name an upgrade installs the new binary under. */
+static char *self_exe(void)
+{
+	char buf[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+
+	if (n <= 0)
+		return NULL;
+	buf[n] = '\0';
+	if (n > 10 && streq(buf + n - 10, " (deleted)"))
+		buf[n - 10] = '\0';
+	return strdup(buf);
+}
+
+/* ROOT/mounts/NAME/worker: the worker serving now and how many came before it. */
+static void write_worker_file(struct supervisor *sv)
+{
+	char text[128];
+	int n = snprintf(text, sizeof(text), "{\"pid\":%d,\"restarts\":%u}\n", (int)sv->worker,
+	                 sv->restarts);
+
+	(void)write_file_atomic(sv->lc->dir_fd, "worker", text, (size_t)n, 0644);
+}
+
+/* Whether the connection still serves a mount: the kernel flags the device with POLLERR
+ * once the filesystem is unmounted or the connection aborted. */
+static bool conn_alive(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = 0};
+
+	if (fd < 0)
+		return false;
+	return !(poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLNVAL)));
+}
+
+/* In a child of the supervisor: dies with it, and gets the signals it blocked back. */
+static void worker_child_setup(pid_t supervisor, const sigset_t *mask)
+{
+	signal(SIGPIPE, SIG_IGN);
+	sigprocmask(SIG_SETMASK, mask, NULL);
+	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != supervisor)
+		_exit(1);
+}
+
+/* Moves fd to target (which may be taken by something else that is then closed). */
+static int move_fd(int fd, int target)
+{
+	if (fd == target)
+		return fcntl(fd, F_SETFD, 0) < 0 ? -errno : 0;
+	if (dup2(fd, target) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Executes a new worker with the connection and a control socket. */
+static int spawn_worker(struct supervisor *sv, const sigset_t *mask)
+{
+	int sp[2];
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		int r = -errno;
+
+		close(sp[0]);
+		close(sp[1]);
+		return r;
+	}
+	if (pid == 0) {
+		size_t n = 0;
+		const char **argv;
+		int conn, ctl;
+
+		worker_child_setup(sv->lc->supervisor, mask);
+		/* Above the numbers they move to, so that neither overwrites the other. */
+		conn = fcntl(sv->conn_fd, F_DUPFD_CLOEXEC, 10);
+		ctl = fcntl(sp[1], F_DUPFD_CLOEXEC, 10);
+		if (conn < 0 || ctl < 0 || move_fd(conn, 3) < 0 || move_fd(ctl, 4) < 0 ||
+		    setenv(HANDOFF_ENV, "3,4", 1) < 0) {
+			log_errno(LOG_ERR, -errno, "cannot start a new daemon for '%s'",
+			          sv->o->mountpoint);
+			_exit(126);
+		}
+		while (sv->o->worker_argv[n])
+			n++;
+		argv = calloc(n + 1, sizeof(*argv));
+		if (!argv)
+			_exit(126);
+		argv[0] = sv->exe;
+		for (size_t i = 1; i < n; i++)
+			argv[i] = sv->o->worker_argv[i];
+		execv(sv->exe, (char *const *)argv);
+		_exit(WORKER_EXEC_FAILED); /* the supervisor says why */
+	}
+	close(sp[1]);
+	sv->ctl_fd = sp[0];
+	sv->worker = pid;
+	sv->serving = false;
+	return 0;
+}
+
+/* Runs o->serve in a forked child: the first worker, which mounts. */
+static int spawn_first(struct supervisor *sv, const sigset_t *mask)
+{
+	int sp[2];
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
+		return -errno;
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		int r = -errno;
+
+		close(sp[0]);
+		close(sp[1]);
+		return r;
+	}
+	if (pid == 0) {
+		int r;
+
+		worker_child_setup(sv->lc->supervisor, mask);
+		close(sp[0]);
+		sv->lc->ctl_fd = sp[1];
+		r = sv->o->serve(sv->lc, sv->o->userdata);
+		/* The claim is the supervisor's: nothing of lc is freed or removed here. */
+		_exit(r < 0 ? 1 : 0);
+	}
+	close(sp[1]);
+	sv->ctl_fd = sp[0];
+	sv->worker = pid;
+	return 0;
+}
+
+/* A message of the current worker. */
+static void handle_ctl(struct supervisor *sv)
+{
+	struct lifecycle *lc = sv->lc;
+	uint32_t kind = 0;
+	int fd = -1, r;
+
+	r = ctl_recv(sv->ctl_fd, &kind, &fd);
+	if (r <= 0) {
+		/* The worker is gone (its exit is handled on SIGCHLD). */
+		close(TAKE_FD(sv->ctl_fd));
+		return;
+	}
+	if (kind == CTL_REGISTERED && fd >= 0 && !lc->registered) {
+		lc->state_fd = TAKE_FD(fd);
+		lc->registered = true;
+		lc->linked = true;
+		lc->store_locked = false; /* the worker released it, for both of us */
+	} else if (kind == CTL_READY && lc->registered && (fd >= 0 || sv->conn_fd >= 0)) {
+		if (sv->conn_fd < 0)
+			sv->conn_fd = TAKE_FD(fd);
+		sv->serving = true;
+		write_worker_file(sv);
+		if (!sv->ever_ready) {
+			sv->ever_ready = true;
+			if (lc->notify_fd >= 0) {
+				redirect_to_log(lc->log_fd);
+				(void)write_full(lc->notify_fd, "", 1);
+				close(TAKE_FD(lc->notify_fd));
+			}
+		} else
+			log_msg(LOG_INFO, "daemon %d took over '%s' (restart %u)", (int)sv->worker,
+			        sv->o->mountpoint, sv->restarts);
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
+/* The worker exited with status: the mount ends, or a new worker takes over. Returns 1 to
+ * go on, 0 when the mount ended, -errno when it failed (logged). */
+static int worker_exited(struct supervisor *sv, int status, const sigset_t *mask)
+{
+	bool was_serving = sv->serving;
+	int r;
+
+	sv->worker = 0;
+	sv->serving = false;
+	if (sv->ctl_fd >= 0)
+		close(TAKE_FD(sv->ctl_fd));
+	if (!sv->ever_ready) {
+		/* The first worker failed (it said why); the parent sees the end of the pipe. */
+		if (WIFSIGNALED(status))
+			log_msg(LOG_ERR, "cannot mount '%s': the daemon was killed by signal %d",
+			        sv->o->mountpoint, WTERMSIG(status));
+		return -EIO;
+	}
+	if (sv->stopping || !conn_alive(sv->conn_fd))
+		return 0; /* unmounted */
+	if (!was_serving && WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXEC_FAILED &&
+	    access(sv->exe, X_OK) < 0) {
+		log_msg(
+		    LOG_ERR,
+		    "'%s' is dead: cannot execute '%s' for a new daemon: %s; run 'imgfs umount %s'",
+		    sv->o->mountpoint, sv->exe, strerror(errno), sv->o->mountpoint);
+		return -EIO;
+	}
+	if (!was_serving) {
+		log_msg(LOG_ERR,
+		        "'%s' is dead: its new daemon could not start (exit status %d); run "
+		        "'imgfs umount %s'",
+		        sv->o->mountpoint,
+		        WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+		        sv->o->mountpoint);
+		return -EIO;
+	}
+	if (WIFSIGNALED(status) && !sv->restarting &&
+	    (WTERMSIG(status) == SIGSEGV || WTERMSIG(status) == SIGBUS ||
+	     WTERMSIG(status) == SIGABRT || WTERMSIG(status) == SIGILL ||
+	     WTERMSIG(status) == SIGFPE || WTERMSIG(status) == SIGSYS)) {
+		uint64_t now = monotonic_ms();
+
+		sv->crash_ms[sv->n_crashes++ % CRASH_LIMIT] = now;
+		if (sv->n_crashes >= CRASH_LIMIT &&
+		    now - sv->crash_ms[sv->n_crashes % CRASH_LIMIT] < CRASH_WINDOW_MS) {
+			log_msg(
+			    LOG_ERR,
+			    "'%s' is dead: its daemon crashed %d times within %d s (last: signal "
+			    "%d); run 'imgfs umount %s'",
+			    sv->o->mountpoint, CRASH_LIMIT, CRASH_WINDOW_MS / 1000,
+			    WTERMSIG(status), sv->o->mountpoint);
+			return -EIO;
+		}
+	}
+	if (sv->restarting)
+		log_msg(LOG_INFO, "replacing the daemon of '%s' with '%s'", sv->o->mountpoint,
+		        sv->exe);
+	else if (WIFSIGNALED(status))
+		log_msg(LOG_WARNING,
+		        "the daemon of '%s' was killed by signal %d; starting a new one",
+		        sv->o->mountpoint, WTERMSIG(status));
+	else
+		log_msg(LOG_WARNING, "the daemon of '%s' exited with status %d; starting a new one",
+		        sv->o->mountpoint, WEXITSTATUS(status));
+	sv->restarting = false;
+	sv->restarts++;
+	r = spawn_worker(sv, mask);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "'%s' is dead: cannot start a new daemon",
+		                 sv->o->mountpoint);
+	return 1;
+}
+
+/* A stop asked by signal: unmount (detached, as umount does for a busy mount) and let the
+ * worker end; when the mount is not ours to unmount here, end the worker. */
+static void supervisor_stop(struct supervisor *sv)
+{
+	sv->stopping = true;
+	if (sv->ever_ready && unmount_path(sv->o->mountpoint, true) == 0)
+		return;
+	if (sv->worker > 0)
+		(void)kill(sv->worker, SIGKILL);
+}
+
+/* Closes every fd above stderr but those in keep. */
+static void close_others(const int *keep, size_t n)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	int self = d ? dirfd(d) : -1;
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		char *end;
+		long fd = strtol(de->d_name, &end, 10);
+		bool kept = false;
+
+		if (*end || end == de->d_name || fd <= STDERR_FILENO || fd == self)
+			continue;
+		for (size_t i = 0; i < n; i++)
+			kept = kept || keep[i] == fd;
+		if (!kept)
+			close((int)fd);
+	}
+	closedir(d);
+}
+
+/* The supervisor: claims the mount, runs its workers until it is unmounted. notify_fd is
+ * the pipe to the waiting parent. */
+static int supervise(struct store *s, const struct lifecycle_opts *o, int notify_fd)
+{
+	_cleanup_(lifecycle_freep) struct lifecycle *lc = NULL;
+	_cleanup_close_ int sigfd = -1;
+	struct supervisor sv = {.o = o, .conn_fd = -1, .ctl_fd = -1};
+	sigset_t block, old;
+	int r;
+
+	r = claim(s, o, notify_fd, &lc);
+	if (r < 0) {
+		if (notify_fd >= 0)
+			close(notify_fd);
+		return r;
+	}
+	sv.lc = lc;
+	lc->supervisor = getpid();
+	sv.exe = self_exe();
+	if (!sv.exe)
+		return log_errno(LOG_ERR, -errno, "cannot mount '%s': cannot find the imgfs binary",
+		                 o->mountpoint);
+	sigemptyset(&block);
+	sigaddset(&block, SIGCHLD);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGHUP);
+	sigprocmask(SIG_BLOCK, &block, &old);
+	sigfd = signalfd(-1, &block, SFD_CLOEXEC);
+	if (sigfd < 0) {
+		r = log_errno(LOG_ERR, -errno, "cannot mount '%s'", o->mountpoint);
+		goto out;
+	}
+	r = spawn_first(&sv, &old);
+	if (r < 0) {
+		log_errno(LOG_ERR, r, "cannot mount '%s'", o->mountpoint);
+		goto out;
+	}
+	{
+		/* Nothing else the command opened stays with the supervisor: an OFD lock a
+		 * worker takes on a file of a shared description (a lazy blob) would outlive it. */
+		const int keep[] = {lc->dir_fd, lc->log_fd, lc->notify_fd, s->root_fd,
+		                    s->lock_fd, sigfd,      sv.ctl_fd};
+
+		close_others(keep, ARRAY_SIZE(keep));
+	}
+	for (;;) {
+		struct pollfd p[2] = {{.fd = sigfd, .events = POLLIN},
+		                      {.fd = sv.ctl_fd, .events = POLLIN}};
+		struct signalfd_siginfo si;
+
+		if (poll(p, sv.ctl_fd >= 0 ? 2 : 1, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			r = log_errno(LOG_ERR, -errno, "supervising '%s' failed", o->mountpoint);
+			break;
+		}
+		if (sv.ctl_fd >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)))
+			handle_ctl(&sv);
+		if (!(p[0].revents & POLLIN) || read(sigfd, &si, sizeof(si)) != sizeof(si))
+			continue;
+		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+			supervisor_stop(&sv);
+		} else if (si.ssi_signo == SIGHUP) {
+			if (sv.worker > 0 && sv.serving) {
+				sv.restarting = true;
+				(void)kill(sv.worker, SIGKILL);
+			}
+		} else if (si.ssi_signo == SIGCHLD) {
+			int status;
+			pid_t pid;
+			bool done = false;
+
+			while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+				if (pid != sv.worker)
+					continue;
+				/* What the worker said before it died counts first. */
+				while (sv.ctl_fd >= 0 &&
+				       poll(&(struct pollfd){.fd = sv.ctl_fd, .events = POLLIN}, 1,
+				            0) == 1)
+					handle_ctl(&sv);
+				r = worker_exited(&sv, status, &old);
+				if (r <= 0) {
+					done = true;
+					break;
+				}
+			}
+			if (done)
+				break;
+		}
+	}
+out:
+	if (sv.worker > 0) {
+		(void)kill(sv.worker, SIGKILL);
+		(void)waitpid(sv.worker, NULL, 0);
+	}
+	if (sv.ctl_fd >= 0)
+		close(sv.ctl_fd);
+	/* Closing the last fd of a connection still mounted aborts it: a dead mount. */
+	if (sv.conn_fd >= 0)
+		close(sv.conn_fd);
+	if (r < 0 && lc->registered) {
+		/* Left for `imgfs umount`, which detaches the dead mount and cleans up; the
+		 * directory's fd goes with this process. */
+		lc->dir_fd = -1;
+		lc->linked = false;
+	}
+	free(sv.exe);
 	return r;
 }
 
@@ -495,7 +1054,7 @@ int lifecycle_start(struct store *s, const struct lifecycle_opts *o)
 			log_errno(LOG_ERR, r, "cannot open the lock of the store '%s'", s->root);
 			_exit(1);
 		}
-		r = run_daemon(s, o, pipefd[1]);
+		r = o->worker_argv ? supervise(s, o, pipefd[1]) : run_daemon(s, o, pipefd[1]);
 		_exit(r < 0 ? 1 : 0);
 	}
 	close(pipefd[1]);
@@ -756,6 +1315,7 @@ void mount_status_done(struct mount_status *st)
 	free(st->ref);
 	free(st->manifest);
 	free(st->upper);
+	free(st->extra_opts);
 	*st = (struct mount_status){0};
 }
 
@@ -816,6 +1376,24 @@ static void read_decoded(int dirfd, struct mount_status *st)
 	json_decref(j);
 }
 
+/* The worker a supervisor runs now (ROOT/mounts/NAME/worker): daemon-pid, restarts. */
+static void read_worker(int dirfd, struct mount_status *st)
+{
+	_cleanup_free_ char *text = NULL;
+	json_t *j, *v;
+
+	st->pid = 0;
+	if (read_file_full(dirfd, "worker", STATE_MAX_SIZE, &text, NULL) < 0)
+		return;
+	j = json_loads(text, 0, NULL);
+	v = json_object_get(j, "pid");
+	if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= INT_MAX &&
+	    kill((pid_t)json_integer_value(v), 0) == 0)
+		st->pid = (pid_t)json_integer_value(v);
+	st->restarts = (unsigned)MIN(json_u64(j, "restarts"), (uint64_t)UINT_MAX);
+	json_decref(j);
+}
+
 int lifecycle_status(struct store *s, const char *arg, struct mount_status *ret)
 {
 	_cleanup_free_ char *path = NULL, *dir = NULL;
@@ -843,6 +1421,11 @@ int lifecycle_status(struct store *s, const char *arg, struct mount_status *ret)
 
 		st.alive = state_lock(dirfd) == STATE_LOCKED;
 		st.pid = st.alive ? state_pid(j) : 0;
+		if (st.alive && json_is_true(json_object_get(j, "supervised"))) {
+			st.supervisor_pid = st.pid;
+			read_worker(dirfd, &st);
+		}
+		st.extra_opts = json_strdup(j, "opts");
 		st.ref = json_strdup(j, "ref");
 		st.manifest = json_strdup(j, "manifest");
 		st.upper = json_strdup(j, "upper");
@@ -993,4 +1576,149 @@ int lifecycle_reap(struct store *s, unsigned *ret_removed)
 	if (ret_removed)
 		*ret_removed = removed;
 	return r;
+}
+
+/* ---- workers executed by a supervisor ---- */
+
+int lifecycle_attach(struct store *s, const char *mountpoint, struct lifecycle **ret,
+                     int *ret_conn_fd, struct mount_status *ret_state)
+{
+	_cleanup_(lifecycle_freep) struct lifecycle *lc = NULL;
+	_cleanup_free_ char *root = NULL;
+	const char *env = getenv(HANDOFF_ENV);
+	struct mount_status st = {0};
+	int conn = -1, ctl = -1;
+	json_t *j;
+
+	if (!env || sscanf(env, "%d,%d", &conn, &ctl) != 2 || conn < 0 || ctl < 0 ||
+	    fcntl(conn, F_GETFD) < 0 || fcntl(ctl, F_GETFD) < 0) {
+		log_msg(LOG_ERR, "cannot serve '%s': not started by the supervisor of a mount",
+		        mountpoint);
+		return -EINVAL;
+	}
+	(void)fcntl(conn, F_SETFD, FD_CLOEXEC);
+	(void)fcntl(ctl, F_SETFD, FD_CLOEXEC);
+	unsetenv(HANDOFF_ENV);
+	lc = calloc(1, sizeof(*lc));
+	if (!lc)
+		return -ENOMEM;
+	*lc = (struct lifecycle){.s = s,
+	                         .dir_fd = -1,
+	                         .state_fd = -1,
+	                         .log_fd = -1,
+	                         .notify_fd = -1,
+	                         .ctl_fd = ctl,
+	                         .attached = true};
+	lifecycle_name(mountpoint, lc->name);
+	snprintf(lc->rel, sizeof(lc->rel), "mounts/%s", lc->name);
+	root = realpath(s->root, NULL);
+	lc->dir_path = root ? path_join(root, lc->rel) : NULL;
+	if (!lc->dir_path)
+		return log_errno(LOG_ERR, -errno, "cannot serve '%s': no store at '%s'", mountpoint,
+		                 s->root);
+	lc->dir_fd = openat(s->root_fd, lc->rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (lc->dir_fd < 0)
+		return log_errno(LOG_ERR, -errno, "cannot serve '%s': cannot open '%s'", mountpoint,
+		                 lc->dir_path);
+	lc->log_fd = openat(lc->dir_fd, "log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (lc->log_fd >= 0)
+		redirect_to_log(lc->log_fd);
+	j = read_state(lc->dir_fd);
+	if (!json_is_object(j)) {
+		json_decref(j);
+		return log_errno(LOG_ERR, -EBADMSG, "cannot serve '%s': no state in '%s'",
+		                 mountpoint, lc->dir_path);
+	}
+	st.ref = json_strdup(j, "ref");
+	st.manifest = json_strdup(j, "manifest");
+	st.upper = json_strdup(j, "upper");
+	st.mountpoint = json_strdup(j, "mountpoint");
+	st.extra_opts = json_strdup(j, "opts");
+	st.ro = json_is_true(json_object_get(j, "ro"));
+	st.upper_given = json_is_true(json_object_get(j, "upper_given"));
+	st.lazy = json_is_true(json_object_get(j, "lazy"));
+	st.supervisor_pid = state_pid(j);
+	json_decref(j);
+	st.dir = strdup(lc->dir_path);
+	if (!st.ref || !st.manifest || !st.mountpoint || !streq(st.mountpoint, mountpoint) ||
+	    !digest_valid(st.manifest)) {
+		mount_status_done(&st);
+		return log_errno(LOG_ERR, -EBADMSG, "cannot serve '%s': a bad state in '%s'",
+		                 mountpoint, lc->dir_path);
+	}
+	lc->supervisor = st.supervisor_pid;
+	lc->registered = true;
+	*ret_conn_fd = conn;
+	*ret_state = st;
+	*ret = TAKE_PTR(lc);
+	return 0;
+}
+
+void lifecycle_detach(struct lifecycle *lc)
+{
+	lifecycle_free(lc);
+}
+
+int lifecycle_restart(struct store *s, const char *arg)
+{
+	_cleanup_free_ char *path = NULL, *dir = NULL;
+	_cleanup_close_ int dirfd = -1;
+	struct mount_status before = {0}, now = {0};
+	char name[LIFECYCLE_NAME_MAX];
+	int64_t deadline;
+	int r;
+
+	r = lifecycle_canonical_path(arg, &path);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "cannot restart '%s'", arg);
+	lifecycle_name(path, name);
+	r = open_mount_dir(s, path, name, &dirfd, &dir);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "cannot restart '%s'", path);
+	if (dirfd < 0) {
+		log_msg(LOG_ERR, "cannot restart '%s': not an imgfs mount", path);
+		return -ENOENT;
+	}
+	{
+		json_t *j = read_state(dirfd);
+		bool supervised = json_is_true(json_object_get(j, "supervised"));
+
+		before.supervisor_pid = supervised ? state_pid(j) : 0;
+		json_decref(j);
+	}
+	if (state_lock(dirfd) != STATE_LOCKED) {
+		log_msg(LOG_ERR, "cannot restart '%s': its daemon is dead; run 'imgfs umount %s'",
+		        path, path);
+		return -ESRCH;
+	}
+	if (before.supervisor_pid <= 0) {
+		log_msg(LOG_ERR,
+		        "cannot restart '%s': it runs in the foreground, without a supervisor",
+		        path);
+		return -EINVAL;
+	}
+	read_worker(dirfd, &before);
+	if (kill(before.supervisor_pid, SIGHUP) < 0)
+		return log_errno(LOG_ERR, -errno,
+		                 "cannot restart '%s': cannot signal its supervisor %d", path,
+		                 (int)before.supervisor_pid);
+	deadline = (int64_t)monotonic_ms() + RESTART_TIMEOUT_MS;
+	for (;;) {
+		(void)poll(NULL, 0, 20);
+		now = (struct mount_status){0};
+		if (state_lock(dirfd) != STATE_LOCKED) {
+			log_msg(LOG_ERR, "'%s' died while its daemon was replaced; see %s/log",
+			        path, dir);
+			return -EIO;
+		}
+		read_worker(dirfd, &now);
+		if (now.restarts > before.restarts && now.pid > 0)
+			return 0;
+		if ((int64_t)monotonic_ms() >= deadline) {
+			log_msg(LOG_ERR,
+			        "cannot restart '%s': no new daemon within %d s; see %s/log", path,
+			        RESTART_TIMEOUT_MS / 1000, dir);
+			return -ETIMEDOUT;
+		}
+	}
 }

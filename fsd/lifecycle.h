@@ -37,6 +37,8 @@ struct mount_info {
 	const char *upper;      /* the writable layer's directory, NULL when read-only */
 	bool upper_given;       /* upper is the user's (--upper), kept at umount */
 	bool ro;
+	bool lazy;              /* the layers are fetched as they are read */
+	const char *extra_opts; /* the user's -o options, or NULL */
 };
 
 /* ROOT/mounts/NAME for a canonical mountpoint path: the first 12 hex digits of the path's
@@ -63,6 +65,15 @@ struct lifecycle_opts {
 	bool keep_work;         /* leave ROOT/mounts/NAME/work of a dead daemon (recovery) */
 	lifecycle_serve_fn serve;
 	void *userdata;
+	/* The command line of a new worker (argv[0] is replaced, see below), or NULL for an
+	 * unsupervised mount. Supervised mounts (not in the foreground): the process that
+	 * claims the mount is a supervisor that keeps the claim, the state and the connection
+	 * (the fd the worker passes to lifecycle_ready()), and runs the serving process, the
+	 * worker, as its child: first o->serve in a forked child, then, each time a worker
+	 * dies, this command line executed from the path of the binary that started the
+	 * mount, as that path was then (an upgrade installed there is picked up). The new
+	 * worker finds the connection with lifecycle_attach(). */
+	const char *const *worker_argv;
 };
 
 /* Starts a mount: refuses a mountpoint an imgfs mount (live or dead) already covers, then
@@ -86,8 +97,30 @@ int lifecycle_register(struct lifecycle *lc, const struct mount_info *info);
  * lives, gc keeps them as it keeps a state's manifest (lifecycle_for_each_live()). */
 int lifecycle_set_held(struct lifecycle *lc, const char *const *manifests, size_t n);
 
-/* Tells the waiting parent the mount is live; from now on messages go to the log. */
-void lifecycle_ready(struct lifecycle *lc);
+/* Tells the waiting parent (or the supervisor) the mount is live; from now on messages go
+ * to the log. conn_fd: the connection a supervisor keeps across workers (the first worker
+ * of a supervised mount passes it; else -1). */
+void lifecycle_ready(struct lifecycle *lc, int conn_fd);
+
+/* Whether lc is a worker of a supervised mount, and whether it took over from a dead or
+ * replaced one (lifecycle_attach()). */
+bool lifecycle_supervised(const struct lifecycle *lc);
+bool lifecycle_is_takeover(const struct lifecycle *lc);
+
+struct mount_status;
+
+/* In a worker executed by the supervisor of the mount at mountpoint (canonical): opens
+ * ROOT/mounts/NAME (the claim stays with the supervisor), sends messages to its log, sets
+ * *ret_conn_fd to the connection the supervisor kept and *ret_state to the mount's state.
+ * Errors are logged. Free lc with lifecycle_detach(), which removes nothing. */
+int lifecycle_attach(struct store *s, const char *mountpoint, struct lifecycle **ret,
+                     int *ret_conn_fd, struct mount_status *ret_state);
+void lifecycle_detach(struct lifecycle *lc);
+
+/* Asks the supervisor of the mount at mountpoint (an argument as the user gave it) to
+ * replace its worker with a new one started from the installed binary, without unmounting,
+ * and waits until the new worker serves (up to 30 s). Returns 0 or -errno (logged). */
+int lifecycle_restart(struct store *s, const char *mountpoint);
 
 /* Stops the mount at mountpoint (an argument as the user gave it): unmounts it (detached
  * when its daemon is dead), waits for the daemon to exit, removes ROOT/mounts/NAME and the
@@ -102,10 +135,13 @@ struct mount_status {
 	char *mountpoint; /* canonical */
 	char *ref, *manifest, *upper;
 	bool ro, upper_given;
-	bool alive;   /* a daemon holds the mount */
-	bool mounted; /* an imgfs mount is at the mountpoint (in this mount namespace) */
-	pid_t pid;    /* the daemon serving requests, 0 when dead */
-	bool lazy;    /* the layers are fetched as they are read; then the bytes: */
+	bool alive;           /* a daemon holds the mount */
+	bool mounted;         /* an imgfs mount is at the mountpoint (in this mount namespace) */
+	pid_t pid;            /* the daemon serving requests, 0 when dead */
+	pid_t supervisor_pid; /* the process keeping the mount, 0 when none (or dead) */
+	unsigned restarts;    /* workers started after the first (supervised mounts) */
+	char *extra_opts;     /* the user's -o options, NULL when none */
+	bool lazy;            /* the layers are fetched as they are read; then the bytes: */
 	uint64_t demand_bytes, fill_bytes, present, total;
 	bool decoded; /* the daemon reported what it decoded: */
 	uint64_t decoded_units, cache_hits, cache_stored, cache_corrupt;

@@ -26,6 +26,7 @@ static const char usage[] =
     "  status MOUNTPOINT      the state of a mount: image, upper, daemon (key: value)\n"
     "  layer-store [-f] DIR   serve image layers to podman and CRI-O at DIR (their\n"
     "                         additional layer store)\n"
+    "  restart MOUNTPOINT     replace a mount's daemon with the installed binary, in place\n"
     "  index push [--insecure] REF\n"
     "                         publish REF's layer indexes, for lazy mounts elsewhere\n"
     "  images                 list the images in the store\n"
@@ -57,10 +58,20 @@ static const struct {
 	const char *name;
 	int (*fn)(int argc, char **argv);
 } commands[] = {
-    {"pull", cmd_pull},     {"mount", cmd_mount},     {"umount", cmd_umount},
-    {"images", cmd_images}, {"inspect", cmd_inspect}, {"rmi", cmd_rmi},
-    {"gc", cmd_gc},         {"login", cmd_login},     {"run", cmd_run},
-    {"status", cmd_status}, {"index", cmd_index},     {"layer-store", cmd_layer_store},
+    {"pull", cmd_pull},
+    {"mount", cmd_mount},
+    {"umount", cmd_umount},
+    {"images", cmd_images},
+    {"inspect", cmd_inspect},
+    {"rmi", cmd_rmi},
+    {"gc", cmd_gc},
+    {"login", cmd_login},
+    {"run", cmd_run},
+    {"status", cmd_status},
+    {"index", cmd_index},
+    {"layer-store", cmd_layer_store},
+    {"restart", cmd_restart},
+    {"serve-worker", cmd_serve_worker},
 };
 
 /* The store root of --root, $IMGFS_ROOT or the default. */

@@ -6,12 +6,13 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sys/statvfs.h>
+#include "common/fileio.h"
 #include "common/log.h"
 #include "fs_internal.h"
 
 static const uint64_t lower_generation = 0;
 
-static void inode_free(struct inode *inode);
+static void inode_free(struct imgfs *fs, struct inode *inode);
 static void table_insert(struct imgfs *fs, struct inode *inode);
 
 bool imgfs_is_ro(const struct imgfs *fs)
@@ -51,7 +52,7 @@ static int make_root(struct imgfs *fs)
 	if (r >= 0 && fstat(root->dirfd, &st) < 0)
 		r = -errno;
 	if (r < 0) {
-		inode_free(root);
+		inode_free(fs, root);
 		return r;
 	}
 	root->upper = true;
@@ -114,8 +115,19 @@ int imgfs_new(const struct lower *lower, const struct imgfs_opts *opts, struct i
 	return 0;
 }
 
-static void inode_free(struct inode *inode)
+void orphan_name(uint64_t ino, char buf[32])
 {
+	snprintf(buf, 32, ORPHAN_PREFIX "%llx", (unsigned long long)ino);
+}
+
+static void inode_free(struct imgfs *fs, struct inode *inode)
+{
+	if (inode->orphan && fs->upper) {
+		char name[32];
+
+		orphan_name(inode->ino, name);
+		(void)unlinkat(upper_work_fd(fs->upper), name, 0);
+	}
 	if (inode->dirfd >= 0)
 		close(inode->dirfd);
 	if (inode->pathfd >= 0)
@@ -133,7 +145,7 @@ void imgfs_free(struct imgfs *fs)
 
 		for (n = fs->buckets[i]; n; n = next) {
 			next = n->next;
-			inode_free(n);
+			inode_free(fs, n);
 		}
 	}
 	free(fs->buckets);
@@ -270,7 +282,7 @@ static void table_remove(struct imgfs *fs, struct inode *inode)
 			}
 		}
 		uindex_remove(fs, inode);
-		inode_free(inode);
+		inode_free(fs, inode);
 		inode = NULL;
 		if (parent) {
 			parent->refs--;
@@ -334,7 +346,8 @@ int inode_get(struct imgfs *fs, uint64_t ino, struct inode **ret)
 	if (!inode) {
 		if (!lower) {
 			pthread_mutex_unlock(&fs->lock);
-			return -ESTALE;
+			/* A number the kernel got from a process before this one. */
+			return fs->upper ? inode_restore(fs, ino, ret) : -ESTALE;
 		}
 		inode = calloc(1, sizeof(*inode));
 		if (!inode) {
@@ -388,6 +401,11 @@ void imgfs_forget(struct imgfs *fs, uint64_t ino, uint64_t nlookup)
 		pthread_mutex_unlock(&fs->lock);
 		log_debug("forget of unknown inode %llu", (unsigned long long)ino);
 		return;
+	}
+	if (inode->restored) {
+		/* Its count is not known: the kernel forgets an inode all at once. */
+		inode->restored = false;
+		nlookup = inode->nlookup;
 	}
 	if (nlookup > inode->nlookup) {
 		log_debug("forget of %llu lookups of inode %llu, which has %llu",
@@ -1124,4 +1142,22 @@ ssize_t imgfs_getxattr(struct imgfs *fs, uint64_t ino, const char *name, void *b
 ssize_t imgfs_listxattr(struct imgfs *fs, uint64_t ino, char *buf, size_t size)
 {
 	return fs->upper ? merged_listxattr(fs, ino, buf, size) : ro_listxattr(fs, ino, buf, size);
+}
+
+int imgfs_drop_orphans(struct imgfs *fs)
+{
+	struct dirent *de;
+	DIR *d;
+	int r;
+
+	if (!fs->upper)
+		return 0;
+	r = opendir_fd(upper_work_fd(fs->upper), &d);
+	if (r < 0)
+		return r;
+	while ((de = readdir(d)))
+		if (startswith(de->d_name, ORPHAN_PREFIX))
+			(void)unlinkat(upper_work_fd(fs->upper), de->d_name, 0);
+	closedir(d);
+	return 0;
 }

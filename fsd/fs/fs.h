@@ -229,3 +229,8 @@ int imgfs_removexattr(struct imgfs *fs, uint64_t ino, const char *name);
 /* access(2) for cred: R_OK/W_OK/X_OK against the mode bits (root passes all but X_OK on a
  * file without any x bit); W_OK on a read-only filesystem is -EROFS. */
 int imgfs_access(struct imgfs *fs, uint64_t ino, const struct imgfs_cred *cred, int mask);
+
+/* A new mount of a writable layer: drops the data of files that were unlinked while open
+ * when the mount that had them open ended (kept only for processes that take a mount
+ * over). */
+int imgfs_drop_orphans(struct imgfs *fs);

@@ -29,6 +29,14 @@ struct inode {
 	struct inode *next;  /* hash chain; protected by fs->lock */
 	struct inode *unext; /* chain of the upper index; protected by fs->lock */
 	bool indexed;        /* in the upper index; protected by fs->lock */
+	/* Found again for a number a process before this one gave the kernel (see
+	 * inode_restore()): its lookup count is not known, so it is kept until the kernel
+	 * forgets it. Protected by fs->lock. */
+	bool restored;
+	/* An upper file unlinked while open: a link work/orphan-INO keeps its data for the
+	 * processes that take the mount over, removed when the inode goes. Writable mounts;
+	 * protected by fs->ns. */
+	bool orphan;
 
 	/* Writable mounts only; protected by fs->ns (written with it held for writing). */
 	struct inode *parent; /* holds a reference; NULL for the root */
@@ -148,6 +156,23 @@ void notify_attr(struct imgfs *fs, uint64_t ino);
 /* The upper entry of a non-directory inode: (dirfd, name) for *at() calls, or (pathfd, "")
  * for an O_PATH fd. Called with fs->ns held. */
 int upper_ref(struct inode *inode, int *ret_fd, const char **ret_name);
+
+/* Node ids of writable mounts: lower node n is n + 1 (where the kernel has not got that
+ * number for another name of it), an object of the upper layer alone is this bit | its
+ * upper st_ino, so a process taking a mount over finds both again; anything else (an
+ * upper number in use twice) counts from n_nodes + 1 and cannot be found again. */
+#define UPPER_INO_BIT (UINT64_C(1) << 63)
+#define RESTORED_LOOKUPS (UINT64_C(1) << 40)
+
+/* The inode of node id ino, which the kernel got from a process before this one: a lower
+ * node looked up again by its path, an upper object by its upper st_ino (a walk of the
+ * upper). Takes fs->ns for reading; returns it with a reference, -ESTALE when it is not
+ * there any more (or was moved). */
+int inode_restore(struct imgfs *fs, uint64_t ino, struct inode **ret);
+
+/* The name in the work directory that keeps the data of inode ino, unlinked while open. */
+#define ORPHAN_PREFIX UPPER_ORPHAN_PREFIX
+void orphan_name(uint64_t ino, char buf[32]);
 
 /* fs_write.c */
 int copy_up(struct imgfs *fs, struct inode *inode, bool data);

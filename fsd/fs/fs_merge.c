@@ -217,6 +217,10 @@ int child_inode(struct imgfs *fs, struct inode *dir, const char *name, struct fo
 	if (lower != NO_NODE && !table_find_locked(fs, (uint64_t)lower + 1)) {
 		inode->ino = (uint64_t)lower + 1;
 		inode->generation = 0;
+	} else if (f->kind == FOUND_UPPER && (uint64_t)f->ust.st_ino < UPPER_INO_BIT &&
+	           !table_find_locked(fs, UPPER_INO_BIT | (uint64_t)f->ust.st_ino)) {
+		inode->ino = UPPER_INO_BIT | (uint64_t)f->ust.st_ino;
+		inode->generation = 1;
 	} else {
 		inode->ino = fs->next_ino++;
 		inode->generation = 1;
@@ -297,6 +301,10 @@ int stat_inode(struct imgfs *fs, struct inode *inode, int fd, struct stat *ret)
 			return r;
 	}
 	st.st_ino = (ino_t)inode->st_ino;
+	/* The link that keeps an unlinked open file for a process taking over is not the
+	 * user's. */
+	if (inode->orphan && st.st_nlink > 0)
+		st.st_nlink--;
 	/* overlayfs: a merged directory has no meaningful link count. */
 	if (S_ISDIR(inode->type) && inode->lower_dir != NO_NODE)
 		st.st_nlink = 1;
@@ -371,6 +379,195 @@ int lower_path(struct imgfs *fs, uint32_t node, char *buf, size_t size)
 		len += (size_t)r;
 	}
 	return (int)len;
+}
+
+/* ---- node ids a process before this one gave out ---- */
+
+/* Appends "/name" to path (of length *len). */
+static int path_push(char *path, size_t *len, size_t size, const char *name)
+{
+	size_t n = strlen(name);
+
+	if (*len + 1 + n + 1 > size)
+		return -ENAMETOOLONG;
+	path[(*len)++] = '/';
+	memcpy(path + *len, name, n + 1);
+	*len += n;
+	return 0;
+}
+
+/* Looks for the entry with inode number uino below the upper directory dfd (closed),
+ * depth first, appending its path to path. 1 when found, 0 when not. */
+static int upper_find(int dfd, ino_t uino, char *path, size_t *len, size_t size, int depth)
+{
+	struct dirent *de;
+	DIR *d;
+	int r = 0;
+
+	r = opendir_fd(dfd, &d);
+	close(dfd);
+	if (r < 0)
+		return 0;
+	while (r == 0 && (de = readdir(d))) {
+		size_t keep = *len;
+		int fd;
+
+		if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+			continue;
+		if (path_push(path, len, size, de->d_name) < 0)
+			continue;
+		if (de->d_ino == uino) {
+			r = 1;
+			break;
+		}
+		if (de->d_type == DT_DIR && depth < 256) {
+			fd = openat(dirfd(d), de->d_name,
+			            O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (fd >= 0)
+				r = upper_find(fd, uino, path, len, size, depth + 1);
+		}
+		if (r == 0) {
+			*len = keep;
+			path[keep] = '\0';
+		}
+	}
+	closedir(d);
+	return r;
+}
+
+/* The inode at path (absolute, in the merged view), with a reference. With fs->ns held. */
+static int walk_path(struct imgfs *fs, const char *path, struct inode **ret)
+{
+	char buf[PATH_MAX], *save = NULL, *tok;
+	struct inode *dir = fs->root, *child = NULL;
+	int r = 0;
+
+	if (strlen(path) >= sizeof(buf))
+		return -ENAMETOOLONG;
+	strcpy(buf, path);
+	inode_ref(fs, dir);
+	for (tok = strtok_r(buf, "/", &save); tok; tok = strtok_r(NULL, "/", &save)) {
+		struct found f;
+
+		if (!S_ISDIR(dir->type)) {
+			r = -ENOTDIR;
+			break;
+		}
+		r = resolve(fs, dir, tok, &f);
+		if (r >= 0)
+			r = child_inode(fs, dir, tok, &f, &child);
+		found_done(&f);
+		if (r < 0)
+			break;
+		inode_put(fs, dir, false);
+		dir = child;
+	}
+	if (r < 0) {
+		inode_put(fs, dir, false);
+		return r;
+	}
+	*ret = dir;
+	return 0;
+}
+
+/* An open file unlinked before this process took over: its link in the work directory. */
+static int restore_orphan(struct imgfs *fs, uint64_t ino, struct inode **ret)
+{
+	struct inode *inode, *old;
+	char name[32];
+	struct stat st;
+	int fd;
+
+	orphan_name(ino, name);
+	fd = openat(upper_work_fd(fs->upper), name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -ENOENT;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -ENOENT;
+	}
+	inode = calloc(1, sizeof(*inode));
+	if (!inode) {
+		close(fd);
+		return -ENOMEM;
+	}
+	*inode = (struct inode){
+	    .ino = ino,
+	    .generation = (ino & UPPER_INO_BIT) ? 1 : 0,
+	    .lower = NO_NODE,
+	    .data = NO_NODE,
+	    .type = S_IFREG,
+	    .refs = 1,
+	    .nlookup = RESTORED_LOOKUPS,
+	    .restored = true,
+	    .upper = true,
+	    .unlinked = true,
+	    .orphan = true,
+	    .lower_dir = NO_NODE,
+	    .dirfd = -1,
+	    .pathfd = fd,
+	    .upper_ino = st.st_ino,
+	    .st_ino = (ino & UPPER_INO_BIT) ? upper_st_ino(fs, st.st_ino) : ino,
+	};
+	pthread_mutex_lock(&fs->lock);
+	old = table_find_locked(fs, ino);
+	if (old) {
+		/* Another thread was first. */
+		old->refs++;
+		pthread_mutex_unlock(&fs->lock);
+		close(fd);
+		free(inode);
+		*ret = old;
+		return 0;
+	}
+	table_insert_locked(fs, inode);
+	pthread_mutex_unlock(&fs->lock);
+	*ret = inode;
+	return 0;
+}
+
+int inode_restore(struct imgfs *fs, uint64_t ino, struct inode **ret)
+{
+	char path[PATH_MAX] = "";
+	struct inode *inode;
+	size_t len = 0;
+	int r;
+
+	r = restore_orphan(fs, ino, ret);
+	if (r != -ENOENT)
+		return r;
+	if (ino & UPPER_INO_BIT) {
+		int fd = fcntl(upper_root_fd(fs->upper), F_DUPFD_CLOEXEC, 3);
+
+		if (fd < 0)
+			return -errno;
+		/* upper_find() closes fd. */
+		if (upper_find(fd, (ino_t)(ino & ~UPPER_INO_BIT), path, &len, sizeof(path), 0) != 1)
+			return -ESTALE;
+	} else if (ino >= 1 && ino <= fs->n_nodes) {
+		r = lower_path(fs, (uint32_t)(ino - 1), path, sizeof(path));
+		if (r < 0)
+			return r;
+	} else
+		return -ESTALE;
+	pthread_rwlock_rdlock(&fs->ns);
+	r = walk_path(fs, path, &inode);
+	pthread_rwlock_unlock(&fs->ns);
+	if (r < 0)
+		return r == -ENOENT || r == -ENOTDIR ? -ESTALE : r;
+	if (inode->ino != ino) {
+		inode_put(fs, inode, false);
+		return -ESTALE;
+	}
+	pthread_mutex_lock(&fs->lock);
+	if (!inode->restored) {
+		inode->restored = true;
+		inode->nlookup += RESTORED_LOOKUPS;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	log_debug("inode %llu found again at '%s'", (unsigned long long)ino, path);
+	*ret = inode;
+	return 0;
 }
 
 /* ---- the operations ---- */

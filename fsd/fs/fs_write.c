@@ -193,12 +193,27 @@ static int name_free(struct imgfs *fs, struct inode *dir, const char *name, bool
 	return 0;
 }
 
-/* Keeps an upper file reachable for open files once its name goes. */
-static void keep_for_open_files(struct inode *inode, int dirfd, const char *name)
+/* Keeps an upper file reachable for open files once its name goes: for this process by
+ * an O_PATH fd, for a process taking the mount over by a link work/orphan-INO when it is
+ * the file's last name (see inode_restore()). */
+static void keep_for_open_files(struct imgfs *fs, struct inode *inode, int dirfd, const char *name)
 {
-	if (S_ISDIR(inode->type) || inode->pathfd >= 0 || inode->refs <= 1)
+	char oname[32];
+	struct stat st;
+
+	if (S_ISDIR(inode->type) || inode->refs <= 1)
 		return;
-	inode->pathfd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (inode->pathfd < 0)
+		inode->pathfd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (!S_ISREG(inode->type) || inode->orphan ||
+	    upper_fstatat(fs->upper, dirfd, name, AT_SYMLINK_NOFOLLOW, &st) < 0 || st.st_nlink != 1)
+		return;
+	orphan_name(inode->ino, oname);
+	(void)unlinkat(upper_work_fd(fs->upper), oname, 0);
+	if (linkat(dirfd, name, upper_work_fd(fs->upper), oname, 0) == 0)
+		inode->orphan = true;
+	else
+		log_debug("cannot keep '%s' in the work directory: %d", name, -errno);
 }
 
 /* After one of inode's names was removed from the upper: unlinked when it was the last. */
@@ -207,7 +222,8 @@ static void name_removed(struct imgfs *fs, struct inode *inode)
 	struct stat st;
 
 	if (!S_ISDIR(inode->type) && inode->upper && inode->pathfd >= 0 &&
-	    upper_fstatat(fs->upper, inode->pathfd, "", AT_EMPTY_PATH, &st) == 0 && st.st_nlink > 0)
+	    upper_fstatat(fs->upper, inode->pathfd, "", AT_EMPTY_PATH, &st) == 0 &&
+	    st.st_nlink > (inode->orphan ? 1u : 0u))
 		return;
 	inode->unlinked = true;
 	/* Its upper inode number may be reused by the upper filesystem. */
@@ -457,7 +473,7 @@ static int remove_common(struct imgfs *fs, uint64_t parent, const char *name, bo
 	if (r < 0)
 		goto out_found;
 	if (f.kind == FOUND_UPPER) {
-		keep_for_open_files(child, dir->dirfd, name);
+		keep_for_open_files(fs, child, dir->dirfd, name);
 		/* Where the lower has this name, a whiteout must hide it. */
 		r = upper_remove(fs->upper, dir->dirfd, name, rmdir, f.lower != NO_NODE);
 	} else
@@ -656,7 +672,7 @@ int imgfs_rename(struct imgfs *fs, uint64_t parent, const char *name, uint64_t n
 		if (S_ISDIR(tgt->type))
 			r = upper_clear_whiteouts(tgt->dirfd);
 		else
-			keep_for_open_files(tgt, ndir->dirfd, newname);
+			keep_for_open_files(fs, tgt, ndir->dirfd, newname);
 		if (r < 0)
 			goto out;
 	}

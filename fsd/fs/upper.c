@@ -69,7 +69,7 @@ int upper_open(int root_fd, int work_fd, const char *prefix, struct upper **ret)
 	 * a second time. */
 	umask(0);
 	/* Leftovers of an interrupted copy-up or removal; pending names are for
-	 * upper_recover(). */
+	 * upper_recover(), orphans for the filesystem (imgfs_drop_orphans()). */
 	{
 		DIR *d;
 		struct dirent *de;
@@ -91,6 +91,7 @@ int upper_open(int root_fd, int work_fd, const char *prefix, struct upper **ret)
 			struct upper_pending_name p;
 
 			if (streq(de->d_name, ".") || streq(de->d_name, "..") ||
+			    startswith(de->d_name, UPPER_ORPHAN_PREFIX) ||
 			    upper_pending_name_parse(de->d_name, &p) >= 0)
 				continue;
 			(void)rm_rf_at(work_fd, de->d_name);

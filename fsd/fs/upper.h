@@ -77,6 +77,10 @@ struct upper;
  * IMGFS_TEST_SYNC_DELAY_MS (tests only) makes the syncer wait that long before it syncs
  * a copy. */
 int upper_open(int root_fd, int work_fd, const char *prefix, struct upper **ret);
+
+/* Names in the work directory that upper_open() leaves alone: files of the filesystem
+ * kept for open descriptors (see fs_internal.h). */
+#define UPPER_ORPHAN_PREFIX "orphan-"
 /* Syncs the pending copies first (the syncer drains its queue), then frees. */
 void upper_free(struct upper *u);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct upper *, upper_free);

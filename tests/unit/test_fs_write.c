@@ -714,6 +714,92 @@ static void test_listing_without_handle(void **state)
 	assert_null(strstr(listing(fs, ""), "c19"));
 }
 
+/* A second filesystem over the same upper and work directory: what a process taking the
+ * mount over opens. */
+static struct imgfs *second_fs(struct fixture *f)
+{
+	struct upper *u = NULL;
+	struct imgfs *fs = NULL;
+	struct lower l = mem_lower_of(&f->mem);
+	char p[PATH_MAX];
+	int rfd, wfd;
+
+	rfd = open(f->upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	snprintf(p, sizeof(p), "%s/work", f->dir);
+	wfd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(rfd >= 0 && wfd >= 0);
+	assert_int_equal(upper_open(rfd, wfd, UPPER_XATTR_USER, &u), 0);
+	assert_int_equal(imgfs_new(&l, &(struct imgfs_opts){.upper = u}, &fs), 0);
+	return fs;
+}
+
+/* Node ids mean the same to a second process, which never saw the lookups: an upper
+ * directory and file (numbered by their upper st_ino), a lower directory, a copied-up lower
+ * file, and a file unlinked while open (its data kept in the work directory until the
+ * inode goes). A number nothing has is stale. */
+static void test_takeover_ids(void **state)
+{
+	struct fixture *f = *state;
+	struct imgfs *a = f->fs, *b;
+	struct imgfs_file *fa, *fx, *fg, *fb;
+	struct imgfs_entry e;
+	struct stat st, ust;
+	uint64_t dino, nino, xino, sino, gino;
+	char buf[32], p[PATH_MAX];
+
+	assert_int_equal(imgfs_mkdir(a, IMGFS_ROOT_INO, "d", 0755, &f->cred, &e), 0);
+	dino = e.ino;
+	assert_int_equal(imgfs_create(a, dino, "n", 0644, O_RDWR, &f->cred, &e, &fa), 0);
+	nino = e.ino;
+	assert_int_equal(write_at(a, fa, "new\n", 4, 0), 4);
+	imgfs_release(a, fa);
+	snprintf(p, sizeof(p), "%s/d/n", f->upper);
+	assert_int_equal(stat(p, &ust), 0);
+	assert_int_equal(nino, (UINT64_C(1) << 63) | (uint64_t)ust.st_ino);
+	xino = walk(a, "a/x");
+	assert_int_equal(imgfs_open(a, xino, O_RDWR, &fx), 0);
+	assert_int_equal(write_at(a, fx, "AX", 2, 0), 2);
+	sino = walk(a, "a/sub");
+	assert_int_equal(imgfs_create(a, IMGFS_ROOT_INO, "gone", 0644, O_RDWR, &f->cred, &e, &fg),
+	                 0);
+	gino = e.ino;
+	assert_int_equal(write_at(a, fg, "gone data\n", 10, 0), 10);
+	assert_int_equal(imgfs_unlink(a, IMGFS_ROOT_INO, "gone"), 0);
+
+	/* a "dies": it is not freed until the end, as its process would never free it. */
+	b = second_fs(f);
+	assert_int_equal(imgfs_getattr(b, dino, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(imgfs_getattr(b, nino, &st), 0);
+	assert_int_equal(st.st_size, 4);
+	assert_int_equal(imgfs_open(b, nino, O_RDONLY, &fb), 0);
+	assert_int_equal(imgfs_read(b, fb, buf, sizeof(buf), 0), 4);
+	assert_memory_equal(buf, "new\n", 4);
+	imgfs_release(b, fb);
+	assert_int_equal(imgfs_open(b, xino, O_RDWR, &fb), 0);
+	assert_int_equal(imgfs_read(b, fb, buf, sizeof(buf), 0), 3);
+	assert_memory_equal(buf, "AX\n", 3);
+	imgfs_release(b, fb);
+	assert_int_equal(imgfs_getattr(b, sino, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(imgfs_open(b, gino, O_RDONLY, &fb), 0);
+	assert_int_equal(imgfs_read(b, fb, buf, sizeof(buf), 0), 10);
+	assert_memory_equal(buf, "gone data\n", 10);
+	assert_int_equal(imgfs_fgetattr(b, gino, fb, &st), 0);
+	assert_int_equal(st.st_nlink, 0);
+	imgfs_release(b, fb);
+	assert_int_equal(imgfs_getattr(b, (UINT64_C(1) << 63) | 99999999, &st), -ESTALE);
+	assert_int_equal(imgfs_getattr(b, 100000, &st), -ESTALE);
+	/* The kernel forgets the unlinked file: its data goes with its link in work/. */
+	imgfs_forget(b, gino, 1);
+	snprintf(p, sizeof(p), "%s/work/orphan-%llx", f->dir, (unsigned long long)gino);
+	assert_int_equal(access(p, F_OK), -1);
+	assert_int_equal(imgfs_getattr(b, gino, &st), -ESTALE);
+	imgfs_free(b);
+	imgfs_release(a, fx);
+	imgfs_release(a, fg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -728,6 +814,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_long_redirect_exdev, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_security_labels, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_listing_without_handle, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_takeover_ids, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

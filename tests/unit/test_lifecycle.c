@@ -82,7 +82,7 @@ static int serve(struct lifecycle *lc, void *userdata)
 	                           });
 	if (r < 0)
 		return r;
-	lifecycle_ready(lc);
+	lifecycle_ready(lc, -1);
 	for (;;)
 		pause();
 }

@@ -1,0 +1,232 @@
+/* The handle table; see handles.h. */
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "fsd/fs/handles.h"
+
+#define HANDLES_MAGIC UINT64_C(0x31444e4853464d49) /* "IMFSHND1" */
+
+/* Slot 0 of the mapping. */
+struct handles_header {
+	uint64_t magic;
+	uint32_t capacity;
+	uint32_t high; /* slots below this were used at some time */
+};
+
+_Static_assert(sizeof(struct handles_header) == sizeof(struct handle_rec), "one slot each");
+
+struct handles {
+	struct handle_rec *recs; /* the mapping: recs[0] is the header */
+	size_t map_size;
+	uint32_t capacity;
+	_Atomic(void *) *ptrs; /* capacity */
+	pthread_mutex_t lock;
+	uint32_t *free_slots; /* stack of free slots below high; protected by lock */
+	uint32_t n_free;      /* protected by lock */
+	uint32_t used;        /* protected by lock */
+};
+
+static struct handles_header *header(struct handles *h)
+{
+	return (struct handles_header *)(void *)h->recs;
+}
+
+void handles_free(struct handles *h)
+{
+	if (!h)
+		return;
+	if (h->recs)
+		munmap(h->recs, h->map_size);
+	free(h->ptrs);
+	free(h->free_slots);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+}
+
+int handles_open(int dirfd, const char *name, bool keep, uint32_t capacity, struct handles **ret)
+{
+	struct handles *h;
+	int fd = -1, r;
+	struct stat st;
+	void *map;
+
+	if (capacity < 2)
+		return -EINVAL;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	pthread_mutex_init(&h->lock, NULL);
+	h->capacity = capacity;
+	h->map_size = (size_t)capacity * sizeof(struct handle_rec);
+	h->ptrs = calloc(capacity, sizeof(*h->ptrs));
+	h->free_slots = malloc((size_t)capacity * sizeof(*h->free_slots));
+	if (!h->ptrs || !h->free_slots) {
+		handles_free(h);
+		return -ENOMEM;
+	}
+	if (dirfd >= 0) {
+		fd = openat(dirfd, name,
+		            O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (keep ? 0 : O_TRUNC), 0600);
+		if (fd < 0 || fstat(fd, &st) < 0) {
+			r = -errno;
+			goto fail;
+		}
+		if (keep && st.st_size != (off_t)h->map_size) {
+			r = -EBADMSG;
+			goto fail;
+		}
+		/* Sparse: only the pages of slots in use take room. */
+		if (!keep && ftruncate(fd, (off_t)h->map_size) < 0) {
+			r = -errno;
+			goto fail;
+		}
+		map = mmap(NULL, h->map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	} else {
+		keep = false;
+		map = mmap(NULL, h->map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		           -1, 0);
+	}
+	if (map == MAP_FAILED) {
+		r = -errno;
+		goto fail;
+	}
+	if (fd >= 0)
+		close(TAKE_FD(fd));
+	h->recs = map;
+	if (keep) {
+		struct handles_header *hd = header(h);
+
+		if (hd->magic != HANDLES_MAGIC || hd->capacity != capacity || hd->high > capacity ||
+		    hd->high < 1) {
+			handles_free(h);
+			return -EBADMSG;
+		}
+		for (uint32_t i = hd->high; i-- > 1;) {
+			if (h->recs[i].kind == HANDLE_FREE)
+				h->free_slots[h->n_free++] = i;
+			else if (h->recs[i].kind == HANDLE_FILE || h->recs[i].kind == HANDLE_DIR)
+				h->used++;
+			else
+				h->recs[i].kind = HANDLE_FREE, h->free_slots[h->n_free++] = i;
+		}
+	} else {
+		*header(h) = (struct handles_header){
+		    .magic = HANDLES_MAGIC, .capacity = capacity, .high = 1};
+	}
+	*ret = h;
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	handles_free(h);
+	return r;
+}
+
+int handles_add(struct handles *h, uint64_t ino, uint32_t flags, enum handle_kind kind, void *ptr,
+                uint64_t *ret_fh)
+{
+	struct handles_header *hd = header(h);
+	uint32_t slot;
+
+	if (!ptr || (kind != HANDLE_FILE && kind != HANDLE_DIR))
+		return -EINVAL;
+	pthread_mutex_lock(&h->lock);
+	if (h->n_free > 0)
+		slot = h->free_slots[--h->n_free];
+	else if (hd->high < h->capacity)
+		slot = hd->high++;
+	else {
+		pthread_mutex_unlock(&h->lock);
+		return -ENFILE;
+	}
+	h->recs[slot].ino = ino;
+	h->recs[slot].flags = flags;
+	h->recs[slot].kind = kind;
+	atomic_store_explicit(&h->ptrs[slot], ptr, memory_order_release);
+	h->used++;
+	pthread_mutex_unlock(&h->lock);
+	*ret_fh = slot;
+	return 0;
+}
+
+void *handles_get(struct handles *h, uint64_t fh)
+{
+	if (fh == 0 || fh >= h->capacity)
+		return NULL;
+	return atomic_load_explicit(&h->ptrs[fh], memory_order_acquire);
+}
+
+int handles_rec(struct handles *h, uint64_t fh, struct handle_rec *ret)
+{
+	int r = -EBADF;
+
+	if (fh == 0 || fh >= h->capacity)
+		return -EBADF;
+	pthread_mutex_lock(&h->lock);
+	if (fh < header(h)->high && h->recs[fh].kind != HANDLE_FREE) {
+		*ret = h->recs[fh];
+		r = 0;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return r;
+}
+
+void *handles_set(struct handles *h, uint64_t fh, void *ptr)
+{
+	void *cur = NULL;
+
+	if (fh == 0 || fh >= h->capacity)
+		return NULL;
+	pthread_mutex_lock(&h->lock);
+	if (fh < header(h)->high && h->recs[fh].kind != HANDLE_FREE) {
+		cur = atomic_load_explicit(&h->ptrs[fh], memory_order_relaxed);
+		if (!cur) {
+			atomic_store_explicit(&h->ptrs[fh], ptr, memory_order_release);
+			cur = ptr;
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
+	return cur;
+}
+
+void *handles_remove(struct handles *h, uint64_t fh)
+{
+	void *cur = NULL;
+
+	if (fh == 0 || fh >= h->capacity)
+		return NULL;
+	pthread_mutex_lock(&h->lock);
+	if (fh < header(h)->high && h->recs[fh].kind != HANDLE_FREE) {
+		cur = atomic_exchange_explicit(&h->ptrs[fh], NULL, memory_order_acq_rel);
+		h->recs[fh].kind = HANDLE_FREE;
+		h->free_slots[h->n_free++] = (uint32_t)fh;
+		h->used--;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return cur;
+}
+
+uint32_t handles_count(struct handles *h)
+{
+	uint32_t n;
+
+	pthread_mutex_lock(&h->lock);
+	n = h->used;
+	pthread_mutex_unlock(&h->lock);
+	return n;
+}
+
+uint64_t handles_end(struct handles *h)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&h->lock);
+	n = header(h)->high;
+	pthread_mutex_unlock(&h->lock);
+	return n;
+}

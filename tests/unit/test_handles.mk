@@ -1,0 +1,1 @@
+test_handles_SRC := fsd/fs/handles.c
