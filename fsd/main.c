@@ -58,20 +58,13 @@ static const struct {
 	const char *name;
 	int (*fn)(int argc, char **argv);
 } commands[] = {
-    {"pull", cmd_pull},
-    {"mount", cmd_mount},
-    {"umount", cmd_umount},
-    {"images", cmd_images},
-    {"inspect", cmd_inspect},
-    {"rmi", cmd_rmi},
-    {"gc", cmd_gc},
-    {"login", cmd_login},
-    {"run", cmd_run},
-    {"status", cmd_status},
-    {"index", cmd_index},
-    {"layer-store", cmd_layer_store},
-    {"restart", cmd_restart},
-    {"serve-worker", cmd_serve_worker},
+    {"pull", cmd_pull},       {"mount", cmd_mount},
+    {"umount", cmd_umount},   {"images", cmd_images},
+    {"inspect", cmd_inspect}, {"rmi", cmd_rmi},
+    {"gc", cmd_gc},           {"login", cmd_login},
+    {"run", cmd_run},         {"status", cmd_status},
+    {"index", cmd_index},     {"layer-store", cmd_layer_store},
+    {"restart", cmd_restart}, {"serve-worker", cmd_serve_worker},
 };
 
 /* The store root of --root, $IMGFS_ROOT or the default. */
