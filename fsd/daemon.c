@@ -155,6 +155,26 @@ struct stats_writer {
 	bool stop;
 };
 
+/* Replaces name in dirfd by text, atomically but without syncing: the figures of a live
+ * daemon (only it writes them), worthless after a crash. */
+static int write_figures(int dirfd, const char *name, const char *text, size_t len)
+{
+	char tmp[64];
+	int fd, r = 0;
+
+	snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	r = write_full(fd, text, len);
+	close(fd);
+	if (r >= 0 && renameat(dirfd, tmp, dirfd, name) < 0)
+		r = -errno;
+	if (r < 0)
+		(void)unlinkat(dirfd, tmp, 0);
+	return r;
+}
+
 static void write_decoded(struct stats_writer *w, bool force)
 {
 	struct decoded_stats d = {.units = li_decoded_units()};
@@ -168,7 +188,7 @@ static void write_decoded(struct stats_writer *w, bool force)
 	             "{\"units\":%" PRIu64 ",\"cache_hits\":%" PRIu64 ",\"cache_stored\":%" PRIu64
 	             ",\"cache_corrupt\":%" PRIu64 ",\"cache_evicted\":%" PRIu64 "}\n",
 	             d.units, d.cache.hits, d.cache.stored, d.cache.corrupt, d.cache.evicted);
-	if (write_file_atomic(w->dirfd, "decoded", text, (size_t)n, 0644) == 0)
+	if (write_figures(w->dirfd, "decoded", text, (size_t)n) == 0)
 		w->last_decoded = d;
 }
 

@@ -324,7 +324,7 @@ static void cache_unit(const struct li_index *idx, uint64_t start, const uint8_t
 {
 	__atomic_add_fetch(&decoded_units, 1, __ATOMIC_RELAXED);
 	if (idx->ucache)
-		unitcache_put(idx->ucache, layer_hex(idx), start, data, len);
+		unitcache_put(idx->ucache, layer_hex(idx), start, data, len, idx->h->total_out);
 }
 
 void li_set_fetch(struct li_index *idx, li_fetch_fn fn, void *ctx)

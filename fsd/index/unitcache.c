@@ -308,8 +308,60 @@ uint64_t unitcache_trim(struct unitcache *c, uint64_t target)
 	return removed;
 }
 
+/* Makes room for need more bytes of data in layer hex, whose entries may hold limit bytes
+ * of data in all (the lengths in their names): the least recently used go first. */
+static void layer_trim(struct unitcache *c, const char *hex, uint64_t need, uint64_t limit)
+{
+	_cleanup_close_ int lfd = -1;
+	struct uc_file *v = NULL;
+	size_t n = 0, cap = 0;
+	uint64_t data = 0;
+	DIR *d;
+	struct dirent *de;
+
+	lfd = openat(c->dirfd, hex, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (lfd < 0 || opendir_fd(lfd, &d) < 0)
+		return;
+	while ((de = readdir(d))) {
+		unsigned long long s, l;
+		struct stat st;
+		char tail;
+
+		if (de->d_name[0] == '.' || sscanf(de->d_name, "%llx-%llx%c", &s, &l, &tail) != 2 ||
+		    fstatat(lfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 64;
+			struct uc_file *nv = realloc(v, ncap * sizeof(*v));
+
+			if (!nv)
+				break;
+			v = nv;
+			cap = ncap;
+		}
+		snprintf(v[n].path, sizeof(v[n].path), "%.80s", de->d_name);
+		v[n].bytes = l;
+		v[n].mtime = st.st_mtim;
+		data += l;
+		n++;
+	}
+	closedir(d);
+	if (data + need > limit && n > 1)
+		qsort(v, n, sizeof(*v), cmp_mtime);
+	for (size_t i = 0; i < n && data + need > limit; i++) {
+		if (unlinkat(lfd, v[i].path, 0) < 0)
+			continue;
+		data -= MIN(data, v[i].bytes);
+		pthread_mutex_lock(&c->lock);
+		c->bytes -= MIN(c->bytes, v[i].bytes);
+		c->stats.evicted++;
+		pthread_mutex_unlock(&c->lock);
+	}
+	free(v);
+}
+
 void unitcache_put(struct unitcache *c, const char *hex, uint64_t start, const void *buf,
-                   size_t len)
+                   size_t len, uint64_t layer_size)
 {
 	char name[160], tmp[160];
 	size_t nb = nblocks_of(len);
@@ -323,8 +375,14 @@ void unitcache_put(struct unitcache *c, const char *hex, uint64_t start, const v
 	bool trim;
 	int fd;
 
-	if (!c || !valid_hex(hex) || len == 0 || len > UNITCACHE_MAX_UNIT || need > c->max)
+	if (!c || !valid_hex(hex) || len == 0 || len > UNITCACHE_MAX_UNIT || need > c->max ||
+	    (layer_size && len > layer_size))
 		return;
+	entry_name(hex, start, len, name, sizeof(name));
+	if (faccessat(c->dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		return; /* there already (a damaged one is removed by the read that finds it) */
+	if (layer_size)
+		layer_trim(c, hex, len, layer_size);
 	pthread_mutex_lock(&c->lock);
 	bytes = c->bytes;
 	trim = !c->counted || bytes + need > c->max;
@@ -347,7 +405,6 @@ void unitcache_put(struct unitcache *c, const char *hex, uint64_t start, const v
 	h.table_crc = htole32(crc32_gzip_refl(0, (void *)table, nb * 4));
 	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
 		rnd = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)&rnd;
-	entry_name(hex, start, len, name, sizeof(name));
 	snprintf(tmp, sizeof(tmp), "%s/" UC_TMP_PREFIX "%d-%016" PRIx64, hex, (int)getpid(), rnd);
 	fd = openat(c->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (fd < 0 && errno == ENOENT && mkdirat(c->dirfd, hex, 0755) >= 0)

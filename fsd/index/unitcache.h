@@ -16,8 +16,9 @@
  * renamed entry may hold garbage: a block whose crc32 does not match is never served, and
  * its entry is removed. Any malformed entry is removed and read as a miss.
  *
- * Size: entries of a layer are distinct parts of its stream, so a layer never has more
- * than its uncompressed size here. The whole cache is bounded (unitcache_open()'s
+ * Size: a layer's entries never hold more data than its uncompressed size (entries of
+ * indexes with different access points may overlap: the least recently used of the layer
+ * go first). The whole cache is bounded (unitcache_open()'s
  * max_bytes): the process counts the bytes present (one scan, at the first insert) plus
  * what it adds, and past the bound removes the least recently used entries (hits refresh
  * an entry's mtime) until three quarters of it are left. Processes sharing the cache each
@@ -50,9 +51,12 @@ int unitcache_get(struct unitcache *c, const char *hex, uint64_t start, void *bu
  * and checked, so a small read of a cached unit costs a small read. */
 int unitcache_read(struct unitcache *c, const char *hex, uint64_t start, size_t len, size_t off,
                    void *buf, size_t n);
-/* Stores bytes [start, start + len) of the stream of layer hex. */
+/* Stores bytes [start, start + len) of the stream of layer hex, whose uncompressed size
+ * is layer_size (0: unknown). A layer's entries never hold more than layer_size bytes of
+ * data (entries of different indexes may overlap): its least recently used go first. An
+ * entry that is already there is left alone. */
 void unitcache_put(struct unitcache *c, const char *hex, uint64_t start, const void *buf,
-                   size_t len);
+                   size_t len, uint64_t layer_size);
 
 struct unitcache_stats {
 	uint64_t hits, misses, stored, corrupt, evicted;

@@ -78,7 +78,7 @@ static void test_get_put(void **state)
 	fill(in, sizeof(in), 1);
 	assert_int_equal(unitcache_open(f->dfd, 1u << 30, &c), 0);
 	assert_int_equal(unitcache_get(c, HEX_A, 0, out, UNIT), -ENOENT);
-	unitcache_put(c, HEX_A, 0, in, UNIT);
+	unitcache_put(c, HEX_A, 0, in, UNIT, 0);
 	assert_int_equal(unitcache_get(c, HEX_A, 0, out, UNIT), 0);
 	assert_memory_equal(in, out, UNIT);
 	/* A range is its start and its length: another length or layer is another unit. */
@@ -86,7 +86,7 @@ static void test_get_put(void **state)
 	assert_int_equal(unitcache_get(c, HEX_A, 1, out, UNIT), -ENOENT);
 	assert_int_equal(unitcache_get(c, HEX_B, 0, out, UNIT), -ENOENT);
 	/* Not a digest: never a path. */
-	unitcache_put(c, "../x", 0, in, UNIT);
+	unitcache_put(c, "../x", 0, in, UNIT, 0);
 	assert_int_equal(unitcache_get(c, "../x", 0, out, UNIT), -ENOENT);
 	unitcache_get_stats(c, &st);
 	assert_int_equal(st.hits, 1);
@@ -107,7 +107,7 @@ static void test_eviction(void **state)
 	fill(in, sizeof(in), 2);
 	assert_int_equal(unitcache_open(f->dfd, 4 * (UNIT + 4096) + 4096, &c), 0);
 	for (unsigned i = 0; i < 4; i++) {
-		unitcache_put(c, HEX_A, (uint64_t)i * UNIT, in, UNIT);
+		unitcache_put(c, HEX_A, (uint64_t)i * UNIT, in, UNIT, 0);
 		nanosleep(&t, NULL);
 	}
 	assert_int_equal(count_files(f, HEX_A), 4);
@@ -122,7 +122,7 @@ static void test_eviction(void **state)
 	/* Unit 0 used again: the least recently used is now unit 1. */
 	assert_int_equal(unitcache_get(c, HEX_A, 0, out, UNIT), 0);
 	nanosleep(&t, NULL);
-	unitcache_put(c, HEX_B, 0, in, UNIT);
+	unitcache_put(c, HEX_B, 0, in, UNIT, 0);
 	unitcache_get_stats(c, &st);
 	assert_true(st.evicted >= 1);
 	assert_true(count_files(f, HEX_A) + count_files(f, HEX_B) <= 4);
@@ -132,7 +132,7 @@ static void test_eviction(void **state)
 	/* A bound of 0 stores nothing. */
 	unitcache_free(TAKE_PTR(c));
 	assert_int_equal(unitcache_open(f->dfd, 0, &c), 0);
-	unitcache_put(c, HEX_B, UNIT, in, UNIT);
+	unitcache_put(c, HEX_B, UNIT, in, UNIT, 0);
 	assert_int_equal(unitcache_get(c, HEX_B, UNIT, out, UNIT), -ENOENT);
 }
 
@@ -164,7 +164,7 @@ static void test_crash_leftovers(void **state)
 	assert_int_equal(count_files(f, HEX_A), 2);
 	/* The first insert counts the cache: the old leftover goes, the recent one stays
 	 * (its writer may be alive). */
-	unitcache_put(c, HEX_A, 0, in, UNIT);
+	unitcache_put(c, HEX_A, 0, in, UNIT, 0);
 	assert_int_equal(count_files(f, HEX_A), 2);
 	assert_int_equal(faccessat(f->dfd, HEX_A "/.tmp-1-0000000000000001", F_OK, 0), -1);
 	assert_int_equal(unitcache_get(c, HEX_A, 0, out, UNIT), 0);
@@ -187,7 +187,7 @@ static void test_corruption(void **state)
 	snprintf(path, sizeof(path), "%s/0-%x", HEX_A, UNIT);
 
 	/* One data byte flipped. */
-	unitcache_put(c, HEX_A, 0, in, UNIT);
+	unitcache_put(c, HEX_A, 0, in, UNIT, 0);
 	fd = openat(f->dfd, path, O_RDWR);
 	assert_true(fd >= 0);
 	assert_int_equal(pread(fd, &b, 1, 32 + 1000), 1);
@@ -198,7 +198,7 @@ static void test_corruption(void **state)
 	assert_int_equal(faccessat(f->dfd, path, F_OK, 0), -1);
 
 	/* Truncated (a power loss after the rename). */
-	unitcache_put(c, HEX_A, 0, in, UNIT);
+	unitcache_put(c, HEX_A, 0, in, UNIT, 0);
 	{
 		char full[320];
 
@@ -208,13 +208,13 @@ static void test_corruption(void **state)
 	assert_int_equal(unitcache_get(c, HEX_A, 0, out, UNIT), -ENOENT);
 
 	/* Another unit's entry under this unit's name. */
-	unitcache_put(c, HEX_A, UNIT, in, UNIT);
+	unitcache_put(c, HEX_A, UNIT, in, UNIT, 0);
 	snprintf(other, sizeof(other), "%s/%x-%x", HEX_A, UNIT, UNIT);
 	assert_int_equal(renameat(f->dfd, other, f->dfd, path), 0);
 	assert_int_equal(unitcache_get(c, HEX_A, 0, out, UNIT), -ENOENT);
 
 	/* A whole entry rewritten with zeros. */
-	unitcache_put(c, HEX_A, 0, in, UNIT);
+	unitcache_put(c, HEX_A, 0, in, UNIT, 0);
 	fd = openat(f->dfd, path, O_WRONLY | O_TRUNC);
 	assert_true(fd >= 0);
 	memset(out, 0, sizeof(out));
@@ -227,7 +227,7 @@ static void test_corruption(void **state)
 	assert_int_equal(st.corrupt, 4);
 	assert_int_equal(st.hits, 0);
 	/* Stored again, it is served again. */
-	unitcache_put(c, HEX_A, 0, in, UNIT);
+	unitcache_put(c, HEX_A, 0, in, UNIT, 0);
 	assert_int_equal(unitcache_get(c, HEX_A, 0, out, UNIT), 0);
 	assert_memory_equal(in, out, UNIT);
 	assert_true(unitcache_dir_bytes(f->dfd) >= UNIT);
@@ -246,7 +246,7 @@ static void test_partial_read(void **state)
 
 	fill(in, sizeof(in), 5);
 	assert_int_equal(unitcache_open(f->dfd, 1u << 30, &c), 0);
-	unitcache_put(c, HEX_A, 4096, in, sizeof(in));
+	unitcache_put(c, HEX_A, 4096, in, sizeof(in), 0);
 	assert_int_equal(unitcache_read(c, HEX_A, 4096, sizeof(in), 70000, out, 100000), 0);
 	assert_memory_equal(out, in + 70000, 100000);
 	assert_int_equal(unitcache_read(c, HEX_A, 4096, sizeof(in), 65536, out, 65536), 0);
@@ -270,6 +270,36 @@ static void test_partial_read(void **state)
 	assert_int_equal(faccessat(f->dfd, path, F_OK, 0), -1);
 }
 
+/* Entries of one layer never hold more data than the layer's uncompressed size, even when
+ * ranges of different indexes overlap. */
+static void test_layer_bound(void **state)
+{
+	struct fixture *f = *state;
+	_cleanup_(unitcache_freep) struct unitcache *c = NULL;
+	static uint8_t in[UNIT], out[UNIT];
+	char path[256];
+
+	fill(in, sizeof(in), 6);
+	assert_int_equal(unitcache_open(f->dfd, 1u << 30, &c), 0);
+	for (unsigned i = 0; i < 3; i++) {
+		struct timespec ts[2] = {{time(NULL) - 100 + i, 0}, {time(NULL) - 100 + i, 0}};
+
+		unitcache_put(c, HEX_A, (uint64_t)i * UNIT, in, UNIT, 3 * UNIT);
+		snprintf(path, sizeof(path), "%s/%x-%x", HEX_A, i * UNIT, UNIT);
+		assert_int_equal(utimensat(f->dfd, path, ts, 0), 0);
+	}
+	assert_int_equal(count_files(f, HEX_A), 3);
+	/* The same bytes cut differently (another index's unit): the oldest entry goes. */
+	unitcache_put(c, HEX_A, UNIT / 2, in, UNIT, 3 * UNIT);
+	assert_int_equal(count_files(f, HEX_A), 3);
+	assert_int_equal(unitcache_get(c, HEX_A, 0, out, UNIT), -ENOENT);
+	assert_int_equal(unitcache_get(c, HEX_A, UNIT / 2, out, UNIT), 0);
+	assert_int_equal(unitcache_get(c, HEX_A, 2 * UNIT, out, UNIT), 0);
+	/* A unit larger than its layer is not stored. */
+	unitcache_put(c, HEX_B, 0, in, UNIT, UNIT / 2);
+	assert_int_equal(unitcache_get(c, HEX_B, 0, out, UNIT), -ENOENT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -278,6 +308,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_crash_leftovers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corruption, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_partial_read, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_layer_bound, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
