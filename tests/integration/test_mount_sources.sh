@@ -80,15 +80,21 @@ for f in rootfs.tar.gz rootfs.tar.zst rootfs.tar; do
 	"$IMGFS" umount "$mnt" || fail "umount $mnt"
 done
 
-# Never extracted: no file of the rootfs in the store, and everything but the blobs and the
-# seekable zstd copy (the merged trees, the indexes) is far smaller than one extraction.
+# Never extracted: no file of the rootfs in the store, and everything but the blobs, the
+# seekable zstd copy and the decoded-data cache (the merged trees, the indexes) is far smaller
+# than one extraction. The cache holds what the comparisons read, at most each layer's
+# uncompressed size: three imports, so at most three times the rootfs (and its tar headers).
 [ -z "$(find "$IMGFS_ROOT" -name busybox -o -name passwd -o -name notes)" ] ||
 	fail "the store holds extracted files: $(find "$IMGFS_ROOT" -name busybox -o -name passwd)"
-meta=$(find "$IMGFS_ROOT" -type f ! -path '*/blobs/*' ! -name '*.zst' -printf '%s\n' |
+meta=$(find "$IMGFS_ROOT" -type f ! -path '*/blobs/*' ! -path '*/cache/*' ! -name '*.zst' \
+	-printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+cache=$(find "$IMGFS_ROOT/cache" -type f -printf '%s\n' 2>/dev/null |
 	awk '{ s += $1 } END { print s + 0 }')
 extracted=$(du -sb ref | cut -f1)
-echo "store metadata: $meta bytes for three imports of a $extracted-byte rootfs"
+echo "store metadata: $meta bytes, decoded-data cache $cache bytes, for three imports of a $extracted-byte rootfs"
 [ "$meta" -lt $((extracted / 4)) ] || fail "store metadata ($meta bytes) looks like an extraction"
+[ "$cache" -le $((3 * (extracted + extracted / 4))) ] ||
+	fail "the decoded-data cache ($cache bytes) is larger than the three layers' contents"
 
 # docker save archive, with a layer stored twice (the second copy a symlink).
 echo "== docker-archive"
