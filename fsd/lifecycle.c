@@ -598,7 +598,7 @@ static void write_worker_file(struct supervisor *sv)
 	int n = snprintf(text, sizeof(text), "{\"pid\":%d,\"restarts\":%u}\n", (int)sv->worker,
 	                 sv->restarts);
 
-	(void)write_file_atomic(sv->lc->dir_fd, "worker", text, (size_t)n, 0644);
+	(void)write_file_replace(sv->lc->dir_fd, "worker", text, (size_t)n, 0644);
 }
 
 /* Whether the connection still serves a mount: the kernel flags the device with POLLERR
