@@ -93,7 +93,8 @@ int fsync_dir_at(int dirfd, const char *path)
 	return 0;
 }
 
-int write_file_atomic(int dirfd, const char *name, const void *buf, size_t len, mode_t mode)
+static int write_file_rename(int dirfd, const char *name, const void *buf, size_t len, mode_t mode,
+                             bool durable)
 {
 	_cleanup_free_ char *tmp = NULL;
 	_cleanup_free_ char *dir = NULL;
@@ -116,7 +117,7 @@ int write_file_atomic(int dirfd, const char *name, const void *buf, size_t len, 
 	r = write_full(fd, buf, len);
 	if (r >= 0 && fchmod(fd, mode) < 0)
 		r = -errno;
-	if (r >= 0 && fsync(fd) < 0)
+	if (r >= 0 && durable && fsync(fd) < 0)
 		r = -errno;
 	if (r >= 0 && renameat(dirfd, tmp, dirfd, name) < 0)
 		r = -errno;
@@ -124,7 +125,17 @@ int write_file_atomic(int dirfd, const char *name, const void *buf, size_t len, 
 		unlinkat(dirfd, tmp, 0);
 		return r;
 	}
-	return fsync_dir_at(dirfd, dir);
+	return durable ? fsync_dir_at(dirfd, dir) : 0;
+}
+
+int write_file_atomic(int dirfd, const char *name, const void *buf, size_t len, mode_t mode)
+{
+	return write_file_rename(dirfd, name, buf, len, mode, true);
+}
+
+int write_file_replace(int dirfd, const char *name, const void *buf, size_t len, mode_t mode)
+{
+	return write_file_rename(dirfd, name, buf, len, mode, false);
 }
 
 int read_file_full(int dirfd, const char *path, size_t max, char **ret_buf, size_t *ret_len)

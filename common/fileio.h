@@ -11,6 +11,11 @@
  * directory, fsync, rename over name, fsync of the directory. mode is the file's mode. */
 int write_file_atomic(int dirfd, const char *name, const void *buf, size_t len, mode_t mode);
 
+/* write_file_atomic() without the fsyncs: readers see the old content or the new, never a
+ * mix, but a crash of the machine may leave either or an empty file. For files that mean
+ * nothing after a reboot. */
+int write_file_replace(int dirfd, const char *name, const void *buf, size_t len, mode_t mode);
+
 /* Reads the whole file at path (relative to dirfd) into a NUL-terminated malloc'ed buffer.
  * Fails with -EFBIG when the file is larger than max bytes. *ret_len may be NULL. */
 int read_file_full(int dirfd, const char *path, size_t max, char **ret_buf, size_t *ret_len);

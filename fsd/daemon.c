@@ -295,7 +295,7 @@ static int save_init(struct lifecycle *lc, struct fuse_ops_session *session)
 	r = fuse_ops_init_data(session, &init, &len);
 	if (r < 0)
 		return r;
-	return write_file_atomic(lifecycle_dir_fd(lc), INIT_FILE, init, len, 0600);
+	return write_file_replace(lifecycle_dir_fd(lc), INIT_FILE, init, len, 0600);
 }
 
 /* Runs in the daemon, with the mount claimed: opens the tree and the upper, registers the

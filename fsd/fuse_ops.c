@@ -672,6 +672,19 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 
 	r = imgfs_create(req_fs(req), parent, name, mode, fi->flags, &cred, &ent, &f);
 	log_debug("create %llu '%s' 0%o: %d", (unsigned long long)parent, name, (unsigned)mode, r);
+	if (r == -EEXIST && !(fi->flags & O_EXCL)) {
+		/* There by now: made by the CREATE of a process before us that died before it
+		 * answered (the kernel sent it again), or by a racing one. open(2) without
+		 * O_EXCL opens what is there. */
+		r = imgfs_lookup(req_fs(req), parent, name, &ent);
+		if (r >= 0) {
+			int q = imgfs_open(req_fs(req), ent.ino, fi->flags & ~O_CREAT, &f);
+
+			if (q < 0)
+				imgfs_forget(req_fs(req), ent.ino, 1);
+			r = q;
+		}
+	}
 	if (r < 0) {
 		reply_error(req, r);
 		return;

@@ -494,7 +494,8 @@ int lifecycle_set_held(struct lifecycle *lc, const char *const *manifests, size_
 	return write_file_atomic(lc->dir_fd, "held", text, len, 0644);
 }
 
-/* Messages to the log, stdin and stdout to /dev/null, stderr to the log. */
+/* Messages to the log, stdin and stdout to /dev/null, stderr to the log (what libc,
+ * libfuse or a sanitizer print there is kept). */
 static void redirect_to_log(int log_fd)
 {
 	int null_fd;
@@ -521,8 +522,6 @@ bool lifecycle_is_takeover(const struct lifecycle *lc)
 
 void lifecycle_ready(struct lifecycle *lc, int conn_fd)
 {
-	int null_fd;
-
 	if (lc->ctl_fd >= 0) {
 		/* The supervisor tells the waiting parent, once it holds the connection. */
 		if (lc->notify_fd >= 0)
@@ -534,18 +533,9 @@ void lifecycle_ready(struct lifecycle *lc, int conn_fd)
 	}
 	if (lc->notify_fd < 0)
 		return;
-	log_set_fd(lc->log_fd, true);
+	redirect_to_log(lc->log_fd);
 	(void)write_full(lc->notify_fd, "", 1);
-	close(lc->notify_fd);
-	lc->notify_fd = -1;
-	null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (null_fd >= 0) {
-		dup2(null_fd, STDIN_FILENO);
-		dup2(null_fd, STDOUT_FILENO);
-		/* What libc, libfuse or a sanitizer print on stderr is kept in the log. */
-		dup2(lc->log_fd, STDERR_FILENO);
-		close(null_fd);
-	}
+	close(TAKE_FD(lc->notify_fd));
 }
 
 /* The daemon: claims the mount and serves it. notify_fd is -1 in the foreground. */
@@ -614,7 +604,7 @@ static void write_worker_file(struct supervisor *sv)
 	int n = snprintf(text, sizeof(text), "{\"pid\":%d,\"restarts\":%u}\n", (int)sv->worker,
 	                 sv->restarts);
 
-	(void)write_file_atomic(sv->lc->dir_fd, "worker", text, (size_t)n, 0644);
+	(void)write_file_replace(sv->lc->dir_fd, "worker", text, (size_t)n, 0644);
 }
 
 /* Whether the connection still serves a mount: the kernel flags the device with POLLERR
@@ -978,7 +968,7 @@ out:
 	/* Closing the last fd of a connection still mounted aborts it: a dead mount. */
 	if (sv.conn_fd >= 0)
 		close(sv.conn_fd);
-	if (r < 0 && lc->registered) {
+	if (r < 0 && sv.ever_ready) {
 		/* Left for `imgfs umount`, which detaches the dead mount and cleans up; the
 		 * directory's fd goes with this process. */
 		lc->dir_fd = -1;

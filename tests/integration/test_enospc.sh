@@ -65,7 +65,7 @@ upper=$TESTDIR/upperfs/upper
 mnt=$TESTDIR/mnt
 mkdir -p "$mnt"
 assert_ok imgfs mount --upper "$upper" "$ref" "$mnt"
-pid=$(jq -er .pid "$IMGFS_ROOT"/mounts/*/state)
+pid=$(imgfs status "$mnt" | sed -n 's/^daemon-pid: //p') # the worker serving it
 echo "written before the disk filled" >"$mnt/before.txt"
 echo "copied up" >>"$mnt/etc/hostname"
 expected_hostname=$(cat "$mnt/etc/hostname")

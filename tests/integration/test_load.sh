@@ -225,11 +225,10 @@ python3 "$WORK/load.py" sums "$ref" >"$WORK/sums.json" || fail "cannot checksum 
 echo "reference: $(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' \
 	"$WORK/sums.json") files"
 
-# daemon_pid MOUNTPOINT: the pid in the state file of the mount at MOUNTPOINT.
+# daemon_pid MOUNTPOINT: the process serving the mount at MOUNTPOINT (its worker; the
+# state file names the supervisor).
 daemon_pid() {
-	for _s in "$IMGFS_ROOT"/mounts/*/state; do
-		jq -r --arg m "$1" 'select(.mountpoint == $m) | .pid' "$_s" 2>/dev/null
-	done | head -n 1
+	"$IMGFS" status "$1" 2>/dev/null | sed -n 's/^daemon-pid: \([0-9]*\)$/\1/p'
 }
 
 # hwm_kb PID: the peak resident set of PID in KiB.

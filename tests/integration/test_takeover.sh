@@ -53,6 +53,7 @@ start_load() {
 	mkdir -p "$work"
 	"$PYTHON" "$LOAD" "$mnt" "$TESTDIR/expected.json" "$work" "$@" >"$work/result" 2>"$work/err" &
 	LOAD_PID=$!
+	_pids+=("$LOAD_PID") # stopped by the EXIT trap before it unmounts, also on a failure
 	while [ ! -e "$work/ready" ]; do
 		kill -0 $LOAD_PID 2>/dev/null || fail "the load did not start: $(cat "$work/err")"
 		i=$((i + 1))
