@@ -368,7 +368,10 @@ int cmd_serve_worker(int argc, char **argv)
 	r = lifecycle_attach(s, mountpoint, &lc, &conn_fd, &st);
 	if (r < 0)
 		return 1;
-	if (st.lazy)
+	if (!st.manifest)
+		r = log_errno(LOG_ERR, -EBADMSG, "cannot serve '%s': %s names no image", mountpoint,
+		              st.dir);
+	else if (st.lazy)
 		r = reopen_lazy(s, &st, &lazy);
 	if (r >= 0)
 		r = daemon_take_over(s, lc,
