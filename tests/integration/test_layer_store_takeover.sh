@@ -20,7 +20,8 @@ require_cmd podman umoci skopeo jq fusermount3
 
 echo '{"auths": {}}' >"$DOCKER_CONFIG/config.json"
 STORE=$TESTDIR/als
-PR=$TESTDIR/podman
+# podman refuses a runroot path longer than 50 characters.
+PR=$(mktemp -d /tmp/als-pm.XXXXXX)
 LOAD="$HELPERS/takeover_load.py"
 RUN_LIMITS=(--ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
 
@@ -28,7 +29,16 @@ pm() {
 	podman --root "$PR/root" --runroot "$PR/run" --storage-driver overlay \
 		--storage-opt "overlay.additionallayerstore=$STORE:ref" "$@"
 }
-defer 'pm rm -a -f -t 0; pm rmi -a -f; umount -R "$PR/root/overlay"; imgfs umount "$STORE"'
+# What podman left goes before the store, then podman's directory.
+cleanup_podman() {
+	pm rm -a -f -t 0
+	pm rmi -a -f
+	umount -R "$PR/root/overlay"
+	imgfs umount "$STORE"
+	umount -R "$PR" 2>/dev/null
+	rm -rf "$PR"
+}
+defer cleanup_podman
 
 layers_file() { cat "$IMGFS_ROOT"/mounts/*/layers; }
 b64() { printf '%s' "$1" | base64 -w0; }
