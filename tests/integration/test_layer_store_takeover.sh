@@ -172,6 +172,15 @@ under_kills "$LINK/lazy:1" "$TESTDIR/w2" 3
 grep -q "$LINK/lazy:1: .*served before" "$IMGFS_ROOT"/mounts/*/log ||
 	fail "no new daemon served lazy:1 again"
 
+# Every daemon that ended was killed, none failed or crashed (a sanitizer's report included).
+slog=$(cat "$IMGFS_ROOT"/mounts/*/log)
+[ "$(grep -c "starting a new one" <<<"$slog")" -eq 8 ] ||
+	fail "not eight kills in the store's log: $(grep "starting a new one" <<<"$slog")"
+grep "starting a new one" <<<"$slog" | grep -qv "killed by signal 9" &&
+	fail "a daemon of the store ended otherwise: $(grep "starting a new one" <<<"$slog" | grep -v "signal 9")"
+grep -E "AddressSanitizer|runtime error:|is dead|cannot" <<<"$slog" &&
+	fail "the store's log has errors"
+
 pm rm -a -f >/dev/null 2>&1
 pm rmi -a -f >/dev/null || fail "podman rmi failed"
 held=$(layers_file | awk '$3 != 0' | wc -l)
