@@ -2,7 +2,9 @@
  * The namespace is layerstore.c, its FUSE glue fuse_store.c; this file parses the command
  * line, resolves references for the store (registry, credentials, lazy or one-pass pull,
  * one tree per layer in overlay lower format) and runs the daemon through the mount life
- * cycle (lifecycle.h). */
+ * cycle (lifecycle.h), supervised like an image mount: a worker that dies is replaced by
+ * `imgfs layer-store --worker DIR`, which numbers the references and layers as the dead one
+ * did (ROOT/mounts/NAME/slots, layerstore_save()) and takes the connection over. */
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -16,6 +18,7 @@
 #include "common/fileio.h"
 #include "common/log.h"
 #include "fsd/commands.h"
+#include "fsd/daemon.h"
 #include "fsd/fs/lower.h"
 #include "fsd/fuse_store.h"
 #include "fsd/image/als.h"
@@ -23,6 +26,7 @@
 #include "fsd/image/manifest.h"
 #include "fsd/image/pull.h"
 #include "fsd/image/ref.h"
+#include "fsd/image/registry.h"
 #include "fsd/image/store.h"
 #include "fsd/index/tree.h"
 #include "fsd/layerstore.h"
@@ -32,6 +36,11 @@
 /* A registry that does not answer costs podman this much before it pulls itself. */
 #define RESOLVE_TIMEOUT_S 10
 #define RESOLVE_RETRIES 1
+/* The state's "ref" of a layer store (it serves no one image). */
+#define STATE_REF "layer-store"
+/* ROOT/mounts/NAME/slots: the numbers of references and layers (layerstore_save()). */
+#define SLOTS_FILE "slots"
+#define SLOTS_MAX (64u << 20)
 
 static const char usage[] =
     "Usage: imgfs [--root DIR] layer-store [-f] DIR\n"
@@ -59,10 +68,19 @@ static const char usage[] =
     "\n"
     "The command returns once DIR serves; a daemon runs until `imgfs umount DIR`. It logs\n"
     "to ROOT/mounts/NAME/log; ROOT/mounts/NAME/layers lists `REF DIGEST USES` per layer.\n"
+    "Like an image mount, the store survives its daemon: when the process serving it dies\n"
+    "(killed, crashed) its supervisor starts a new one, which takes the FUSE connection\n"
+    "over with the same inode numbers, open files and use counts; containers running on its\n"
+    "layers see a pause, not an error. `imgfs status DIR` shows daemon-pid, supervisor-pid\n"
+    "and restarts; `imgfs restart DIR` replaces the daemon (an upgrade installed since is\n"
+    "picked up). With -f there is no supervisor.\n"
     "\n"
     "Options:\n"
     "  -f, --foreground   stay in the foreground, logging to standard error\n"
-    "  -h, --help         show this help\n";
+    "  -h, --help         show this help\n"
+    "      --worker       internal: run by the store's supervisor (with the FUSE connection\n"
+    "                     and a control socket) to take the store at DIR over from a daemon\n"
+    "                     that died or is being replaced; DIR must be canonical\n";
 
 /* A resolved image's blobs: lazily fetched ones through lazy, complete ones from blobs/. */
 struct image_ctx {
@@ -212,8 +230,40 @@ static void start_fill(struct lazyimage *lazy, const char *name)
 		log_errno(LOG_WARNING, r, "%s: cannot start the background fetch", name);
 }
 
-static int resolve_image(struct resolver *rs, const char *name, bool fresh, struct ls_image *ret,
-                         struct error *err)
+/* An image served before (a restored reference): from the store when its layers are all
+ * there, else fetched as they are read, as a new lazy mount of it would be (*ret). */
+static int open_served(struct resolver *rs, const struct image_ref *ref, const char *manifest,
+                       struct lazyimage **ret, struct error *err)
+{
+	_cleanup_(manifest_freep) struct manifest *m = NULL;
+	struct registry *reg = NULL;
+	bool complete = true;
+	int r;
+
+	*ret = NULL;
+	r = store_read_image_manifest(rs->s, manifest, &m, NULL, err);
+	if (r < 0) {
+		if (!error_isset(err))
+			error_set(err, r, "%s: not in the store: %s", manifest, strerror(-r));
+		return r;
+	}
+	for (size_t i = 0; complete && i < m->n_layers; i++)
+		complete = store_has_blob(rs->s, m->layers[i].digest) &&
+		           store_has_index(rs->s, m->layers[i].digest);
+	if (complete)
+		return 0;
+	r = registry_new(
+	    ref,
+	    &(struct registry_opts){.max_retries = RESOLVE_RETRIES, .timeout_s = RESOLVE_TIMEOUT_S},
+	    &reg);
+	if (r < 0)
+		return error_set(err, r, "cannot use the registry of %s: %s", ref->name,
+		                 strerror(-r));
+	return lazyimage_open_image(rs->s, manifest, ref->name, reg, ret, err);
+}
+
+static int resolve_image(struct resolver *rs, const char *name, const char *served, bool fresh,
+                         struct ls_image *ret, struct error *err)
 {
 	_cleanup_(ref_freep) struct image_ref *ref = NULL;
 	_cleanup_(manifest_freep) struct manifest *m = NULL;
@@ -234,13 +284,24 @@ static int resolve_image(struct resolver *rs, const char *name, bool fresh, stru
 		return r;
 	if (ref->transport != REF_REGISTRY)
 		return error_set(err, -EINVAL, "not a registry reference");
-	r = pull_for_mount(rs->s, ref, &po, fresh, true, &manifest, &reg, err);
-	if (r < 0)
-		return r;
-	if (r > 0) {
-		r = lazyimage_open_image(rs->s, manifest, ref->name, reg, &lazy, err);
+	if (served) {
+		r = open_served(rs, ref, served, &lazy, err);
 		if (r < 0)
 			return r;
+		manifest = strdup(served);
+		if (!manifest) {
+			lazyimage_free(lazy);
+			return -ENOMEM;
+		}
+	} else {
+		r = pull_for_mount(rs->s, ref, &po, fresh, true, &manifest, &reg, err);
+		if (r < 0)
+			return r;
+		if (r > 0) {
+			r = lazyimage_open_image(rs->s, manifest, ref->name, reg, &lazy, err);
+			if (r < 0)
+				return r;
+		}
 	}
 	r = store_read_image_manifest(rs->s, manifest, &m, NULL, err);
 	if (r >= 0) {
@@ -304,8 +365,8 @@ static int resolve_image(struct resolver *rs, const char *name, bool fresh, stru
 	ctx->lazy = lazy;
 	if (lazy)
 		start_fill(lazy, name);
-	log_msg(LOG_INFO, "%s: %zu layer(s) of %s%s", name, m->n_layers, manifest,
-	        lazy ? ", fetched as they are read" : "");
+	log_msg(LOG_INFO, "%s: %zu layer(s) of %s%s%s", name, m->n_layers, manifest,
+	        lazy ? ", fetched as they are read" : "", served ? ", served before" : "");
 	memcpy(ret->manifest, manifest, sizeof(ret->manifest));
 	ret->layers = TAKE_PTR(layers);
 	ret->n_layers = m->n_layers;
@@ -315,13 +376,18 @@ static int resolve_image(struct resolver *rs, const char *name, bool fresh, stru
 	return 0;
 }
 
-static int resolve(void *userdata, const char *name, bool fresh, struct ls_image *ret)
+static int resolve(void *userdata, const char *name, const char *manifest, bool fresh,
+                   struct ls_image *ret)
 {
 	struct resolver *rs = userdata;
 	struct error err = {""};
 	int r;
 
-	r = resolve_image(rs, name, fresh, ret, &err);
+	r = resolve_image(rs, name, manifest, fresh, ret, &err);
+	if (r < 0 && manifest) {
+		store_unlock(rs->s);
+		return log_error(LOG_WARNING, r, &err, "%s: cannot serve %s again", name, manifest);
+	}
 	if (r < 0) {
 		/* The pull took the store lock; nothing of this image needs it any more. */
 		store_unlock(rs->s);
@@ -357,17 +423,26 @@ static void text_layer(const char *ref, const char *digest, uint64_t uses, void 
 	                           digest, uses);
 }
 
-/* The held images (gc roots) and ROOT/mounts/NAME/layers, rewritten after every change;
- * then the store lock a pull took is released: what it pulled is rooted now. */
+/* The held images (gc roots), ROOT/mounts/NAME/slots and ROOT/mounts/NAME/layers,
+ * rewritten after every change, before the request that made it is answered (a number the
+ * kernel learns is in the slots a new worker reads); then the store lock a pull took is
+ * released: what it pulled is rooted now. */
 static void changed(void *userdata)
 {
 	struct resolver *rs = userdata;
 	struct text t = {0};
-	char **held = NULL;
-	size_t n = 0;
+	char **held = NULL, *slots = NULL;
+	size_t n = 0, len = 0;
 	int r;
 
 	pthread_mutex_lock(&rs->lock);
+	r = layerstore_save(rs->ls, &slots, &len);
+	if (r >= 0 && write_file_atomic(lifecycle_dir_fd(rs->lc), SLOTS_FILE, slots, len, 0644) < 0)
+		r = -errno;
+	if (r < 0)
+		log_errno(LOG_WARNING, r, "cannot write %s/%s", lifecycle_dir_path(rs->lc),
+		          SLOTS_FILE);
+	free(slots);
 	r = layerstore_held_manifests(rs->ls, &held, &n);
 	if (r >= 0)
 		r = lifecycle_set_held(rs->lc, (const char *const *)held, n);
@@ -389,14 +464,39 @@ static void changed(void *userdata)
 struct serve_ctx {
 	struct store *s;
 	const char *dir;
+	int conn_fd; /* a worker taking over: the connection; else -1 */
 };
+
+/* A worker taking over: the numbers the dead one gave out, and the kernel's FUSE_INIT. */
+static int restore(struct lifecycle *lc, struct layerstore *ls, const char *dir, char **ret_init,
+                   size_t *ret_init_len)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	int r;
+
+	r = read_file_full(lifecycle_dir_fd(lc), SLOTS_FILE, SLOTS_MAX, &text, &len);
+	if (r >= 0)
+		r = layerstore_restore(ls, text, len);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "cannot take over '%s': cannot restore %s/%s", dir,
+		                 lifecycle_dir_path(lc), SLOTS_FILE);
+	r = daemon_load_init(lc, ret_init, ret_init_len);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "cannot take over '%s': cannot read %s/fuse-init", dir,
+		                 lifecycle_dir_path(lc));
+	return 0;
+}
 
 static int serve(struct lifecycle *lc, void *userdata)
 {
 	struct serve_ctx *sc = userdata;
 	_cleanup_(fuse_ops_freep) struct fuse_ops_session *session = NULL;
 	_cleanup_(layerstore_freep) struct layerstore *ls = NULL;
+	_cleanup_free_ char *init = NULL;
 	struct resolver rs = {.s = sc->s, .lc = lc};
+	bool takeover = lifecycle_is_takeover(lc);
+	size_t init_len = 0;
 	struct rlimit rl;
 	int r;
 
@@ -413,13 +513,20 @@ static int serve(struct lifecycle *lc, void *userdata)
 	if (r < 0)
 		return log_errno(LOG_ERR, r, "cannot serve '%s'", sc->dir);
 	rs.ls = ls;
-	r = lifecycle_register(lc, &(struct mount_info){
-	                               .ref = "layer-store",
-	                               .mountpoint = sc->dir,
-	                               .ro = true,
-	                           });
-	if (r < 0)
-		return log_errno(LOG_ERR, r, "cannot write %s/state", lifecycle_dir_path(lc));
+	if (takeover) {
+		r = restore(lc, ls, sc->dir, &init, &init_len);
+		if (r < 0)
+			return r; /* logged */
+	} else {
+		r = lifecycle_register(lc, &(struct mount_info){
+		                               .ref = STATE_REF,
+		                               .mountpoint = sc->dir,
+		                               .ro = true,
+		                           });
+		if (r < 0)
+			return log_errno(LOG_ERR, r, "cannot write %s/state",
+			                 lifecycle_dir_path(lc));
+	}
 	changed(&rs);
 	fuse_ops_route_logs();
 	r = fuse_store_mount(ls,
@@ -429,14 +536,27 @@ static int serve(struct lifecycle *lc, void *userdata)
 	                         /* root's podman mounts overlays of it for every user */
 	                         .allow_other = geteuid() == 0,
 	                         .suid_dev = geteuid() == 0,
+	                         .supervised = lifecycle_supervised(lc),
+	                         .state_dirfd = lifecycle_dir_fd(lc),
+	                         .takeover = takeover,
+	                         .conn_fd = sc->conn_fd,
+	                         .init = init,
+	                         .init_len = init_len,
 	                     },
 	                     &session);
 	if (r < 0)
 		return r; /* logged */
-	lifecycle_ready(lc, -1);
+	if (lifecycle_supervised(lc) && !takeover) {
+		r = daemon_save_init(lc, session);
+		if (r < 0)
+			return log_errno(LOG_ERR, r, "cannot write %s/fuse-init",
+			                 lifecycle_dir_path(lc));
+	}
+	lifecycle_ready(lc, fuse_ops_conn_fd(session));
 	if (chdir("/") < 0)
 		log_errno(LOG_WARNING, -errno, "cannot change to /");
-	log_msg(LOG_INFO, "layer store at %s", sc->dir);
+	log_msg(LOG_INFO, "%s at %s", takeover ? "took over the layer store" : "layer store",
+	        sc->dir);
 	r = fuse_ops_loop(session);
 	if (r < 0)
 		log_errno(LOG_ERR, r, "serving '%s' failed", sc->dir);
@@ -446,23 +566,54 @@ static int serve(struct lifecycle *lc, void *userdata)
 	return r;
 }
 
+/* A worker executed by the store's supervisor: serves the store at dir (canonical; never
+ * looked at: its daemon may be dead) over the connection the dead worker served. */
+static int run_worker(const char *dir)
+{
+	_cleanup_(store_freep) struct store *s = NULL;
+	struct mount_status st = {0};
+	struct lifecycle *lc = NULL;
+	int conn_fd = -1, r;
+
+	if (open_store(&s) < 0)
+		return 1;
+	r = lifecycle_attach(s, dir, &lc, &conn_fd, &st);
+	if (r < 0)
+		return 1;
+	if (st.manifest || !streq(st.ref, STATE_REF)) {
+		r = log_errno(LOG_ERR, -EBADMSG, "cannot serve '%s': %s is not a layer store's",
+		              dir, st.dir);
+	} else {
+		struct serve_ctx sc = {s, st.mountpoint, conn_fd};
+
+		r = serve(lc, &sc);
+	}
+	mount_status_done(&st);
+	lifecycle_detach(lc);
+	return r < 0 ? 1 : 0;
+}
+
 int cmd_layer_store(int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"foreground", no_argument, NULL, 'f'},
 	    {"help", no_argument, NULL, 'h'},
+	    {"worker", no_argument, NULL, 'W'},
 	    {},
 	};
 	_cleanup_(store_freep) struct store *s = NULL;
-	_cleanup_free_ char *dir = NULL;
-	bool foreground = false;
+	_cleanup_free_ char *dir = NULL, *root = NULL;
+	bool foreground = false, worker = false;
 	struct stat st;
-	int c;
+	int c, r;
 
 	while ((c = getopt_long(argc, argv, "fh", opts, NULL)) >= 0) {
 		switch (c) {
 		case 'f':
 			foreground = true;
+			break;
+		case 'W':
+			worker = true;
 			break;
 		case 'h':
 			fputs(usage, stdout);
@@ -476,6 +627,8 @@ int cmd_layer_store(int argc, char **argv)
 		fputs(usage, stderr);
 		return 2;
 	}
+	if (worker)
+		return run_worker(argv[optind]);
 	if (mkdir(argv[optind], 0755) < 0 && errno != EEXIST) {
 		log_errno(LOG_ERR, -errno, "cannot create '%s'", argv[optind]);
 		return 1;
@@ -497,15 +650,27 @@ int cmd_layer_store(int argc, char **argv)
 	}
 	if (open_store(&s) < 0)
 		return 1;
-	struct serve_ctx sc = {s, dir};
+	root = realpath(s->root, NULL);
+	if (!root) {
+		log_errno(LOG_ERR, -errno, "cannot use the store '%s'", s->root);
+		return 1;
+	}
+	struct serve_ctx sc = {s, dir, -1};
+	const char *argv_worker[] = {"imgfs",    "--root", root, "layer-store",
+	                             "--worker", dir,      NULL, NULL};
 
-	return lifecycle_start(s,
-	                       &(struct lifecycle_opts){
+	/* A new worker logs as much as the first. */
+	if (log_max_level >= LOG_DEBUG) {
+		memmove(&argv_worker[4], &argv_worker[3], 3 * sizeof(*argv_worker));
+		argv_worker[3] = "--debug";
+	}
+
+	r = lifecycle_start(s, &(struct lifecycle_opts){
 	                           .mountpoint = dir,
 	                           .foreground = foreground,
 	                           .serve = serve,
 	                           .userdata = &sc,
-	                       }) < 0
-	           ? 1
-	           : 0;
+	                           .worker_argv = foreground ? NULL : argv_worker,
+	                       });
+	return r < 0 ? 1 : 0;
 }

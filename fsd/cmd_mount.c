@@ -172,8 +172,8 @@ static const char status_usage[] =
     "  mountpoint   the mount's canonical path\n"
     "  state        live (a daemon serves it), dead (its daemon died: `imgfs umount` it)\n"
     "               or unknown (mounted, but no state was found)\n"
-    "  image        the image reference\n"
-    "  digest       the manifest digest\n"
+    "  image        the image reference (`layer-store` for an `imgfs layer-store` DIR)\n"
+    "  digest       the manifest digest (- for a layer store, which serves many)\n"
     "  read-only    yes or no\n"
     "  upper        the writable layer's directory, or - for a read-only mount\n"
     "  upper-kept   yes when the layer was given with --upper (kept at umount)\n"
@@ -291,12 +291,13 @@ int cmd_umount(int argc, char **argv)
 static const char restart_usage[] =
     "Usage: imgfs restart MOUNTPOINT\n"
     "\n"
-    "Replace the daemon serving an imgfs mount with a new one, started from the imgfs\n"
-    "binary installed where the mount's was (an upgrade installed over it is picked up),\n"
-    "without unmounting: the new daemon takes the FUSE connection over, with the same inode\n"
-    "numbers and open files, and answers the requests the old one had not. Processes using\n"
-    "the mount see a pause. Returns once the new daemon serves. Sending SIGHUP to the\n"
-    "mount's supervisor (`supervisor-pid` in `imgfs status`) does the same without waiting.\n"
+    "Replace the daemon serving an imgfs mount (or an `imgfs layer-store` DIR) with a new\n"
+    "one, started from the imgfs binary installed where the mount's was (an upgrade\n"
+    "installed over it is picked up), without unmounting: the new daemon takes the FUSE\n"
+    "connection over, with the same inode numbers and open files, and answers the requests\n"
+    "the old one had not. Processes using the mount see a pause. Returns once the new\n"
+    "daemon serves. Sending SIGHUP to the mount's supervisor (`supervisor-pid` in `imgfs\n"
+    "status`) does the same without waiting.\n"
     "Like `imgfs umount`, it finds the mount's store from the mount.\n";
 
 int cmd_restart(int argc, char **argv)
@@ -368,7 +369,10 @@ int cmd_serve_worker(int argc, char **argv)
 	r = lifecycle_attach(s, mountpoint, &lc, &conn_fd, &st);
 	if (r < 0)
 		return 1;
-	if (st.lazy)
+	if (!st.manifest)
+		r = log_errno(LOG_ERR, -EBADMSG, "cannot serve '%s': %s names no image", mountpoint,
+		              st.dir);
+	else if (st.lazy)
 		r = reopen_lazy(s, &st, &lazy);
 	if (r >= 0)
 		r = daemon_take_over(s, lc,

@@ -285,8 +285,7 @@ struct serve_ctx {
 #define INIT_FILE "fuse-init"
 #define INIT_MAX 128
 
-/* Keeps the kernel's FUSE_INIT for the workers that take the connection over. */
-static int save_init(struct lifecycle *lc, struct fuse_ops_session *session)
+int daemon_save_init(struct lifecycle *lc, struct fuse_ops_session *session)
 {
 	const void *init;
 	size_t len;
@@ -296,6 +295,11 @@ static int save_init(struct lifecycle *lc, struct fuse_ops_session *session)
 	if (r < 0)
 		return r;
 	return write_file_replace(lifecycle_dir_fd(lc), INIT_FILE, init, len, 0600);
+}
+
+int daemon_load_init(struct lifecycle *lc, char **ret, size_t *ret_len)
+{
+	return read_file_full(lifecycle_dir_fd(lc), INIT_FILE, INIT_MAX, ret, ret_len);
 }
 
 /* Runs in the daemon, with the mount claimed: opens the tree and the upper, registers the
@@ -373,7 +377,7 @@ static int serve(struct lifecycle *lc, void *userdata)
 	}
 	fuse_ops_route_logs();
 	if (lifecycle_is_takeover(lc)) {
-		r = read_file_full(lifecycle_dir_fd(lc), INIT_FILE, INIT_MAX, &init, &init_len);
+		r = daemon_load_init(lc, &init, &init_len);
 		if (r < 0) {
 			log_errno(LOG_ERR, r, "cannot take over '%s': cannot read %s/%s",
 			          c->mountpoint, lifecycle_dir_path(lc), INIT_FILE);
@@ -398,7 +402,7 @@ static int serve(struct lifecycle *lc, void *userdata)
 	if (r < 0)
 		goto out; /* logged */
 	if (lifecycle_supervised(lc) && !lifecycle_is_takeover(lc)) {
-		r = save_init(lc, session);
+		r = daemon_save_init(lc, session);
 		if (r < 0) {
 			log_errno(LOG_ERR, r, "cannot write %s/%s", lifecycle_dir_path(lc),
 			          INIT_FILE);

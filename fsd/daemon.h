@@ -33,3 +33,12 @@ struct lifecycle;
  * -errno (logged). */
 int daemon_take_over(struct store *s, struct lifecycle *lc, const struct mount_request *req,
                      int conn_fd);
+
+struct fuse_ops_session;
+
+/* The kernel's FUSE_INIT of a supervised mount (fuse_ops_init_data()), kept in
+ * ROOT/mounts/NAME/fuse-init for the workers that take its connection over: written by the
+ * first worker (any filesystem: the layer store's too), read by the next ones (malloc'ed).
+ * Errors are -errno, not logged. */
+int daemon_save_init(struct lifecycle *lc, struct fuse_ops_session *session);
+int daemon_load_init(struct lifecycle *lc, char **ret, size_t *ret_len);

@@ -23,6 +23,7 @@
 struct fuse_ops_session {
 	struct imgfs *fs; /* NULL for another filesystem (fuse_ops_mount_ll()) */
 	void *ctx;        /* fuse_ops_ctx() */
+	const struct fuse_ops_handle_ops *hops; /* fs == NULL: its handles (may be NULL) */
 	struct fuse_session *se;
 	bool mounted;
 	bool signals;
@@ -822,7 +823,11 @@ static void *reopen(struct fuse_ops_session *s, uint64_t fh, enum handle_kind ki
 	r = handles_rec(s->handles, fh, &rec);
 	if (r >= 0 && rec.kind != (uint32_t)kind)
 		r = -EBADF;
-	if (r >= 0 && kind == HANDLE_FILE) {
+	if (r >= 0 && !s->fs) {
+		r = s->hops ? s->hops->reopen(s->ctx, &rec, &obj) : -EBADF;
+		if (r >= 0 && !obj)
+			r = -EIO;
+	} else if (r >= 0 && kind == HANDLE_FILE) {
 		struct imgfs_file *f;
 
 		r = imgfs_open(s->fs, rec.ino,
@@ -842,7 +847,9 @@ static void *reopen(struct fuse_ops_session *s, uint64_t fh, enum handle_kind ki
 	cur = handles_set(s->handles, fh, obj);
 	if (cur != obj) {
 		/* Another thread was first, or the handle was released meanwhile. */
-		if (kind == HANDLE_FILE)
+		if (!s->fs)
+			s->hops->close(s->ctx, kind, obj);
+		else if (kind == HANDLE_FILE)
 			imgfs_release(s->fs, obj);
 		else
 			imgfs_releasedir(s->fs, obj);
@@ -954,12 +961,31 @@ static void notify_inval(void *userdata, uint64_t ino)
 }
 
 static int mount_session(const struct fuse_lowlevel_ops *ops, size_t ops_size, struct imgfs *fs,
-                         void *ctx, bool ro, const struct fuse_ops_opts *o,
-                         struct fuse_ops_session **ret);
+                         void *ctx, const struct fuse_ops_handle_ops *hops, bool ro,
+                         const struct fuse_ops_opts *o, struct fuse_ops_session **ret);
 
 void *fuse_ops_ctx(fuse_req_t req)
 {
 	return req_session(req)->ctx;
+}
+
+int fuse_ops_handle_add(fuse_req_t req, uint64_t ino, uint32_t flags, enum handle_kind kind,
+                        void *obj, uint64_t *ret_fh)
+{
+	return handles_add(req_session(req)->handles, ino, flags, kind, obj, ret_fh);
+}
+
+void *fuse_ops_handle(fuse_req_t req, uint64_t fh, enum handle_kind kind)
+{
+	struct fuse_ops_session *s = req_session(req);
+	void *obj = handles_get(s->handles, fh);
+
+	return obj ? obj : reopen(s, fh, kind);
+}
+
+void *fuse_ops_handle_remove(fuse_req_t req, uint64_t fh)
+{
+	return handles_remove(req_session(req)->handles, fh);
 }
 
 static void *reopen(struct fuse_ops_session *s, uint64_t fh, enum handle_kind kind);
@@ -1069,18 +1095,20 @@ int fuse_ops_init_data(struct fuse_ops_session *s, const void **ret, size_t *ret
 
 int fuse_ops_mount(struct imgfs *fs, const struct fuse_ops_opts *o, struct fuse_ops_session **ret)
 {
-	return mount_session(&imgfs_ll_ops, sizeof(imgfs_ll_ops), fs, fs, imgfs_is_ro(fs), o, ret);
+	return mount_session(&imgfs_ll_ops, sizeof(imgfs_ll_ops), fs, fs, NULL, imgfs_is_ro(fs), o,
+	                     ret);
 }
 
 int fuse_ops_mount_ll(const struct fuse_lowlevel_ops *ops, size_t size, void *ctx, bool ro,
-                      const struct fuse_ops_opts *o, struct fuse_ops_session **ret)
+                      const struct fuse_ops_handle_ops *hops, const struct fuse_ops_opts *o,
+                      struct fuse_ops_session **ret)
 {
-	return mount_session(ops, size, NULL, ctx, ro, o, ret);
+	return mount_session(ops, size, NULL, ctx, hops, ro, o, ret);
 }
 
 static int mount_session(const struct fuse_lowlevel_ops *ops, size_t ops_size, struct imgfs *fs,
-                         void *ctx, bool ro, const struct fuse_ops_opts *o,
-                         struct fuse_ops_session **ret)
+                         void *ctx, const struct fuse_ops_handle_ops *hops, bool ro,
+                         const struct fuse_ops_opts *o, struct fuse_ops_session **ret)
 {
 	_cleanup_free_ char *opts = NULL, *fsname = NULL;
 	struct fuse_ops_session *s;
@@ -1110,6 +1138,7 @@ static int mount_session(const struct fuse_lowlevel_ops *ops, size_t ops_size, s
 		return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", o->mountpoint);
 	s->fs = fs;
 	s->ctx = ctx;
+	s->hops = hops;
 	s->max_threads = o->max_threads ? o->max_threads : DEFAULT_MAX_THREADS;
 	s->supervised = o->supervised || o->takeover;
 	/* Room for a million open files and directories: sparse, so only what is used costs. */
@@ -1143,7 +1172,10 @@ static int mount_session(const struct fuse_lowlevel_ops *ops, size_t ops_size, s
 			fuse_ops_free(s);
 			return log_errno(LOG_ERR, -EBADF, "cannot take over '%s'", o->mountpoint);
 		}
-		reopen_all(s);
+		/* An image mount's open files must be open here before anything can unlink
+		 * them; another filesystem's are opened at their first use. */
+		if (fs)
+			reopen_all(s);
 		r = take_over(s, o->init, o->init_len);
 		if (r < 0) {
 			fuse_ops_free(s);

@@ -4,11 +4,34 @@
 #pragma once
 
 #include <fuse_lowlevel.h>
+#include "fsd/fs/handles.h"
 #include "fsd/fuse_ops.h"
 
+/* How such a filesystem opens the object of a handle (fsd/fs/handles.h) again in a process
+ * that took the connection over (rec: what was opened, as given to fuse_ops_handle_add()),
+ * and closes one. */
+struct fuse_ops_handle_ops {
+	int (*reopen)(void *ctx, const struct handle_rec *rec, void **ret);
+	void (*close)(void *ctx, enum handle_kind kind, void *obj);
+};
+
 /* fuse_ops_mount() with ops (size bytes) as the operations and ctx as what fuse_ops_ctx()
- * returns in them; ro mounts read-only. */
+ * returns in them; ro mounts read-only. hops: how its handles are opened again after a
+ * takeover (the ops must then give out handles with fuse_ops_handle_add()); NULL when it
+ * keeps nothing open. Unlike an image mount's, the handles are not all opened again before
+ * a new process serves (nothing can be unlinked under them): each one at its first use. */
 int fuse_ops_mount_ll(const struct fuse_lowlevel_ops *ops, size_t size, void *ctx, bool ro,
-                      const struct fuse_ops_opts *o, struct fuse_ops_session **ret);
+                      const struct fuse_ops_handle_ops *hops, const struct fuse_ops_opts *o,
+                      struct fuse_ops_session **ret);
 /* The ctx given to fuse_ops_mount_ll(), from a request of its session. */
 void *fuse_ops_ctx(fuse_req_t req);
+
+/* The session's handle table, for fuse_ops_mount_ll() filesystems: a new handle for obj
+ * (opened as ino with the open flags), -errno when the table is full; */
+int fuse_ops_handle_add(fuse_req_t req, uint64_t ino, uint32_t flags, enum handle_kind kind,
+                        void *obj, uint64_t *ret_fh);
+/* the object of handle fh, opened again with hops->reopen when a process before this one
+ * gave it out (NULL: no such handle, or it cannot be opened again: logged); */
+void *fuse_ops_handle(fuse_req_t req, uint64_t fh, enum handle_kind kind);
+/* frees handle fh and returns its object in this process (NULL when none). */
+void *fuse_ops_handle_remove(fuse_req_t req, uint64_t fh);

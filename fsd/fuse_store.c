@@ -1,6 +1,7 @@
 /* The layer store's FUSE glue: op_<op>() -> layerstore_*() (layerstore.h) -> reply. Like
  * fuse_ops.c for an image mount, it holds no filesystem logic; the session (options, loop,
- * teardown) is fuse_ops.c's (fuse_ops_ll.h). */
+ * teardown, takeover) is fuse_ops.c's (fuse_ops_ll.h), and so is the handle table: fi->fh
+ * is a slot of it, which a process taking the connection over opens again at first use. */
 #include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
@@ -107,21 +108,32 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		reply_error(req, r);
 		return;
 	}
-	fi->fh = (uintptr_t)f;
+	r = fuse_ops_handle_add(req, ino, (uint32_t)fi->flags, HANDLE_FILE, f, &fi->fh);
+	if (r < 0) {
+		layerstore_release(req_ls(req), f);
+		reply_error(req, r);
+		return;
+	}
 	fi->keep_cache = 1;
 	fi->noflush = 1;
 	if (fuse_reply_open(req, fi) < 0)
-		layerstore_release(req_ls(req), f);
+		layerstore_release(req_ls(req), fuse_ops_handle_remove(req, fi->fh));
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
 	_cleanup_free_ char *buf = NULL;
+	struct ls_file *f;
 	ssize_t n;
 
 	if (off < 0) {
 		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	f = fuse_ops_handle(req, fi->fh, HANDLE_FILE);
+	if (!f) {
+		fuse_reply_err(req, EBADF);
 		return;
 	}
 	buf = malloc(size ? size : 1);
@@ -129,8 +141,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	n = layerstore_read(req_ls(req), (struct ls_file *)(uintptr_t)fi->fh, buf, size,
-	                    (uint64_t)off);
+	n = layerstore_read(req_ls(req), f, buf, size, (uint64_t)off);
 	if (n < 0) {
 		log_debug("read %llu: %d", (unsigned long long)ino, (int)n);
 		reply_error(req, (int)n);
@@ -142,7 +153,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	layerstore_release(req_ls(req), (struct ls_file *)(uintptr_t)fi->fh);
+	layerstore_release(req_ls(req), fuse_ops_handle_remove(req, fi->fh));
 	fuse_reply_err(req, 0);
 }
 
@@ -155,9 +166,14 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		reply_error(req, r);
 		return;
 	}
-	fi->fh = (uintptr_t)d;
-	if (fuse_reply_open(req, fi) < 0)
+	r = fuse_ops_handle_add(req, ino, (uint32_t)fi->flags, HANDLE_DIR, d, &fi->fh);
+	if (r < 0) {
 		layerstore_releasedir(req_ls(req), d);
+		reply_error(req, r);
+		return;
+	}
+	if (fuse_reply_open(req, fi) < 0)
+		layerstore_releasedir(req_ls(req), fuse_ops_handle_remove(req, fi->fh));
 }
 
 struct dirbuf {
@@ -185,11 +201,17 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	_cleanup_free_ char *buf = NULL;
 	struct dirbuf b = {.req = req, .size = size};
+	struct ls_dir *d;
 	int r;
 
 	(void)ino;
 	if (off < 0) {
 		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	d = fuse_ops_handle(req, fi->fh, HANDLE_DIR);
+	if (!d) {
+		fuse_reply_err(req, EBADF);
 		return;
 	}
 	buf = malloc(size ? size : 1);
@@ -198,8 +220,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	b.buf = buf;
-	r = layerstore_readdir(req_ls(req), (struct ls_dir *)(uintptr_t)fi->fh, (uint64_t)off,
-	                       add_dirent, &b);
+	r = layerstore_readdir(req_ls(req), d, (uint64_t)off, add_dirent, &b);
 	if (r < 0 && b.pos == 0) {
 		reply_error(req, r);
 		return;
@@ -210,7 +231,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	layerstore_releasedir(req_ls(req), (struct ls_dir *)(uintptr_t)fi->fh);
+	layerstore_releasedir(req_ls(req), fuse_ops_handle_remove(req, fi->fh));
 	fuse_reply_err(req, 0);
 }
 
@@ -333,9 +354,42 @@ static const struct fuse_lowlevel_ops store_ll_ops = {
     .setattr = op_setattr,
 };
 
+/* A file or directory a process before this one opened, opened again from its record. */
+static int store_reopen(void *ctx, const struct handle_rec *rec, void **ret)
+{
+	struct layerstore *ls = ctx;
+	struct ls_file *f = NULL;
+	struct ls_dir *d = NULL;
+	int r;
+
+	if (rec->kind == HANDLE_DIR) {
+		r = layerstore_opendir(ls, rec->ino, &d);
+		*ret = d;
+	} else {
+		r = layerstore_open(
+		    ls, rec->ino, (int)(rec->flags & ~(uint32_t)(O_CREAT | O_EXCL | O_TRUNC)), &f);
+		*ret = f;
+	}
+	return r;
+}
+
+static void store_close(void *ctx, enum handle_kind kind, void *obj)
+{
+	if (kind == HANDLE_DIR)
+		layerstore_releasedir(ctx, obj);
+	else
+		layerstore_release(ctx, obj);
+}
+
+static const struct fuse_ops_handle_ops store_handle_ops = {
+    .reopen = store_reopen,
+    .close = store_close,
+};
+
 int fuse_store_mount(struct layerstore *ls, const struct fuse_ops_opts *o,
                      struct fuse_ops_session **ret)
 {
 	/* Not mounted read-only: `use` and rmdir must reach the store. */
-	return fuse_ops_mount_ll(&store_ll_ops, sizeof(store_ll_ops), ls, false, o, ret);
+	return fuse_ops_mount_ll(&store_ll_ops, sizeof(store_ll_ops), ls, false, &store_handle_ops,
+	                         o, ret);
 }

@@ -2,6 +2,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include "common/log.h"
 #include "fsd/image/als.h"
@@ -11,6 +13,7 @@
 #define LOCAL(ino) ((uint32_t)(ino))
 #define MAX_REFS (LS_LAYER_BASE - 2)
 #define MAX_LAYERS ((UINT32_MAX - LS_LAYER_BASE) / 4)
+#define SAVE_MAGIC "imgfs-layer-store 1"
 
 enum ref_state {
 	REF_UNRESOLVED,
@@ -30,6 +33,9 @@ struct ls_layer {
 	struct ls_ref *ref;
 	uint32_t g; /* its number among all layers */
 	char digest[DIGEST_STR_LEN + 1];
+	char manifest[DIGEST_STR_LEN + 1]; /* the image it was resolved from */
+	/* NULL (and info, img too) for a layer restored and not resolved again yet; set once
+	 * under ls->lock, never changed after */
 	struct imgfs *fs;
 	char *info;
 	size_t info_len;
@@ -50,6 +56,9 @@ struct ls_ref {
 	size_t n_layers;
 	struct image_rec **imgs;
 	size_t n_imgs;
+	/* Restored (layerstore_restore()): the manifests of its layers not resolved again */
+	char **pending;
+	size_t n_pending;
 };
 
 struct layerstore {
@@ -121,12 +130,12 @@ static void free_image(struct image_rec *rec)
 	free(rec);
 }
 
-void layerstore_free(struct layerstore *ls)
+/* Frees every reference and layer. */
+static void clear(struct layerstore *ls)
 {
-	if (!ls)
-		return;
 	for (size_t g = 0; g < ls->n_layers; g++) {
-		imgfs_free(ls->layers[g]->fs);
+		if (ls->layers[g]->fs)
+			imgfs_free(ls->layers[g]->fs);
 		free(ls->layers[g]->info);
 		free(ls->layers[g]);
 	}
@@ -137,12 +146,25 @@ void layerstore_free(struct layerstore *ls)
 		for (size_t i = 0; i < ref->n_imgs; i++)
 			free_image(ref->imgs[i]);
 		free(ref->imgs);
+		for (size_t i = 0; i < ref->n_pending; i++)
+			free(ref->pending[i]);
+		free(ref->pending);
 		free(ref->layers);
 		free(ref->name);
 		free(ref->b64);
 		free(ref);
 	}
 	free(ls->refs);
+	ls->refs = NULL;
+	ls->layers = NULL;
+	ls->n_refs = ls->n_layers = 0;
+}
+
+void layerstore_free(struct layerstore *ls)
+{
+	if (!ls)
+		return;
+	clear(ls);
 	pthread_cond_destroy(&ls->resolved);
 	pthread_mutex_destroy(&ls->lock);
 	free(ls);
@@ -167,13 +189,14 @@ static uint64_t diff_ino(const struct ls_layer *l, uint64_t inner)
 	return ((uint64_t)(l->g + 1) << 32) | (inner & UINT32_MAX);
 }
 
-/* What inode ino is; -ESTALE when it names nothing (yet). */
-static int node_of(struct layerstore *ls, uint64_t ino, struct node *ret)
+static int settle_ref(struct layerstore *ls, struct ls_ref *ref, const struct ls_layer *l);
+
+/* What inode ino is, with the lock held; -ESTALE when it names nothing (yet). */
+static int node_locked(struct layerstore *ls, uint64_t ino, struct node *ret)
 {
 	uint32_t slot = SLOT(ino), local = LOCAL(ino);
 	int r = 0;
 
-	pthread_mutex_lock(&ls->lock);
 	if (slot > 0) {
 		if (slot - 1 >= ls->n_layers || local == 0)
 			r = -ESTALE;
@@ -183,7 +206,8 @@ static int node_of(struct layerstore *ls, uint64_t ino, struct node *ret)
 	} else if (local == LS_ROOT_INO) {
 		*ret = (struct node){.kind = NODE_ROOT};
 	} else if (local >= 2 && local < LS_LAYER_BASE) {
-		if (local - 2 >= ls->n_refs || !ls->refs[local - 2]->n_imgs)
+		if (local - 2 >= ls->n_refs ||
+		    (!ls->refs[local - 2]->n_imgs && !ls->refs[local - 2]->n_pending))
 			r = -ESTALE;
 		else
 			*ret = (struct node){.kind = NODE_REF, .ref = ls->refs[local - 2]};
@@ -200,8 +224,42 @@ static int node_of(struct layerstore *ls, uint64_t ino, struct node *ret)
 	} else {
 		r = -ESTALE;
 	}
+	return r;
+}
+
+/* Whether n is restored and not resolved again: a layer without its filesystem, or a
+ * reference with none of its images. */
+static bool unsettled(const struct node *n)
+{
+	if (n->layer)
+		return !n->layer->fs;
+	return n->ref && !n->ref->n_imgs && n->ref->n_pending;
+}
+
+/* What inode ino is; -ESTALE when it names nothing (yet). settle: a restored reference or
+ * layer is resolved again first (-EIO when that fails); else it may come back unresolved
+ * (its layer's fs NULL). */
+static int node_get(struct layerstore *ls, uint64_t ino, bool settle, struct node *ret)
+{
+	int r;
+
+	pthread_mutex_lock(&ls->lock);
+	r = node_locked(ls, ino, ret);
+	if (r == 0 && settle && unsettled(ret)) {
+		r = settle_ref(ls, ret->ref, ret->layer);
+		/* the arrays may have grown meanwhile */
+		if (r == 0)
+			r = node_locked(ls, ino, ret);
+		if (r == 0 && unsettled(ret))
+			r = -EIO;
+	}
 	pthread_mutex_unlock(&ls->lock);
 	return r;
+}
+
+static int node_of(struct layerstore *ls, uint64_t ino, struct node *ret)
+{
+	return node_get(ls, ino, true, ret);
 }
 
 /* ---- attributes ---- */
@@ -226,7 +284,7 @@ static void synthetic_stat(struct layerstore *ls, uint64_t ino, mode_t mode, uin
 
 static int diff_getattr(const struct ls_layer *l, uint64_t inner, struct stat *ret)
 {
-	int r = imgfs_getattr(l->fs, inner, ret);
+	int r = l->fs ? imgfs_getattr(l->fs, inner, ret) : -EIO;
 
 	if (r < 0)
 		return r;
@@ -328,28 +386,38 @@ static int attach(struct layerstore *ls, struct ls_ref *ref, struct image_rec *r
 	ref->imgs[ref->n_imgs++] = rec;
 	for (size_t i = 0; i < n; i++) {
 		struct ls_layer_desc *d = &rec->im.layers[i];
-		struct ls_layer *l;
+		struct ls_layer *l = find_layer(ref, d->digest);
+		struct imgfs *fs;
+		bool restored = l != NULL;
 		int r;
 
-		if (find_layer(ref, d->digest))
+		if (l && l->fs)
 			continue;
-		l = calloc(1, sizeof(*l));
-		if (!l)
-			return -ENOMEM;
-		r = imgfs_new(&d->lower, &(struct imgfs_opts){.no_security_labels = true}, &l->fs);
+		/* a layer restored unresolved keeps its number: it is filled in */
+		if (!l) {
+			l = calloc(1, sizeof(*l));
+			if (!l)
+				return -ENOMEM;
+		}
+		r = imgfs_new(&d->lower, &(struct imgfs_opts){.no_security_labels = true}, &fs);
 		d->lower = (struct lower){0}; /* taken, also on failure */
 		if (r < 0) {
-			free(l);
+			if (!restored)
+				free(l);
 			return r;
 		}
-		l->ref = ref;
-		l->g = (uint32_t)ls->n_layers;
-		memcpy(l->digest, d->digest, sizeof(l->digest));
 		l->info = TAKE_PTR(d->info);
 		l->info_len = d->info_len;
 		l->blob_size = d->blob_size;
 		l->img = rec;
 		l->idx = i;
+		l->fs = fs;
+		if (restored)
+			continue;
+		l->ref = ref;
+		l->g = (uint32_t)ls->n_layers;
+		memcpy(l->digest, d->digest, sizeof(l->digest));
+		memcpy(l->manifest, rec->im.manifest, sizeof(l->manifest));
 		ls->layers[ls->n_layers++] = l;
 		ref->layers[ref->n_layers++] = l;
 	}
@@ -359,28 +427,54 @@ nomem:
 	return -ENOMEM;
 }
 
-/* Resolves ref (fresh: ask again for a moved tag) with the lock held, dropping it while
- * the resolver runs; the caller has set ref->state to REF_RESOLVING. */
-static int resolve_locked(struct layerstore *ls, struct ls_ref *ref, bool fresh)
+/* Drops manifest from ref's restored images still to resolve. */
+static void settled(struct ls_ref *ref, const char *manifest)
+{
+	for (size_t i = 0; i < ref->n_pending; i++) {
+		if (!streq(ref->pending[i], manifest))
+			continue;
+		free(ref->pending[i]);
+		ref->pending[i] = ref->pending[--ref->n_pending];
+		return;
+	}
+}
+
+/* Resolves ref (manifest: at that image, a restored one; fresh: ask again for a moved tag)
+ * with the lock held, dropping it while the resolver runs; the caller has set ref->state
+ * to REF_RESOLVING. */
+static int resolve_locked(struct layerstore *ls, struct ls_ref *ref, const char *manifest,
+                          bool fresh)
 {
 	struct image_rec *rec = calloc(1, sizeof(*rec));
-	bool had = ref->n_layers > 0;
+	char pinned[DIGEST_STR_LEN + 1] = "", got[DIGEST_STR_LEN + 1] = "";
 	int r;
 
-	if (!rec)
+	if (!rec) {
+		ref->state = ref->n_imgs ? REF_RESOLVED : REF_UNRESOLVED;
+		pthread_cond_broadcast(&ls->resolved);
 		return -ENOMEM;
+	}
+	if (manifest)
+		snprintf(pinned, sizeof(pinned), "%s", manifest);
 	pthread_mutex_unlock(&ls->lock);
-	r = ls->o.resolve(ls->o.userdata, ref->name, fresh, &rec->im);
+	r = ls->o.resolve(ls->o.userdata, ref->name, manifest ? pinned : NULL, fresh, &rec->im);
 	pthread_mutex_lock(&ls->lock);
+	if (r >= 0)
+		memcpy(got, rec->im.manifest, sizeof(got));
 	if (r < 0)
 		free(rec);
 	else
 		r = attach(ls, ref, rec);
 	if (r < 0) {
 		ref->failed_ms = now_ms();
-		ref->state = had ? REF_RESOLVED : REF_FAILED;
+		ref->state = ref->n_imgs      ? REF_RESOLVED
+		             : ref->n_pending ? REF_UNRESOLVED
+		                              : REF_FAILED;
 	} else {
 		ref->state = REF_RESOLVED;
+		settled(ref, got);
+		if (manifest)
+			settled(ref, pinned);
 	}
 	if (fresh)
 		ref->refreshed_ms = now_ms();
@@ -418,6 +512,41 @@ static int new_ref(struct layerstore *ls, const char *b64, struct ls_ref **ret)
 	return 0;
 }
 
+static bool is_pending(const struct ls_ref *ref, const char *manifest)
+{
+	for (size_t i = 0; i < ref->n_pending; i++)
+		if (streq(ref->pending[i], manifest))
+			return true;
+	return false;
+}
+
+/* Resolves again, with the lock held (dropped while resolving), the image restored layer l
+ * of ref came from, or (l NULL) one of ref's restored images when it has none resolved;
+ * waits for a resolution in progress. A failure is not tried again within
+ * LS_FAILURE_TTL_MS. */
+static int settle_ref(struct layerstore *ls, struct ls_ref *ref, const struct ls_layer *l)
+{
+	for (;;) {
+		const char *want;
+
+		if (ref->state == REF_RESOLVING) {
+			pthread_cond_wait(&ls->resolved, &ls->lock);
+			continue;
+		}
+		if (l)
+			want = is_pending(ref, l->manifest) ? l->manifest : NULL;
+		else
+			want = !ref->n_imgs && ref->n_pending ? ref->pending[0] : NULL;
+		if (!want)
+			return 0;
+		if (ref->failed_ms && now_ms() - ref->failed_ms < LS_FAILURE_TTL_MS)
+			return -EIO;
+		ref->state = REF_RESOLVING;
+		if (resolve_locked(ls, ref, want, false) < 0)
+			return -EIO;
+	}
+}
+
 /* The reference named b64 in the root, resolved (waiting for a resolution in progress,
  * making one when none was made or the last failed long enough ago). */
 static int lookup_ref(struct layerstore *ls, const char *b64, struct ls_ref **ret)
@@ -431,18 +560,23 @@ static int lookup_ref(struct layerstore *ls, const char *b64, struct ls_ref **re
 	if (!ref)
 		r = new_ref(ls, b64, &ref);
 	while (r == 0) {
-		if (ref->state == REF_RESOLVED)
-			break;
 		if (ref->state == REF_RESOLVING) {
 			pthread_cond_wait(&ls->resolved, &ls->lock);
 			continue;
 		}
+		if (!ref->n_imgs && ref->n_pending) {
+			/* restored: served from those images before, so from them again */
+			r = settle_ref(ls, ref, NULL) < 0 ? -ENOENT : 0;
+			continue;
+		}
+		if (ref->state == REF_RESOLVED)
+			break;
 		if (ref->state == REF_FAILED && now_ms() - ref->failed_ms < LS_FAILURE_TTL_MS) {
 			r = -ENOENT;
 			break;
 		}
 		ref->state = REF_RESOLVING;
-		r = resolve_locked(ls, ref, false);
+		r = resolve_locked(ls, ref, NULL, false);
 		r = r < 0 ? -ENOENT : 0;
 		notify = r == 0;
 	}
@@ -476,7 +610,7 @@ static int lookup_layer(struct layerstore *ls, struct ls_ref *ref, const char *d
 		if (ref->refreshed_ms && now_ms() - ref->refreshed_ms < LS_FAILURE_TTL_MS)
 			break;
 		ref->state = REF_RESOLVING;
-		notify = resolve_locked(ls, ref, true) >= 0;
+		notify = resolve_locked(ls, ref, NULL, true) >= 0;
 	}
 	pthread_mutex_unlock(&ls->lock);
 	if (notify && ls->o.changed)
@@ -496,7 +630,7 @@ int layerstore_lookup(struct layerstore *ls, uint64_t parent, const char *name,
 {
 	struct node p, n = {0};
 	struct ls_layer *l;
-	struct ls_ref *ref;
+	struct ls_ref *ref = NULL;
 	int r;
 
 	r = node_of(ls, parent, &p);
@@ -561,7 +695,8 @@ void layerstore_forget(struct layerstore *ls, uint64_t ino, uint64_t nlookup)
 {
 	struct node n;
 
-	if (node_of(ls, ino, &n) == 0 && n.kind == NODE_DIFF)
+	/* a restored layer not resolved again knows nothing to forget */
+	if (node_get(ls, ino, false, &n) == 0 && n.kind == NODE_DIFF && n.layer->fs)
 		imgfs_forget(n.layer->fs, n.inner, nlookup);
 }
 
@@ -705,7 +840,7 @@ static int synthetic_child(struct layerstore *ls, const struct node *dir, size_t
 	switch (dir->kind) {
 	case NODE_ROOT:
 		for (size_t r = 0; r < ls->n_refs; r++) {
-			if (!ls->refs[r]->n_imgs || k++ != i)
+			if ((!ls->refs[r]->n_imgs && !ls->refs[r]->n_pending) || k++ != i)
 				continue;
 			n = (struct node){.kind = NODE_REF, .ref = ls->refs[r]};
 			*ret_name = ls->refs[r]->b64;
@@ -878,7 +1013,10 @@ int layerstore_held_manifests(struct layerstore *ls, char ***ret, size_t *ret_n)
 			uses += ref->layers[k]->uses;
 		if (uses == 0 && ref->ever_used)
 			continue;
-		for (size_t k = 0; k < ref->n_imgs && r == 0; k++) {
+		for (size_t k = 0; k < ref->n_imgs + ref->n_pending && r == 0; k++) {
+			const char *m = k < ref->n_imgs ? ref->imgs[k]->im.manifest
+			                                : ref->pending[k - ref->n_imgs];
+
 			if (n == cap) {
 				char **p = reallocarray(out, cap ? cap * 2 : 8, sizeof(*p));
 
@@ -889,7 +1027,7 @@ int layerstore_held_manifests(struct layerstore *ls, char ***ret, size_t *ret_n)
 				out = p;
 				cap = cap ? cap * 2 : 8;
 			}
-			out[n] = strdup(ref->imgs[k]->im.manifest);
+			out[n] = strdup(m);
 			if (!out[n])
 				r = -ENOMEM;
 			else
@@ -906,4 +1044,184 @@ int layerstore_held_manifests(struct layerstore *ls, char ***ret, size_t *ret_n)
 	*ret = out;
 	*ret_n = n;
 	return 0;
+}
+
+/* ---- the table that lasts across processes ---- */
+
+struct buf {
+	char *p;
+	size_t len, cap;
+};
+
+static int buf_printf(struct buf *b, const char *fmt, ...) _printf_(2, 3);
+static int buf_printf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+		va_end(ap);
+		if (n < 0)
+			return -EINVAL;
+		if (b->p && b->len + (size_t)n < b->cap) {
+			b->len += (size_t)n;
+			return 0;
+		}
+		size_t cap = MAX(b->cap * 2, b->len + (size_t)n + 256);
+		char *p = realloc(b->p, cap);
+
+		if (!p)
+			return -ENOMEM;
+		b->p = p;
+		b->cap = cap;
+	}
+}
+
+/* SAVE_MAGIC, then a line per reference in number order, `ref USED BASE64`, then a line
+ * per layer in number order, `layer REF MANIFEST DIGEST USES` (REF: the reference's
+ * number). */
+int layerstore_save(struct layerstore *ls, char **ret, size_t *ret_len)
+{
+	struct buf b = {0};
+	int r;
+
+	pthread_mutex_lock(&ls->lock);
+	r = buf_printf(&b, "%s\n", SAVE_MAGIC);
+	for (size_t i = 0; r >= 0 && i < ls->n_refs; i++)
+		r = buf_printf(&b, "ref %d %s\n", ls->refs[i]->ever_used, ls->refs[i]->b64);
+	for (size_t g = 0; r >= 0 && g < ls->n_layers; g++) {
+		const struct ls_layer *l = ls->layers[g];
+
+		r = buf_printf(&b, "layer %" PRIu32 " %s %s %" PRIu64 "\n", l->ref->r, l->manifest,
+		               l->digest, l->uses);
+	}
+	pthread_mutex_unlock(&ls->lock);
+	if (r < 0) {
+		free(b.p);
+		return r;
+	}
+	*ret = b.p;
+	*ret_len = b.len;
+	return 0;
+}
+
+static int parse_u64(const char *s, uint64_t max, uint64_t *ret)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!s || *s < '0' || *s > '9')
+		return -EBADMSG;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end || v > max)
+		return -EBADMSG;
+	*ret = v;
+	return 0;
+}
+
+static int add_pending(struct ls_ref *ref, const char *manifest)
+{
+	char **p;
+
+	for (size_t i = 0; i < ref->n_pending; i++)
+		if (streq(ref->pending[i], manifest))
+			return 0;
+	p = reallocarray(ref->pending, ref->n_pending + 1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	ref->pending = p;
+	p[ref->n_pending] = strdup(manifest);
+	if (!p[ref->n_pending])
+		return -ENOMEM;
+	ref->n_pending++;
+	return 0;
+}
+
+/* One line of a saved table (NUL-terminated, without its newline), with the lock held. */
+static int restore_line(struct layerstore *ls, char *line)
+{
+	char *f[6] = {0}, *save = NULL;
+	size_t n = 0;
+	uint64_t v = 0, uses = 0;
+	struct ls_ref *ref;
+	struct ls_layer *l, **all, **mine;
+	int r;
+
+	for (char *t = strtok_r(line, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+		if (n == ARRAY_SIZE(f))
+			return -EBADMSG;
+		f[n++] = t;
+	}
+	if (n == 3 && streq(f[0], "ref")) {
+		if (parse_u64(f[1], 1, &v) < 0 || find_ref(ls, f[2]))
+			return -EBADMSG;
+		r = new_ref(ls, f[2], &ref);
+		if (r < 0)
+			return r == -ENOENT ? -EBADMSG : r;
+		ref->ever_used = v;
+		return 0;
+	}
+	if (n != 5 || !streq(f[0], "layer") || parse_u64(f[1], UINT32_MAX, &v) < 0 ||
+	    v >= ls->n_refs || !digest_valid(f[2]) || !digest_valid(f[3]) ||
+	    strlen(f[2]) > DIGEST_STR_LEN || strlen(f[3]) > DIGEST_STR_LEN ||
+	    parse_u64(f[4], UINT64_MAX, &uses) < 0 || ls->n_layers >= MAX_LAYERS)
+		return -EBADMSG;
+	ref = ls->refs[v];
+	if (find_layer(ref, f[3]))
+		return -EBADMSG;
+	all = reallocarray(ls->layers, ls->n_layers + 1, sizeof(*all));
+	if (!all)
+		return -ENOMEM;
+	ls->layers = all;
+	mine = reallocarray(ref->layers, ref->n_layers + 1, sizeof(*mine));
+	if (!mine)
+		return -ENOMEM;
+	ref->layers = mine;
+	r = add_pending(ref, f[2]);
+	if (r < 0)
+		return r;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->ref = ref;
+	l->g = (uint32_t)ls->n_layers;
+	snprintf(l->digest, sizeof(l->digest), "%s", f[3]);
+	snprintf(l->manifest, sizeof(l->manifest), "%s", f[2]);
+	l->uses = uses;
+	ls->layers[ls->n_layers++] = l;
+	ref->layers[ref->n_layers++] = l;
+	return 0;
+}
+
+int layerstore_restore(struct layerstore *ls, const char *text, size_t len)
+{
+	_cleanup_free_ char *copy = NULL;
+	char *line, *next;
+	int r = 0;
+
+	if (len < strlen(SAVE_MAGIC) + 1 || memchr(text, '\0', len) ||
+	    memcmp(text, SAVE_MAGIC "\n", strlen(SAVE_MAGIC) + 1) != 0)
+		return -EBADMSG;
+	copy = strndup(text, len);
+	if (!copy)
+		return -ENOMEM;
+	pthread_mutex_lock(&ls->lock);
+	if (ls->n_refs || ls->n_layers)
+		r = -EBUSY;
+	for (line = copy + strlen(SAVE_MAGIC) + 1; r >= 0 && *line; line = next) {
+		next = strchr(line, '\n');
+		if (!next) {
+			r = -EBADMSG; /* cut short */
+			break;
+		}
+		*next++ = '\0';
+		r = restore_line(ls, line);
+	}
+	if (r < 0 && r != -EBUSY)
+		clear(ls);
+	pthread_mutex_unlock(&ls->lock);
+	return r;
 }

@@ -18,6 +18,13 @@
  * are what lasts across restarts: a restarted store resolves a reference again at its
  * first lookup, so the paths podman keeps (symlinks into DIR/.../diff) work again.
  *
+ * Numbers also last across the processes that serve one mount (a worker that takes the
+ * connection over): layerstore_save() writes the table of references and layers (with the
+ * manifest each layer came from and its use count) and layerstore_restore() makes a new
+ * store number them the same, unresolved. A restored reference or layer is resolved again
+ * at the first request that needs it, at the image manifest it was served from (the
+ * resolver is told which), not at what its tag names now.
+ *
  * A reference is resolved by the caller's resolver (the command: registry, store, lazy
  * pull), outside every lock but its own: other references are served meanwhile, and a
  * concurrent lookup of the same reference waits for the resolution. A failed resolution
@@ -58,10 +65,13 @@ struct ls_image {
 	void *ctx;
 };
 
-/* Resolves ref (as podman spelled it). fresh: the last resolution of ref did not have a
- * layer that was asked for (a tag that moved): ask the registry again. Fills *ret or
- * returns -errno after logging one line that names ref and the reason. */
-typedef int (*ls_resolve_fn)(void *userdata, const char *ref, bool fresh, struct ls_image *ret);
+/* Resolves ref (as podman spelled it). manifest: NULL, or the image manifest ref must
+ * resolve to (a reference restored by layerstore_restore(), served from that image before).
+ * fresh: the last resolution of ref did not have a layer that was asked for (a tag that
+ * moved): ask the registry again. Fills *ret or returns -errno after logging one line that
+ * names ref and the reason. */
+typedef int (*ls_resolve_fn)(void *userdata, const char *ref, const char *manifest, bool fresh,
+                             struct ls_image *ret);
 
 struct layerstore_opts {
 	ls_resolve_fn resolve;
@@ -110,10 +120,19 @@ int layerstore_create(struct layerstore *ls, uint64_t parent, const char *name);
  * anything else is -EROFS. */
 int layerstore_rmdir(struct layerstore *ls, uint64_t parent, const char *name);
 
+/* The table of references and layers, as text (malloc'ed, *ret_len bytes): what
+ * layerstore_restore() needs to number them the same in another process. It changes when
+ * a reference is resolved and at each `use` and rmdir (the changed callback). */
+int layerstore_save(struct layerstore *ls, char **ret, size_t *ret_len);
+/* In a new store, before anything was looked up: numbers the references and layers of a
+ * saved table (text, len bytes) as they were, with their use counts, unresolved until a
+ * request needs them. -EBADMSG when text is not such a table (nothing is restored). */
+int layerstore_restore(struct layerstore *ls, const char *text, size_t len);
+
 /* Calls fn for every layer of every resolved reference with its reference count. */
 typedef void (*ls_layer_fn)(const char *ref, const char *digest, uint64_t uses, void *userdata);
 void layerstore_for_each_layer(struct layerstore *ls, ls_layer_fn fn, void *userdata);
 /* The image manifests to keep from gc: those of references whose layers are held, and of
- * references resolved but never used yet (a pull in progress). A malloc'ed array of
- * malloc'ed strings (free with strv_free-like loop), *ret_n entries. */
+ * references resolved but never used yet (a pull in progress), restored ones included. A malloc'ed
+ * array of malloc'ed strings (free with strv_free-like loop), *ret_n entries. */
 int layerstore_held_manifests(struct layerstore *ls, char ***ret, size_t *ret_n);

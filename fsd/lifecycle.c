@@ -1630,8 +1630,8 @@ int lifecycle_attach(struct store *s, const char *mountpoint, struct lifecycle *
 	st.supervisor_pid = state_pid(j);
 	json_decref(j);
 	st.dir = strdup(lc->dir_path);
-	if (!st.ref || !st.manifest || !st.mountpoint || !streq(st.mountpoint, mountpoint) ||
-	    !digest_valid(st.manifest)) {
+	if (!st.ref || !st.mountpoint || !streq(st.mountpoint, mountpoint) ||
+	    (st.manifest && !digest_valid(st.manifest))) {
 		mount_status_done(&st);
 		return log_errno(LOG_ERR, -EBADMSG, "cannot serve '%s': a bad state in '%s'",
 		                 mountpoint, lc->dir_path);

@@ -111,8 +111,9 @@ struct mount_status;
 
 /* In a worker executed by the supervisor of the mount at mountpoint (canonical): opens
  * ROOT/mounts/NAME (the claim stays with the supervisor), sends messages to its log, sets
- * *ret_conn_fd to the connection the supervisor kept and *ret_state to the mount's state.
- * Errors are logged. Free lc with lifecycle_detach(), which removes nothing. */
+ * *ret_conn_fd to the connection the supervisor kept and *ret_state to the mount's state
+ * (its manifest NULL for a daemon that serves several images). Errors are logged. Free lc with
+ * lifecycle_detach(), which removes nothing. */
 int lifecycle_attach(struct store *s, const char *mountpoint, struct lifecycle **ret,
                      int *ret_conn_fd, struct mount_status *ret_state);
 void lifecycle_detach(struct lifecycle *lc);

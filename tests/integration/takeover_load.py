@@ -2,6 +2,7 @@
 """Load on an imgfs mount while its daemon is killed and replaced (test_takeover.sh).
 
 takeover_load.py MOUNT EXPECTED.json WORKDIR [--readers N] [--writers N] [--no-write]
+                 [--drop-cache]
 
 EXPECTED.json maps paths below MOUNT to their sha256. Readers hash those files in a loop,
 timing every read (the longest one is the longest pause a reader saw); writers append
@@ -10,7 +11,9 @@ WORKDIR/wN.last. Before the load starts it also opens, for the checks after it: 
 reading (half read), one for writing, a directory stream (partly read) and a file it
 unlinks while open. Then it writes WORKDIR/ready, runs until WORKDIR/stop appears, checks
 those, and prints one JSON object: errors (a list of strings; empty when all went well),
-reads, max_pause_ms, records (per writer: the last fsynced record).
+reads, max_pause_ms, records (per writer: the last fsynced record). --drop-cache: each
+file's pages are dropped from the page cache after it was hashed, so that every pass reads
+from the filesystem's daemon (a mount that lets the kernel keep file data).
 """
 import argparse
 import hashlib
@@ -24,6 +27,7 @@ CHUNK = 128 * 1024
 errors = []
 lock = threading.Lock()
 stats = {"reads": 0, "max_pause_ms": 0.0}
+drop_cache = False
 
 
 def error(msg):
@@ -52,6 +56,8 @@ def hash_file(path):
             if not b:
                 break
             h.update(b)
+        if drop_cache:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
     return h.hexdigest()
@@ -114,7 +120,10 @@ def main():
     ap.add_argument("--readers", type=int, default=3)
     ap.add_argument("--writers", type=int, default=2)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--drop-cache", action="store_true")
     a = ap.parse_args()
+    global drop_cache
+    drop_cache = a.drop_cache
     with open(a.expected) as f:
         expected = json.load(f)
     write = not a.no_write

@@ -1,6 +1,7 @@
 /* The layer store's namespace (fsd/layerstore.c) over in-memory layers and a fake resolver:
  * resolution at the first lookup and its failures, the layer directories, `use` and rmdir,
- * inode numbers that keep layers apart, the roots kept from gc. */
+ * inode numbers that keep layers apart, the roots kept from gc, the numbers and use counts
+ * a store restored in another process keeps. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,7 +29,8 @@ static const struct mem_node layer_nodes[] = {
 };
 
 struct fake {
-	int calls, fresh_calls;
+	int calls, fresh_calls, served_calls;
+	char served[80]; /* the manifest of the last resolution asked for one */
 	bool fail;
 	bool second_image; /* a fresh resolution finds L3 (a tag that moved) */
 	int changes;
@@ -63,12 +65,18 @@ static void add_layer(struct fake *f, struct ls_image *im, const char *digest)
 	d->blob_size = 16;
 }
 
-static int fake_resolve(void *userdata, const char *ref, bool fresh, struct ls_image *ret)
+static int fake_resolve(void *userdata, const char *ref, const char *manifest, bool fresh,
+                        struct ls_image *ret)
 {
 	struct fake *f = userdata;
 
 	f->calls++;
 	f->fresh_calls += fresh;
+	if (manifest) {
+		f->served_calls++;
+		snprintf(f->served, sizeof(f->served), "%s", manifest);
+		fresh = streq(manifest, MANIFEST2);
+	}
 	if (f->fail || !streq(ref, REF))
 		return -ENOENT;
 	*ret = (struct ls_image){.read_blob = fake_read_blob};
@@ -312,6 +320,130 @@ static void test_readdir(void **state)
 	assert_string_equal(n.list, ". .. blob diff info");
 }
 
+static void test_restored_numbers(void **state)
+{
+	struct fake f = {.second_image = true}, g = {.second_image = true};
+	_cleanup_(layerstore_freep) struct layerstore *ls = new_store(&f);
+	_cleanup_(layerstore_freep) struct layerstore *ls2 = NULL;
+	_cleanup_free_ char *text = NULL, *text2 = NULL;
+	struct imgfs_entry e, e3, e4;
+	struct stat st;
+	struct ls_file *file;
+	size_t len, len2;
+	uint64_t rd, l1, l2, l3;
+	char buf[64];
+
+	(void)state;
+	rd = ref_dir(ls, REF);
+	l1 = must_lookup(ls, rd, L1, NULL);
+	l2 = must_lookup(ls, rd, L2, NULL);
+	must_lookup(ls, must_lookup(ls, l2, "diff", NULL), "f", &e);
+	l3 = must_lookup(ls, rd, L3, NULL); /* a moved tag: a second image */
+	must_lookup(ls, must_lookup(ls, l3, "diff", NULL), "f", &e3);
+	must_lookup(ls, l3, "info", &e4);
+	assert_int_equal(layerstore_create(ls, l1, "use"), -ENOENT);
+	assert_int_equal(layerstore_create(ls, l1, "use"), -ENOENT);
+	assert_int_equal(layerstore_save(ls, &text, &len), 0);
+
+	/* another process: the same numbers, nothing resolved until asked for */
+	ls2 = new_store(&g);
+	assert_int_equal(layerstore_restore(ls2, text, len), 0);
+	assert_int_equal(g.calls, 0);
+	assert_int_equal(total_uses(ls2), 2);
+	{
+		char **m = NULL;
+		size_t n = 0;
+
+		/* both images are kept from gc before they are resolved again */
+		assert_int_equal(layerstore_held_manifests(ls2, &m, &n), 0);
+		assert_int_equal(n, 2);
+		for (size_t i = 0; i < n; i++)
+			free(m[i]);
+		free(m);
+	}
+	assert_int_equal(layerstore_save(ls2, &text2, &len2), 0);
+	assert_int_equal(len2, len);
+	assert_memory_equal(text2, text, len); /* saved again as it was */
+	layerstore_forget(ls2, e.ino, 1);      /* forgetting resolves nothing */
+	assert_int_equal(g.calls, 0);
+	/* a file of L3 (of the second image) by its number: that image is resolved */
+	assert_int_equal(layerstore_getattr(ls2, e3.ino, &st), 0);
+	assert_int_equal(st.st_ino, e3.st.st_ino);
+	assert_int_equal(g.served_calls, 1);
+	assert_string_equal(g.served, MANIFEST2);
+	assert_int_equal(layerstore_open(ls2, e4.ino, O_RDONLY, &file), 0);
+	assert_true(layerstore_read(ls2, file, buf, sizeof(buf), 0) > 0);
+	layerstore_release(ls2, file);
+	/* a file of L2 (of the first image) */
+	assert_int_equal(layerstore_getattr(ls2, e.ino, &st), 0);
+	assert_int_equal(st.st_ino, e.st.st_ino);
+	assert_int_equal(g.served_calls, 2);
+	assert_string_equal(g.served, MANIFEST);
+	/* names resolve to the same numbers, without asking the registry again */
+	assert_int_equal(ref_dir(ls2, REF), rd);
+	assert_int_equal(must_lookup(ls2, rd, L1, NULL), l1);
+	assert_int_equal(must_lookup(ls2, rd, L3, NULL), l3);
+	assert_int_equal(g.calls, 2);
+	assert_int_equal(g.fresh_calls, 0);
+	/* use counts go on from where they were */
+	assert_int_equal(layerstore_rmdir(ls2, rd, L1), -ENOENT);
+	assert_int_equal(total_uses(ls2), 1);
+}
+
+/* t with every '@' replaced by b (malloc'ed). */
+static char *with_ref(const char *t, const char *b)
+{
+	char *out = malloc(strlen(t) * (strlen(b) + 1) + 1), *p = out;
+
+	assert_non_null(out);
+	for (; *t; t++) {
+		if (*t == '@') {
+			strcpy(p, b);
+			p += strlen(b);
+		} else {
+			*p++ = *t;
+		}
+	}
+	*p = '\0';
+	return out;
+}
+
+static void test_restore_refuses_bad_tables(void **state)
+{
+	struct fake f = {0};
+	_cleanup_(layerstore_freep) struct layerstore *ls = new_store(&f);
+	_cleanup_free_ char *b = NULL;
+	static const char *const bad[] = {
+	    "",
+	    "imgfs-layer-store 2\n",
+	    "imgfs-layer-store 1\nref 0 !!\n",
+	    "imgfs-layer-store 1\nlayer 0 " MANIFEST " " L1 " 0\n", /* no such reference */
+	    "imgfs-layer-store 1\nref 2 @\n",
+	    "imgfs-layer-store 1\nref 0 @\nref 0 @\n", /* twice */
+	    "imgfs-layer-store 1\nref 0 @\nlayer 0 " MANIFEST " " L1 " -1\n",
+	    "imgfs-layer-store 1\nref 0 @\nlayer 0 " MANIFEST " " L1 " 1 x\n",
+	    "imgfs-layer-store 1\nref 0 @\nlayer 0 " MANIFEST " sha256:12 1\n",
+	    "imgfs-layer-store 1\nref 0 @\nlayer 0 " MANIFEST " " L1 " 1\nlayer 0 " MANIFEST " " L1
+	    " 1\n",                                                        /* twice */
+	    "imgfs-layer-store 1\nref 0 @\nlayer 0 " MANIFEST " " L1 " 1", /* cut short */
+	};
+	struct imgfs_entry e;
+
+	(void)state;
+	assert_int_equal(als_ref_encode(REF, &b), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		_cleanup_free_ char *t = with_ref(bad[i], b);
+
+		assert_int_equal(layerstore_restore(ls, t, strlen(t)), -EBADMSG);
+	}
+	/* nothing was kept of them: the reference is resolved at its first lookup */
+	assert_int_equal(layerstore_getattr(ls, 2, &e.st), -ESTALE);
+	ref_dir(ls, REF);
+	assert_int_equal(f.calls, 1);
+	assert_int_equal(f.served_calls, 0);
+	assert_int_equal(layerstore_restore(ls, "imgfs-layer-store 1\n", 20), -EBUSY);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -320,6 +452,8 @@ int main(void)
 	    cmocka_unit_test(test_use_and_rmdir),
 	    cmocka_unit_test(test_moved_tag),
 	    cmocka_unit_test(test_readdir),
+	    cmocka_unit_test(test_restored_numbers),
+	    cmocka_unit_test(test_restore_refuses_bad_tables),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
