@@ -1324,19 +1324,29 @@ static uint64_t json_u64(json_t *o, const char *key)
 	                                                       : 0;
 }
 
-/* The figures a lazy mount's daemon keeps in ROOT/mounts/NAME/lazy. */
-static void read_lazy(int dirfd, struct mount_status *st)
+/* A JSON object the daemon keeps in ROOT/mounts/NAME/name; NULL when missing or garbled. */
+static json_t *read_side_file(int dirfd, const char *name)
 {
 	_cleanup_free_ char *text = NULL;
 	json_t *j;
 
-	if (read_file_full(dirfd, "lazy", STATE_MAX_SIZE, &text, NULL) < 0)
-		return;
+	if (read_file_full(dirfd, name, STATE_MAX_SIZE, &text, NULL) < 0)
+		return NULL;
 	j = json_loads(text, 0, NULL);
 	if (!json_is_object(j)) {
 		json_decref(j);
-		return;
+		return NULL;
 	}
+	return j;
+}
+
+/* The figures a lazy mount's daemon keeps in ROOT/mounts/NAME/lazy. */
+static void read_lazy(int dirfd, struct mount_status *st)
+{
+	json_t *j = read_side_file(dirfd, "lazy");
+
+	if (!j)
+		return;
 	st->lazy = true;
 	st->demand_bytes = json_u64(j, "demand_bytes");
 	st->fill_bytes = json_u64(j, "fill_bytes");
@@ -1348,16 +1358,10 @@ static void read_lazy(int dirfd, struct mount_status *st)
 /* What the daemon decoded and found in the decoded-data cache: ROOT/mounts/NAME/decoded. */
 static void read_decoded(int dirfd, struct mount_status *st)
 {
-	_cleanup_free_ char *text = NULL;
-	json_t *j;
+	json_t *j = read_side_file(dirfd, "decoded");
 
-	if (read_file_full(dirfd, "decoded", STATE_MAX_SIZE, &text, NULL) < 0)
+	if (!j)
 		return;
-	j = json_loads(text, 0, NULL);
-	if (!json_is_object(j)) {
-		json_decref(j);
-		return;
-	}
 	st->decoded = true;
 	st->decoded_units = json_u64(j, "units");
 	st->cache_hits = json_u64(j, "cache_hits");
@@ -1369,13 +1373,12 @@ static void read_decoded(int dirfd, struct mount_status *st)
 /* The worker a supervisor runs now (ROOT/mounts/NAME/worker): daemon-pid, restarts. */
 static void read_worker(int dirfd, struct mount_status *st)
 {
-	_cleanup_free_ char *text = NULL;
 	json_t *j, *v;
 
 	st->pid = 0;
-	if (read_file_full(dirfd, "worker", STATE_MAX_SIZE, &text, NULL) < 0)
+	j = read_side_file(dirfd, "worker");
+	if (!j)
 		return;
-	j = json_loads(text, 0, NULL);
 	v = json_object_get(j, "pid");
 	if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= INT_MAX &&
 	    kill((pid_t)json_integer_value(v), 0) == 0)
