@@ -34,7 +34,15 @@ pm() {
 }
 # Whatever podman left mounted goes before $TESTDIR is removed (podman's own mounts
 # first, then the store).
-defer 'pm rm -a -f; pm rmi -a -f; umount -R "$PR/root/overlay"; imgfs umount "$STORE"'
+cleanup_podman() {
+	local PR=$TESTDIR/podman
+
+	pm rm -a -f || true
+	pm rmi -a -f || true
+	umount -R "$PR/root/overlay" || true
+	imgfs umount "$STORE" || true
+}
+defer cleanup_podman
 
 store_log() { cat "$IMGFS_ROOT"/mounts/*/log; }
 layers_file() { cat "$IMGFS_ROOT"/mounts/*/layers; }
@@ -211,7 +219,14 @@ start_faultproxy "$REGISTRY_URL"
 # podman's storage of its own, without the layers it already took from the store.
 PR_MAIN=$PR
 PR=$TESTDIR/podman2
-defer 'PR=$TESTDIR/podman2; pm rm -a -f; pm rmi -a -f; umount -R "$PR/root/overlay"'
+cleanup_podman2() {
+	local PR=$TESTDIR/podman2
+
+	pm rm -a -f || true
+	pm rmi -a -f || true
+	umount -R "$PR/root/overlay" || true
+}
+defer cleanup_podman2
 # podman GETs the manifest once, then imgfs resolves the reference: refuse imgfs.
 proxy_rules '[{"match": "GET /v2/ml/manifests/", "skip": 1, "action": "status", "status": 503}]'
 pm pull -q --tls-verify=false "$PROXY/ml:1" >/dev/null || fail "podman did not fall back"
