@@ -12,13 +12,27 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 1
 fi
 tests="$*"
-[ -n "$tests" ] || tests=$(ls tests/integration/test_*.sh)
+# tests/integration/QUARANTINE lists tests (NAME: why) that fail intermittently for a
+# known, open reason: the default run reports them as skipped with that reason; naming
+# one runs it.
+quarantine=""
+[ -n "$tests" ] || {
+	tests=$(ls tests/integration/test_*.sh)
+	quarantine=tests/integration/QUARANTINE
+}
 pass=0 fail=0 skip=0 failed=""
 logdir=$(mktemp -d /tmp/imgfs-it.XXXXXX)
 for t in $tests; do
 	case $t in */*) ;; *) t=tests/integration/$t ;; esac
 	[ -f "$t" ] || t="$t.sh"
 	name=$(basename "$t" .sh)
+	why=$([ -n "$quarantine" ] && [ -f "$quarantine" ] &&
+		sed -n "s/^$name: //p" "$quarantine")
+	if [ -n "$why" ]; then
+		skip=$((skip + 1))
+		echo "SKIP $name: quarantined: $why"
+		continue
+	fi
 	start=$(date +%s)
 	timeout -k 10 900 bash "$t" >"$logdir/$name.log" 2>&1 </dev/null
 	rc=$?
