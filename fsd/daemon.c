@@ -1,6 +1,7 @@
 /* The process that serves an image mount; see daemon.h. */
 #include <fcntl.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -145,6 +146,9 @@ struct decoded_stats {
 
 struct stats_writer {
 	struct store *s;
+	/* What the daemons before this one counted (a takeover goes on from there). */
+	struct decoded_stats base_decoded;
+	uint64_t base_demand, base_fill;
 	struct decoded_stats last_decoded;
 	struct lazyimage *lazy; /* NULL unless lazy */
 	int dirfd;
@@ -182,6 +186,11 @@ static void write_decoded(struct stats_writer *w, bool force)
 	int n;
 
 	unitcache_get_stats(w->s->ucache, &d.cache);
+	d.units += w->base_decoded.units;
+	d.cache.hits += w->base_decoded.cache.hits;
+	d.cache.stored += w->base_decoded.cache.stored;
+	d.cache.corrupt += w->base_decoded.cache.corrupt;
+	d.cache.evicted += w->base_decoded.cache.evicted;
 	if (!force && !memcmp(&d, &w->last_decoded, sizeof(d)))
 		return;
 	n = snprintf(text, sizeof(text),
@@ -202,13 +211,15 @@ static void write_stats(struct stats_writer *w, struct lazyimage_stats *last)
 	if (!w->lazy)
 		return;
 	lazyimage_get_stats(w->lazy, &st);
+	st.demand_bytes += w->base_demand;
+	st.fill_bytes += w->base_fill;
 	if (last && !memcmp(&st, last, sizeof(st)))
 		return;
 	n = snprintf(text, sizeof(text),
 	             "{\"demand_bytes\":%" PRIu64 ",\"fill_bytes\":%" PRIu64 ",\"present\":%" PRIu64
 	             ",\"total\":%" PRIu64 ",\"layers\":%zu,\"complete\":%zu}\n",
 	             st.demand_bytes, st.fill_bytes, st.present, st.total, st.layers, st.complete);
-	if (write_file_atomic(w->dirfd, "lazy", text, (size_t)n, 0644) == 0 && last)
+	if (write_figures(w->dirfd, "lazy", text, (size_t)n) == 0 && last)
 		*last = st;
 }
 
@@ -237,8 +248,27 @@ static void *stats_thread(void *userdata)
 	return NULL;
 }
 
+/* A number of the figures file name in dirfd, 0 when there is none. */
+static uint64_t figure(int dirfd, const char *name, const char *key)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	json_t *j, *v;
+	uint64_t n = 0;
+
+	if (read_file_full(dirfd, name, 4096, &text, &len) < 0)
+		return 0;
+	j = json_loadb(text, len, 0, NULL);
+	v = json_object_get(j, key);
+	if (json_is_integer(v) && json_integer_value(v) > 0)
+		n = (uint64_t)json_integer_value(v);
+	json_decref(j);
+	return n;
+}
+
 /* Starts the figures of the mount and, for a lazy one, the fill; a failure costs the
- * fill, not the mount (reads still fetch what they need). */
+ * fill, not the mount (reads still fetch what they need). A daemon taking over counts on
+ * from what the dead one wrote last (at most 250 ms old). */
 static void start_stats(struct store *s, struct lazyimage *lazy, struct lifecycle *lc,
                         struct stats_writer *w)
 {
@@ -256,6 +286,15 @@ static void start_stats(struct store *s, struct lazyimage *lazy, struct lifecycl
 			log_errno(LOG_WARNING, r, "cannot start the background fetch");
 	}
 	*w = (struct stats_writer){.s = s, .lazy = lazy, .dirfd = lifecycle_dir_fd(lc)};
+	if (lifecycle_is_takeover(lc)) {
+		w->base_decoded.units = figure(w->dirfd, "decoded", "units");
+		w->base_decoded.cache.hits = figure(w->dirfd, "decoded", "cache_hits");
+		w->base_decoded.cache.stored = figure(w->dirfd, "decoded", "cache_stored");
+		w->base_decoded.cache.corrupt = figure(w->dirfd, "decoded", "cache_corrupt");
+		w->base_decoded.cache.evicted = figure(w->dirfd, "decoded", "cache_evicted");
+		w->base_demand = figure(w->dirfd, "lazy", "demand_bytes");
+		w->base_fill = figure(w->dirfd, "lazy", "fill_bytes");
+	}
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->wake, NULL);
 	write_stats(w, NULL);
@@ -409,7 +448,6 @@ static int serve(struct lifecycle *lc, void *userdata)
 			goto out;
 		}
 	}
-	lifecycle_ready(lc, fuse_ops_conn_fd(session));
 	lifecycle_ready(lc, fuse_ops_conn_fd(session));
 	start_stats(sc->s, c->lazy, lc, &stats);
 	if (chdir("/") < 0)

@@ -4,6 +4,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/file.h>
@@ -51,6 +52,7 @@ struct lifecycle {
 	pid_t supervisor; /* supervised mounts: the supervisor's pid, else 0 */
 	int ctl_fd;       /* in a worker of a supervised mount: to the supervisor, else -1 */
 	bool attached;    /* a worker executed by the supervisor (lifecycle_attach()) */
+	bool ready;       /* lifecycle_ready() was called */
 };
 
 void lifecycle_name(const char *mountpoint, char buf[LIFECYCLE_NAME_MAX])
@@ -441,10 +443,12 @@ int lifecycle_register(struct lifecycle *lc, const struct mount_info *info)
 	if ((info->manifest && !digest_valid(info->manifest)) || lc->registered)
 		return -EINVAL;
 	/* pid: the process whose exit a stop waits for, the supervisor when there is one. */
-	o = json_pack("{s:o, s:s, s:s, s:I, s:o, s:b, s:b, s:b, s:b, s:o}", "manifest",
+	/* worker: the process serving now, until the supervisor writes ROOT/mounts/NAME/worker. */
+	o = json_pack("{s:o, s:s, s:s, s:I, s:I, s:o, s:b, s:b, s:b, s:b, s:o}", "manifest",
 	              info->manifest ? json_string(info->manifest) : json_null(), "ref", info->ref,
 	              "mountpoint", info->mountpoint, "pid",
-	              (json_int_t)(lc->supervisor ? lc->supervisor : getpid()), "upper",
+	              (json_int_t)(lc->supervisor ? lc->supervisor : getpid()), "worker",
+	              (json_int_t)getpid(), "upper",
 	              info->upper ? json_string(info->upper) : json_null(), "upper_given",
 	              info->upper_given, "ro", info->ro, "lazy", info->lazy, "supervised",
 	              lc->supervisor != 0, "opts",
@@ -520,22 +524,40 @@ bool lifecycle_is_takeover(const struct lifecycle *lc)
 	return lc->attached;
 }
 
+/* A thread of the first worker: it dies with its supervisor, as the later workers do
+ * (PR_SET_PDEATHSIG), though the supervisor is its child. The supervisor never writes on
+ * the control socket: it polls readable or hung up only once the supervisor is gone. */
+static void *watch_supervisor(void *arg)
+{
+	struct pollfd p = {.fd = (int)(intptr_t)arg, .events = POLLIN};
+
+	while (poll(&p, 1, -1) < 0 && errno == EINTR)
+		;
+	log_msg(LOG_ERR, "the supervisor of this mount is gone; ending");
+	(void)kill(getpid(), SIGKILL);
+	return NULL;
+}
+
 void lifecycle_ready(struct lifecycle *lc, int conn_fd)
 {
-	if (lc->ctl_fd >= 0) {
-		/* The supervisor tells the waiting parent, once it holds the connection. */
-		if (lc->notify_fd >= 0)
-			close(TAKE_FD(lc->notify_fd));
-		if (!lc->attached)
-			redirect_to_log(lc->log_fd);
-		(void)ctl_send(lc->ctl_fd, CTL_READY, lc->attached ? -1 : conn_fd);
+	if (lc->ready)
 		return;
-	}
+	lc->ready = true;
+	/* The supervisor gets the connection before the parent hears the mount is live: a
+	 * worker killed from then on is replaced. */
+	if (lc->ctl_fd >= 0)
+		(void)ctl_send(lc->ctl_fd, CTL_READY, lc->attached ? -1 : conn_fd);
 	if (lc->notify_fd < 0)
 		return;
 	redirect_to_log(lc->log_fd);
 	(void)write_full(lc->notify_fd, "", 1);
 	close(TAKE_FD(lc->notify_fd));
+	if (lc->ctl_fd >= 0 && !lc->attached) {
+		pthread_t t;
+
+		if (pthread_create(&t, NULL, watch_supervisor, (void *)(intptr_t)lc->ctl_fd) == 0)
+			pthread_detach(t);
+	}
 }
 
 /* The daemon: claims the mount and serves it. notify_fd is -1 in the foreground. */
@@ -573,6 +595,7 @@ struct supervisor {
 	int conn_fd;  /* the connection, once the first worker passed it; else -1 */
 	int ctl_fd;   /* our end of the current worker's control socket, or -1 */
 	pid_t worker; /* the current worker, 0 when none */
+	int pidfd;    /* the first worker's, which is our parent, not our child; else -1 */
 	bool serving; /* the current worker said it serves */
 	bool ever_ready;
 	bool stopping;   /* asked to stop: no new worker */
@@ -687,39 +710,6 @@ static int spawn_worker(struct supervisor *sv, const sigset_t *mask)
 	return 0;
 }
 
-/* Runs o->serve in a forked child: the first worker, which mounts. */
-static int spawn_first(struct supervisor *sv, const sigset_t *mask)
-{
-	int sp[2];
-	pid_t pid;
-
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
-		return -errno;
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0) {
-		int r = -errno;
-
-		close(sp[0]);
-		close(sp[1]);
-		return r;
-	}
-	if (pid == 0) {
-		int r;
-
-		worker_child_setup(sv->lc->supervisor, mask);
-		close(sp[0]);
-		sv->lc->ctl_fd = sp[1];
-		r = sv->o->serve(sv->lc, sv->o->userdata);
-		/* The claim is the supervisor's: nothing of lc is freed or removed here. */
-		_exit(r < 0 ? 1 : 0);
-	}
-	close(sp[1]);
-	sv->ctl_fd = sp[0];
-	sv->worker = pid;
-	return 0;
-}
-
 /* A message of the current worker. */
 static void handle_ctl(struct supervisor *sv)
 {
@@ -743,50 +733,45 @@ static void handle_ctl(struct supervisor *sv)
 			sv->conn_fd = TAKE_FD(fd);
 		sv->serving = true;
 		write_worker_file(sv);
-		if (!sv->ever_ready) {
-			sv->ever_ready = true;
-			if (lc->notify_fd >= 0) {
-				redirect_to_log(lc->log_fd);
-				(void)write_full(lc->notify_fd, "", 1);
-				close(TAKE_FD(lc->notify_fd));
-			}
-		} else
+		/* The first worker tells the waiting parent itself. */
+		if (sv->ever_ready)
 			log_msg(LOG_INFO, "daemon %d took over '%s' (restart %u)", (int)sv->worker,
 			        sv->o->mountpoint, sv->restarts);
+		sv->ever_ready = true;
 	}
 	if (fd >= 0)
 		close(fd);
 }
 
-/* The worker exited with status: the mount ends, or a new worker takes over. Returns 1 to
- * go on, 0 when the mount ended, -errno when it failed (logged). */
-static int worker_exited(struct supervisor *sv, int status, const sigset_t *mask)
+/* The worker exited: the mount ends, or a new worker takes over. status: its wait status,
+ * NULL for the first worker (not our child, so its status is not ours to know). Returns 1
+ * to go on, 0 when the mount ended, -errno when it failed (logged). */
+static int worker_exited(struct supervisor *sv, const int *wstatus, const sigset_t *mask)
 {
 	bool was_serving = sv->serving;
-	int r;
+	pid_t was = sv->worker;
+	int status = wstatus ? *wstatus : 0, r;
 
 	sv->worker = 0;
 	sv->serving = false;
 	if (sv->ctl_fd >= 0)
 		close(TAKE_FD(sv->ctl_fd));
-	if (!sv->ever_ready) {
-		/* The first worker failed (it said why); the parent sees the end of the pipe. */
-		if (WIFSIGNALED(status))
-			log_msg(LOG_ERR, "cannot mount '%s': the daemon was killed by signal %d",
-			        sv->o->mountpoint, WTERMSIG(status));
+	if (sv->pidfd >= 0)
+		close(TAKE_FD(sv->pidfd));
+	/* The first worker died before the mount was live: its parent, waiting, says so. */
+	if (!sv->ever_ready)
 		return -EIO;
-	}
 	if (sv->stopping || !conn_alive(sv->conn_fd))
 		return 0; /* unmounted */
-	if (!was_serving && WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXEC_FAILED &&
-	    access(sv->exe, X_OK) < 0) {
+	if (!was_serving && wstatus && WIFEXITED(status) &&
+	    WEXITSTATUS(status) == WORKER_EXEC_FAILED && access(sv->exe, X_OK) < 0) {
 		log_msg(
 		    LOG_ERR,
 		    "'%s' is dead: cannot execute '%s' for a new daemon: %s; run 'imgfs umount %s'",
 		    sv->o->mountpoint, sv->exe, strerror(errno), sv->o->mountpoint);
 		return -EIO;
 	}
-	if (!was_serving) {
+	if (!was_serving && wstatus) {
 		log_msg(LOG_ERR,
 		        "'%s' is dead: its new daemon could not start (exit status %d); run "
 		        "'imgfs umount %s'",
@@ -795,7 +780,7 @@ static int worker_exited(struct supervisor *sv, int status, const sigset_t *mask
 		        sv->o->mountpoint);
 		return -EIO;
 	}
-	if (WIFSIGNALED(status) && !sv->restarting &&
+	if (wstatus && WIFSIGNALED(status) && !sv->restarting &&
 	    (WTERMSIG(status) == SIGSEGV || WTERMSIG(status) == SIGBUS ||
 	     WTERMSIG(status) == SIGABRT || WTERMSIG(status) == SIGILL ||
 	     WTERMSIG(status) == SIGFPE || WTERMSIG(status) == SIGSYS)) {
@@ -816,6 +801,9 @@ static int worker_exited(struct supervisor *sv, int status, const sigset_t *mask
 	if (sv->restarting)
 		log_msg(LOG_INFO, "replacing the daemon of '%s' with '%s'", sv->o->mountpoint,
 		        sv->exe);
+	else if (!wstatus)
+		log_msg(LOG_WARNING, "the daemon of '%s' (pid %d) ended; starting a new one",
+		        sv->o->mountpoint, (int)was);
 	else if (WIFSIGNALED(status))
 		log_msg(LOG_WARNING,
 		        "the daemon of '%s' was killed by signal %d; starting a new one",
@@ -832,6 +820,16 @@ static int worker_exited(struct supervisor *sv, int status, const sigset_t *mask
 	return 1;
 }
 
+/* SIGKILL to the current worker; through its pidfd when it is not our child (a pid alone
+ * could be another process's once it was reaped). */
+static void kill_worker(struct supervisor *sv)
+{
+	if (sv->pidfd >= 0)
+		(void)syscall(SYS_pidfd_send_signal, sv->pidfd, SIGKILL, NULL, 0);
+	else if (sv->worker > 0)
+		(void)kill(sv->worker, SIGKILL);
+}
+
 /* A stop asked by signal: unmount (detached, as umount does for a busy mount) and let the
  * worker end; when the mount is not ours to unmount here, end the worker. */
 static void supervisor_stop(struct supervisor *sv)
@@ -839,8 +837,7 @@ static void supervisor_stop(struct supervisor *sv)
 	sv->stopping = true;
 	if (sv->ever_ready && unmount_path(sv->o->mountpoint, true) == 0)
 		return;
-	if (sv->worker > 0)
-		(void)kill(sv->worker, SIGKILL);
+	kill_worker(sv);
 }
 
 /* Closes every fd above stderr but those in keep. */
@@ -867,28 +864,30 @@ static void close_others(const int *keep, size_t n)
 	closedir(d);
 }
 
-/* The supervisor: claims the mount, runs its workers until it is unmounted. notify_fd is
- * the pipe to the waiting parent. */
-static int supervise(struct store *s, const struct lifecycle_opts *o, int notify_fd)
+/* The supervisor, forked by the first worker (first) once the mount is claimed: keeps the
+ * claim and, from CTL_READY on, the connection; runs a new worker each time the current one
+ * dies, until the mount is unmounted. ctl_fd: our end of the first worker's control socket.
+ * Returns 0 when the mount ended, -errno when it failed: then lc is to be cleaned up here,
+ * unless the first worker is alive to do it (it kills us first, see run_supervised()). */
+static int supervise(struct lifecycle *lc, const struct lifecycle_opts *o, pid_t first, int ctl_fd)
 {
-	_cleanup_(lifecycle_freep) struct lifecycle *lc = NULL;
+	struct store *s = lc->s;
 	_cleanup_close_ int sigfd = -1;
-	struct supervisor sv = {.o = o, .conn_fd = -1, .ctl_fd = -1};
+	struct supervisor sv = {
+	    .lc = lc, .o = o, .conn_fd = -1, .ctl_fd = ctl_fd, .worker = first, .pidfd = -1};
 	sigset_t block, old;
-	int r;
+	int r = 0;
 
-	r = claim(s, o, notify_fd, &lc);
-	if (r < 0) {
-		if (notify_fd >= 0)
-			close(notify_fd);
-		return r;
-	}
-	sv.lc = lc;
 	lc->supervisor = getpid();
+	/* The parent hears from the first worker, and sees the pipe's end only once that
+	 * worker is gone. */
+	if (lc->notify_fd >= 0)
+		close(TAKE_FD(lc->notify_fd));
+	redirect_to_log(lc->log_fd);
 	sv.exe = self_exe();
-	if (!sv.exe)
-		return log_errno(LOG_ERR, -errno, "cannot mount '%s': cannot find the imgfs binary",
-		                 o->mountpoint);
+	sv.pidfd = (int)syscall(SYS_pidfd_open, first, 0);
+	if (!sv.exe || sv.pidfd < 0 || getppid() != first)
+		return log_errno(LOG_ERR, -errno, "cannot supervise '%s'", o->mountpoint);
 	sigemptyset(&block);
 	sigaddset(&block, SIGCHLD);
 	sigaddset(&block, SIGTERM);
@@ -896,29 +895,23 @@ static int supervise(struct store *s, const struct lifecycle_opts *o, int notify
 	sigaddset(&block, SIGHUP);
 	sigprocmask(SIG_BLOCK, &block, &old);
 	sigfd = signalfd(-1, &block, SFD_CLOEXEC);
-	if (sigfd < 0) {
-		r = log_errno(LOG_ERR, -errno, "cannot mount '%s'", o->mountpoint);
-		goto out;
-	}
-	r = spawn_first(&sv, &old);
-	if (r < 0) {
-		log_errno(LOG_ERR, r, "cannot mount '%s'", o->mountpoint);
-		goto out;
-	}
+	if (sigfd < 0)
+		return log_errno(LOG_ERR, -errno, "cannot supervise '%s'", o->mountpoint);
 	{
 		/* Nothing else the command opened stays with the supervisor: an OFD lock a
 		 * worker takes on a file of a shared description (a lazy blob) would outlive it. */
-		const int keep[] = {lc->dir_fd, lc->log_fd, lc->notify_fd, s->root_fd,
-		                    s->lock_fd, sigfd,      sv.ctl_fd};
+		const int keep[] = {lc->dir_fd, lc->log_fd, s->root_fd, s->lock_fd,
+		                    sigfd,      sv.ctl_fd,  sv.pidfd};
 
 		close_others(keep, ARRAY_SIZE(keep));
 	}
 	for (;;) {
-		struct pollfd p[2] = {{.fd = sigfd, .events = POLLIN},
-		                      {.fd = sv.ctl_fd, .events = POLLIN}};
+		struct pollfd p[3] = {{.fd = sigfd, .events = POLLIN},
+		                      {.fd = sv.ctl_fd, .events = POLLIN},
+		                      {.fd = sv.pidfd, .events = POLLIN}};
 		struct signalfd_siginfo si;
 
-		if (poll(p, sv.ctl_fd >= 0 ? 2 : 1, -1) < 0) {
+		if (poll(p, 3, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			r = log_errno(LOG_ERR, -errno, "supervising '%s' failed", o->mountpoint);
@@ -926,6 +919,15 @@ static int supervise(struct store *s, const struct lifecycle_opts *o, int notify
 		}
 		if (sv.ctl_fd >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)))
 			handle_ctl(&sv);
+		if (sv.pidfd >= 0 && (p[2].revents & POLLIN)) {
+			/* The first worker exited. What it said before counts first. */
+			while (sv.ctl_fd >= 0 &&
+			       poll(&(struct pollfd){.fd = sv.ctl_fd, .events = POLLIN}, 1, 0) == 1)
+				handle_ctl(&sv);
+			r = worker_exited(&sv, NULL, &old);
+			if (r <= 0)
+				break;
+		}
 		if (!(p[0].revents & POLLIN) || read(sigfd, &si, sizeof(si)) != sizeof(si))
 			continue;
 		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
@@ -933,7 +935,7 @@ static int supervise(struct store *s, const struct lifecycle_opts *o, int notify
 		} else if (si.ssi_signo == SIGHUP) {
 			if (sv.worker > 0 && sv.serving) {
 				sv.restarting = true;
-				(void)kill(sv.worker, SIGKILL);
+				kill_worker(&sv);
 			}
 		} else if (si.ssi_signo == SIGCHLD) {
 			int status;
@@ -941,14 +943,13 @@ static int supervise(struct store *s, const struct lifecycle_opts *o, int notify
 			bool done = false;
 
 			while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-				if (pid != sv.worker)
+				if (pid != sv.worker || sv.pidfd >= 0)
 					continue;
-				/* What the worker said before it died counts first. */
 				while (sv.ctl_fd >= 0 &&
 				       poll(&(struct pollfd){.fd = sv.ctl_fd, .events = POLLIN}, 1,
 				            0) == 1)
 					handle_ctl(&sv);
-				r = worker_exited(&sv, status, &old);
+				r = worker_exited(&sv, &status, &old);
 				if (r <= 0) {
 					done = true;
 					break;
@@ -958,11 +959,13 @@ static int supervise(struct store *s, const struct lifecycle_opts *o, int notify
 				break;
 		}
 	}
-out:
 	if (sv.worker > 0) {
-		(void)kill(sv.worker, SIGKILL);
-		(void)waitpid(sv.worker, NULL, 0);
+		kill_worker(&sv);
+		if (sv.pidfd < 0)
+			(void)waitpid(sv.worker, NULL, 0);
 	}
+	if (sv.pidfd >= 0)
+		close(sv.pidfd);
 	if (sv.ctl_fd >= 0)
 		close(sv.ctl_fd);
 	/* Closing the last fd of a connection still mounted aborts it: a dead mount. */
@@ -975,6 +978,57 @@ out:
 		lc->linked = false;
 	}
 	free(sv.exe);
+	return r;
+}
+
+/* A supervised mount: this process claims it, forks its supervisor and serves as the first
+ * worker. The supervisor is off the mount's critical path: it starts while the image is
+ * opened, and gets the connection before the parent hears the mount is live. */
+static int run_supervised(struct store *s, const struct lifecycle_opts *o, int notify_fd)
+{
+	_cleanup_(lifecycle_freep) struct lifecycle *lc = NULL;
+	pid_t self = getpid(), pid;
+	int sp[2], r;
+
+	r = claim(s, o, notify_fd, &lc);
+	if (r < 0) {
+		if (notify_fd >= 0)
+			close(notify_fd);
+		return r;
+	}
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
+		return log_errno(LOG_ERR, -errno, "cannot mount '%s'", o->mountpoint);
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		r = log_errno(LOG_ERR, -errno, "cannot mount '%s'", o->mountpoint);
+		close(sp[0]);
+		close(sp[1]);
+		return r;
+	}
+	if (pid == 0) {
+		close(sp[1]);
+		r = supervise(lc, o, self, sp[0]);
+		if (r < 0 && getppid() == self)
+			_exit(1); /* the first worker lives: the claim is its to clean up */
+		lifecycle_free(TAKE_PTR(lc));
+		_exit(r < 0 ? 1 : 0);
+	}
+	close(sp[0]);
+	lc->supervisor = pid;
+	lc->ctl_fd = sp[1];
+	r = o->serve(lc, o->userdata);
+	if (lc->ready) {
+		/* The claim is the supervisor's now: it cleans up once the mount is gone. */
+		TAKE_PTR(lc);
+		return r;
+	}
+	/* Failed before the mount was live: nothing for the supervisor to keep. */
+	(void)kill(pid, SIGKILL);
+	(void)waitpid(pid, NULL, 0);
+	if (r >= 0)
+		r = log_errno(LOG_ERR, -EINVAL, "'%s' was served without being ready",
+		              o->mountpoint);
 	return r;
 }
 
@@ -1044,7 +1098,7 @@ int lifecycle_start(struct store *s, const struct lifecycle_opts *o)
 			log_errno(LOG_ERR, r, "cannot open the lock of the store '%s'", s->root);
 			_exit(1);
 		}
-		r = o->worker_argv ? supervise(s, o, pipefd[1]) : run_daemon(s, o, pipefd[1]);
+		r = o->worker_argv ? run_supervised(s, o, pipefd[1]) : run_daemon(s, o, pipefd[1]);
 		_exit(r < 0 ? 1 : 0);
 	}
 	close(pipefd[1]);
@@ -1370,15 +1424,16 @@ static void read_decoded(int dirfd, struct mount_status *st)
 	json_decref(j);
 }
 
-/* The worker a supervisor runs now (ROOT/mounts/NAME/worker): daemon-pid, restarts. */
+/* The worker a supervisor runs now (ROOT/mounts/NAME/worker): daemon-pid, restarts. Until
+ * the supervisor wrote it, st->pid is left as the state says. */
 static void read_worker(int dirfd, struct mount_status *st)
 {
 	json_t *j, *v;
 
-	st->pid = 0;
 	j = read_side_file(dirfd, "worker");
 	if (!j)
 		return;
+	st->pid = 0;
 	v = json_object_get(j, "pid");
 	if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= INT_MAX &&
 	    kill((pid_t)json_integer_value(v), 0) == 0)
@@ -1415,7 +1470,14 @@ int lifecycle_status(struct store *s, const char *arg, struct mount_status *ret)
 		st.alive = state_lock(dirfd) == STATE_LOCKED;
 		st.pid = st.alive ? state_pid(j) : 0;
 		if (st.alive && json_is_true(json_object_get(j, "supervised"))) {
+			json_t *w = json_object_get(j, "worker");
+
 			st.supervisor_pid = st.pid;
+			st.pid = 0;
+			if (json_is_integer(w) && json_integer_value(w) > 0 &&
+			    json_integer_value(w) <= INT_MAX &&
+			    kill((pid_t)json_integer_value(w), 0) == 0)
+				st.pid = (pid_t)json_integer_value(w);
 			read_worker(dirfd, &st);
 		}
 		st.extra_opts = json_strdup(j, "opts");

@@ -67,12 +67,12 @@ struct lifecycle_opts {
 	void *userdata;
 	/* The command line of a new worker (argv[0] is replaced, see below), or NULL for an
 	 * unsupervised mount. Supervised mounts (not in the foreground): the process that
-	 * claims the mount is a supervisor that keeps the claim, the state and the connection
-	 * (the fd the worker passes to lifecycle_ready()), and runs the serving process, the
-	 * worker, as its child: first o->serve in a forked child, then, each time a worker
-	 * dies, this command line executed from the path of the binary that started the
-	 * mount, as that path was then (an upgrade installed there is picked up). The new
-	 * worker finds the connection with lifecycle_attach(). */
+	 * claims the mount serves it as its first worker (o->serve), and forks at once a
+	 * supervisor that keeps the claim, the state and, from lifecycle_ready() on, the
+	 * connection; each time a worker dies the supervisor executes this command line as a
+	 * new worker, its child, from the path of the binary that started the mount, as that
+	 * path was then (an upgrade installed there is picked up). The new worker finds the
+	 * connection with lifecycle_attach(). Every worker ends when the supervisor does. */
 	const char *const *worker_argv;
 };
 
@@ -97,9 +97,9 @@ int lifecycle_register(struct lifecycle *lc, const struct mount_info *info);
  * lives, gc keeps them as it keeps a state's manifest (lifecycle_for_each_live()). */
 int lifecycle_set_held(struct lifecycle *lc, const char *const *manifests, size_t n);
 
-/* Tells the waiting parent (or the supervisor) the mount is live; from now on messages go
- * to the log. conn_fd: the connection a supervisor keeps across workers (the first worker
- * of a supervised mount passes it; else -1). */
+/* Tells the supervisor (passing it conn_fd, the connection it keeps across workers, from
+ * the first worker; else -1), then the waiting parent, that the mount is live; from now on
+ * messages go to the log. Once only. */
 void lifecycle_ready(struct lifecycle *lc, int conn_fd);
 
 /* Whether lc is a worker of a supervised mount, and whether it took over from a dead or

@@ -176,8 +176,11 @@ grep -q "$LINK/lazy:1: .*served before" "$IMGFS_ROOT"/mounts/*/log ||
 slog=$(cat "$IMGFS_ROOT"/mounts/*/log)
 [ "$(grep -c "starting a new one" <<<"$slog")" -eq 8 ] ||
 	fail "not eight kills in the store's log: $(grep "starting a new one" <<<"$slog")"
-grep "starting a new one" <<<"$slog" | grep -qv "killed by signal 9" &&
-	fail "a daemon of the store ended otherwise: $(grep "starting a new one" <<<"$slog" | grep -v "signal 9")"
+# The first daemon is the supervisor's parent, not its child: its end is logged without a
+# cause ("(pid N) ended").
+others=$(grep "starting a new one" <<<"$slog" | grep -v "killed by signal 9" |
+	grep -v ") ended; starting a new one" || true)
+[ -z "$others" ] || fail "a daemon of the store ended otherwise: $others"
 grep -E "AddressSanitizer|runtime error:|is dead|cannot" <<<"$slog" &&
 	fail "the store's log has errors"
 

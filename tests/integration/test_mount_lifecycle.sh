@@ -22,7 +22,7 @@ expect_fail() {
 	echo "$out" | grep -q -- "$pattern" || fail "'$*' said '$out', expected '$pattern'"
 }
 
-# The pid in the state: the supervisor, which holds the mount (its worker dies with it).
+# The pid in the state: the supervisor, which holds the mount.
 daemon_pid() {
 	python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' \
 		"$(ls "$IMGFS_ROOT"/mounts/*/state)"
@@ -33,11 +33,14 @@ pid=$(daemon_pid)
 pid_alive "$pid" || fail "daemon $pid not running after mount returned"
 # imgfs status: key: value lines a script can read, found without --root.
 st=$(env -u IMGFS_ROOT "$IMGFS" status "$mnt") || fail "status of a live mount failed: $st"
-# The state names the supervisor (killing it ends the mount); daemon-pid is its worker.
+# The state names the supervisor; daemon-pid is the process that mounted and serves, whose
+# child the supervisor is (forked off the mount's critical path).
 echo "$st" | grep -qx "supervisor-pid: $pid" || fail "status supervisor-pid is not $pid: $st"
 worker=$(echo "$st" | sed -n 's/^daemon-pid: //p')
-[ "$(awk '{print $4}' "/proc/$worker/stat" 2>/dev/null)" = "$pid" ] ||
-	fail "status daemon-pid $worker is not a child of the supervisor $pid: $st"
+[ -n "$worker" ] && [ "$worker" != "$pid" ] && pid_alive "$worker" ||
+	fail "status daemon-pid '$worker' is not a live process apart from the supervisor: $st"
+[ "$(awk '{print $4}' "/proc/$pid/stat" 2>/dev/null)" = "$worker" ] ||
+	fail "the supervisor $pid is not a child of the daemon $worker: $st"
 echo "$st" | grep -qx "state: live" || fail "status does not say live: $st"
 echo "$st" | grep -qx "image: $ref" || fail "status image is not $ref: $st"
 echo "$st" | grep -qx "read-only: yes" || fail "status read-only is not yes: $st"
