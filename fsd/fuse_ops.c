@@ -4,12 +4,14 @@
 #include <linux/fuse.h>
 #include <limits.h>
 #include <malloc.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/xattr.h>
 #include "common/log.h"
 #include "fsd/fs/handles.h"
+#include "fsd/fs/journal.h"
 #include "fsd/fuse_ops.h"
 #include "fsd/fuse_ops_ll.h"
 
@@ -33,6 +35,8 @@ struct fuse_ops_session {
 	unsigned max_threads;
 	bool supervised;
 	struct handles *handles; /* fi->fh: a slot of this table */
+	struct journal *journal; /* writable and supervised: changes in flight, else NULL */
+	int kill_after;          /* tests: the enum journal_op after which to die, or 0 */
 	uint8_t init[128];       /* supervised: the kernel's fuse_init_in */
 	size_t init_len;
 };
@@ -259,6 +263,16 @@ static bool open_direct(fuse_req_t req, int flags)
 	return (flags & O_ACCMODE) == O_WRONLY && !imgfs_is_ro(req_fs(req));
 }
 
+static void undo_open(void *fs, void *f)
+{
+	imgfs_release(fs, f);
+}
+
+static void undo_opendir(void *fs, void *d)
+{
+	imgfs_releasedir(fs, d);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct imgfs_file *f;
@@ -281,10 +295,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->keep_cache = 1;
 	fi->direct_io = open_direct(req, fi->flags);
 	fi->noflush = 1;
-	if (fuse_reply_open(req, fi) < 0) {
-		/* the open was interrupted */
-		imgfs_release(req_fs(req), handles_remove(req_session(req)->handles, fi->fh));
-	}
+	fuse_ops_reply_open(req, fi, undo_open, req_fs(req));
 }
 
 /* The buffer for a READ or READDIR reply of size bytes at offset off; NULL after replying
@@ -388,8 +399,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	 * writes the upper while it is mounted (as with overlayfs). */
 	fi->cache_readdir = 1;
 	fi->keep_cache = 1;
-	if (fuse_reply_open(req, fi) < 0)
-		imgfs_releasedir(req_fs(req), handles_remove(req_session(req)->handles, fi->fh));
+	fuse_ops_reply_open(req, fi, undo_opendir, req_fs(req));
 }
 
 struct dirbuf {
@@ -560,9 +570,11 @@ static void reply_entry(fuse_req_t req, int r, const struct imgfs_entry *ent)
 		reply_error(req, r);
 		return;
 	}
+	struct imgfs *fs = req_fs(req); /* req is gone once answered */
+
 	e = entry_param(ent);
 	if (fuse_reply_entry(req, &e) < 0)
-		imgfs_forget(req_fs(req), ent->ino, 1); /* interrupted: the kernel never saw it */
+		imgfs_forget(fs, ent->ino, 1); /* interrupted: the kernel never saw it */
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
@@ -597,58 +609,221 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	reply_attr(req, r, &st);
 }
 
-static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+/* ---- changes of the namespace sent again after a takeover (fs/journal.h) ---- */
+
+static struct journal_change change_of(fuse_req_t req, enum journal_op op, uint64_t parent,
+                                       const char *name, uint64_t newparent, const char *newname)
 {
-	struct imgfs_cred cred = req_cred(req);
-	struct imgfs_entry ent;
+	return (struct journal_change){.op = op,
+	                               .pid = (uint32_t)fuse_req_ctx(req)->pid,
+	                               .parent = parent,
+	                               .name = name,
+	                               .newparent = newparent,
+	                               .newname = newname};
+}
+
+static void log_sent_again(const struct journal_change *c)
+{
+	log_msg(LOG_INFO, "a change sent again was made by the daemon before (pid %u)",
+	        (unsigned)c->pid);
+}
+
+/* Whether c is a change a dead worker recorded and made, asked again by the request the
+ * kernel sent again: the record matches and the change is in place. For a change that
+ * makes a name, *ent is then its entry (a lookup counted). */
+static bool already_made(fuse_req_t req, const struct journal_change *c, mode_t type,
+                         struct imgfs_entry *ent)
+{
+	struct imgfs *fs = req_fs(req);
+	struct imgfs_entry e;
+	bool made;
 	int r;
 
-	r = imgfs_mknod(req_fs(req), parent, name, mode, rdev, &cred, &ent);
+	if (!journal_take_prior(req_session(req)->journal, c))
+		return false;
+	switch (c->op) {
+	case JOURNAL_UNLINK:
+	case JOURNAL_RMDIR:
+		r = imgfs_lookup(fs, c->parent, c->name, &e);
+		if (r >= 0)
+			imgfs_forget(fs, e.ino, 1);
+		made = r == -ENOENT;
+		break;
+	case JOURNAL_RENAME:
+		r = imgfs_lookup(fs, c->parent, c->name, &e);
+		if (r >= 0)
+			imgfs_forget(fs, e.ino, 1);
+		made = r == -ENOENT && imgfs_lookup(fs, c->newparent, c->newname, &e) >= 0;
+		if (made)
+			imgfs_forget(fs, e.ino, 1);
+		break;
+	case JOURNAL_LINK:
+		/* The answer names the inode linked, by the node id the kernel knows it by. */
+		r = imgfs_lookup(fs, c->newparent, c->newname, &e);
+		if (r < 0)
+			return false;
+		imgfs_forget(fs, e.ino, 1);
+		made = imgfs_entry(fs, c->parent, ent) >= 0;
+		if (made && ent->st.st_ino != e.st.st_ino) {
+			imgfs_forget(fs, ent->ino, 1);
+			made = false;
+		}
+		break;
+	default:
+		made = imgfs_lookup(fs, c->parent, c->name, ent) >= 0;
+		if (made && (ent->st.st_mode & S_IFMT) != type) {
+			imgfs_forget(fs, ent->ino, 1);
+			made = false;
+		}
+		break;
+	}
+	if (made)
+		log_sent_again(c);
+	return made;
+}
+
+/* Records c until journal_end(); -1 when not recorded. */
+static int change_begin(fuse_req_t req, const struct journal_change *c)
+{
+	return journal_begin(req_session(req)->journal, c);
+}
+
+/* Tests ($IMGFS_TEST_KILL_AFTER): the first worker dies after it made a change of this
+ * kind and before it answers, the window a takeover must close. */
+static void kill_point(fuse_req_t req, enum journal_op op)
+{
+	if (req_session(req)->kill_after == (int)op)
+		(void)kill(getpid(), SIGKILL);
+}
+
+/* Makes a name (mknod, mkdir, symlink) and answers with its entry. */
+static void make_entry(fuse_req_t req, const struct journal_change *c, mode_t type,
+                       int (*make)(fuse_req_t req, const struct journal_change *c,
+                                   struct imgfs_entry *ent, const void *arg),
+                       const void *arg)
+{
+	struct journal *j = req_session(req)->journal; /* req is gone once answered */
+	struct imgfs_entry ent;
+	int slot, r;
+
+	if (already_made(req, c, type, &ent)) {
+		reply_entry(req, 0, &ent);
+		return;
+	}
+	slot = change_begin(req, c);
+	r = make(req, c, &ent, arg);
+	kill_point(req, c->op);
 	reply_entry(req, r, &ent);
+	journal_end(j, slot);
+}
+
+struct mknod_arg {
+	mode_t mode;
+	dev_t rdev;
+};
+
+static int make_node(fuse_req_t req, const struct journal_change *c, struct imgfs_entry *ent,
+                     const void *arg)
+{
+	const struct mknod_arg *a = arg;
+	struct imgfs_cred cred = req_cred(req);
+
+	return imgfs_mknod(req_fs(req), c->parent, c->name, a->mode, a->rdev, &cred, ent);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	struct journal_change c = change_of(req, JOURNAL_MKNOD, parent, name, 0, NULL);
+
+	make_entry(req, &c, mode & S_IFMT, make_node, &(struct mknod_arg){mode, rdev});
+}
+
+static int make_dir(fuse_req_t req, const struct journal_change *c, struct imgfs_entry *ent,
+                    const void *arg)
+{
+	struct imgfs_cred cred = req_cred(req);
+
+	return imgfs_mkdir(req_fs(req), c->parent, c->name, *(const mode_t *)arg, &cred, ent);
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-	struct imgfs_cred cred = req_cred(req);
-	struct imgfs_entry ent;
-	int r;
+	struct journal_change c = change_of(req, JOURNAL_MKDIR, parent, name, 0, NULL);
 
-	r = imgfs_mkdir(req_fs(req), parent, name, mode, &cred, &ent);
-	reply_entry(req, r, &ent);
+	make_entry(req, &c, S_IFDIR, make_dir, &mode);
+}
+
+static int make_symlink(fuse_req_t req, const struct journal_change *c, struct imgfs_entry *ent,
+                        const void *arg)
+{
+	struct imgfs_cred cred = req_cred(req);
+
+	return imgfs_symlink(req_fs(req), c->parent, c->name, arg, &cred, ent);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
-	struct imgfs_cred cred = req_cred(req);
-	struct imgfs_entry ent;
-	int r;
+	struct journal_change c = change_of(req, JOURNAL_SYMLINK, parent, name, 0, NULL);
 
-	r = imgfs_symlink(req_fs(req), parent, name, link, &cred, &ent);
-	reply_entry(req, r, &ent);
+	make_entry(req, &c, S_IFLNK, make_symlink, link);
+}
+
+static int make_link(fuse_req_t req, const struct journal_change *c, struct imgfs_entry *ent,
+                     const void *arg)
+{
+	(void)arg;
+	return imgfs_link(req_fs(req), c->parent, c->newparent, c->newname, ent);
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
-	struct imgfs_entry ent;
-	int r;
+	/* parent: the inode linked. */
+	struct journal_change c = change_of(req, JOURNAL_LINK, ino, NULL, newparent, newname);
 
-	r = imgfs_link(req_fs(req), ino, newparent, newname, &ent);
-	reply_entry(req, r, &ent);
+	make_entry(req, &c, 0, make_link, NULL);
+}
+
+/* Removes or moves a name (unlink, rmdir, rename) and answers. */
+static void change_name(fuse_req_t req, const struct journal_change *c, unsigned rename_flags)
+{
+	struct imgfs *fs = req_fs(req);
+	struct journal *j = req_session(req)->journal; /* req is gone once answered */
+	int slot, r;
+
+	if (already_made(req, c, 0, NULL)) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	slot = change_begin(req, c);
+	if (c->op == JOURNAL_UNLINK)
+		r = imgfs_unlink(fs, c->parent, c->name);
+	else if (c->op == JOURNAL_RMDIR)
+		r = imgfs_rmdir(fs, c->parent, c->name);
+	else
+		r = imgfs_rename(fs, c->parent, c->name, c->newparent, c->newname, rename_flags);
+	kill_point(req, c->op);
+	fuse_reply_err(req, -r);
+	journal_end(j, slot);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -imgfs_unlink(req_fs(req), parent, name));
+	struct journal_change c = change_of(req, JOURNAL_UNLINK, parent, name, 0, NULL);
+
+	change_name(req, &c, 0);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -imgfs_rmdir(req_fs(req), parent, name));
+	struct journal_change c = change_of(req, JOURNAL_RMDIR, parent, name, 0, NULL);
+
+	change_name(req, &c, 0);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
                       const char *newname, unsigned int flags)
 {
+	struct journal_change c = change_of(req, JOURNAL_RENAME, parent, name, newparent, newname);
 	unsigned f = 0;
 
 	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
@@ -657,26 +832,34 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	}
 	if (flags & RENAME_NOREPLACE)
 		f |= IMGFS_RENAME_NOREPLACE;
-	if (flags & RENAME_EXCHANGE)
-		f |= IMGFS_RENAME_EXCHANGE;
-	fuse_reply_err(req, -imgfs_rename(req_fs(req), parent, name, newparent, newname, f));
+	if (flags & RENAME_EXCHANGE) {
+		/* Made twice, an exchange undoes itself, and its end state tells nothing: not
+		 * recorded. */
+		fuse_reply_err(req, -imgfs_rename(req_fs(req), parent, name, newparent, newname,
+		                                  f | IMGFS_RENAME_EXCHANGE));
+		return;
+	}
+	change_name(req, &c, f);
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                       struct fuse_file_info *fi)
 {
+	struct journal_change c = change_of(req, JOURNAL_CREATE, parent, name, 0, NULL);
 	struct imgfs_cred cred = req_cred(req);
 	struct imgfs_entry ent;
 	struct fuse_entry_param e;
 	struct imgfs_file *f;
-	int r;
+	bool again = journal_take_prior(req_session(req)->journal, &c);
+	int slot, r;
 
+	slot = change_begin(req, &c);
 	r = imgfs_create(req_fs(req), parent, name, mode, fi->flags, &cred, &ent, &f);
 	log_debug("create %llu '%s' 0%o: %d", (unsigned long long)parent, name, (unsigned)mode, r);
-	if (r == -EEXIST && !(fi->flags & O_EXCL)) {
+	if (r == -EEXIST && (!(fi->flags & O_EXCL) || again)) {
 		/* There by now: made by the CREATE of a process before us that died before it
-		 * answered (the kernel sent it again), or by a racing one. open(2) without
-		 * O_EXCL opens what is there. */
+		 * answered (the kernel sent it again; then also with O_EXCL, as the journal
+		 * says), or by a racing one. open(2) without O_EXCL opens what is there. */
 		r = imgfs_lookup(req_fs(req), parent, name, &ent);
 		if (r >= 0) {
 			int q = imgfs_open(req_fs(req), ent.ino, fi->flags & ~O_CREAT, &f);
@@ -685,9 +868,12 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 				imgfs_forget(req_fs(req), ent.ino, 1);
 			r = q;
 		}
+		if (r >= 0 && again)
+			log_sent_again(&c);
 	}
 	if (r < 0) {
 		reply_error(req, r);
+		journal_end(req_session(req)->journal, slot);
 		return;
 	}
 	/* Opened again by a process taking over: not to be created or truncated again. */
@@ -698,15 +884,23 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		imgfs_release(req_fs(req), f);
 		imgfs_forget(req_fs(req), ent.ino, 1);
 		reply_error(req, r);
+		journal_end(req_session(req)->journal, slot);
 		return;
 	}
 	fi->keep_cache = 1;
 	fi->direct_io = open_direct(req, fi->flags);
 	fi->noflush = 1;
 	e = entry_param(&ent);
-	if (fuse_reply_create(req, &e, fi) < 0) {
-		imgfs_release(req_fs(req), handles_remove(req_session(req)->handles, fi->fh));
-		imgfs_forget(req_fs(req), ent.ino, 1);
+	kill_point(req, c.op);
+	{
+		/* req is gone once answered */
+		struct fuse_ops_session *s = req_session(req);
+
+		if (fuse_reply_create(req, &e, fi) < 0) {
+			imgfs_release(s->fs, handles_remove(s->handles, fi->fh));
+			imgfs_forget(s->fs, ent.ino, 1);
+		}
+		journal_end(s->journal, slot);
 	}
 }
 
@@ -988,6 +1182,15 @@ void *fuse_ops_handle_remove(fuse_req_t req, uint64_t fh)
 	return handles_remove(req_session(req)->handles, fh);
 }
 
+void fuse_ops_reply_open(fuse_req_t req, struct fuse_file_info *fi,
+                         void (*undo)(void *ctx, void *obj), void *ctx)
+{
+	struct handles *h = req_session(req)->handles;
+
+	if (fuse_reply_open(req, fi) < 0)
+		undo(ctx, handles_remove(h, fi->fh));
+}
+
 static void *reopen(struct fuse_ops_session *s, uint64_t fh, enum handle_kind kind);
 
 /* Opens every file and directory the kernel holds open again before serving: a file that
@@ -1106,6 +1309,22 @@ int fuse_ops_mount_ll(const struct fuse_lowlevel_ops *ops, size_t size, void *ct
 	return mount_session(ops, size, NULL, ctx, hops, ro, o, ret);
 }
 
+/* $IMGFS_TEST_KILL_AFTER, for tests: the kind of change after which the first worker of a
+ * supervised writable mount kills itself, before it answers (kill_point()); 0 when unset. */
+static int test_kill_after(void)
+{
+	static const char *const names[] = {
+	    [JOURNAL_MKNOD] = "mknod",   [JOURNAL_MKDIR] = "mkdir",   [JOURNAL_SYMLINK] = "symlink",
+	    [JOURNAL_LINK] = "link",     [JOURNAL_UNLINK] = "unlink", [JOURNAL_RMDIR] = "rmdir",
+	    [JOURNAL_RENAME] = "rename", [JOURNAL_CREATE] = "create"};
+	const char *v = getenv("IMGFS_TEST_KILL_AFTER");
+
+	for (size_t i = 1; v && i < ARRAY_SIZE(names); i++)
+		if (streq(v, names[i]))
+			return (int)i;
+	return 0;
+}
+
 static int mount_session(const struct fuse_lowlevel_ops *ops, size_t ops_size, struct imgfs *fs,
                          void *ctx, const struct fuse_ops_handle_ops *hops, bool ro,
                          const struct fuse_ops_opts *o, struct fuse_ops_session **ret)
@@ -1149,11 +1368,26 @@ static int mount_session(const struct fuse_lowlevel_ops *ops, size_t ops_size, s
 		return log_errno(LOG_ERR, r, "cannot mount '%s': cannot set up the handle table",
 		                 o->mountpoint);
 	}
+	if (fs && !ro && s->supervised) {
+		r = journal_open(o->state_dirfd, "journal", o->takeover, &s->journal);
+		if (r < 0) {
+			handles_free(s->handles);
+			free(s);
+			return log_errno(LOG_ERR, r, "cannot mount '%s': cannot set up the journal",
+			                 o->mountpoint);
+		}
+		if (journal_prior_count(s->journal) > 0)
+			log_msg(LOG_INFO, "%u change(s) of the dead daemon were in flight",
+			        journal_prior_count(s->journal));
+		if (!o->takeover)
+			s->kill_after = test_kill_after();
+	}
 	log_debug("fuse options: %s", opts);
 	s->se = fuse_session_new(&args, ops, ops_size, s);
 	fuse_opt_free_args(&args);
 	if (!s->se) {
 		handles_free(s->handles);
+		journal_free(s->journal);
 		free(s);
 		log_msg(LOG_ERR, "cannot mount '%s': invalid FUSE options '%s'", o->mountpoint,
 		        opts);
@@ -1241,5 +1475,6 @@ void fuse_ops_free(struct fuse_ops_session *s)
 		fuse_remove_signal_handlers(s->se);
 	fuse_session_destroy(s->se);
 	handles_free(s->handles);
+	journal_free(s->journal);
 	free(s);
 }

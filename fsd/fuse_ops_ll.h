@@ -33,5 +33,10 @@ int fuse_ops_handle_add(fuse_req_t req, uint64_t ino, uint32_t flags, enum handl
 /* the object of handle fh, opened again with hops->reopen when a process before this one
  * gave it out (NULL: no such handle, or it cannot be opened again: logged); */
 void *fuse_ops_handle(fuse_req_t req, uint64_t fh, enum handle_kind kind);
-/* frees handle fh and returns its object in this process (NULL when none). */
+/* frees handle fh and returns its object in this process (NULL when none); */
 void *fuse_ops_handle_remove(fuse_req_t req, uint64_t fh);
+/* answers an OPEN or OPENDIR with fi; when the answer does not reach the kernel (the
+ * request was interrupted), frees handle fi->fh and calls undo(ctx, its object). req is
+ * gone once answered: nothing of it is used after. */
+void fuse_ops_reply_open(fuse_req_t req, struct fuse_file_info *fi,
+                         void (*undo)(void *ctx, void *obj), void *ctx);

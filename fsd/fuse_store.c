@@ -99,6 +99,16 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_readlink(req, buf);
 }
 
+static void undo_open(void *ls, void *f)
+{
+	layerstore_release(ls, f);
+}
+
+static void undo_opendir(void *ls, void *d)
+{
+	layerstore_releasedir(ls, d);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ls_file *f;
@@ -116,8 +126,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->keep_cache = 1;
 	fi->noflush = 1;
-	if (fuse_reply_open(req, fi) < 0)
-		layerstore_release(req_ls(req), fuse_ops_handle_remove(req, fi->fh));
+	fuse_ops_reply_open(req, fi, undo_open, req_ls(req));
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -172,8 +181,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		reply_error(req, r);
 		return;
 	}
-	if (fuse_reply_open(req, fi) < 0)
-		layerstore_releasedir(req_ls(req), fuse_ops_handle_remove(req, fi->fh));
+	fuse_ops_reply_open(req, fi, undo_opendir, req_ls(req));
 }
 
 struct dirbuf {

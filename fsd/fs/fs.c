@@ -1088,6 +1088,21 @@ int imgfs_lookup(struct imgfs *fs, uint64_t parent, const char *name, struct img
 	return fs->upper ? merged_lookup(fs, parent, name, ret) : ro_lookup(fs, parent, name, ret);
 }
 
+int imgfs_entry(struct imgfs *fs, uint64_t ino, struct imgfs_entry *ret)
+{
+	struct inode *inode;
+	int r;
+
+	if (!fs->upper)
+		return -EROFS;
+	r = inode_get(fs, ino, &inode);
+	if (r < 0)
+		return r;
+	r = inode_entry(fs, inode, ret);
+	inode_put(fs, inode, r >= 0);
+	return r;
+}
+
 int imgfs_getattr(struct imgfs *fs, uint64_t ino, struct stat *ret)
 {
 	return fs->upper ? merged_getattr(fs, ino, NULL, ret) : ro_getattr(fs, ino, ret);

@@ -87,6 +87,9 @@ void imgfs_set_notify(struct imgfs *fs, void (*fn)(void *userdata, uint64_t ino)
  * "." and ".." are answered too (the kernel sends them for NFS export).
  * -ENOENT, -ENOTDIR, -ENAMETOOLONG, -ESTALE (parent unknown), -EIO (corrupt tree). */
 int imgfs_lookup(struct imgfs *fs, uint64_t parent, const char *name, struct imgfs_entry *ret);
+/* The entry of inode ino, counting one kernel lookup of it, as a lookup of one of its
+ * names would. Writable mounts (-EROFS on a read-only one); -ESTALE when unknown. */
+int imgfs_entry(struct imgfs *fs, uint64_t ino, struct imgfs_entry *ret);
 /* Drops nlookup kernel lookups of ino; unknown inodes and excess counts are ignored. */
 void imgfs_forget(struct imgfs *fs, uint64_t ino, uint64_t nlookup);
 /* Kernel lookups currently counted for ino (0 when unknown); for tests and debugging. */

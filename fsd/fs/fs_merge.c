@@ -239,7 +239,9 @@ int child_inode(struct imgfs *fs, struct inode *dir, const char *name, struct fo
 			                    ? (uint64_t)data + 1
 			                    : upper_st_ino(fs, f->ust.st_ino);
 		else
-			inode->st_ino = lower != NO_NODE && !linked
+			/* A copy hardlinked in the upper has names with no lower at their place:
+			 * every name shows the upper's number, as imgfs_link() does. */
+			inode->st_ino = lower != NO_NODE && !linked && f->ust.st_nlink <= 1
 			                    ? (uint64_t)data + 1
 			                    : upper_st_ino(fs, f->ust.st_ino);
 		if (!S_ISDIR(f->type) && f->ust.st_nlink > 1)
@@ -526,6 +528,58 @@ static int restore_orphan(struct imgfs *fs, uint64_t ino, struct inode **ret)
 	return 0;
 }
 
+/* A second inode for the upper file of of (a hardlinked one, open by pathfd), numbered ino:
+ * see inode_restore(). Called with fs->ns held. */
+static int restore_alias(struct imgfs *fs, uint64_t ino, struct inode *of, struct inode **ret)
+{
+	struct inode *a = calloc(1, sizeof(*a)), *old;
+	char *name = of->name ? strdup(of->name) : NULL;
+	int fd = fcntl(of->pathfd, F_DUPFD_CLOEXEC, 3);
+
+	if (!a || !name || fd < 0) {
+		free(a);
+		free(name);
+		if (fd >= 0)
+			close(fd);
+		return -ENOMEM;
+	}
+	*a = (struct inode){
+	    .ino = ino,
+	    .lower = of->lower,
+	    .data = of->data,
+	    .type = of->type,
+	    .refs = 1,
+	    .nlookup = RESTORED_LOOKUPS,
+	    .restored = true,
+	    .parent = of->parent,
+	    .name = name,
+	    .upper = true,
+	    .lower_dir = NO_NODE,
+	    .dirfd = -1,
+	    .pathfd = fd,
+	    .upper_ino = of->upper_ino,
+	    .st_ino = of->st_ino,
+	};
+	pthread_mutex_lock(&fs->lock);
+	old = table_find_locked(fs, ino);
+	if (old) {
+		/* Another thread was first. */
+		old->refs++;
+		pthread_mutex_unlock(&fs->lock);
+		close(fd);
+		free(name);
+		free(a);
+		*ret = old;
+		return 0;
+	}
+	if (a->parent)
+		a->parent->refs++;
+	table_insert_locked(fs, a);
+	pthread_mutex_unlock(&fs->lock);
+	*ret = a;
+	return 0;
+}
+
 int inode_restore(struct imgfs *fs, uint64_t ino, struct inode **ret)
 {
 	char path[PATH_MAX] = "";
@@ -552,13 +606,22 @@ int inode_restore(struct imgfs *fs, uint64_t ino, struct inode **ret)
 		return -ESTALE;
 	pthread_rwlock_rdlock(&fs->ns);
 	r = walk_path(fs, path, &inode);
+	if (r >= 0 && inode->ino != ino) {
+		struct inode *found = inode;
+
+		/* A lower file copied up and hard-linked: this process may have numbered it by
+		 * its upper inode (another of its names was looked up first), the dead one by
+		 * its lower node. The kernel holds both numbers: the old one becomes an alias of
+		 * the same upper file. Anything else is another object by now. */
+		r = !(ino & UPPER_INO_BIT) && found->upper && !S_ISDIR(found->type) &&
+		            found->pathfd >= 0
+		        ? restore_alias(fs, ino, found, &inode)
+		        : -ESTALE;
+		inode_put(fs, found, false);
+	}
 	pthread_rwlock_unlock(&fs->ns);
 	if (r < 0)
 		return r == -ENOENT || r == -ENOTDIR ? -ESTALE : r;
-	if (inode->ino != ino) {
-		inode_put(fs, inode, false);
-		return -ESTALE;
-	}
 	pthread_mutex_lock(&fs->lock);
 	if (!inode->restored) {
 		inode->restored = true;

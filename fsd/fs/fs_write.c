@@ -765,6 +765,9 @@ int imgfs_link(struct imgfs *fs, uint64_t ino, uint64_t newparent, const char *n
 		goto out;
 	if (src->pathfd < 0)
 		src->pathfd = openat(ndir->dirfd, newname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	/* Its new name has no lower at its place: both show the upper's number, as they will
+	 * to a process that looks them up afresh (child_inode()). */
+	src->st_ino = upper_st_ino(fs, src->upper_ino);
 	r = inode_entry(fs, src, ret);
 out:
 	pthread_rwlock_unlock(&fs->ns);

@@ -176,11 +176,20 @@ assert_ok imgfs mount --ro "$LINK/test/big:1" "$lmnt"
 defer "imgfs umount '$lmnt' 2>/dev/null"
 assert_eq "$(status_field "$lmnt" lazy)" yes "the mount is lazy"
 start_load "$lmnt" "$TESTDIR/load3" --no-write --readers 2
+# fetched_sum: the bytes the mount's daemons fetched so far, by status.
+fetched_sum() {
+	echo $(($(status_field "$lmnt" fetched-on-demand) + $(status_field "$lmnt" fetched-in-background)))
+}
 for i in $(seq 5); do
 	sleep 0.3
 	pid=$(status_field "$lmnt" daemon-pid)
+	before=$(fetched_sum)
 	kill -KILL "$pid" || fail "cannot kill the lazy daemon $pid"
 	wait_new_daemon "$lmnt" "$pid"
+	# The new daemon counts on from the figures of the dead one.
+	after=$(fetched_sum)
+	[ "$after" -ge "$before" ] ||
+		fail "the fetched bytes went back from $before to $after after a takeover"
 done
 sleep 0.3
 stop_load "$TESTDIR/load3"

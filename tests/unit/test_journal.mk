@@ -1,0 +1,1 @@
+test_journal_SRC := fsd/fs/journal.c
