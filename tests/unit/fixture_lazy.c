@@ -27,6 +27,17 @@ int lazyfix_record(void *ctx, uint64_t off, uint64_t len)
 	return 0;
 }
 
+void lazyfix_entry_pair(struct li_index *idx, struct li_index *ref, size_t i, struct li_entry *a,
+                        struct li_entry *e)
+{
+	assert_int_equal(li_entry_get(idx, i, a), 0);
+	assert_int_equal(li_entry_get(ref, i, e), 0);
+	assert_string_equal(a->path, e->path);
+	assert_int_equal(a->type, e->type);
+	assert_int_equal(a->mode, e->mode);
+	assert_int_equal(a->size, e->size);
+}
+
 struct li_index *lazyfix_stream_index(const void *blob, size_t len, const char *layer, int data_fd)
 {
 	struct li_builder *b = NULL;

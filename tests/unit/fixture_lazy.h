@@ -20,6 +20,11 @@ struct lazyfix_range {
  * nothing: the data is all there. */
 int lazyfix_record(void *ctx, uint64_t off, uint64_t len);
 
+/* Reads entry i of idx into *a and of ref into *e, and asserts that they are the same
+ * path with the same type, mode and size. */
+void lazyfix_entry_pair(struct li_index *idx, struct li_index *ref, size_t i, struct li_entry *a,
+                        struct li_entry *e);
+
 /* The layer builder's index of the gzip blob of len bytes (layer digest layer), opened
  * verified with data_fd (the same blob) as its data. Close it with li_close(). */
 struct li_index *lazyfix_stream_index(const void *blob, size_t len, const char *layer, int data_fd);

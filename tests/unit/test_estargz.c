@@ -115,12 +115,7 @@ static void test_index_reads(void **state)
 		struct li_entry a, e;
 		uint8_t got[sizeof(big)], want[sizeof(big)];
 
-		assert_int_equal(li_entry_get(idx, i, &a), 0);
-		assert_int_equal(li_entry_get(ref, i, &e), 0);
-		assert_string_equal(a.path, e.path);
-		assert_int_equal(a.type, e.type);
-		assert_int_equal(a.mode, e.mode);
-		assert_int_equal(a.size, e.size);
+		lazyfix_entry_pair(idx, ref, i, &a, &e);
 		assert_int_equal(a.mtime_sec, e.mtime_sec);
 		if (e.link)
 			assert_string_equal(a.link, e.link);
