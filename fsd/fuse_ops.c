@@ -263,16 +263,6 @@ static bool open_direct(fuse_req_t req, int flags)
 	return (flags & O_ACCMODE) == O_WRONLY && !imgfs_is_ro(req_fs(req));
 }
 
-static void undo_open(void *fs, void *f)
-{
-	imgfs_release(fs, f);
-}
-
-static void undo_opendir(void *fs, void *d)
-{
-	imgfs_releasedir(fs, d);
-}
-
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct imgfs_file *f;
@@ -295,12 +285,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->keep_cache = 1;
 	fi->direct_io = open_direct(req, fi->flags);
 	fi->noflush = 1;
-	fuse_ops_reply_open(req, fi, undo_open, req_fs(req));
+	fuse_ops_reply_open(req, fi, HANDLE_FILE);
 }
 
-/* The buffer for a READ or READDIR reply of size bytes at offset off; NULL after replying
- * with the error (a negative offset, or no memory). Free it with free(). */
-static char *reply_buffer(fuse_req_t req, off_t off, size_t size)
+char *fuse_ops_reply_buffer(fuse_req_t req, off_t off, size_t size)
 {
 	char *buf;
 
@@ -325,7 +313,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, EBADF);
 		return;
 	}
-	buf = reply_buffer(req, off, size);
+	buf = fuse_ops_reply_buffer(req, off, size);
 	if (!buf)
 		return;
 	n = imgfs_read(req_fs(req), f, buf, size, (uint64_t)off);
@@ -339,12 +327,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct imgfs_file *f = handles_remove(req_session(req)->handles, fi->fh);
-
 	(void)ino;
-	if (f)
-		imgfs_release(req_fs(req), f);
-	fuse_reply_err(req, 0);
+	fuse_ops_reply_release(req, fi->fh, HANDLE_FILE);
 }
 
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
@@ -399,7 +383,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	 * writes the upper while it is mounted (as with overlayfs). */
 	fi->cache_readdir = 1;
 	fi->keep_cache = 1;
-	fuse_ops_reply_open(req, fi, undo_opendir, req_fs(req));
+	fuse_ops_reply_open(req, fi, HANDLE_DIR);
 }
 
 struct dirbuf {
@@ -442,7 +426,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct dirbuf b = {.req = req, .size = size, .plus = plus};
 	int r;
 
-	buf = reply_buffer(req, off, size);
+	buf = fuse_ops_reply_buffer(req, off, size);
 	if (!buf)
 		return;
 	b.buf = buf;
@@ -473,16 +457,49 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 	do_readdir(req, ino, size, off, fi, true);
 }
 
-static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+/* An object of the handle table closed: the filesystem's file or directory of kind. */
+static void close_obj(struct fuse_ops_session *s, enum handle_kind kind, void *obj)
 {
-	(void)ino;
-	/* accepts NULL */
-	imgfs_releasedir(req_fs(req), handles_remove(req_session(req)->handles, fi->fh));
+	if (!s->fs) {
+		if (s->hops)
+			s->hops->close(s->ctx, kind, obj);
+	} else if (kind == HANDLE_FILE) {
+		imgfs_release(s->fs, obj);
+	} else {
+		imgfs_releasedir(s->fs, obj);
+	}
+}
+
+void fuse_ops_reply_open(fuse_req_t req, struct fuse_file_info *fi, enum handle_kind kind)
+{
+	struct fuse_ops_session *s = req_session(req);
+
+	if (fuse_reply_open(req, fi) < 0) {
+		void *obj = handles_remove(s->handles, fi->fh);
+
+		if (obj)
+			close_obj(s, kind, obj);
+	}
+}
+
+void fuse_ops_reply_release(fuse_req_t req, uint64_t fh, enum handle_kind kind)
+{
+	struct fuse_ops_session *s = req_session(req);
+	void *obj = handles_remove(s->handles, fh);
+
+	if (obj)
+		close_obj(s, kind, obj);
 	fuse_reply_err(req, 0);
 }
 
-/* getxattr (name set) and listxattr (name NULL); size 0 asks for the length only. */
-static void do_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	fuse_ops_reply_release(req, fi->fh, HANDLE_DIR);
+}
+
+void fuse_ops_reply_xattr(fuse_req_t req, uint64_t ino, const char *name, size_t size,
+                          fuse_ops_xattr_fn fn, void *fs)
 {
 	_cleanup_free_ char *buf = NULL;
 	ssize_t r;
@@ -495,8 +512,7 @@ static void do_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t si
 			return;
 		}
 	}
-	r = name ? imgfs_getxattr(req_fs(req), ino, name, buf, size)
-	         : imgfs_listxattr(req_fs(req), ino, buf, size);
+	r = fn(fs, ino, name, buf, size);
 	if (r < 0)
 		reply_error(req, (int)r);
 	else if (size == 0)
@@ -505,27 +521,35 @@ static void do_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t si
 		fuse_reply_buf(req, buf, (size_t)r);
 }
 
+static ssize_t xattr_of(void *fs, uint64_t ino, const char *name, char *buf, size_t size)
+{
+	return name ? imgfs_getxattr(fs, ino, name, buf, size)
+	            : imgfs_listxattr(fs, ino, buf, size);
+}
+
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
-	do_xattr(req, ino, name, size);
+	fuse_ops_reply_xattr(req, ino, name, size, xattr_of, req_fs(req));
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	do_xattr(req, ino, NULL, size);
+	fuse_ops_reply_xattr(req, ino, NULL, size, xattr_of, req_fs(req));
+}
+
+void fuse_ops_reply_statfs(fuse_req_t req, int r, const struct statvfs *sv)
+{
+	if (r < 0)
+		reply_error(req, r);
+	else
+		fuse_reply_statfs(req, sv);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct statvfs sv;
-	int r;
 
-	r = imgfs_statfs(req_fs(req), ino, &sv);
-	if (r < 0) {
-		reply_error(req, r);
-		return;
-	}
-	fuse_reply_statfs(req, &sv);
+	fuse_ops_reply_statfs(req, imgfs_statfs(req_fs(req), ino, &sv), &sv);
 }
 
 static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
@@ -1039,15 +1063,8 @@ static void *reopen(struct fuse_ops_session *s, uint64_t fh, enum handle_kind ki
 		return NULL;
 	}
 	cur = handles_set(s->handles, fh, obj);
-	if (cur != obj) {
-		/* Another thread was first, or the handle was released meanwhile. */
-		if (!s->fs)
-			s->hops->close(s->ctx, kind, obj);
-		else if (kind == HANDLE_FILE)
-			imgfs_release(s->fs, obj);
-		else
-			imgfs_releasedir(s->fs, obj);
-	}
+	if (cur != obj) /* another thread was first, or the handle was released meanwhile */
+		close_obj(s, kind, obj);
 	return cur;
 }
 
@@ -1180,15 +1197,6 @@ void *fuse_ops_handle(fuse_req_t req, uint64_t fh, enum handle_kind kind)
 void *fuse_ops_handle_remove(fuse_req_t req, uint64_t fh)
 {
 	return handles_remove(req_session(req)->handles, fh);
-}
-
-void fuse_ops_reply_open(fuse_req_t req, struct fuse_file_info *fi,
-                         void (*undo)(void *ctx, void *obj), void *ctx)
-{
-	struct handles *h = req_session(req)->handles;
-
-	if (fuse_reply_open(req, fi) < 0)
-		undo(ctx, handles_remove(h, fi->fh));
 }
 
 static void *reopen(struct fuse_ops_session *s, uint64_t fh, enum handle_kind kind);

@@ -35,8 +35,27 @@ int fuse_ops_handle_add(fuse_req_t req, uint64_t ino, uint32_t flags, enum handl
 void *fuse_ops_handle(fuse_req_t req, uint64_t fh, enum handle_kind kind);
 /* frees handle fh and returns its object in this process (NULL when none); */
 void *fuse_ops_handle_remove(fuse_req_t req, uint64_t fh);
-/* answers an OPEN or OPENDIR with fi; when the answer does not reach the kernel (the
- * request was interrupted), frees handle fi->fh and calls undo(ctx, its object). req is
- * gone once answered: nothing of it is used after. */
-void fuse_ops_reply_open(fuse_req_t req, struct fuse_file_info *fi,
-                         void (*undo)(void *ctx, void *obj), void *ctx);
+/* answers an OPEN (HANDLE_FILE) or OPENDIR (HANDLE_DIR) with fi; when the answer does not
+ * reach the kernel (the request was interrupted), frees handle fi->fh and closes its
+ * object. req is gone once answered: nothing of it is used after. */
+void fuse_ops_reply_open(fuse_req_t req, struct fuse_file_info *fi, enum handle_kind kind);
+
+/* Answers that every ops table gives the same way. */
+
+/* The buffer for a READ or READDIR reply of size bytes at offset off; NULL after replying
+ * with the error (a negative offset, or no memory). Free it with free(). */
+char *fuse_ops_reply_buffer(fuse_req_t req, off_t off, size_t size);
+/* Reads name's value (name set) or the list of names (name NULL) of inode ino of fs into
+ * buf, size bytes (size 0: the length only), as getxattr(2)/listxattr(2): the length, or
+ * -errno. */
+typedef ssize_t (*fuse_ops_xattr_fn)(void *fs, uint64_t ino, const char *name, char *buf,
+                                     size_t size);
+/* Answers GETXATTR (name set) or LISTXATTR (name NULL) of size bytes with fn(fs, ...): the
+ * length alone when size is 0, else the bytes (size capped at the kernel's limits). */
+void fuse_ops_reply_xattr(fuse_req_t req, uint64_t ino, const char *name, size_t size,
+                          fuse_ops_xattr_fn fn, void *fs);
+/* Answers STATFS with sv, or with the error r when r < 0. */
+void fuse_ops_reply_statfs(fuse_req_t req, int r, const struct statvfs *sv);
+/* Answers RELEASE (HANDLE_FILE) or RELEASEDIR (HANDLE_DIR): handle fh freed, its object in
+ * this process (if any) closed as the session closes one of that kind. */
+void fuse_ops_reply_release(fuse_req_t req, uint64_t fh, enum handle_kind kind);

@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
-#include <sys/xattr.h>
 #include "common/log.h"
 #include "fsd/fuse_ops_ll.h"
 #include "fsd/fuse_store.h"
@@ -99,16 +98,6 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_readlink(req, buf);
 }
 
-static void undo_open(void *ls, void *f)
-{
-	layerstore_release(ls, f);
-}
-
-static void undo_opendir(void *ls, void *d)
-{
-	layerstore_releasedir(ls, d);
-}
-
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ls_file *f;
@@ -126,7 +115,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->keep_cache = 1;
 	fi->noflush = 1;
-	fuse_ops_reply_open(req, fi, undo_open, req_ls(req));
+	fuse_ops_reply_open(req, fi, HANDLE_FILE);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -136,18 +125,12 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct ls_file *f;
 	ssize_t n;
 
-	if (off < 0) {
-		fuse_reply_err(req, EINVAL);
+	buf = fuse_ops_reply_buffer(req, off, size);
+	if (!buf)
 		return;
-	}
 	f = fuse_ops_handle(req, fi->fh, HANDLE_FILE);
 	if (!f) {
 		fuse_reply_err(req, EBADF);
-		return;
-	}
-	buf = malloc(size ? size : 1);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
 		return;
 	}
 	n = layerstore_read(req_ls(req), f, buf, size, (uint64_t)off);
@@ -162,8 +145,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	layerstore_release(req_ls(req), fuse_ops_handle_remove(req, fi->fh));
-	fuse_reply_err(req, 0);
+	fuse_ops_reply_release(req, fi->fh, HANDLE_FILE);
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -181,7 +163,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		reply_error(req, r);
 		return;
 	}
-	fuse_ops_reply_open(req, fi, undo_opendir, req_ls(req));
+	fuse_ops_reply_open(req, fi, HANDLE_DIR);
 }
 
 struct dirbuf {
@@ -213,18 +195,12 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	int r;
 
 	(void)ino;
-	if (off < 0) {
-		fuse_reply_err(req, EINVAL);
+	buf = fuse_ops_reply_buffer(req, off, size);
+	if (!buf)
 		return;
-	}
 	d = fuse_ops_handle(req, fi->fh, HANDLE_DIR);
 	if (!d) {
 		fuse_reply_err(req, EBADF);
-		return;
-	}
-	buf = malloc(size ? size : 1);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
 		return;
 	}
 	b.buf = buf;
@@ -239,52 +215,30 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	layerstore_releasedir(req_ls(req), fuse_ops_handle_remove(req, fi->fh));
-	fuse_reply_err(req, 0);
+	fuse_ops_reply_release(req, fi->fh, HANDLE_DIR);
 }
 
-static void do_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+static ssize_t xattr_of(void *ls, uint64_t ino, const char *name, char *buf, size_t size)
 {
-	_cleanup_free_ char *buf = NULL;
-	ssize_t r;
-
-	if (size > 0) {
-		size = MIN(size, name ? (size_t)XATTR_SIZE_MAX : (size_t)XATTR_LIST_MAX);
-		buf = malloc(size);
-		if (!buf) {
-			fuse_reply_err(req, ENOMEM);
-			return;
-		}
-	}
-	r = name ? layerstore_getxattr(req_ls(req), ino, name, buf, size)
-	         : layerstore_listxattr(req_ls(req), ino, buf, size);
-	if (r < 0)
-		reply_error(req, (int)r);
-	else if (size == 0)
-		fuse_reply_xattr(req, (size_t)r);
-	else
-		fuse_reply_buf(req, buf, (size_t)r);
+	return name ? layerstore_getxattr(ls, ino, name, buf, size)
+	            : layerstore_listxattr(ls, ino, buf, size);
 }
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
-	do_xattr(req, ino, name, size);
+	fuse_ops_reply_xattr(req, ino, name, size, xattr_of, req_ls(req));
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	do_xattr(req, ino, NULL, size);
+	fuse_ops_reply_xattr(req, ino, NULL, size, xattr_of, req_ls(req));
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct statvfs sv;
-	int r = layerstore_statfs(req_ls(req), ino, &sv);
 
-	if (r < 0)
-		reply_error(req, r);
-	else
-		fuse_reply_statfs(req, &sv);
+	fuse_ops_reply_statfs(req, layerstore_statfs(req_ls(req), ino, &sv), &sv);
 }
 
 /* `use` is created (O_CREAT) to take a reference: counted, then answered ENOENT. */

@@ -10,18 +10,16 @@ static int fetch_layer(struct store *s, struct registry *reg, const struct descr
                        struct error *err)
 {
 	_cleanup_free_ uint8_t *member = NULL;
-	_cleanup_free_ void *index = NULL, *table = NULL, *have = NULL;
+	_cleanup_free_ void *index = NULL;
 	_cleanup_(spans_freep) struct spans *sp = NULL;
 	uint8_t footer[ESTARGZ_FOOTER_SIZE];
 	struct error re = {""}, why = {""};
-	size_t index_len = 0, table_len = 0, have_len = 0;
+	size_t index_len = 0;
 	uint64_t toc_off;
 	int r;
 
-	if (store_has_blob(s, d->digest) && store_has_index(s, d->digest))
-		return 0; /* complete here */
-	if (store_has_index(s, d->digest) && store_read_spans(s, d->digest, &have, &have_len) == 0)
-		return 0; /* a lazy mount before this one did this */
+	if (store_has_lazy_index(s, d->digest))
+		return 0; /* complete here, or a lazy mount before this one did this */
 	if (!d->toc_digest[0])
 		return error_set(err, -ENOENT, "layer %s is not eStargz", d->digest);
 	if (d->compression != LAYER_GZIP || d->size < ESTARGZ_FOOTER_SIZE)
@@ -51,16 +49,7 @@ static int fetch_layer(struct store *s, struct registry *reg, const struct descr
 	                  &index_len, &sp, &why);
 	if (r < 0)
 		return error_set(err, r, "layer %s: %s", d->digest, why.msg);
-	r = spans_encode(sp, &table, &table_len);
-	if (r < 0)
-		return r;
-	r = store_put_spans(s, d->digest, table, table_len);
-	if (r >= 0)
-		r = store_put_index(s, d->digest, index, index_len, -1, NULL);
-	if (r < 0)
-		return error_set(err, r, "cannot store the index of %s: %s", d->digest,
-		                 strerror(-r));
-	return 0;
+	return store_put_lazy_index(s, d->digest, index, index_len, sp, err);
 }
 
 int estargz_fetch(struct store *s, struct registry *reg, const struct manifest *m,

@@ -361,17 +361,10 @@ static int fetch_layer(struct store *s, struct registry *reg, const struct index
 	_cleanup_(spans_freep) struct spans *sp = NULL;
 	struct error re = {""};
 	size_t index_len = 0, table_len = 0;
-	void *have = NULL;
-	size_t have_len = 0;
 	int r;
 
-	if (store_has_blob(s, d->digest) && store_has_index(s, d->digest))
-		return 0; /* complete here */
-	if (store_has_index(s, d->digest) &&
-	    store_read_spans(s, d->digest, &have, &have_len) == 0) {
-		free(have);
-		return 0; /* a lazy mount before this one fetched them */
-	}
+	if (store_has_lazy_index(s, d->digest))
+		return 0; /* complete here, or a lazy mount before this one fetched them */
 	r = registry_get_blob_mem(reg, l->index.digest, (size_t)l->index.size, &index, &index_len,
 	                          &re);
 	if (r < 0)
@@ -396,13 +389,7 @@ static int fetch_layer(struct store *s, struct registry *reg, const struct index
 	r = spans_parse(table, table_len, d->digest, d->size, &sp, err);
 	if (r < 0)
 		return r;
-	r = store_put_spans(s, d->digest, table, table_len);
-	if (r >= 0)
-		r = store_put_index(s, d->digest, index, index_len, -1, NULL);
-	if (r < 0)
-		return error_set(err, r, "cannot store the index of %s: %s", d->digest,
-		                 strerror(-r));
-	return 0;
+	return store_put_lazy_index_encoded(s, d->digest, index, index_len, table, table_len, err);
 }
 
 int index_fetch(struct store *s, struct registry *reg, const char *manifest_digest,

@@ -12,14 +12,13 @@ static int fetch_ztoc(struct store *s, struct registry *reg, const struct soci_z
                       const struct descriptor *d, struct error *err)
 {
 	_cleanup_free_ char *ztoc = NULL;
-	_cleanup_free_ void *index = NULL, *table = NULL, *have = NULL;
+	_cleanup_free_ void *index = NULL;
 	_cleanup_(spans_freep) struct spans *sp = NULL;
 	struct error re = {""}, why = {""};
-	size_t len = 0, index_len = 0, table_len = 0, have_len = 0;
+	size_t len = 0, index_len = 0;
 	int r;
 
-	if (store_has_index(s, d->digest) &&
-	    (store_has_blob(s, d->digest) || store_read_spans(s, d->digest, &have, &have_len) == 0))
+	if (store_has_lazy_index(s, d->digest))
 		return 0; /* complete here, or a lazy mount before this one did this */
 	r = registry_get_blob_mem(reg, z->digest, (size_t)z->size, &ztoc, &len, &re);
 	if (r < 0)
@@ -28,16 +27,7 @@ static int fetch_ztoc(struct store *s, struct registry *reg, const struct soci_z
 	r = soci_build(d->digest, d->size, ztoc, len, &index, &index_len, &sp, &why);
 	if (r < 0)
 		return error_set(err, r, "layer %s: %s", d->digest, why.msg);
-	r = spans_encode(sp, &table, &table_len);
-	if (r < 0)
-		return r;
-	r = store_put_spans(s, d->digest, table, table_len);
-	if (r >= 0)
-		r = store_put_index(s, d->digest, index, index_len, -1, NULL);
-	if (r < 0)
-		return error_set(err, r, "cannot store the index of %s: %s", d->digest,
-		                 strerror(-r));
-	return 0;
+	return store_put_lazy_index(s, d->digest, index, index_len, sp, err);
 }
 
 /* The zTOCs of every layer of m from the SOCI index manifest digest. */

@@ -13,6 +13,7 @@
 #include "common/fileio.h"
 #include "common/log.h"
 #include "fsd/index/unitcache.h"
+#include "spans.h"
 #include "store.h"
 #include "store_internal.h"
 
@@ -771,6 +772,41 @@ int store_read_spans(struct store *s, const char *digest, void **ret_buf, size_t
 		return r;
 	*ret_buf = buf;
 	return 0;
+}
+
+bool store_has_lazy_index(struct store *s, const char *digest)
+{
+	_cleanup_free_ void *have = NULL;
+	size_t have_len = 0;
+
+	if (!store_has_index(s, digest))
+		return false;
+	return store_has_blob(s, digest) || store_read_spans(s, digest, &have, &have_len) == 0;
+}
+
+int store_put_lazy_index_encoded(struct store *s, const char *digest, const void *index,
+                                 size_t index_len, const void *table, size_t table_len,
+                                 struct error *err)
+{
+	int r = store_put_spans(s, digest, table, table_len);
+
+	if (r >= 0)
+		r = store_put_index(s, digest, index, index_len, -1, NULL);
+	if (r < 0)
+		return error_set(err, r, "cannot store the index of %s: %s", digest, strerror(-r));
+	return 0;
+}
+
+int store_put_lazy_index(struct store *s, const char *digest, const void *index, size_t index_len,
+                         const struct spans *sp, struct error *err)
+{
+	_cleanup_free_ void *table = NULL;
+	size_t table_len = 0;
+	int r = spans_encode(sp, &table, &table_len);
+
+	if (r < 0)
+		return r;
+	return store_put_lazy_index_encoded(s, digest, index, index_len, table, table_len, err);
 }
 
 int store_discard_partial(struct store *s, const char *digest)

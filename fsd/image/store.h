@@ -32,6 +32,8 @@
 #include "fsd/index/layerindex.h"
 #include "manifest.h"
 
+struct spans;
+
 struct store {
 	char *root;
 	int root_fd;                   /* O_PATH|O_DIRECTORY */
@@ -137,6 +139,18 @@ int store_discard_lazy(struct store *s, const char *digest, int fd);
 int store_put_spans(struct store *s, const char *digest, const void *buf, size_t len);
 /* Reads the span table of layer digest into a malloc'ed buffer; -ENOENT when none. */
 int store_read_spans(struct store *s, const char *digest, void **ret_buf, size_t *ret_len);
+/* True when a lazy mount of layer digest needs no index fetched: the blob and its index
+ * are here, or its index and a readable span table are (a lazy mount before stored them). */
+bool store_has_lazy_index(struct store *s, const char *digest);
+/* Stores what a lazy mount of layer digest reads by: the span table sp, encoded, then the
+ * index (index_len bytes), each atomically. Returns 0, or -errno with a reason naming the
+ * layer in err (none when encoding the table fails: -ENOMEM). */
+int store_put_lazy_index(struct store *s, const char *digest, const void *index, size_t index_len,
+                         const struct spans *sp, struct error *err);
+/* The same with the span table already encoded (table_len bytes, e.g. as published). */
+int store_put_lazy_index_encoded(struct store *s, const char *digest, const void *index,
+                                 size_t index_len, const void *table, size_t table_len,
+                                 struct error *err);
 
 /* Removes the partial file of digest (after a digest mismatch). */
 int store_discard_partial(struct store *s, const char *digest);

@@ -336,6 +336,25 @@ push_image() {
 		fail "cannot push $src to $reg/$dst"
 }
 
+# registry_put_blob REPO DIGEST BODY: uploads a blob into REPO of the registry
+# ($REGISTRY_URL) in one monolithic PUT; BODY as curl's --data-binary takes it ("@FILE", or
+# the bytes themselves).
+registry_put_blob() {
+	local loc
+	loc=$(curl -sf -D - -o /dev/null -X POST "$REGISTRY_URL/v2/$1/blobs/uploads/" |
+		tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+	case $loc in /*) loc=$REGISTRY_URL$loc ;; esac
+	curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary "$3" \
+		"$loc&digest=$2" >/dev/null || fail "cannot upload blob $2 to $1"
+}
+
+# registry_put_manifest REPO TAG|DIGEST MEDIA_TYPE BODY: puts a manifest or index into REPO
+# of the registry ($REGISTRY_URL); BODY as for registry_put_blob.
+registry_put_manifest() {
+	curl -sf -X PUT -H "Content-Type: $3" --data-binary "$4" \
+		"$REGISTRY_URL/v2/$1/manifests/$2" >/dev/null || fail "cannot put manifest $2 to $1"
+}
+
 # make_htpasswd FILE USER PASS: a bcrypt htpasswd file as docker-registry wants it.
 make_htpasswd() {
 	require_cmd htpasswd
@@ -424,6 +443,104 @@ link_stat() {
 # proxy_rules JSON: replaces the fault proxy's rules (hit counters start again at 0).
 proxy_rules() {
 	printf '%s\n' "$1" >"$PROXY_RULES.tmp" && mv "$PROXY_RULES.tmp" "$PROXY_RULES"
+}
+
+# ---------------------------------------------------------------------------------------
+# Lazy pull checks (the test_lazy_*.sh tests): what a user checks of a mount that fetches
+# its layers as they are read, the registry behind the link proxy (start_linkproxy).
+
+# lazy_mount REF MNT [KIND]: mounts REF read-only at MNT (unmounted at exit) with the
+# background fill held back, so that the link counts what the mount itself fetches; the
+# mount must not say it pulls the image whole, and its line names KIND (e.g. "eStargz")
+# when given.
+lazy_mount() {
+	export IMGFS_LAZY_FILL_DELAY_MS=600000
+	assert_ok imgfs mount --ro "$1" "$2"
+	defer "imgfs umount '$2' 2>/dev/null"
+	assert_not_contains "$ERR" "pulling it whole" "the lazy mount of $1"
+	[ -z "${3:-}" ] || assert_contains "$ERR" "$3" "the mount's line"
+}
+
+# lazy_fetched_below MNT TOTAL DIVISOR WHAT: the link carried fewer than TOTAL / DIVISOR
+# bytes (TOTAL: the layers' size) for WHAT was done since it started, and the status of
+# MNT says it is lazy.
+lazy_fetched_below() {
+	local fetched
+	link_settle
+	fetched=$(link_stat '.bytes_down')
+	[ "$fetched" -lt $(($2 / $3)) ] ||
+		fail "the lazy mount fetched $fetched bytes of $2 to $4"
+	log "fetched $fetched of $2 bytes to $4"
+	assert_ok imgfs status "$1"
+	assert_contains "$OUT" "lazy: yes" "status of a lazy mount"
+}
+
+# lazy_fill_checks REF MNT MANIFEST: mounts REF at MNT with the fill started at once; the
+# fill records REF as MANIFEST, the daemon counts every byte present, the store is
+# consistent, and the mount's log holds neither a complaint about the indexes built again
+# from the complete layers nor a sanitizer report. Then, unmounted, a pull of REF
+# requests no blob.
+lazy_fill_checks() {
+	local ref=$1 mnt=$2 st logf before i
+	export IMGFS_LAZY_FILL_DELAY_MS=0
+	assert_ok imgfs mount --ro "$ref" "$mnt"
+	for i in $(seq 600); do
+		[ -n "$(store_ref_digest "$ref")" ] && break
+		sleep 0.1
+	done
+	# The daemon writes its figures every 250 ms: the last of them may follow the record.
+	for i in $(seq 50); do
+		st=$(imgfs status "$mnt")
+		[ "$(sed -n 's/^lazy-bytes-present: //p' <<<"$st")" = \
+			"$(sed -n 's/^lazy-bytes-total: //p' <<<"$st")" ] && break
+		sleep 0.1
+	done
+	assert_eq "$(sed -n 's/^lazy-bytes-present: //p' <<<"$st")" \
+		"$(sed -n 's/^lazy-bytes-total: //p' <<<"$st")" "lazy bytes present once complete"
+	assert_eq "$(store_ref_digest "$ref")" "$3" "the ref recorded after the fill"
+	check_store_consistent
+	# The indexes built again describe the layers as the published ones did.
+	logf=$(sed -n 's/^state-dir: //p' <<<"$st")/log
+	assert_file "$logf"
+	if grep -E 'do not describe|Sanitizer|runtime error' "$logf"; then
+		fail "the mount's log after the fill: $(tail -n 5 "$logf")"
+	fi
+	assert_ok imgfs umount "$mnt"
+	link_settle
+	before=$(link_stat '[.request_list[] | select(.path | test("/blobs/"))] | length')
+	assert_ok imgfs pull -q "$ref"
+	link_settle
+	assert_eq "$(link_stat '[.request_list[] | select(.path | test("/blobs/"))] | length')" \
+		"$before" "blob requests of a pull after the fill"
+}
+
+# lazy_corrupt_checks NAME:TAG MNT FILE EXPECTED: in a new store, mounts NAME:TAG through a
+# new fault proxy ($PROXY) at MNT with no fill; while the proxy flips a byte of every blob
+# of NAME, reading FILE (relative to MNT) fails with EIO; once it stops, FILE equals the
+# file EXPECTED. MNT stays mounted.
+lazy_corrupt_checks() {
+	local out
+	use_store corrupt
+	start_faultproxy "$REGISTRY_URL"
+	export IMGFS_LAZY_FILL_DELAY_MS=600000
+	assert_ok imgfs mount --ro "$PROXY/$1" "$2"
+	proxy_rules '[{"match": "GET /v2/'"${1%:*}"'/blobs/", "action": "corrupt", "offset": 1000}]'
+	if out=$(cat "$2/$3" 2>&1 >/dev/null); then
+		fail "a read of corrupt data ($3) succeeded"
+	fi
+	assert_contains "$out" "Input/output error" "the read of corrupt data"
+	proxy_rules '[]'
+	cmp "$2/$3" "$4" || fail "$3 differs once the registry is sound"
+}
+
+# lazy_run_checks REF COMMAND OUTPUT: in a new store, `imgfs run` of REF starts lazily (it
+# does not say it pulls the image whole) and /bin/sh -c COMMAND prints OUTPUT.
+lazy_run_checks() {
+	use_store lazyrun
+	unset IMGFS_LAZY_FILL_DELAY_MS
+	assert_ok imgfs run -q "$1" /bin/sh -c "$2"
+	assert_eq "$OUT" "$3" "output of imgfs run"
+	assert_not_contains "$ERR" "pulling it whole" "imgfs run of $1"
 }
 
 # ---------------------------------------------------------------------------------------

@@ -41,20 +41,10 @@ use_store lazy
 start_linkproxy "$REGISTRY" --rate 200mbit --latency 1
 mnt=$TESTDIR/mnt
 mkdir -p "$mnt"
-export IMGFS_LAZY_FILL_DELAY_MS=600000 # no fill yet: count what the mount itself fetched
-assert_ok imgfs mount --ro "$LINK/test/esgz:1" "$mnt"
-defer "imgfs umount '$mnt' 2>/dev/null"
-assert_not_contains "$ERR" "pulling it whole" "the mount of an eStargz image"
-assert_contains "$ERR" "eStargz" "the mount's line"
+lazy_mount "$LINK/test/esgz:1" "$mnt" eStargz
 assert_eq "$(cat "$mnt/data/sub/s5.txt")" "small file 5" "a small file"
-link_settle
-fetched=$(link_stat '.bytes_down')
-[ "$fetched" -lt $((layers_size / 4)) ] ||
-	fail "the lazy mount fetched $fetched bytes of $layers_size to read one small file"
-log "fetched $fetched of $layers_size bytes to mount and read one small file"
+lazy_fetched_below "$mnt" "$layers_size" 4 "mount and read one small file"
 assert_no_file "$IMGFS_ROOT/blobs/sha256/$(jq -r '.layers[-1].digest' "$mjson" | cut -d: -f2)"
-assert_ok imgfs status "$mnt"
-assert_contains "$OUT" "lazy: yes" "status of a lazy eStargz mount"
 
 log "every file of the lazy view equals umoci unpack"
 "$PYTHON" "$HELPERS/treecmp.py" "$TESTDIR/bundle/rootfs" "$mnt" ||
@@ -63,53 +53,22 @@ assert_no_file "$mnt/etc/obsolete"
 assert_ok imgfs umount "$mnt"
 
 log "the fill completes, verifies and records the image"
-export IMGFS_LAZY_FILL_DELAY_MS=0
-assert_ok imgfs mount --ro "$LINK/test/esgz:1" "$mnt"
-for i in $(seq 300); do
-	[ -n "$(store_ref_digest "$LINK/test/esgz:1")" ] && break
-	sleep 0.1
-done
-assert_eq "$(store_ref_digest "$LINK/test/esgz:1")" "$manifest" "the ref recorded after the fill"
-check_store_consistent
-# The indexes built again from the complete layers describe them as the published one did.
-log_file=$(imgfs status "$mnt" | sed -n 's/^state-dir: //p')/log
-assert_file "$log_file"
-if grep -E 'do not describe|Sanitizer|runtime error' "$log_file"; then
-	fail "the mount's log after the fill: $(tail -n 5 "$log_file")"
-fi
-assert_ok imgfs umount "$mnt"
-link_settle
-before=$(link_stat '[.request_list[] | select(.path | test("/blobs/"))] | length')
-assert_ok imgfs pull -q "$LINK/test/esgz:1"
-link_settle
-assert_eq "$(link_stat '[.request_list[] | select(.path | test("/blobs/"))] | length')" "$before" \
-	"blob requests of a pull after the fill"
+lazy_fill_checks "$LINK/test/esgz:1" "$mnt" "$manifest"
 assert_ok imgfs mount --ro "$LINK/test/esgz:1" "$mnt"
 "$PYTHON" "$HELPERS/treecmp.py" "$TESTDIR/bundle/rootfs" "$mnt" ||
 	fail "the view after the fill differs from umoci unpack"
 assert_ok imgfs umount "$mnt"
 
 log "a flipped byte in a chunk gives EIO, never wrong bytes"
-use_store corrupt
-start_faultproxy "$REGISTRY_URL"
-export IMGFS_LAZY_FILL_DELAY_MS=600000
-assert_ok imgfs mount --ro "$PROXY/test/esgz:1" "$mnt"
-proxy_rules '[{"match": "GET /v2/test/esgz/blobs/", "action": "corrupt", "offset": 1000}]'
-if out=$(cat "$mnt/data/big.bin" 2>&1 >/dev/null); then
-	fail "a read of a corrupt chunk succeeded"
-fi
-assert_contains "$out" "Input/output error" "the read of a corrupt chunk"
-proxy_rules '[]'
-cmp "$mnt/data/big.bin" "$src/l2/data/big.bin" || fail "big.bin differs once the registry is sound"
+lazy_corrupt_checks test/esgz:1 "$mnt" data/big.bin "$src/l2/data/big.bin"
 assert_ok imgfs umount "$mnt"
 
 log "a TOC without the annotated digest is refused: the image is pulled whole"
 use_store badtoc
 jq -c '.layers[1].annotations["containerd.io/snapshot/stargz/toc.digest"] = "sha256:'"$(printf 0%.0s $(seq 64))"'"' \
 	"$mjson" >"$TESTDIR/bad-manifest.json"
-curl -sf -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
-	--data-binary "@$TESTDIR/bad-manifest.json" "$REGISTRY_URL/v2/test/esgz/manifests/bad" \
-	>/dev/null || fail "cannot put the manifest with a wrong TOC digest"
+registry_put_manifest test/esgz bad application/vnd.oci.image.manifest.v1+json \
+	"@$TESTDIR/bad-manifest.json"
 assert_ok imgfs mount --ro "$REGISTRY/test/esgz:bad" "$mnt"
 assert_contains "$ERR" "pulling it whole" "the fallback line"
 assert_contains "$ERR" "TOC has digest" "the reason"
@@ -118,8 +77,4 @@ assert_contains "$ERR" "TOC has digest" "the reason"
 assert_ok imgfs umount "$mnt"
 
 log "imgfs run starts an eStargz image lazily"
-use_store lazyrun
-unset IMGFS_LAZY_FILL_DELAY_MS
-assert_ok imgfs run -q "$REGISTRY/test/esgz:1" /bin/sh -c 'cat /data/sub/s7.txt'
-assert_eq "$OUT" "small file 7" "output of imgfs run"
-assert_not_contains "$ERR" "pulling it whole" "imgfs run of an eStargz image"
+lazy_run_checks "$REGISTRY/test/esgz:1" 'cat /data/sub/s7.txt' "small file 7"

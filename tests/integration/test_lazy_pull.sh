@@ -23,19 +23,14 @@ use_store pusher
 # Another tool's referrer on the fallback tag must survive our merge (the registry wants
 # the manifests an index lists to exist: push one first).
 empty=sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a
-loc=$(curl -sf -D - -o /dev/null -X POST "$REGISTRY_URL/v2/test/big/blobs/uploads/" |
-	tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
-case $loc in /*) loc=$REGISTRY_URL$loc ;; esac
-curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary '{}' "$loc&digest=$empty" >/dev/null || fail "cannot upload {}"
+registry_put_blob test/big "$empty" '{}'
 other_art='{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.example.other","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"'$empty'","size":2},"layers":[]}'
 other_digest=sha256:$(printf '%s' "$other_art" | sha256sum | cut -d' ' -f1)
-curl -sf -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
-	--data-binary "$other_art" "$REGISTRY_URL/v2/test/big/manifests/$other_digest" >/dev/null ||
-	fail "cannot put the other tool's artifact"
+registry_put_manifest test/big "$other_digest" application/vnd.oci.image.manifest.v1+json \
+	"$other_art"
 other='{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"'$other_digest'","size":'${#other_art}',"artifactType":"application/vnd.example.other"}]}'
-curl -sf -X PUT -H 'Content-Type: application/vnd.oci.image.index.v1+json' --data-binary "$other" \
-	"$REGISTRY_URL/v2/test/big/manifests/sha256-${manifest#sha256:}" >/dev/null ||
-	fail "cannot put the other tool's referrers index"
+registry_put_manifest test/big "sha256-${manifest#sha256:}" \
+	application/vnd.oci.image.index.v1+json "$other"
 assert_ok imgfs index push "$REGISTRY/test/big:1"
 artifact=$OUT
 case $artifact in sha256:*) ;; *) fail "index push printed '$artifact', not a digest" ;; esac
@@ -58,17 +53,9 @@ use_store lazy
 start_linkproxy "$REGISTRY" --rate 200mbit --latency 1
 mnt=$TESTDIR/mnt
 mkdir -p "$mnt"
-export IMGFS_LAZY_FILL_DELAY_MS=600000 # no fill yet: count what the mount itself fetched
-assert_ok imgfs mount --ro "$LINK/test/big:1" "$mnt"
-defer "imgfs umount '$mnt' 2>/dev/null"
+lazy_mount "$LINK/test/big:1" "$mnt"
 head -c 100 "$mnt/bin/busybox" >/dev/null || fail "cannot read through the lazy mount"
-link_settle
-fetched=$(link_stat '.bytes_down')
-[ "$fetched" -lt $((layers_size / 5)) ] ||
-	fail "the lazy mount fetched $fetched bytes of $layers_size before any fill"
-log "fetched $fetched of $layers_size bytes to mount and read one file"
-assert_ok imgfs status "$mnt"
-assert_contains "$OUT" "lazy: yes" "status of a lazy mount"
+lazy_fetched_below "$mnt" "$layers_size" 5 "mount and read one file"
 assert_no_file "$IMGFS_ROOT/blobs/sha256/$(jq -r '.layers[-1].digest' \
 	"$TESTDIR/images/blobs/sha256/${manifest#sha256:}" | cut -d: -f2)"
 
@@ -100,30 +87,7 @@ umoci unpack --image "$TESTDIR/images:big" "$TESTDIR/bundle" >/dev/null ||
 assert_ok imgfs umount "$mnt"
 
 log "the fill completes, verifies and records the image"
-export IMGFS_LAZY_FILL_DELAY_MS=0
-assert_ok imgfs mount --ro "$LINK/test/big:1" "$mnt"
-for i in $(seq 600); do
-	[ -n "$(store_ref_digest "$LINK/test/big:1")" ] && break
-	sleep 0.1
-done
-# The daemon writes its figures every 250 ms: the last of them may follow the record.
-for i in $(seq 50); do
-	st=$(imgfs status "$mnt")
-	[ "$(sed -n 's/^lazy-bytes-present: //p' <<<"$st")" = \
-		"$(sed -n 's/^lazy-bytes-total: //p' <<<"$st")" ] && break
-	sleep 0.1
-done
-assert_eq "$(sed -n 's/^lazy-bytes-present: //p' <<<"$st")" \
-	"$(sed -n 's/^lazy-bytes-total: //p' <<<"$st")" "lazy bytes present once complete"
-assert_eq "$(store_ref_digest "$LINK/test/big:1")" "$manifest" "the ref recorded after the fill"
-check_store_consistent
-assert_ok imgfs umount "$mnt"
-link_settle
-before=$(link_stat '[.request_list[] | select(.path | test("/blobs/"))] | length')
-assert_ok imgfs pull -q "$LINK/test/big:1"
-link_settle
-assert_eq "$(link_stat '[.request_list[] | select(.path | test("/blobs/"))] | length')" "$before" \
-	"blob requests of a pull after the fill"
+lazy_fill_checks "$LINK/test/big:1" "$mnt" "$manifest"
 assert_ok umoci unpack --image "$IMGFS_ROOT:$LINK/test/big:1" "$TESTDIR/bundle2"
 
 log "a daemon killed during the fill: the next mount goes on from what was verified"
@@ -159,18 +123,8 @@ assert_contains "$OUT" "lazy: no" "status of a whole pull"
 assert_ok imgfs umount "$mnt"
 
 log "a corrupt span gives EIO, never wrong bytes"
-use_store corrupt
-start_faultproxy "$REGISTRY_URL"
-export IMGFS_LAZY_FILL_DELAY_MS=600000
-assert_ok imgfs mount --ro "$PROXY/test/big:1" "$mnt"
-proxy_rules '[{"match": "GET /v2/test/big/blobs/", "action": "corrupt", "offset": 1000}]'
-victim=$(cd "$mnt" && find big -type f | sort | tail -n 1)
-if out=$(cat "$mnt/$victim" 2>&1 >/dev/null); then
-	fail "a read of corrupt spans succeeded"
-fi
-assert_contains "$out" "Input/output error" "the read of a corrupt span"
-proxy_rules '[]'
-cmp "$mnt/$victim" "$TESTDIR/bundle/rootfs/$victim" || fail "$victim differs once the registry is sound"
+victim=$(cd "$TESTDIR/bundle/rootfs" && find big -type f | sort | tail -n 1)
+lazy_corrupt_checks test/big:1 "$mnt" "$victim" "$TESTDIR/bundle/rootfs/$victim"
 
 log "the registry gone: a read of what is not here fails within a bounded time, the rest reads"
 proxy_rules '[{"match": "GET /v2/test/big/blobs/", "action": "status", "status": 503}]'
@@ -187,8 +141,4 @@ cmp "$mnt/$other" "$TESTDIR/bundle/rootfs/$other" || fail "$other differs once t
 assert_ok imgfs umount "$mnt"
 
 log "imgfs run starts lazily"
-use_store lazyrun
-unset IMGFS_LAZY_FILL_DELAY_MS
-assert_ok imgfs run -q "$REGISTRY/test/big:1" /bin/sh -c 'echo lazy run'
-assert_eq "$OUT" "lazy run" "output of imgfs run"
-assert_not_contains "$ERR" "pulling it whole" "imgfs run of an indexed image"
+lazy_run_checks "$REGISTRY/test/big:1" 'echo lazy run' "lazy run"

@@ -70,8 +70,8 @@ static int gzip_append(struct buf *out, const void *data, size_t len)
 	return r;
 }
 
-static void tar_header(uint8_t h[512], const char *name, char type, uint64_t size, unsigned mode,
-                       const char *link)
+void esgz_tar_header(uint8_t h[512], const char *name, char type, uint64_t size, unsigned mode,
+                     const char *link)
 {
 	unsigned sum = 0;
 
@@ -99,7 +99,7 @@ int esgz_toc_member(const char *json, size_t json_len, uint8_t **ret, size_t *re
 	uint8_t h[512], zero[2048] = {0};
 	int r;
 
-	tar_header(h, "stargz.index.json", '0', json_len, 0644, NULL);
+	esgz_tar_header(h, "stargz.index.json", '0', json_len, 0644, NULL);
 	r = buf_put(&tar, h, sizeof(h));
 	if (r >= 0)
 		r = buf_put(&tar, json, json_len);
@@ -133,8 +133,8 @@ int esgz_build(const struct esgz_file *files, size_t n, size_t chunk_size, struc
 		const struct esgz_file *f = &files[i];
 		size_t done = 0;
 
-		tar_header(h, f->name, f->type, f->type == '0' ? f->size : 0,
-		           f->type == '5' ? 0755 : 0644, f->type == '2' ? f->data : NULL);
+		esgz_tar_header(h, f->name, f->type, f->type == '0' ? f->size : 0,
+		                f->type == '5' ? 0755 : 0644, f->type == '2' ? f->data : NULL);
 		if (!is_open) {
 			open_at = blob.len;
 			is_open = true;

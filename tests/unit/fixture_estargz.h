@@ -27,6 +27,11 @@ struct esgz {
 int esgz_build(const struct esgz_file *files, size_t n, size_t chunk_size, struct esgz *ret);
 void esgz_free(struct esgz *e);
 
+/* A ustar header (mtime 2020-01-01, uid and gid 0; link: a symlink's target or NULL), as
+ * the writer puts before each file. */
+void esgz_tar_header(uint8_t h[512], const char *name, char type, uint64_t size, unsigned mode,
+                     const char *link);
+
 /* The TOC member for json (any bytes): a gzip member holding a ustar header for
  * stargz.index.json, json, its padding and the end-of-archive blocks. Malloc'ed. */
 int esgz_toc_member(const char *json, size_t json_len, uint8_t **ret, size_t *ret_len);

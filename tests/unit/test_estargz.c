@@ -14,6 +14,7 @@
 #include "fsd/image/estargz.h"
 #include "fsd/index/layerindex.h"
 #include "tests/unit/fixture_estargz.h"
+#include "tests/unit/fixture_lazy.h"
 
 #define LAYER "sha256:1111111111111111111111111111111111111111111111111111111111111111"
 #define CHUNK 5000u
@@ -70,15 +71,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-static int memfd_of(const void *buf, size_t len)
-{
-	int fd = memfd_create("t", MFD_CLOEXEC);
-
-	assert_true(fd >= 0);
-	assert_int_equal(write_full(fd, buf, len), 0);
-	return fd;
-}
-
 static void test_footer(void **state)
 {
 	struct fixture *f = *state;
@@ -114,31 +106,16 @@ static void test_footer(void **state)
 static void test_index_reads(void **state)
 {
 	struct fixture *f = *state;
-	int ifd = memfd_of(f->index, f->index_len), dfd = memfd_of(f->e.blob, f->e.len);
-	struct li_builder *b = NULL;
-	struct li_index *idx = NULL, *ref = NULL;
-	void *rbuf = NULL;
-	size_t rlen = 0;
-	int rfd;
+	int ifd = lazyfix_memfd(f->index, f->index_len), dfd = lazyfix_memfd(f->e.blob, f->e.len);
+	struct li_index *idx = NULL, *ref = lazyfix_stream_index(f->e.blob, f->e.len, LAYER, dfd);
 
 	assert_int_equal(li_open_flags(ifd, dfd, LI_OPEN_VERIFY, &idx), 0);
-	assert_int_equal(li_builder_new(LI_GZIP, 0, -1, &b), 0);
-	assert_int_equal(li_builder_feed(b, f->e.blob, f->e.len), 0);
-	assert_int_equal(li_builder_finish(b, LAYER, &rbuf, &rlen), 0);
-	li_builder_free(b);
-	rfd = memfd_of(rbuf, rlen);
-	assert_int_equal(li_open_flags(rfd, dfd, LI_OPEN_VERIFY, &ref), 0);
 	assert_int_equal(li_entry_count(idx), li_entry_count(ref));
 	for (size_t i = 0; i < li_entry_count(idx); i++) {
 		struct li_entry a, e;
 		uint8_t got[sizeof(big)], want[sizeof(big)];
 
-		assert_int_equal(li_entry_get(idx, i, &a), 0);
-		assert_int_equal(li_entry_get(ref, i, &e), 0);
-		assert_string_equal(a.path, e.path);
-		assert_int_equal(a.type, e.type);
-		assert_int_equal(a.mode, e.mode);
-		assert_int_equal(a.size, e.size);
+		lazyfix_entry_pair(idx, ref, i, &a, &e);
 		assert_int_equal(a.mtime_sec, e.mtime_sec);
 		if (e.link)
 			assert_string_equal(a.link, e.link);
@@ -155,36 +132,21 @@ static void test_index_reads(void **state)
 	}
 	li_close(idx);
 	li_close(ref);
-	free(rbuf);
 	close(ifd);
 	close(dfd);
-	close(rfd);
-}
-
-struct hook {
-	uint64_t lo, hi; /* union of the ranges asked for */
-};
-
-static int record(void *ctx, uint64_t off, uint64_t len)
-{
-	struct hook *h = ctx;
-
-	h->lo = off < h->lo ? off : h->lo;
-	h->hi = off + len > h->hi ? off + len : h->hi;
-	return 0;
 }
 
 /* A read of the last chunk of data/big asks for its member's bytes, not the layer's. */
 static void test_index_fetches_little(void **state)
 {
 	struct fixture *f = *state;
-	int ifd = memfd_of(f->index, f->index_len), dfd = memfd_of(f->e.blob, f->e.len);
+	int ifd = lazyfix_memfd(f->index, f->index_len), dfd = lazyfix_memfd(f->e.blob, f->e.len);
 	struct li_index *idx = NULL;
-	struct hook h = {UINT64_MAX, 0};
+	struct lazyfix_range h = {UINT64_MAX, 0};
 	uint8_t got[100];
 
 	assert_int_equal(li_open_flags(ifd, dfd, LI_OPEN_VERIFY, &idx), 0);
-	li_set_fetch(idx, record, &h);
+	li_set_fetch(idx, lazyfix_record, &h);
 	for (size_t i = 0; i < li_entry_count(idx); i++) {
 		struct li_entry e;
 

@@ -1,1 +1,1 @@
-test_estargz_SRC := fsd/image/estargz.c fsd/image/spans.c fsd/index/deflate_refs.c fsd/index/layerindex.c fsd/index/layerindex_gzip.c fsd/index/layerindex_read.c fsd/index/spancache.c fsd/index/unitcache.c tests/unit/fixture_estargz.c
+test_estargz_SRC := fsd/image/estargz.c fsd/image/spans.c fsd/index/deflate_refs.c fsd/index/layerindex.c fsd/index/layerindex_gzip.c fsd/index/layerindex_read.c fsd/index/spancache.c fsd/index/unitcache.c tests/unit/fixture_estargz.c tests/unit/fixture_lazy.c

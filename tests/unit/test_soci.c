@@ -15,6 +15,8 @@
 #include "common/fileio.h"
 #include "fsd/image/soci.h"
 #include "fsd/index/layerindex.h"
+#include "tests/unit/fixture_estargz.h"
+#include "tests/unit/fixture_lazy.h"
 #include "tests/unit/fixture_soci.h"
 
 #define LAYER "sha256:3333333333333333333333333333333333333333333333333333333333333333"
@@ -32,26 +34,6 @@ struct fixture {
 	size_t index_len;
 	struct spans *sp;
 };
-
-static void header(uint8_t *h, const char *name, char type, size_t size)
-{
-	unsigned sum = 0;
-
-	memset(h, 0, 512);
-	snprintf((char *)h, 100, "%s", name);
-	snprintf((char *)h + 100, 8, "%07o", type == '5' ? 0755 : 0644);
-	snprintf((char *)h + 108, 8, "%07o", 0);
-	snprintf((char *)h + 116, 8, "%07o", 0);
-	snprintf((char *)h + 124, 12, "%011zo", size);
-	snprintf((char *)h + 136, 12, "%011o", 1577836800u);
-	h[156] = (uint8_t)type;
-	memcpy(h + 257, "ustar", 6);
-	memcpy(h + 263, "00", 2);
-	memset(h + 148, ' ', 8);
-	for (int i = 0; i < 512; i++)
-		sum += h[i];
-	snprintf((char *)h + 148, 8, "%06o", sum);
-}
 
 static int build(struct fixture *f, int v1)
 {
@@ -75,7 +57,8 @@ static int build(struct fixture *f, int v1)
 
 	assert_non_null(tar);
 	for (size_t i = 0; i < 4; i++) {
-		header(tar + at, in[i].name, in[i].type, in[i].size);
+		esgz_tar_header(tar + at, in[i].name, in[i].type, in[i].size,
+		                in[i].type == '5' ? 0755 : 0644, NULL);
 		at += 512;
 		f->files[i] = (struct soci_file){.name = in[i].name,
 		                                 .type = in[i].type == '5' ? "dir" : "reg",
@@ -146,55 +129,19 @@ static int teardown(void **state)
 	return 0;
 }
 
-static int memfd_of(const void *buf, size_t len)
-{
-	int fd = memfd_create("t", MFD_CLOEXEC);
-
-	assert_true(fd >= 0);
-	assert_int_equal(write_full(fd, buf, len), 0);
-	return fd;
-}
-
-struct hook {
-	uint64_t lo, hi;
-};
-
-static int record(void *ctx, uint64_t off, uint64_t len)
-{
-	struct hook *h = ctx;
-
-	h->lo = off < h->lo ? off : h->lo;
-	h->hi = off + len > h->hi ? off + len : h->hi;
-	return 0;
-}
-
 static void test_reads(void **state)
 {
 	struct fixture *f = *state;
-	int ifd = memfd_of(f->index, f->index_len), dfd = memfd_of(f->blob, f->len), rfd;
-	struct li_index *idx = NULL, *ref = NULL;
-	struct li_builder *b = NULL;
-	void *rbuf = NULL;
-	size_t rlen = 0;
+	int ifd = lazyfix_memfd(f->index, f->index_len), dfd = lazyfix_memfd(f->blob, f->len);
+	struct li_index *idx = NULL, *ref = lazyfix_stream_index(f->blob, f->len, LAYER, dfd);
 	static uint8_t got[sizeof(text)], want[sizeof(text)];
 
 	assert_int_equal(li_open_flags(ifd, dfd, LI_OPEN_VERIFY, &idx), 0);
-	assert_int_equal(li_builder_new(LI_GZIP, 0, -1, &b), 0);
-	assert_int_equal(li_builder_feed(b, f->blob, f->len), 0);
-	assert_int_equal(li_builder_finish(b, LAYER, &rbuf, &rlen), 0);
-	li_builder_free(b);
-	rfd = memfd_of(rbuf, rlen);
-	assert_int_equal(li_open_flags(rfd, dfd, LI_OPEN_VERIFY, &ref), 0);
 	assert_int_equal(li_entry_count(idx), li_entry_count(ref));
 	for (size_t i = 0; i < li_entry_count(idx); i++) {
 		struct li_entry a, e;
 
-		assert_int_equal(li_entry_get(idx, i, &a), 0);
-		assert_int_equal(li_entry_get(ref, i, &e), 0);
-		assert_string_equal(a.path, e.path);
-		assert_int_equal(a.type, e.type);
-		assert_int_equal(a.mode, e.mode);
-		assert_int_equal(a.size, e.size);
+		lazyfix_entry_pair(idx, ref, i, &a, &e);
 		if (a.type != LI_REG)
 			continue;
 		assert_int_equal(a.data_off, e.data_off);
@@ -211,19 +158,17 @@ static void test_reads(void **state)
 	li_close(idx);
 	/* A lazy read of the last file asks for bytes from a checkpoint near it. */
 	{
-		struct hook h = {UINT64_MAX, 0};
+		struct lazyfix_range h = {UINT64_MAX, 0};
 
 		assert_int_equal(li_open_flags(ifd, dfd, LI_OPEN_VERIFY, &idx), 0);
-		li_set_fetch(idx, record, &h);
+		li_set_fetch(idx, lazyfix_record, &h);
 		assert_int_equal(li_read(idx, 3, got, 777, 0), 777);
 		assert_memory_equal(got, text + 1000, 777);
 		assert_true(h.lo > f->len / 2);
 		li_close(idx);
 	}
-	free(rbuf);
 	close(ifd);
 	close(dfd);
-	close(rfd);
 }
 
 static void test_spans(void **state)
@@ -301,7 +246,7 @@ static void test_hostile(void **state)
 			continue;
 		}
 		{
-			int fd = memfd_of(index, index_len);
+			int fd = lazyfix_memfd(index, index_len);
 			struct li_index *idx = NULL;
 
 			assert_int_equal(

@@ -9,11 +9,13 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include "common/digest.h"
 #include "common/fileio.h"
+#include "fsd/image/spans.h"
 #include "fsd/image/store.h"
 
 struct fixture {
@@ -412,6 +414,68 @@ static void test_blobs(void **state)
 	assert_null(buf);
 	assert_null(store_path("blobs", "sha256:xyz", path, sizeof(path)));
 	assert_string_equal(path, "");
+}
+
+/* What a lazy mount needs of a layer: its index and span table stored together; either
+ * the blob or the table makes the index enough. */
+static void test_lazy_index(void **state)
+{
+	struct fixture *f = *state;
+	static const char index[] = "an index of the layer";
+	const size_t size = 2 * SPANS_MIN_SIZE + 100;
+	_cleanup_(spans_freep) struct spans *sp = NULL, *back = NULL;
+	_cleanup_free_ void *table = NULL, *stored = NULL;
+	_cleanup_free_ char *layer = malloc(size), *got = NULL;
+	_cleanup_close_ int fd = -1;
+	char d[DIGEST_STR_LEN + 1], path[160];
+	size_t table_len = 0, stored_len = 0, got_len = 0;
+	struct error err = {""};
+
+	assert_non_null(layer);
+	for (size_t i = 0; i < size; i++)
+		layer[i] = (char)(i * 7 + i / 251);
+	sha256_buf(layer, size, d);
+	fd = memfd_create("layer", MFD_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, layer, size), (ssize_t)size);
+	assert_int_equal(spans_compute(fd, d, size, SPANS_MIN_SIZE, &sp), 0);
+	assert_int_equal(sp->n_spans, 3);
+	assert_false(store_has_lazy_index(f->s, d));
+
+	assert_int_equal(store_put_lazy_index(f->s, d, index, strlen(index), sp, &err), 0);
+	assert_string_equal(err.msg, "");
+	assert_true(store_has_lazy_index(f->s, d));
+	assert_false(store_has_blob(f->s, d));
+	assert_int_equal(store_read_index(f->s, d, 1024, &got, &got_len), 0);
+	assert_int_equal(got_len, strlen(index));
+	assert_memory_equal(got, index, got_len);
+	assert_int_equal(store_read_spans(f->s, d, &stored, &stored_len), 0);
+	assert_int_equal(spans_parse(stored, stored_len, d, size, &back, NULL), 0);
+	assert_int_equal(back->n_spans, 3);
+	assert_true(spans_check(back, 1, layer + SPANS_MIN_SIZE, SPANS_MIN_SIZE));
+	assert_false(spans_check(back, 1, layer, SPANS_MIN_SIZE));
+
+	/* The index alone is not enough; with the blob it is. */
+	assert_non_null(store_path("idx", d, path, sizeof(path)));
+	strcat(path, ".spans");
+	assert_int_equal(unlinkat(f->s->root_fd, path, 0), 0);
+	assert_false(store_has_lazy_index(f->s, d));
+	assert_int_equal(store_put_blob(f->s, d, layer, size), 0);
+	assert_true(store_has_lazy_index(f->s, d));
+
+	/* The encoded form is stored as given; a failure names the layer. */
+	assert_int_equal(spans_encode(sp, &table, &table_len), 0);
+	assert_int_equal(
+	    store_put_lazy_index_encoded(f->s, d, index, strlen(index), table, table_len, &err), 0);
+	free(stored);
+	stored = NULL;
+	assert_int_equal(store_read_spans(f->s, d, &stored, &stored_len), 0);
+	assert_int_equal(stored_len, table_len);
+	assert_memory_equal(stored, table, table_len);
+	assert_int_equal(store_put_lazy_index_encoded(f->s, "sha256:abc", index, strlen(index),
+	                                              table, table_len, &err),
+	                 -EINVAL);
+	assert_non_null(strstr(err.msg, "cannot store the index of sha256:abc"));
 }
 
 static void test_partial_resume(void **state)
@@ -846,6 +910,7 @@ int main(void)
 	    T(test_foreign_entries),
 	    T(test_concurrent_refs),
 	    T(test_blobs),
+	    T(test_lazy_index),
 	    T(test_partial_resume),
 	    T(test_partial_serialised),
 	    T(test_gc),
