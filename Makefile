@@ -27,7 +27,7 @@ endif
 # linked but loaded at their first use (common/lazylib.c), under the SONAME found here;
 # tests link them (they also call functions lazylib.c does not cover).
 LAZY_PKGS := libarchive libcurl
-LIB_PKGS := jansson libcrypto zlib libisal libzstd libseccomp
+LIB_PKGS := jansson zlib libisal libzstd libseccomp
 LIB_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(LIB_PKGS) $(LAZY_PKGS) 2>/dev/null)
 LIB_LIBS   := $(shell $(PKG_CONFIG) --libs $(LIB_PKGS) 2>/dev/null) -ldl
 TEST_LIBS  := $(LIB_LIBS) $(shell $(PKG_CONFIG) --libs $(LAZY_PKGS) 2>/dev/null)

@@ -1,4 +1,6 @@
-/* SHA-256 digests in OCI form ("sha256:" + 64 lowercase hex), on OpenSSL libcrypto. */
+/* SHA-256 digests in OCI form ("sha256:" + 64 lowercase hex): our own implementation, with
+ * the x86 SHA extensions when the CPU has them ($IMGFS_SHA256_PORTABLE set at the first
+ * digest forces the portable code, for tests). */
 #pragma once
 
 #include <stdint.h>
@@ -14,8 +16,8 @@ struct sha256 *sha256_new(void);
 void sha256_free(struct sha256 *h);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct sha256 *, sha256_free);
 void sha256_update(struct sha256 *h, const void *buf, size_t len);
-/* Writes "sha256:HEX" into out (at least DIGEST_STR_LEN + 1 bytes). The hasher can be
- * finalised only once. */
+/* Writes "sha256:HEX" into out (at least DIGEST_STR_LEN + 1 bytes); the hasher starts
+ * again empty. */
 void sha256_final(struct sha256 *h, char out[DIGEST_STR_LEN + 1]);
 
 /* One-shot digest of a buffer. */

@@ -20,16 +20,63 @@ struct handles_header {
 
 _Static_assert(sizeof(struct handles_header) == sizeof(struct handle_rec), "one slot each");
 
+/* The open objects, in chunks of CHUNK slots allocated when a slot in them is first used:
+ * a table sized for a million handles costs nothing until they are used. */
+#define CHUNK_SHIFT 12
+#define CHUNK (1u << CHUNK_SHIFT)
+
 struct handles {
 	struct handle_rec *recs; /* the mapping: recs[0] is the header */
 	size_t map_size;
 	uint32_t capacity;
-	_Atomic(void *) *ptrs; /* capacity */
+	_Atomic(_Atomic(void *) *) *chunks; /* capacity / CHUNK + 1; set under lock */
 	pthread_mutex_t lock;
 	uint32_t *free_slots; /* stack of free slots below high; protected by lock */
 	uint32_t n_free;      /* protected by lock */
+	uint32_t free_cap;    /* room in free_slots, at least high; protected by lock */
 	uint32_t used;        /* protected by lock */
 };
+
+/* The open object's place of slot fh, NULL when its chunk was never used. */
+static _Atomic(void *) *slot_of(struct handles *h, uint64_t fh)
+{
+	_Atomic(void *) *c =
+	    atomic_load_explicit(&h->chunks[fh >> CHUNK_SHIFT], memory_order_acquire);
+
+	return c ? &c[fh & (CHUNK - 1)] : NULL;
+}
+
+/* slot_of(), allocating its chunk; with lock held. NULL without memory. */
+static _Atomic(void *) *slot_make(struct handles *h, uint64_t fh)
+{
+	_Atomic(void *) *c = slot_of(h, fh);
+
+	if (c)
+		return c;
+	c = calloc(CHUNK, sizeof(*c));
+	if (!c)
+		return NULL;
+	atomic_store_explicit(&h->chunks[fh >> CHUNK_SHIFT], c, memory_order_release);
+	return &c[fh & (CHUNK - 1)];
+}
+
+/* Room in free_slots for n slots; with lock held (or before the table is shared). */
+static int free_room(struct handles *h, uint32_t n)
+{
+	uint32_t cap = h->free_cap ? h->free_cap : 64;
+	uint32_t *p;
+
+	if (n <= h->free_cap)
+		return 0;
+	while (cap < n)
+		cap = cap > UINT32_MAX / 2 ? UINT32_MAX : cap * 2;
+	p = realloc(h->free_slots, (size_t)cap * sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	h->free_slots = p;
+	h->free_cap = cap;
+	return 0;
+}
 
 static struct handles_header *header(struct handles *h)
 {
@@ -42,7 +89,10 @@ void handles_free(struct handles *h)
 		return;
 	if (h->recs)
 		munmap(h->recs, h->map_size);
-	free(h->ptrs);
+	if (h->chunks)
+		for (uint32_t i = 0; i <= h->capacity >> CHUNK_SHIFT; i++)
+			free(atomic_load_explicit(&h->chunks[i], memory_order_relaxed));
+	free(h->chunks);
 	free(h->free_slots);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
@@ -63,9 +113,8 @@ int handles_open(int dirfd, const char *name, bool keep, uint32_t capacity, stru
 	pthread_mutex_init(&h->lock, NULL);
 	h->capacity = capacity;
 	h->map_size = (size_t)capacity * sizeof(struct handle_rec);
-	h->ptrs = calloc(capacity, sizeof(*h->ptrs));
-	h->free_slots = malloc((size_t)capacity * sizeof(*h->free_slots));
-	if (!h->ptrs || !h->free_slots) {
+	h->chunks = calloc((capacity >> CHUNK_SHIFT) + 1, sizeof(*h->chunks));
+	if (!h->chunks) {
 		handles_free(h);
 		return -ENOMEM;
 	}
@@ -95,8 +144,12 @@ int handles_open(int dirfd, const char *name, bool keep, uint32_t capacity, stru
 		r = -errno;
 		goto fail;
 	}
-	if (fd >= 0)
+	if (fd >= 0) {
 		close(TAKE_FD(fd));
+		/* A fault reads one page, not a read-ahead window of the (sparse, mostly
+		 * never touched) file that the kernel would zero first. */
+		(void)madvise(map, h->map_size, MADV_RANDOM);
+	}
 	h->recs = map;
 	if (keep) {
 		struct handles_header *hd = header(h);
@@ -105,6 +158,10 @@ int handles_open(int dirfd, const char *name, bool keep, uint32_t capacity, stru
 		    hd->high < 1) {
 			handles_free(h);
 			return -EBADMSG;
+		}
+		if (free_room(h, hd->high) < 0) {
+			handles_free(h);
+			return -ENOMEM;
 		}
 		for (uint32_t i = hd->high; i-- > 1;) {
 			if (h->recs[i].kind == HANDLE_FREE)
@@ -135,19 +192,31 @@ int handles_add(struct handles *h, uint64_t ino, uint32_t flags, enum handle_kin
 
 	if (!ptr || (kind != HANDLE_FILE && kind != HANDLE_DIR))
 		return -EINVAL;
+	_Atomic(void *) *place;
+
 	pthread_mutex_lock(&h->lock);
 	if (h->n_free > 0)
-		slot = h->free_slots[--h->n_free];
+		slot = h->free_slots[h->n_free - 1];
 	else if (hd->high < h->capacity)
-		slot = hd->high++;
+		slot = hd->high;
 	else {
 		pthread_mutex_unlock(&h->lock);
 		return -ENFILE;
 	}
+	place = slot_make(h, slot);
+	/* Room to free every slot given out, so that handles_remove() never fails. */
+	if (!place || free_room(h, hd->high + 1) < 0) {
+		pthread_mutex_unlock(&h->lock);
+		return -ENOMEM;
+	}
+	if (h->n_free > 0)
+		h->n_free--;
+	else
+		hd->high++;
 	h->recs[slot].ino = ino;
 	h->recs[slot].flags = flags;
 	h->recs[slot].kind = kind;
-	atomic_store_explicit(&h->ptrs[slot], ptr, memory_order_release);
+	atomic_store_explicit(place, ptr, memory_order_release);
 	h->used++;
 	pthread_mutex_unlock(&h->lock);
 	*ret_fh = slot;
@@ -156,9 +225,12 @@ int handles_add(struct handles *h, uint64_t ino, uint32_t flags, enum handle_kin
 
 void *handles_get(struct handles *h, uint64_t fh)
 {
+	_Atomic(void *) *place;
+
 	if (fh == 0 || fh >= h->capacity)
 		return NULL;
-	return atomic_load_explicit(&h->ptrs[fh], memory_order_acquire);
+	place = slot_of(h, fh);
+	return place ? atomic_load_explicit(place, memory_order_acquire) : NULL;
 }
 
 int handles_rec(struct handles *h, uint64_t fh, struct handle_rec *ret)
@@ -184,9 +256,11 @@ void *handles_set(struct handles *h, uint64_t fh, void *ptr)
 		return NULL;
 	pthread_mutex_lock(&h->lock);
 	if (fh < header(h)->high && h->recs[fh].kind != HANDLE_FREE) {
-		cur = atomic_load_explicit(&h->ptrs[fh], memory_order_relaxed);
-		if (!cur) {
-			atomic_store_explicit(&h->ptrs[fh], ptr, memory_order_release);
+		_Atomic(void *) *place = slot_make(h, fh);
+
+		cur = place ? atomic_load_explicit(place, memory_order_relaxed) : NULL;
+		if (place && !cur) {
+			atomic_store_explicit(place, ptr, memory_order_release);
 			cur = ptr;
 		}
 	}
@@ -202,7 +276,9 @@ void *handles_remove(struct handles *h, uint64_t fh)
 		return NULL;
 	pthread_mutex_lock(&h->lock);
 	if (fh < header(h)->high && h->recs[fh].kind != HANDLE_FREE) {
-		cur = atomic_exchange_explicit(&h->ptrs[fh], NULL, memory_order_acq_rel);
+		_Atomic(void *) *place = slot_of(h, fh);
+
+		cur = place ? atomic_exchange_explicit(place, NULL, memory_order_acq_rel) : NULL;
 		h->recs[fh].kind = HANDLE_FREE;
 		h->free_slots[h->n_free++] = (uint32_t)fh;
 		h->used--;

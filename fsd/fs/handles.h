@@ -48,7 +48,7 @@ int handles_rec(struct handles *h, uint64_t fh, struct handle_rec *ret);
 
 /* Installs ptr as fh's open object unless another thread did first; returns the object
  * installed (ptr, or the other thread's: then ptr is the caller's to close). NULL when fh
- * is no handle. */
+ * is no handle (or no memory for it). */
 void *handles_set(struct handles *h, uint64_t fh, void *ptr);
 
 /* Frees handle fh and returns its open object in this process (NULL when none). */

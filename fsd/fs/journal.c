@@ -98,6 +98,7 @@ int journal_open(int dirfd, const char *name, bool keep, struct journal **ret)
 		free(j);
 		return -errno;
 	}
+	(void)madvise(map, sizeof(struct journal_file), MADV_RANDOM); /* as handles.c */
 	j->map = map;
 	if (!keep || j->map->magic != JOURNAL_MAGIC) {
 		memset(j->map, 0, sizeof(*j->map));
