@@ -28,7 +28,10 @@ struct handles {
 	pthread_mutex_t lock;
 	uint32_t *free_slots; /* stack of free slots below high; protected by lock */
 	uint32_t n_free;      /* protected by lock */
-	uint32_t used;        /* protected by lock */
+	/* free_slots[0, n_aside): the slots that were free when the table was taken over,
+	 * given out only once it is otherwise full; protected by lock */
+	uint32_t n_aside;
+	uint32_t used; /* protected by lock */
 };
 
 static struct handles_header *header(struct handles *h)
@@ -114,6 +117,10 @@ int handles_open(int dirfd, const char *name, bool keep, uint32_t capacity, stru
 			else
 				h->recs[i].kind = HANDLE_FREE, h->free_slots[h->n_free++] = i;
 		}
+		/* A RELEASE the process before this one carried out and did not answer is sent
+		 * again (FUSE_NOTIFY_RESEND): its slot must not be a handle of this process by
+		 * then, or the new handle would be freed under its user (EBADF). */
+		h->n_aside = h->n_free;
 	} else {
 		*header(h) = (struct handles_header){
 		    .magic = HANDLES_MAGIC, .capacity = capacity, .high = 1};
@@ -136,11 +143,14 @@ int handles_add(struct handles *h, uint64_t ino, uint32_t flags, enum handle_kin
 	if (!ptr || (kind != HANDLE_FILE && kind != HANDLE_DIR))
 		return -EINVAL;
 	pthread_mutex_lock(&h->lock);
-	if (h->n_free > 0)
+	if (h->n_free > h->n_aside)
 		slot = h->free_slots[--h->n_free];
 	else if (hd->high < h->capacity)
 		slot = hd->high++;
-	else {
+	else if (h->n_free > 0) {
+		slot = h->free_slots[--h->n_free];
+		h->n_aside--;
+	} else {
 		pthread_mutex_unlock(&h->lock);
 		return -ENFILE;
 	}
