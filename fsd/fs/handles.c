@@ -34,7 +34,10 @@ struct handles {
 	uint32_t *free_slots; /* stack of free slots below high; protected by lock */
 	uint32_t n_free;      /* protected by lock */
 	uint32_t free_cap;    /* room in free_slots, at least high; protected by lock */
-	uint32_t used;        /* protected by lock */
+	/* free_slots[0, n_aside): the slots that were free when the table was taken over,
+	 * given out only once it is otherwise full; protected by lock */
+	uint32_t n_aside;
+	uint32_t used; /* protected by lock */
 };
 
 /* The open object's place of slot fh, NULL when its chunk was never used. */
@@ -171,6 +174,10 @@ int handles_open(int dirfd, const char *name, bool keep, uint32_t capacity, stru
 			else
 				h->recs[i].kind = HANDLE_FREE, h->free_slots[h->n_free++] = i;
 		}
+		/* A RELEASE the process before this one carried out and did not answer is sent
+		 * again (FUSE_NOTIFY_RESEND): its slot must not be a handle of this process by
+		 * then, or the new handle would be freed under its user (EBADF). */
+		h->n_aside = h->n_free;
 	} else {
 		*header(h) = (struct handles_header){
 		    .magic = HANDLES_MAGIC, .capacity = capacity, .high = 1};
@@ -193,12 +200,15 @@ int handles_add(struct handles *h, uint64_t ino, uint32_t flags, enum handle_kin
 	if (!ptr || (kind != HANDLE_FILE && kind != HANDLE_DIR))
 		return -EINVAL;
 	_Atomic(void *) *place;
+	bool fresh = false;
 
 	pthread_mutex_lock(&h->lock);
-	if (h->n_free > 0)
+	if (h->n_free > h->n_aside)
 		slot = h->free_slots[h->n_free - 1];
 	else if (hd->high < h->capacity)
-		slot = hd->high;
+		slot = hd->high, fresh = true;
+	else if (h->n_free > 0)
+		slot = h->free_slots[h->n_free - 1]; /* set aside, but nothing else is left */
 	else {
 		pthread_mutex_unlock(&h->lock);
 		return -ENFILE;
@@ -209,10 +219,12 @@ int handles_add(struct handles *h, uint64_t ino, uint32_t flags, enum handle_kin
 		pthread_mutex_unlock(&h->lock);
 		return -ENOMEM;
 	}
-	if (h->n_free > 0)
-		h->n_free--;
-	else
+	if (fresh) {
 		hd->high++;
+	} else {
+		h->n_free--;
+		h->n_aside = MIN(h->n_aside, h->n_free);
+	}
 	h->recs[slot].ino = ino;
 	h->recs[slot].flags = flags;
 	h->recs[slot].kind = kind;

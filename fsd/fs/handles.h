@@ -5,8 +5,13 @@
  * a shared file mapping, ROOT/mounts/NAME/handles: a process that takes a mount over finds
  * the record of every handle the kernel still holds and opens the object again on first
  * use (handles_rec(), handles_set()). In memory, each slot also holds the open object of
- * this process; looking it up (handles_get()) is one array load. Handle 0 is never given
+ * this process; looking it up (handles_get()) is two array loads. Handle 0 is never given
  * out (FUSE uses it for "no handle").
+ *
+ * A freed slot is given out again, except those that were already free when the table was
+ * taken over: the kernel sends again the requests the dead process had not answered, a
+ * RELEASE it had carried out among them, so those slots are given out only once the table
+ * is otherwise full (by then, long after the takeover).
  *
  * Thread-safe. Errors are -errno. */
 #pragma once

@@ -13,7 +13,9 @@ unlinks while open. Then it writes WORKDIR/ready, runs until WORKDIR/stop appear
 those, and prints one JSON object: errors (a list of strings; empty when all went well),
 reads, max_pause_ms, records (per writer: the last fsynced record). --drop-cache: each
 file's pages are dropped from the page cache after it was hashed, so that every pass reads
-from the filesystem's daemon (a mount that lets the kernel keep file data).
+from the filesystem's daemon (a mount that lets the kernel keep file data). A reader whose
+error comes with MNT itself gone (a container's root once the container has ended) says so
+and stops.
 """
 import argparse
 import hashlib
@@ -63,6 +65,17 @@ def hash_file(path):
     return h.hexdigest()
 
 
+def gone(path):
+    """Whether path no longer exists (a dead FUSE mount is there: ENOTCONN)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass
+    return False
+
+
 def reader(mnt, expected, stop, idx):
     paths = sorted(expected)
     i = idx
@@ -74,6 +87,11 @@ def reader(mnt, expected, stop, idx):
             if got != expected[p]:
                 error("reader %d: %s: sha256 %s, expected %s" % (idx, p, got, expected[p]))
         except OSError as e:
+            if gone(mnt):
+                # Not the filesystem's doing: MNT itself went away (a container's root
+                # through /proc/PID/root, once the container has ended).
+                error("reader %d: %s: %s; %s itself is gone" % (idx, p, e, mnt))
+                return
             error("reader %d: %s: %s" % (idx, p, e))
 
 

@@ -111,8 +111,14 @@ under_kills() {
 	assert_ok imgfs restart "$STORE"
 	[ "$(status_field "$STORE" daemon-pid)" != "$pid" ] || fail "imgfs restart left the daemon $pid"
 	sleep 0.5
-	touch "$work/load/stop" "$work/stop"
+	# The reader outside stops first, the container after it: the reader opens its files
+	# through the container's root, which is gone (ENOENT) once the container's shell
+	# exits, and it notices its own stop file only when it next looks.
+	touch "$work/load/stop"
 	wait $lpid || fail "the load failed: $(cat "$work/load/err")"
+	assert_eq "$(pm inspect -f '{{.State.Running}}' "$cname")" true \
+		"the container, once the reader through its root stopped"
+	touch "$work/stop"
 	RESULT=$(cat "$work/load/result")
 	[ "$(jq '.errors | length' <<<"$RESULT")" -eq 0 ] ||
 		fail "the reader through the container saw errors: $(jq -c .errors <<<"$RESULT")"

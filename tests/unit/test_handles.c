@@ -1,6 +1,7 @@
 /* The handle table (fsd/fs/handles.c): handles given out, looked up, freed and reused, and
  * a second table over the same file (a process taking a mount over) that finds every
- * record without the open objects; a full table, bad handles, a file that is no table. */
+ * record without the open objects and does not give out again what the dead process freed
+ * (unless full); a full table, bad handles, a file that is no table. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -110,15 +111,50 @@ static void test_taken_over(void **state)
 	assert_ptr_equal(handles_set(h2, fb, &theirs), &mine);
 	assert_ptr_equal(handles_get(h2, fb), &mine);
 	assert_null(handles_set(h2, fa, &theirs));
-	/* The free slot of the dead process is given out again, not a new one. */
+	/* The slot the dead process freed is not given out again: the kernel sends again the
+	 * RELEASE it carried out without answering, which must not free the new handle. */
 	assert_int_equal(handles_add(h2, 50, O_RDONLY, HANDLE_FILE, &a, &fn), 0);
-	assert_int_equal(fn, fa);
+	assert_int_not_equal(fn, fa);
+	assert_null(handles_remove(h2, fa));
+	assert_ptr_equal(handles_get(h2, fn), &a);
+	assert_int_equal(handles_rec(h2, fn, &rec), 0);
+	assert_int_equal(rec.ino, 50);
+	/* A slot this process freed is given out again. */
+	assert_ptr_equal(handles_remove(h2, fn), &a);
+	assert_int_equal(handles_add(h2, 60, O_RDONLY, HANDLE_FILE, &a, &fa), 0);
+	assert_int_equal(fa, fn);
 	handles_free(h2);
 	handles_free(h);
 	/* A new mount starts empty. */
 	assert_int_equal(handles_open(f->dfd, "handles", false, 64, &h), 0);
 	assert_int_equal(handles_count(h), 0);
 	assert_int_equal(handles_rec(h, fb, &rec), -EBADF);
+	handles_free(h);
+}
+
+/* The slots free at a takeover are set aside, not lost: given out once the table is full. */
+static void test_taken_over_full(void **state)
+{
+	struct fixture *f = *state;
+	struct handles *h, *h2;
+	uint64_t fh[3], a, b;
+	int x;
+
+	assert_int_equal(handles_open(f->dfd, "handles", false, 5, &h), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(handles_add(h, (uint64_t)i, 0, HANDLE_FILE, &x, &fh[i]), 0);
+	assert_ptr_equal(handles_remove(h, fh[0]), &x);
+	assert_ptr_equal(handles_remove(h, fh[1]), &x);
+	assert_int_equal(handles_open(f->dfd, "handles", true, 5, &h2), 0);
+	/* The last slot never used, then those set aside. */
+	assert_int_equal(handles_add(h2, 10, 0, HANDLE_FILE, &x, &a), 0);
+	assert_int_equal(a, 4);
+	assert_int_equal(handles_add(h2, 11, 0, HANDLE_FILE, &x, &a), 0);
+	assert_int_equal(handles_add(h2, 12, 0, HANDLE_FILE, &x, &b), 0);
+	assert_true((a == fh[0] && b == fh[1]) || (a == fh[1] && b == fh[0]));
+	assert_int_equal(handles_add(h2, 13, 0, HANDLE_FILE, &x, &a), -ENFILE);
+	assert_int_equal(handles_count(h2), 4);
+	handles_free(h2);
 	handles_free(h);
 }
 
@@ -152,6 +188,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_add_get_remove, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_taken_over, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_taken_over_full, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_full_and_bad, setup, teardown),
 	};
 
