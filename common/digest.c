@@ -137,17 +137,18 @@ typedef void (*compress_fn)(uint32_t h[8], const uint8_t *data, size_t blocks);
 static compress_fn compress_impl(void)
 {
 	static compress_fn fn;
+	compress_fn f = __atomic_load_n(&fn, __ATOMIC_RELAXED);
 
-	if (!fn) {
-		compress_fn f = compress_portable;
-
+	if (!f) {
+		/* Threads that race here all choose the same. */
+		f = compress_portable;
 #if defined(__x86_64__)
 		if (cpu_has_sha() && !getenv("IMGFS_SHA256_PORTABLE"))
 			f = compress_shani;
 #endif
 		__atomic_store_n(&fn, f, __ATOMIC_RELAXED);
 	}
-	return fn;
+	return f;
 }
 
 static void init(struct sha256 *h)

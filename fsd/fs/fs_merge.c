@@ -472,10 +472,35 @@ static int walk_path(struct imgfs *fs, const char *path, struct inode **ret)
 	return 0;
 }
 
+/* Inserts inode (restored, numbered inode->ino), unless another thread restored that number
+ * first: then inode, its fd and its name are dropped and the other one is returned, with
+ * a reference. */
+static struct inode *insert_restored(struct imgfs *fs, struct inode *inode)
+{
+	struct inode *old;
+
+	pthread_mutex_lock(&fs->lock);
+	old = table_find_locked(fs, inode->ino);
+	if (old) {
+		old->refs++;
+		pthread_mutex_unlock(&fs->lock);
+		if (inode->pathfd >= 0)
+			close(inode->pathfd);
+		free(inode->name);
+		free(inode);
+		return old;
+	}
+	if (inode->parent)
+		inode->parent->refs++;
+	table_insert_locked(fs, inode);
+	pthread_mutex_unlock(&fs->lock);
+	return inode;
+}
+
 /* An open file unlinked before this process took over: its link in the work directory. */
 static int restore_orphan(struct imgfs *fs, uint64_t ino, struct inode **ret)
 {
-	struct inode *inode, *old;
+	struct inode *inode;
 	char name[32];
 	struct stat st;
 	int fd;
@@ -511,20 +536,7 @@ static int restore_orphan(struct imgfs *fs, uint64_t ino, struct inode **ret)
 	    .upper_ino = st.st_ino,
 	    .st_ino = (ino & UPPER_INO_BIT) ? upper_st_ino(fs, st.st_ino) : ino,
 	};
-	pthread_mutex_lock(&fs->lock);
-	old = table_find_locked(fs, ino);
-	if (old) {
-		/* Another thread was first. */
-		old->refs++;
-		pthread_mutex_unlock(&fs->lock);
-		close(fd);
-		free(inode);
-		*ret = old;
-		return 0;
-	}
-	table_insert_locked(fs, inode);
-	pthread_mutex_unlock(&fs->lock);
-	*ret = inode;
+	*ret = insert_restored(fs, inode);
 	return 0;
 }
 
@@ -532,7 +544,7 @@ static int restore_orphan(struct imgfs *fs, uint64_t ino, struct inode **ret)
  * see inode_restore(). Called with fs->ns held. */
 static int restore_alias(struct imgfs *fs, uint64_t ino, struct inode *of, struct inode **ret)
 {
-	struct inode *a = calloc(1, sizeof(*a)), *old;
+	struct inode *a = calloc(1, sizeof(*a));
 	char *name = of->name ? strdup(of->name) : NULL;
 	int fd = fcntl(of->pathfd, F_DUPFD_CLOEXEC, 3);
 
@@ -560,23 +572,7 @@ static int restore_alias(struct imgfs *fs, uint64_t ino, struct inode *of, struc
 	    .upper_ino = of->upper_ino,
 	    .st_ino = of->st_ino,
 	};
-	pthread_mutex_lock(&fs->lock);
-	old = table_find_locked(fs, ino);
-	if (old) {
-		/* Another thread was first. */
-		old->refs++;
-		pthread_mutex_unlock(&fs->lock);
-		close(fd);
-		free(name);
-		free(a);
-		*ret = old;
-		return 0;
-	}
-	if (a->parent)
-		a->parent->refs++;
-	table_insert_locked(fs, a);
-	pthread_mutex_unlock(&fs->lock);
-	*ret = a;
+	*ret = insert_restored(fs, a);
 	return 0;
 }
 

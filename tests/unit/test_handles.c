@@ -11,38 +11,12 @@
 #include <string.h>
 #include <unistd.h>
 #include "common/fileio.h"
+#include "tests/unit/fixture_tmpdir.h"
 #include "fsd/fs/handles.h"
-
-struct fixture {
-	char dir[64];
-	int dfd;
-};
-
-static int setup(void **state)
-{
-	struct fixture *f = calloc(1, sizeof(*f));
-
-	strcpy(f->dir, "/tmp/test_handles.XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
-	f->dfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	assert_true(f->dfd >= 0);
-	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fixture *f = *state;
-
-	close(f->dfd);
-	(void)rm_rf_at(AT_FDCWD, f->dir);
-	free(f);
-	return 0;
-}
 
 static void test_add_get_remove(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct handles *h;
 	struct handle_rec rec;
 	int a, b, c;
@@ -82,7 +56,7 @@ static void test_add_get_remove(void **state)
 
 static void test_taken_over(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct handles *h, *h2;
 	struct handle_rec rec;
 	int a, b, c, mine, theirs;
@@ -135,7 +109,7 @@ static void test_taken_over(void **state)
 /* The slots free at a takeover are set aside, not lost: given out once the table is full. */
 static void test_taken_over_full(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct handles *h, *h2;
 	uint64_t fh[3], a, b;
 	int x;
@@ -160,7 +134,7 @@ static void test_taken_over_full(void **state)
 
 static void test_full_and_bad(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct handles *h;
 	uint64_t fh;
 	int x;
@@ -186,10 +160,10 @@ static void test_full_and_bad(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_add_get_remove, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_taken_over, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_taken_over_full, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_full_and_bad, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_add_get_remove, tmpdir_setup, tmpdir_teardown),
+	    cmocka_unit_test_setup_teardown(test_taken_over, tmpdir_setup, tmpdir_teardown),
+	    cmocka_unit_test_setup_teardown(test_taken_over_full, tmpdir_setup, tmpdir_teardown),
+	    cmocka_unit_test_setup_teardown(test_full_and_bad, tmpdir_setup, tmpdir_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,1 +1,1 @@
-test_handles_SRC := fsd/fs/handles.c
+test_handles_SRC := fsd/fs/handles.c tests/unit/fixture_tmpdir.c

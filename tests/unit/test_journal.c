@@ -12,34 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 #include "common/fileio.h"
+#include "tests/unit/fixture_tmpdir.h"
 #include "fsd/fs/journal.h"
-
-struct fixture {
-	char dir[64];
-	int dfd;
-};
-
-static int setup(void **state)
-{
-	struct fixture *f = calloc(1, sizeof(*f));
-
-	strcpy(f->dir, "/tmp/test_journal.XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
-	f->dfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	assert_true(f->dfd >= 0);
-	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fixture *f = *state;
-
-	close(f->dfd);
-	(void)rm_rf_at(AT_FDCWD, f->dir);
-	free(f);
-	return 0;
-}
 
 static const struct journal_change mkdir_a = {
     .op = JOURNAL_MKDIR, .pid = 100, .parent = 1, .name = "a"};
@@ -48,7 +22,7 @@ static const struct journal_change rename_b = {
 
 static void test_takeover_finds_what_was_in_flight(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct journal *dead, *j;
 	struct journal_change other;
 	int s1, s2, s3;
@@ -92,7 +66,7 @@ static void test_takeover_finds_what_was_in_flight(void **state)
 
 static void test_own_changes_are_not_prior(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct journal *dead, *j;
 	int slots[8];
 
@@ -116,7 +90,7 @@ static void test_own_changes_are_not_prior(void **state)
 
 static void test_fresh_start_and_full_table(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct journal *j;
 	int n = 0, s;
 
@@ -137,7 +111,7 @@ static void test_fresh_start_and_full_table(void **state)
 
 static void test_not_a_journal_and_no_file(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	struct journal *j;
 
 	assert_int_equal(write_file_atomic(f->dfd, "journal", "garbage", 7, 0600), 0);
@@ -155,11 +129,14 @@ static void test_not_a_journal_and_no_file(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_takeover_finds_what_was_in_flight, setup,
-	                                    teardown),
-	    cmocka_unit_test_setup_teardown(test_own_changes_are_not_prior, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_fresh_start_and_full_table, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_not_a_journal_and_no_file, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_takeover_finds_what_was_in_flight, tmpdir_setup,
+	                                    tmpdir_teardown),
+	    cmocka_unit_test_setup_teardown(test_own_changes_are_not_prior, tmpdir_setup,
+	                                    tmpdir_teardown),
+	    cmocka_unit_test_setup_teardown(test_fresh_start_and_full_table, tmpdir_setup,
+	                                    tmpdir_teardown),
+	    cmocka_unit_test_setup_teardown(test_not_a_journal_and_no_file, tmpdir_setup,
+	                                    tmpdir_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,1 +1,1 @@
-test_journal_SRC := fsd/fs/journal.c
+test_journal_SRC := fsd/fs/journal.c tests/unit/fixture_tmpdir.c

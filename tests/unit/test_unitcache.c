@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "common/fileio.h"
+#include "tests/unit/fixture_tmpdir.h"
 #include "common/macros.h"
 #include "fsd/index/unitcache.h"
 
@@ -20,40 +21,13 @@
 #define HEX_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 #define UNIT (64u << 10)
 
-struct fixture {
-	char dir[64];
-	int dfd;
-};
-
-static int setup(void **state)
-{
-	struct fixture *f = calloc(1, sizeof(*f));
-
-	snprintf(f->dir, sizeof(f->dir), "/tmp/test_unitcache.XXXXXX");
-	if (!mkdtemp(f->dir))
-		return -1;
-	f->dfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	*state = f;
-	return f->dfd < 0 ? -1 : 0;
-}
-
-static int teardown(void **state)
-{
-	struct fixture *f = *state;
-
-	close(f->dfd);
-	(void)rm_rf_at(AT_FDCWD, f->dir);
-	free(f);
-	return 0;
-}
-
 static void fill(uint8_t *buf, size_t len, unsigned seed)
 {
 	for (size_t i = 0; i < len; i++)
 		buf[i] = (uint8_t)(seed * 131 + i * 7 + (i >> 9));
 }
 
-static size_t count_files(struct fixture *f, const char *hex)
+static size_t count_files(struct tmpdir *f, const char *hex)
 {
 	_cleanup_close_ int fd = openat(f->dfd, hex, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d;
@@ -70,7 +44,7 @@ static size_t count_files(struct fixture *f, const char *hex)
 
 static void test_get_put(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	_cleanup_(unitcache_freep) struct unitcache *c = NULL;
 	static uint8_t in[UNIT], out[UNIT];
 	struct unitcache_stats st;
@@ -98,7 +72,7 @@ static void test_get_put(void **state)
  * first, then goes in. */
 static void test_eviction(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	_cleanup_(unitcache_freep) struct unitcache *c = NULL;
 	static uint8_t in[UNIT], out[UNIT];
 	struct unitcache_stats st;
@@ -139,7 +113,7 @@ static void test_eviction(void **state)
 /* What a writer killed before its rename leaves is never read, and goes once old. */
 static void test_crash_leftovers(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	_cleanup_(unitcache_freep) struct unitcache *c = NULL;
 	static uint8_t in[UNIT], out[UNIT];
 	char path[256];
@@ -174,7 +148,7 @@ static void test_crash_leftovers(void **state)
 /* Damaged entries (torn, flipped, truncated, another unit's) are removed, not served. */
 static void test_corruption(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	_cleanup_(unitcache_freep) struct unitcache *c = NULL;
 	static uint8_t in[UNIT], out[UNIT];
 	struct unitcache_stats st;
@@ -202,7 +176,7 @@ static void test_corruption(void **state)
 	{
 		char full[320];
 
-		snprintf(full, sizeof(full), "%s/%s", f->dir, path);
+		snprintf(full, sizeof(full), "%s/%s", f->path, path);
 		assert_int_equal(truncate(full, 32 + UNIT / 2), 0);
 	}
 	assert_int_equal(unitcache_get(c, HEX_A, 0, out, UNIT), -ENOENT);
@@ -236,7 +210,7 @@ static void test_corruption(void **state)
 /* Part of a unit: only the blocks it covers are read and checked. */
 static void test_partial_read(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	_cleanup_(unitcache_freep) struct unitcache *c = NULL;
 	static uint8_t in[200000], out[200000];
 	char path[256];
@@ -274,7 +248,7 @@ static void test_partial_read(void **state)
  * ranges of different indexes overlap. */
 static void test_layer_bound(void **state)
 {
-	struct fixture *f = *state;
+	struct tmpdir *f = *state;
 	_cleanup_(unitcache_freep) struct unitcache *c = NULL;
 	static uint8_t in[UNIT], out[UNIT];
 	char path[256];
@@ -303,12 +277,12 @@ static void test_layer_bound(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_get_put, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_eviction, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_crash_leftovers, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_corruption, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_partial_read, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_layer_bound, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_get_put, tmpdir_setup, tmpdir_teardown),
+	    cmocka_unit_test_setup_teardown(test_eviction, tmpdir_setup, tmpdir_teardown),
+	    cmocka_unit_test_setup_teardown(test_crash_leftovers, tmpdir_setup, tmpdir_teardown),
+	    cmocka_unit_test_setup_teardown(test_corruption, tmpdir_setup, tmpdir_teardown),
+	    cmocka_unit_test_setup_teardown(test_partial_read, tmpdir_setup, tmpdir_teardown),
+	    cmocka_unit_test_setup_teardown(test_layer_bound, tmpdir_setup, tmpdir_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
