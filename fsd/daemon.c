@@ -410,7 +410,6 @@ static int serve(struct lifecycle *lc, void *userdata)
 		}
 	}
 	lifecycle_ready(lc, fuse_ops_conn_fd(session));
-	lifecycle_ready(lc, fuse_ops_conn_fd(session));
 	start_stats(sc->s, c->lazy, lc, &stats);
 	if (chdir("/") < 0)
 		log_errno(LOG_WARNING, -errno, "cannot change to /");
