@@ -23,11 +23,11 @@ OPT_CFLAGS  := -O2 -g -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fstack-clash
 OPT_LDFLAGS := -pie -Wl,-z,relro,-z,now
 endif
 
-# Libraries outside libfuse: every module may use them. libcurl and libarchive are not
+# Libraries outside libfuse: every module may use them. libcurl, libarchive and libcrypto are not
 # linked but loaded at their first use (common/lazylib.c), under the SONAME found here;
 # tests link them (they also call functions lazylib.c does not cover).
-LAZY_PKGS := libarchive libcurl
-LIB_PKGS := jansson libcrypto zlib libisal libzstd libseccomp
+LAZY_PKGS := libarchive libcurl libcrypto
+LIB_PKGS := jansson zlib libisal libzstd libseccomp
 LIB_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(LIB_PKGS) $(LAZY_PKGS) 2>/dev/null)
 LIB_LIBS   := $(shell $(PKG_CONFIG) --libs $(LIB_PKGS) 2>/dev/null) -ldl
 TEST_LIBS  := $(LIB_LIBS) $(shell $(PKG_CONFIG) --libs $(LAZY_PKGS) 2>/dev/null)
@@ -35,6 +35,7 @@ soname = $(shell objdump -p $(shell $(PKG_CONFIG) --variable=libdir $(1) 2>/dev/
 	2>/dev/null | awk '$$1 == "SONAME" { print $$2 }')
 CURL_SONAME    := $(call soname,libcurl,libcurl)
 ARCHIVE_SONAME := $(call soname,libarchive,libarchive)
+CRYPTO_SONAME  := $(call soname,libcrypto,libcrypto)
 FUSE_CFLAGS := $(shell $(PKG_CONFIG) --cflags fuse3 2>/dev/null)
 FUSE_LIBS   := $(shell $(PKG_CONFIG) --libs fuse3 2>/dev/null)
 CMOCKA_LIBS := $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null)
@@ -124,7 +125,8 @@ $(SECCOMP_BPF): $(SECCOMP_GEN)
 $(call obj,runner/security.c): $(SECCOMP_BPF)
 $(call obj,runner/security.c): ALL_CFLAGS += -I$(BUILD)/gen
 $(call obj,common/lazylib.c): ALL_CFLAGS += $(if $(CURL_SONAME),-DCURL_SONAME='"$(CURL_SONAME)"') \
-	$(if $(ARCHIVE_SONAME),-DARCHIVE_SONAME='"$(ARCHIVE_SONAME)"')
+	$(if $(ARCHIVE_SONAME),-DARCHIVE_SONAME='"$(ARCHIVE_SONAME)"') \
+	$(if $(CRYPTO_SONAME),-DCRYPTO_SONAME='"$(CRYPTO_SONAME)"')
 
 # Unit tests: cmocka, no libfuse, no root. Each test links only its module(s) and common/:
 # tests/unit/test_NAME.mk sets test_NAME_SRC (the module sources it needs); likewise

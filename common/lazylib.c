@@ -1,14 +1,17 @@
-/* libcurl and libarchive, loaded at their first use instead of at process start.
+/* libcurl, libarchive and libcrypto, loaded at their first use instead of at process start.
  *
  * Only `imgfs pull` (and a mount or run that has to pull) needs them, yet linking them
  * made every command load ~40 libraries (libcurl alone brings gnutls, krb5, ldap, ssh2,
- * ...): ~7 ms of the ~11 ms that `imgfs mount` spent before main(). The functions the
+ * ...): ~7 ms of the ~11 ms that `imgfs mount` spent before main(). libcrypto is the
+ * accelerator of large SHA-256 digests (common/digest.c hashes small buffers itself), and
+ * loading it cost every command about 4 ms of CPU before main(). The functions the
  * project calls are defined here under their own names, with the libraries' prototypes
  * (the headers check them); the first call of each resolves the real one with dlsym()
  * and every call after that is one indirect jump. Neither library is linked, so these
  * definitions are not exported and cannot interpose on the libraries' own calls.
  *
- * Entry points (curl_global_init, archive_read_new) report a missing library as the
+ * Entry points (curl_global_init, archive_read_new, EVP_MD_CTX_new) report a missing
+ * library as the
  * library itself reports failure (CURLE_FAILED_INIT, NULL) after logging dlerror(); every
  * other function can only be reached through an object one of them returned.
  *
@@ -23,6 +26,7 @@
 #include <archive_entry.h>
 #include <curl/curl.h>
 #include <dlfcn.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,6 +39,9 @@
 #ifndef ARCHIVE_SONAME
 #define ARCHIVE_SONAME "libarchive.so.13"
 #endif
+#ifndef CRYPTO_SONAME
+#define CRYPTO_SONAME "libcrypto.so.3"
+#endif
 
 struct lazy_lib {
 	const char *soname, *what;
@@ -44,6 +51,7 @@ struct lazy_lib {
 
 static struct lazy_lib curl_lib = {CURL_SONAME, "libcurl", PTHREAD_ONCE_INIT, NULL};
 static struct lazy_lib archive_lib = {ARCHIVE_SONAME, "libarchive", PTHREAD_ONCE_INIT, NULL};
+static struct lazy_lib crypto_lib = {CRYPTO_SONAME, "libcrypto", PTHREAD_ONCE_INIT, NULL};
 
 /* Logs at LOG_ERR on failure: see the top of the file for why this is the reporting site. */
 static void lazy_open(struct lazy_lib *lib)
@@ -63,9 +71,16 @@ static void open_archive(void)
 	lazy_open(&archive_lib);
 }
 
+static void open_crypto(void)
+{
+	lazy_open(&crypto_lib);
+}
+
 static bool lazy_load(struct lazy_lib *lib)
 {
-	pthread_once(&lib->once, lib == &curl_lib ? open_curl : open_archive);
+	pthread_once(&lib->once, lib == &curl_lib      ? open_curl
+	                         : lib == &archive_lib ? open_archive
+	                                               : open_crypto);
 	return lib->handle != NULL;
 }
 
@@ -229,3 +244,23 @@ LAZY_FN(archive_lib, int, archive_entry_xattr_next,
 LAZY_FN(archive_lib, int, archive_entry_sparse_reset, (struct archive_entry * e), (e))
 LAZY_FN(archive_lib, int, archive_entry_sparse_next,
         (struct archive_entry * e, la_int64_t *off, la_int64_t *len), (e, off, len))
+
+/* ---- libcrypto ---- */
+
+EVP_MD_CTX *EVP_MD_CTX_new(void)
+{
+	static void *fn;
+
+	if (!lazy_load(&crypto_lib))
+		return NULL;
+	return ((EVP_MD_CTX * (*)(void)) lazy_sym(&fn, &crypto_lib, "EVP_MD_CTX_new"))();
+}
+
+LAZY_VOID(crypto_lib, EVP_MD_CTX_free, (EVP_MD_CTX * ctx), (ctx))
+LAZY_FN(crypto_lib, const EVP_MD *, EVP_sha256, (void), ())
+LAZY_FN(crypto_lib, int, EVP_DigestInit_ex, (EVP_MD_CTX * ctx, const EVP_MD *type, ENGINE *impl),
+        (ctx, type, impl))
+LAZY_FN(crypto_lib, int, EVP_DigestUpdate, (EVP_MD_CTX * ctx, const void *d, size_t cnt),
+        (ctx, d, cnt))
+LAZY_FN(crypto_lib, int, EVP_DigestFinal_ex, (EVP_MD_CTX * ctx, unsigned char *md, unsigned int *s),
+        (ctx, md, s))

@@ -1,0 +1,1 @@
+test_digest_SRC :=
