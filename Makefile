@@ -101,8 +101,12 @@ $(BUILD)/lib%.a:
 	rm -f $@
 	ar rcs $@ $^
 
+# libgcc_s is linked, not left to glibc: libfuse ends its worker threads with pthread_cancel
+# when a mount goes, and glibc's first cancel would dlopen libgcc_s (its unwinder) then, on
+# the path of every umount (docs/decisions/0705-warm-start.md).
+IMGFS_LIBS := $(FUSE_LIBS) $(LIB_LIBS) -Wl,--push-state,--no-as-needed -lgcc_s -Wl,--pop-state
 $(BUILD)/imgfs: $(call obj,$(FSD_SRC)) $(LIBS_ALL)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(call obj,$(FSD_SRC)) $(LIBS_ALL) $(FUSE_LIBS) $(LIB_LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(call obj,$(FSD_SRC)) $(LIBS_ALL) $(IMGFS_LIBS)
 
 $(BUILD)/runner: $(call obj,runner/main.c) $(LIBRUNNER) $(LIBCOMMON)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIB_LIBS)

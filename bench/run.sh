@@ -402,14 +402,15 @@ m_lazy() {
 	}
 	IMGFS_ROOT=$W/push-store "$IMGFS" index push -q "$direct/bench/$READ_IMG" >>"$MLOG" 2>&1 || {
 		na lazy_read_imgfs "imgfs index push of $READ_IMG failed"
+		na lazy_read_imgfs_ro "imgfs index push of $READ_IMG failed"
 	}
 	rm -rf --one-file-system "$W/push-store"
 	# A cold read of a 64 MiB file through a lazy mount, against the link's own time for
 	# the bytes that read fetched.
 	if [ ! -e "$DATA/lazy_read_imgfs.na" ]; then
 		for i in $(seq "$REPS"); do
-			lazy_read_once || {
-				side_failed lazy_read_imgfs lazy_read_link
+			lazy_read_once && lazy_read_once --ro || {
+				side_failed lazy_read_imgfs lazy_read_link lazy_read_imgfs_ro
 				unmount_under "$W/mnt"
 				break
 			}
@@ -451,16 +452,17 @@ m_lazy() {
 lazy_imgfs_once() { cold_imgfs_once lazy_imgfs_lazy 1; }
 lazy_imgfs_run_once() { cold_imgfs_run_once lazy_imgfs_lazy_run --; }
 
-# lazy_read_once: an empty store, a lazy mount of $READ_IMG over the link (no fill: the
-# read alone), $READ_FILE read cold (timed: lazy_read_imgfs); then the same number of
-# bytes of the layer blob in one Range request over the same link (lazy_read_link).
+# lazy_read_once [--ro]: an empty store, a lazy mount of $READ_IMG over the link (the
+# default writable mount, or --ro; no fill: the read alone), $READ_FILE read cold (timed:
+# lazy_read_imgfs, lazy_read_imgfs_ro); after the writable one, the same number of bytes
+# of the layer blob in one Range request over the same link (lazy_read_link).
 lazy_read_once() {
-	local m=$W/mnt t0 t1 b0 b1 digest
+	local m=$W/mnt t0 t1 b0 b1 digest key=lazy_read_imgfs${1:+_ro}
 	unmount_under "$m"
 	rm -rf --one-file-system "$W/lazyread-store"
 	mkdir -p "$m"
 	IMGFS_ROOT=$W/lazyread-store IMGFS_LAZY_FILL_DELAY_MS=3600000 \
-		"$IMGFS" mount --ro "$(ref "$READ_IMG")" "$m" >>"$MLOG" 2>&1 || return 1
+		"$IMGFS" mount ${1:-} "$(ref "$READ_IMG")" "$m" >>"$MLOG" 2>&1 || return 1
 	drop_caches
 	b0=$(link_bytes)
 	t0=$(now_us)
@@ -468,8 +470,9 @@ lazy_read_once() {
 	t1=$(now_us)
 	b1=$(link_bytes)
 	IMGFS_ROOT=$W/lazyread-store "$IMGFS" umount "$m" >>"$MLOG" 2>&1
-	add_time lazy_read_imgfs "$t0" "$t1"
-	add_sample lazy_read_imgfs_bytes $((b1 - b0))
+	add_time "$key" "$t0" "$t1"
+	add_sample "${key}_bytes" $((b1 - b0))
+	[ -z "${1:-}" ] || return 0
 	digest=$(layer_digests "$READ_IMG" | tail -n 1)
 	t0=$(now_us)
 	curl -sf -r "0-$((b1 - b0 - 1))" -o /dev/null "http://$(ref "$READ_IMG" | cut -d/ -f1)/v2/bench/$READ_IMG/blobs/$digest" \
@@ -887,10 +890,11 @@ vmhwm_bytes() {
 	echo $(($(awk '/^VmHWM:/ { print $2 }' "/proc/$1/status") * 1024))
 }
 
-# rss_imgfs KEY TAG WALK: mounts TAG, runs WALK on it, records the daemon's VmHWM.
+# rss_imgfs KEY TAG WALK [--ro]: mounts TAG (the default writable mount, or --ro), runs
+# WALK on it, records the daemon's VmHWM.
 rss_imgfs() {
 	local m=$W/mnt pid
-	if imgfs_store "rss-$2" "$2" && "$IMGFS" mount --ro "$(ref "$2")" "$m" >>"$MLOG" 2>&1 &&
+	if imgfs_store "rss-$2" "$2" && "$IMGFS" mount ${4:-} "$(ref "$2")" "$m" >>"$MLOG" 2>&1 &&
 		pid=$(mount_pid "$m") && "$3" "$m" 2>>"$MLOG"; then
 		add_sample "$1" "$(vmhwm_bytes "$pid")"
 	else
@@ -907,11 +911,20 @@ m_rss() {
 	local a=$W/am pid blob
 	mkdir -p "$W/mnt" "$a"
 	if [ -z "$HAVE_MOUNT" ]; then
-		na rss_imgfs "$NA_MOUNT"
-		na rss_imgfs_meta "$NA_MOUNT"
+		for k in rss_imgfs rss_imgfs_meta rss_imgfs_ro rss_imgfs_meta_ro; do
+			na $k "$NA_MOUNT"
+		done
 	else
-		rss_imgfs rss_imgfs "$RSS_IMG" read_all
-		rss_imgfs rss_imgfs_meta "$RSS_AM_IMG" walk_meta
+		# The default (writable) mount, then --ro.
+		if [ -n "$HAVE_RW" ]; then
+			rss_imgfs rss_imgfs "$RSS_IMG" read_all
+			rss_imgfs rss_imgfs_meta "$RSS_AM_IMG" walk_meta
+		else
+			na rss_imgfs "$NA_RW"
+			na rss_imgfs_meta "$NA_RW"
+		fi
+		rss_imgfs rss_imgfs_ro "$RSS_IMG" read_all --ro
+		rss_imgfs rss_imgfs_meta_ro "$RSS_AM_IMG" walk_meta --ro
 	fi
 	blob=$(layer_blob "$(layer_digests "$RSS_AM_IMG" | head -n 1)")
 	archivemount -o ro,readonly "$blob" "$a"
@@ -950,9 +963,11 @@ index_sizes() {
 
 # cold_reads TAG TREE: open + read + close of small files (1 B to 16 KiB) of TAG, each
 # from a fresh mount so that its span is not in the daemon's cache; the blob is in the
-# page cache (just pulled), the lookups are done before the clock starts.
+# page cache (just pulled), the lookups are done before the clock starts. Each file on
+# the default (writable) mount (key coldread), then on --ro (coldread_ro); the
+# decoded-data cache is emptied before each mount, or the second would read the first's.
 cold_reads() {
-	local m=$W/cold-mnt f n
+	local m=$W/cold-mnt f n mode key
 	mkdir -p "$m"
 	n=$(find "$2/rootfs" -type f -size +0 -size -16k | wc -l)
 	[ "$n" -gt 0 ] || {
@@ -961,12 +976,19 @@ cold_reads() {
 	}
 	find "$2/rootfs" -type f -size +0 -size -16k -printf '%P\n' | sort |
 		awk -v n="$n" -v k=$((2 * REPS + 1)) 'NR % int(n / k + 1) == 0' >"$W/cold-files"
+	if [ -z "$HAVE_RW" ]; then
+		na coldread "$NA_RW"
+	fi
 	while read -r f; do
-		if ! "$IMGFS" mount --ro "$(ref "$1")" "$m" >>"$MLOG" 2>&1; then
-			side_failed coldread
-			return
-		fi
-		python3 -c '
+		for mode in "" --ro; do
+			[ -n "$mode" ] || [ -n "$HAVE_RW" ] || continue
+			key=coldread${mode:+_ro}
+			rm -rf "$IMGFS_ROOT/cache"
+			if ! "$IMGFS" mount $mode "$(ref "$1")" "$m" >>"$MLOG" 2>&1; then
+				side_failed coldread coldread_ro
+				return
+			fi
+			python3 -c '
 import os, sys, time
 p = sys.argv[1]
 os.stat(p)
@@ -975,9 +997,10 @@ fd = os.open(p, os.O_RDONLY)
 while os.read(fd, 1 << 16):
     pass
 os.close(fd)
-print("%.6f" % (time.perf_counter() - t))' "$m/$f" >>"$DATA/coldread.txt" 2>>"$MLOG" ||
-			side_failed coldread
-		"$IMGFS" umount "$m" >>"$MLOG" 2>&1 || unmount_under "$m"
+print("%.6f" % (time.perf_counter() - t))' "$m/$f" >>"$DATA/$key.txt" 2>>"$MLOG" ||
+				side_failed "$key"
+			"$IMGFS" umount "$m" >>"$MLOG" 2>&1 || unmount_under "$m"
+		done
 	done <"$W/cold-files"
 }
 
@@ -1000,6 +1023,7 @@ m_store() {
 					cold_reads "$tag" "$tree"
 				else
 					na coldread "$NA_MOUNT"
+					na coldread_ro "$NA_MOUNT"
 				fi
 			fi
 			rm -rf --one-file-system "$IMGFS_ROOT"
@@ -1051,6 +1075,8 @@ declare_rows() {
 		"${lz:+≤ 1.0×}"
 	row lazy "Read 64 MiB file cold through a lazy mount over $LINK_DESC" lazy_read_imgfs \
 		"the link alone, the same bytes in one Range request" lazy_read_link time "≤ 1.3×"
+	row lazy "Read 64 MiB file cold through a lazy mount over $LINK_DESC" lazy_read_imgfs \
+		"mount --ro" lazy_read_imgfs_ro time
 	local wcmd="\`${COLD_CMD[*]}\`"
 	row warm "Warm start ($WALK_IMG, pulled): mount + runner $wcmd + umount" warm_imgfs \
 		"runc run, extracted bundle" warm_runc time "≤ 1.0×"
@@ -1107,8 +1133,11 @@ declare_rows() {
 	row runner "runner ROOTFS /bin/true ($WALK_IMG tree)" runner_true "runc run" runc_true time
 	row runner "imgfs run REF /bin/true (image pulled)" run_true "runc run, extracted tree" runc_true time "< 50 ms"
 	row rss "Daemon VmHWM after reading all of $big" rss_imgfs "" "" bytes "< 32 MB"
+	row rss "Daemon VmHWM after reading all of $big" rss_imgfs "mount --ro" rss_imgfs_ro bytes
 	row rss "Daemon VmHWM after \`find -ls\` over $RSS_AM_IMG (one layer)" rss_imgfs_meta \
 		"archivemount of the layer" rss_am_meta bytes
+	row rss "Daemon VmHWM after \`find -ls\` over $RSS_AM_IMG (one layer)" rss_imgfs_meta \
+		"mount --ro" rss_imgfs_meta_ro bytes
 	for t in "${STORE_IMGS[@]}"; do
 		row store "Store size, $t" "store_${t//-/_}" "compressed layers" "compressed_${t//-/_}" bytes
 		row store "Store size, $t" "store_${t//-/_}" "extracted tree (du)" "extracted_${t//-/_}" bytes
@@ -1121,6 +1150,8 @@ declare_rows() {
 	done
 	row store "Cold read of a small file (≤ 16 KiB, fresh mount), $COLDREAD_IMG" coldread "" "" \
 		time "< 5 ms"
+	row store "Cold read of a small file (≤ 16 KiB, fresh mount), $COLDREAD_IMG" coldread \
+		"mount --ro" coldread_ro time
 	local pr="podman pull + podman run → $COLD_DESC" full
 	# The goals are for the realistic image; quick mode's busybox is all fixed costs.
 	full="$([ "$QUICK" = 1 ] || echo y)"

@@ -153,7 +153,8 @@ int read_file_full(int dirfd, const char *path, size_t max, char **ret_buf, size
 		return -EISDIR;
 	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > max)
 		return -EFBIG;
-	cap = S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 4096;
+	/* Files of /proc and /sys say they are empty: a page, or what max allows, at once. */
+	cap = S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size + 1 : MIN(max, 4095) + 1;
 	buf = malloc(cap);
 	if (!buf)
 		return -ENOMEM;
