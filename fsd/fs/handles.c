@@ -23,11 +23,18 @@ _Static_assert(sizeof(struct handles_header) == sizeof(struct handle_rec), "one 
 /* The open objects, in chunks of CHUNK slots allocated when a slot in them is first used:
  * a table sized for a million handles costs nothing until they are used. */
 #define CHUNK_SHIFT 12
+/* Records a new table's file has room for at first (64 KiB). */
+#define FILE_RECS_MIN 4096u
 #define CHUNK (1u << CHUNK_SHIFT)
 
 struct handles {
 	struct handle_rec *recs; /* the mapping: recs[0] is the header */
 	size_t map_size;
+	/* The file, and the records it has room for (the mapping is of the whole capacity; the
+	 * file grows as slots are given out, so that it is never larger than what was used);
+	 * fd -1 for a table in anonymous memory. Protected by lock. */
+	int fd;
+	uint32_t file_recs;
 	uint32_t capacity;
 	_Atomic(_Atomic(void *) *) *chunks; /* capacity / CHUNK + 1; set under lock */
 	pthread_mutex_t lock;
@@ -97,6 +104,8 @@ void handles_free(struct handles *h)
 			free(atomic_load_explicit(&h->chunks[i], memory_order_relaxed));
 	free(h->chunks);
 	free(h->free_slots);
+	if (h->fd >= 0)
+		close(h->fd);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
 }
@@ -114,6 +123,7 @@ int handles_open(int dirfd, const char *name, bool keep, uint32_t capacity, stru
 	if (!h)
 		return -ENOMEM;
 	pthread_mutex_init(&h->lock, NULL);
+	h->fd = -1;
 	h->capacity = capacity;
 	h->map_size = (size_t)capacity * sizeof(struct handle_rec);
 	h->chunks = calloc((capacity >> CHUNK_SHIFT) + 1, sizeof(*h->chunks));
@@ -128,18 +138,24 @@ int handles_open(int dirfd, const char *name, bool keep, uint32_t capacity, stru
 			r = -errno;
 			goto fail;
 		}
-		if (keep && st.st_size != (off_t)h->map_size) {
+		if (keep && (st.st_size < (off_t)sizeof(struct handle_rec) ||
+		             st.st_size > (off_t)h->map_size ||
+		             st.st_size % (off_t)sizeof(struct handle_rec) != 0)) {
 			r = -EBADMSG;
 			goto fail;
 		}
-		/* Sparse: only the pages of slots in use take room. */
-		if (!keep && ftruncate(fd, (off_t)h->map_size) < 0) {
+		h->file_recs = keep ? (uint32_t)(st.st_size / (off_t)sizeof(struct handle_rec))
+		                    : MIN(capacity, FILE_RECS_MIN);
+		if (!keep &&
+		    ftruncate(fd, (off_t)h->file_recs * (off_t)sizeof(struct handle_rec)) < 0) {
 			r = -errno;
 			goto fail;
 		}
+		/* The whole capacity: the part past the end of the file is never touched. */
 		map = mmap(NULL, h->map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	} else {
 		keep = false;
+		h->file_recs = capacity;
 		map = mmap(NULL, h->map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
 		           -1, 0);
 	}
@@ -148,7 +164,7 @@ int handles_open(int dirfd, const char *name, bool keep, uint32_t capacity, stru
 		goto fail;
 	}
 	if (fd >= 0) {
-		close(TAKE_FD(fd));
+		h->fd = TAKE_FD(fd);
 		/* A fault reads one page, not a read-ahead window of the (sparse, mostly
 		 * never touched) file that the kernel would zero first. */
 		(void)madvise(map, h->map_size, MADV_RANDOM);
@@ -158,7 +174,7 @@ int handles_open(int dirfd, const char *name, bool keep, uint32_t capacity, stru
 		struct handles_header *hd = header(h);
 
 		if (hd->magic != HANDLES_MAGIC || hd->capacity != capacity || hd->high > capacity ||
-		    hd->high < 1) {
+		    hd->high < 1 || hd->high > h->file_recs) {
 			handles_free(h);
 			return -EBADMSG;
 		}
@@ -218,6 +234,18 @@ int handles_add(struct handles *h, uint64_t ino, uint32_t flags, enum handle_kin
 	if (!place || free_room(h, hd->high + 1) < 0) {
 		pthread_mutex_unlock(&h->lock);
 		return -ENOMEM;
+	}
+	if (fresh && slot >= h->file_recs) {
+		/* The file grows by doubling: its records are only ever read up to high. */
+		uint32_t n = (uint32_t)MIN((uint64_t)h->file_recs * 2, (uint64_t)h->capacity);
+
+		if (ftruncate(h->fd, (off_t)n * (off_t)sizeof(struct handle_rec)) < 0) {
+			int r = -errno;
+
+			pthread_mutex_unlock(&h->lock);
+			return r;
+		}
+		h->file_recs = n;
 	}
 	if (fresh) {
 		hd->high++;

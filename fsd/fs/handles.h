@@ -13,6 +13,9 @@
  * RELEASE it had carried out among them, so those slots are given out only once the table
  * is otherwise full (by then, long after the takeover).
  *
+ * The file grows with the slots given out (it starts at 64 KiB): the mapping covers the
+ * whole capacity, but only records below the file's end are ever touched.
+ *
  * Thread-safe. Errors are -errno. */
 #pragma once
 

@@ -1,7 +1,8 @@
 /* The handle table (fsd/fs/handles.c): handles given out, looked up, freed and reused, and
  * a second table over the same file (a process taking a mount over) that finds every
  * record without the open objects and does not give out again what the dead process freed
- * (unless full); a full table, bad handles, a file that is no table. */
+ * (unless full); a full table, bad handles, a file that is no table; a table sized for a
+ * million handles whose file grows with the handles given out, not before. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "common/fileio.h"
 #include "tests/unit/fixture_tmpdir.h"
@@ -157,6 +159,36 @@ static void test_full_and_bad(void **state)
 	assert_int_equal(handles_open(f->dfd, "handles", false, 1, &h), -EINVAL);
 }
 
+static void test_file_grows(void **state)
+{
+	struct tmpdir *f = *state;
+	struct handles *h, *t;
+	struct handle_rec rec;
+	struct stat st;
+	static int objs[5000];
+	uint64_t fh[5000];
+
+	assert_int_equal(handles_open(f->dfd, "handles", false, 1u << 20, &h), 0);
+	/* A new table's file is small: what a mount that opens nothing leaves on disk. */
+	assert_int_equal(fstatat(f->dfd, "handles", &st, 0), 0);
+	assert_true(st.st_size <= 64 << 10);
+	for (int i = 0; i < 5000; i++)
+		assert_int_equal(
+		    handles_add(h, 100 + (uint64_t)i, O_RDONLY, HANDLE_FILE, &objs[i], &fh[i]), 0);
+	assert_int_equal(fstatat(f->dfd, "handles", &st, 0), 0);
+	assert_true(st.st_size >= 5001 * 16 && st.st_size <= 256 << 10);
+	/* A process taking over finds every record, the last ones past the first size too. */
+	assert_int_equal(handles_open(f->dfd, "handles", true, 1u << 20, &t), 0);
+	for (int i = 0; i < 5000; i += 499) {
+		assert_int_equal(handles_rec(t, fh[i], &rec), 0);
+		assert_int_equal(rec.ino, 100 + (uint64_t)i);
+	}
+	assert_int_equal(handles_rec(t, fh[4999], &rec), 0);
+	assert_int_equal(rec.ino, 5099);
+	handles_free(t);
+	handles_free(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -164,6 +196,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_taken_over, tmpdir_setup, tmpdir_teardown),
 	    cmocka_unit_test_setup_teardown(test_taken_over_full, tmpdir_setup, tmpdir_teardown),
 	    cmocka_unit_test_setup_teardown(test_full_and_bad, tmpdir_setup, tmpdir_teardown),
+	    cmocka_unit_test_setup_teardown(test_file_grows, tmpdir_setup, tmpdir_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
