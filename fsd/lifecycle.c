@@ -314,6 +314,7 @@ static int claim(struct store *s, const struct lifecycle_opts *o, int notify_fd,
 		return log_errno(LOG_ERR, -ENOMEM, "cannot mount '%s'", o->mountpoint);
 	/* Leftovers of a daemon that died: its throwaway layer is of no use to anyone. */
 	(void)unlinkat(lc->dir_fd, "state", 0);
+	(void)unlinkat(lc->dir_fd, "worker", 0);
 	(void)rm_rf_at(lc->dir_fd, "upper");
 	if (!o->keep_work)
 		(void)rm_rf_at(lc->dir_fd, "work");
@@ -732,7 +733,10 @@ static void handle_ctl(struct supervisor *sv)
 		if (sv->conn_fd < 0)
 			sv->conn_fd = TAKE_FD(fd);
 		sv->serving = true;
-		write_worker_file(sv);
+		/* The state names the first worker: nothing to write, at the moment the waiting
+		 * command wakes up. */
+		if (sv->ever_ready)
+			write_worker_file(sv);
 		/* The first worker tells the waiting parent itself. */
 		if (sv->ever_ready)
 			log_msg(LOG_INFO, "daemon %d took over '%s' (restart %u)", (int)sv->worker,
