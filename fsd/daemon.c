@@ -1,7 +1,6 @@
 /* The process that serves an image mount; see daemon.h. */
 #include <fcntl.h>
 #include <inttypes.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -248,24 +247,6 @@ static void *stats_thread(void *userdata)
 	return NULL;
 }
 
-/* A number of the figures file name in dirfd, 0 when there is none. */
-static uint64_t figure(int dirfd, const char *name, const char *key)
-{
-	_cleanup_free_ char *text = NULL;
-	size_t len;
-	json_t *j, *v;
-	uint64_t n = 0;
-
-	if (read_file_full(dirfd, name, 4096, &text, &len) < 0)
-		return 0;
-	j = json_loadb(text, len, 0, NULL);
-	v = json_object_get(j, key);
-	if (json_is_integer(v) && json_integer_value(v) > 0)
-		n = (uint64_t)json_integer_value(v);
-	json_decref(j);
-	return n;
-}
-
 /* Starts the figures of the mount and, for a lazy one, the fill; a failure costs the
  * fill, not the mount (reads still fetch what they need). A daemon taking over counts on
  * from what the dead one wrote last (at most 250 ms old). */
@@ -287,13 +268,16 @@ static void start_stats(struct store *s, struct lazyimage *lazy, struct lifecycl
 	}
 	*w = (struct stats_writer){.s = s, .lazy = lazy, .dirfd = lifecycle_dir_fd(lc)};
 	if (lifecycle_is_takeover(lc)) {
-		w->base_decoded.units = figure(w->dirfd, "decoded", "units");
-		w->base_decoded.cache.hits = figure(w->dirfd, "decoded", "cache_hits");
-		w->base_decoded.cache.stored = figure(w->dirfd, "decoded", "cache_stored");
-		w->base_decoded.cache.corrupt = figure(w->dirfd, "decoded", "cache_corrupt");
-		w->base_decoded.cache.evicted = figure(w->dirfd, "decoded", "cache_evicted");
-		w->base_demand = figure(w->dirfd, "lazy", "demand_bytes");
-		w->base_fill = figure(w->dirfd, "lazy", "fill_bytes");
+		struct mount_status f;
+
+		lifecycle_figures(lc, &f);
+		w->base_decoded = (struct decoded_stats){.units = f.decoded_units,
+		                                         .cache = {.hits = f.cache_hits,
+		                                                   .stored = f.cache_stored,
+		                                                   .corrupt = f.cache_corrupt,
+		                                                   .evicted = f.cache_evicted}};
+		w->base_demand = f.demand_bytes;
+		w->base_fill = f.fill_bytes;
 	}
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->wake, NULL);

@@ -1425,23 +1425,28 @@ static void read_decoded(int dirfd, struct mount_status *st)
 	st->cache_hits = json_u64(j, "cache_hits");
 	st->cache_stored = json_u64(j, "cache_stored");
 	st->cache_corrupt = json_u64(j, "cache_corrupt");
+	st->cache_evicted = json_u64(j, "cache_evicted");
 	json_decref(j);
+}
+
+/* The process a JSON number names, when it is alive; else 0. */
+static pid_t live_pid(json_t *v)
+{
+	json_int_t n = json_is_integer(v) ? json_integer_value(v) : 0;
+
+	return n > 0 && n <= INT_MAX && kill((pid_t)n, 0) == 0 ? (pid_t)n : 0;
 }
 
 /* The worker a supervisor runs now (ROOT/mounts/NAME/worker): daemon-pid, restarts. Until
  * the supervisor wrote it, st->pid is left as the state says. */
 static void read_worker(int dirfd, struct mount_status *st)
 {
-	json_t *j, *v;
+	json_t *j;
 
 	j = read_side_file(dirfd, "worker");
 	if (!j)
 		return;
-	st->pid = 0;
-	v = json_object_get(j, "pid");
-	if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= INT_MAX &&
-	    kill((pid_t)json_integer_value(v), 0) == 0)
-		st->pid = (pid_t)json_integer_value(v);
+	st->pid = live_pid(json_object_get(j, "pid"));
 	st->restarts = (unsigned)MIN(json_u64(j, "restarts"), (uint64_t)UINT_MAX);
 	json_decref(j);
 }
@@ -1474,14 +1479,8 @@ int lifecycle_status(struct store *s, const char *arg, struct mount_status *ret)
 		st.alive = state_lock(dirfd) == STATE_LOCKED;
 		st.pid = st.alive ? state_pid(j) : 0;
 		if (st.alive && json_is_true(json_object_get(j, "supervised"))) {
-			json_t *w = json_object_get(j, "worker");
-
 			st.supervisor_pid = st.pid;
-			st.pid = 0;
-			if (json_is_integer(w) && json_integer_value(w) > 0 &&
-			    json_integer_value(w) <= INT_MAX &&
-			    kill((pid_t)json_integer_value(w), 0) == 0)
-				st.pid = (pid_t)json_integer_value(w);
+			st.pid = live_pid(json_object_get(j, "worker"));
 			read_worker(dirfd, &st);
 		}
 		st.extra_opts = json_strdup(j, "opts");
@@ -1711,6 +1710,13 @@ int lifecycle_attach(struct store *s, const char *mountpoint, struct lifecycle *
 	*ret_state = st;
 	*ret = TAKE_PTR(lc);
 	return 0;
+}
+
+void lifecycle_figures(struct lifecycle *lc, struct mount_status *ret)
+{
+	*ret = (struct mount_status){0};
+	read_lazy(lc->dir_fd, ret);
+	read_decoded(lc->dir_fd, ret);
 }
 
 void lifecycle_detach(struct lifecycle *lc)

@@ -118,6 +118,11 @@ int lifecycle_attach(struct store *s, const char *mountpoint, struct lifecycle *
                      int *ret_conn_fd, struct mount_status *ret_state);
 void lifecycle_detach(struct lifecycle *lc);
 
+/* The figures the mount's daemons wrote last in ROOT/mounts/NAME (lazy, decoded), as
+ * lifecycle_status() reads them; nothing else of *ret is set. A new worker counts on from
+ * them. */
+void lifecycle_figures(struct lifecycle *lc, struct mount_status *ret);
+
 /* Asks the supervisor of the mount at mountpoint (an argument as the user gave it) to
  * replace its worker with a new one started from the installed binary, without unmounting,
  * and waits until the new worker serves (up to 30 s). Returns 0 or -errno (logged). */
@@ -145,7 +150,7 @@ struct mount_status {
 	bool lazy;            /* the layers are fetched as they are read; then the bytes: */
 	uint64_t demand_bytes, fill_bytes, present, total;
 	bool decoded; /* the daemon reported what it decoded: */
-	uint64_t decoded_units, cache_hits, cache_stored, cache_corrupt;
+	uint64_t decoded_units, cache_hits, cache_stored, cache_corrupt, cache_evicted;
 };
 void mount_status_done(struct mount_status *st);
 
