@@ -42,19 +42,6 @@ defer cleanup_podman
 
 layers_file() { cat "$IMGFS_ROOT"/mounts/*/layers; }
 b64() { printf '%s' "$1" | base64 -w0; }
-status_field() { imgfs status "$STORE" | sed -n "s/^$2: //p"; }
-
-# wait_new_daemon OLD_PID: waits (up to 10 s) until another daemon serves the store.
-wait_new_daemon() {
-	local i=0 pid
-	while :; do
-		pid=$(status_field "$STORE" daemon-pid || true)
-		[ -n "$pid" ] && [ "$pid" != - ] && [ "$pid" != "$1" ] && break
-		i=$((i + 1))
-		[ $i -lt 1000 ] || fail "no new daemon for $STORE within 10 s after $1 was killed"
-		sleep 0.01
-	done
-}
 
 # The image's regular files and their sha256 (EXPECTED.json for the load, and a list for
 # sha256sum -c in the container).
@@ -104,7 +91,7 @@ under_kills() {
 		sleep 0.5
 		pid=$(status_field "$STORE" daemon-pid)
 		kill -KILL "$pid" || fail "cannot kill the store's daemon $pid"
-		wait_new_daemon "$pid"
+		wait_new_daemon "$STORE" "$pid"
 	done
 	sleep 0.5
 	pid=$(status_field "$STORE" daemon-pid)

@@ -26,26 +26,6 @@ umoci unpack --image "$TESTDIR/images:big" "$TESTDIR/bundle" >/dev/null || fail 
 		>"$TESTDIR/expected.json"
 [ "$(jq length "$TESTDIR/expected.json")" -gt 2 ] || fail "no files to read in the image"
 
-# status_field MOUNT KEY
-status_field() {
-	imgfs status "$1" | sed -n "s/^$2: //p"
-}
-
-# wait_new_daemon MOUNT OLD_PID: waits (up to 10 s) until another daemon serves MOUNT;
-# sets NEW_PID and TOOK_MS (from the call to the new daemon in the status).
-wait_new_daemon() {
-	local t0 i=0
-	t0=$(date +%s%N)
-	while :; do
-		NEW_PID=$(status_field "$1" daemon-pid || true)
-		[ -n "$NEW_PID" ] && [ "$NEW_PID" != - ] && [ "$NEW_PID" != "$2" ] && break
-		i=$((i + 1))
-		[ $i -lt 1000 ] || fail "no new daemon for $1 within 10 s after $2 was killed"
-		sleep 0.01
-	done
-	TOOK_MS=$((($(date +%s%N) - t0) / 1000000))
-}
-
 # start_load MOUNT WORK [ARGS...]: the load, in the background (LOAD_PID), once ready.
 start_load() {
 	local mnt=$1 work=$2 i=0

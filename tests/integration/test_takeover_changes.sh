@@ -18,10 +18,6 @@ ref="oci:$TESTDIR/images:img"
 mnt=$TESTDIR/mnt
 mkdir -p "$mnt"
 
-# restarts MOUNT: how many daemons took over so far.
-restarts() {
-	imgfs status "$1" | sed -n 's/^restarts: //p'
-}
 
 # change KIND CMD...: mounts with the first daemon set to die after a change of KIND, runs
 # CMD (which must succeed), and checks that exactly one daemon took over.
@@ -31,13 +27,13 @@ change() {
 	IMGFS_TEST_KILL_AFTER=$kind assert_ok imgfs mount "$ref" "$mnt"
 	out=$("$@" 2>&1) || rc=$?
 	[ "$rc" -eq 0 ] || fail "$kind across a takeover: '$*' exited $rc: $out"
-	[ "$(restarts "$mnt")" = 1 ] ||
-		fail "$kind: the daemon did not die after the change (restarts: $(restarts "$mnt"))"
+	[ "$(status_field "$mnt" restarts)" = 1 ] ||
+		fail "$kind: the daemon did not die after the change (restarts: $(status_field "$mnt" restarts))"
 }
 
 finish() {
 	grep -q "a change sent again was made by the daemon before" \
-		"$(imgfs status "$mnt" | sed -n 's/^state-dir: //p')/log" ||
+		"$(status_field "$mnt" state-dir)/log" ||
 		fail "$1: the new daemon did not see the change as sent again"
 	assert_ok imgfs umount "$mnt"
 }
