@@ -62,6 +62,7 @@ import hashlib
 import http.client
 import json
 import re
+import select
 import socket
 import ssl
 import sys
@@ -177,8 +178,12 @@ class Handler(BaseHTTPRequestHandler):
         if action == "redirect":
             self.answer_redirect(rule)
             return
-        if action == "delay":
-            time.sleep(float(rule.get("seconds", 1)))
+        if action == "delay" and self.client_left(float(rule.get("seconds", 1))):
+            # Logged now, not when the delay would have ended: a later test case that
+            # counts requests must not see this one.
+            self.close_connection = True
+            self.record(0, "delay(client gone)", 0)
+            return
         self.forward(rule, action, body)
 
     def answer_status(self, rule):
@@ -229,6 +234,24 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.connection.shutdown(socket.SHUT_RDWR)
         self.record(resp.status, "cut_headers", 0)
+
+    def client_left(self, seconds):
+        """Waits seconds; True as soon as the client has closed its connection."""
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            if not select.select([self.connection], [], [], left)[0]:
+                continue
+            try:
+                if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    return True
+            except OSError:
+                return True
+            # Bytes of a next request: nothing more to learn from the socket.
+            time.sleep(max(0.0, end - time.monotonic()))
+            return False
 
     def stall(self, seconds):
         """Sends nothing for seconds, or until the client closes the connection."""
