@@ -38,6 +38,19 @@ ARCHIVE_SONAME := $(call soname,libarchive,libarchive)
 FUSE_CFLAGS := $(shell $(PKG_CONFIG) --cflags fuse3 2>/dev/null)
 FUSE_LIBS   := $(shell $(PKG_CONFIG) --libs fuse3 2>/dev/null)
 CMOCKA_LIBS := $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null)
+# The libraries imgfs and runner load at every start are linked in from their static archives
+# where Debian's -dev package ships one (STATIC_PKGS): each shared library costs a process
+# about 0.3-0.5 ms of mapping and relocation here, and a warm start runs imgfs twice and the
+# runner once (docs/decisions/0911-static-libraries.md). STATIC_LIBS=0 links them shared.
+STATIC_LIBS ?= 1
+STATIC_PKGS := fuse3 jansson zlib libzstd libseccomp
+ifeq ($(STATIC_LIBS),1)
+pkg_libs = $(filter-out -lpthread -ldl -lrt,$(shell $(PKG_CONFIG) --libs --static $(1) 2>/dev/null))
+run_libs = -Wl,--push-state,-Bstatic $(call pkg_libs,$(filter $(STATIC_PKGS),$(1))) \
+	-Wl,--pop-state $(call pkg_libs,$(filter-out $(STATIC_PKGS),$(1))) -ldl -lrt
+else
+run_libs = $(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null) -ldl
+endif
 
 CFLAGS   ?=
 LDFLAGS  ?=
@@ -104,12 +117,13 @@ $(BUILD)/lib%.a:
 # libgcc_s is linked, not left to glibc: libfuse ends its worker threads with pthread_cancel
 # when a mount goes, and glibc's first cancel would dlopen libgcc_s (its unwinder) then, on
 # the path of every umount (docs/decisions/0705-warm-start.md).
-IMGFS_LIBS := $(FUSE_LIBS) $(LIB_LIBS) -Wl,--push-state,--no-as-needed -lgcc_s -Wl,--pop-state
+IMGFS_LIBS := $(call run_libs,fuse3 $(LIB_PKGS)) \
+	-Wl,--push-state,--no-as-needed -lgcc_s -Wl,--pop-state
 $(BUILD)/imgfs: $(call obj,$(FSD_SRC)) $(LIBS_ALL)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(call obj,$(FSD_SRC)) $(LIBS_ALL) $(IMGFS_LIBS)
 
 $(BUILD)/runner: $(call obj,runner/main.c) $(LIBRUNNER) $(LIBCOMMON)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIB_LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call run_libs,$(LIB_PKGS))
 
 # Docker's default seccomp profile is compiled to BPF once, at build time, from the same rules
 # the runner would build at run time; runner/security.c embeds the generated header.
