@@ -493,14 +493,16 @@ bwrap_args() {
 		--ro-bind /sys /sys --tmpfs /tmp --hostname bench
 }
 
-# mount_pid MOUNTPOINT: the pid of the imgfs daemon serving MOUNTPOINT: the worker of a
-# supervised mount (ROOT/mounts/NAME/worker), else the pid in its state.
+# mount_pid MOUNTPOINT: the pid of the imgfs process serving MOUNTPOINT: the worker of a
+# supervised mount (ROOT/mounts/NAME/worker once a later worker took over, else the state's
+# "worker"), else the pid in its state (an unsupervised daemon). Not the supervisor's pid.
 mount_pid() {
 	local s
 	for s in "$IMGFS_ROOT"/mounts/*/state; do
 		[ -f "$s" ] || continue
 		jq -e --arg m "$1" 'select(.mountpoint == $m)' "$s" >/dev/null 2>&1 || continue
 		jq -er .pid "$(dirname "$s")/worker" 2>/dev/null && return 0
+		jq -er .worker "$s" 2>/dev/null && return 0
 		jq -er .pid "$s" 2>/dev/null && return 0
 	done
 	return 1

@@ -891,10 +891,12 @@ vmhwm_bytes() {
 }
 
 # rss_imgfs KEY TAG WALK [--ro]: mounts TAG (the default writable mount, or --ro), runs
-# WALK on it, records the daemon's VmHWM.
+# WALK on it, records the serving process's VmHWM. The decoded-data cache is emptied first:
+# each mount decodes what it reads, or the second would only copy what the first decoded.
 rss_imgfs() {
 	local m=$W/mnt pid
-	if imgfs_store "rss-$2" "$2" && "$IMGFS" mount ${4:-} "$(ref "$2")" "$m" >>"$MLOG" 2>&1 &&
+	if imgfs_store "rss-$2" "$2" && rm -rf "$IMGFS_ROOT/cache" &&
+		"$IMGFS" mount ${4:-} "$(ref "$2")" "$m" >>"$MLOG" 2>&1 &&
 		pid=$(mount_pid "$m") && "$3" "$m" 2>>"$MLOG"; then
 		add_sample "$1" "$(vmhwm_bytes "$pid")"
 	else

@@ -1323,10 +1323,12 @@ int lifecycle_stop(struct store *s, const char *arg)
 	}
 	if (mounted) {
 		/* A daemon that died leaves a mount that answers ENOTCONN; nothing can be
-		 * flushed through it any more, so detach it even when processes still use it. */
-		bool dead = !daemon_alive || mount_is_dead(path);
-
-		r = unmount_path(path, dead);
+		 * flushed through it any more, so detach it even when processes still use it.
+		 * A live daemon's mount is asked only when it is busy: statfs is a round trip
+		 * to the daemon, on the path of every umount. */
+		r = unmount_path(path, !daemon_alive);
+		if (r == -EBUSY && daemon_alive && mount_is_dead(path))
+			r = unmount_path(path, true);
 		if (r == -EBUSY) {
 			log_msg(LOG_ERR, "cannot unmount '%s': target is busy", path);
 			return r;
