@@ -25,28 +25,13 @@ require_cmd podman umoci skopeo jq fusermount3
 echo '{"auths": {}}' >"$DOCKER_CONFIG/config.json"
 STORE=$TESTDIR/als
 PR=$TESTDIR/podman
-# This host's hard limits are below podman's defaults for containers.
-RUN_LIMITS=(--ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
-
-pm() {
-	podman --root "$PR/root" --runroot "$PR/run" --storage-driver overlay \
-		--storage-opt "overlay.additionallayerstore=$STORE:ref" "$@"
-}
+. "$(dirname "$0")/als_lib.sh"
 # Whatever podman left mounted goes before $TESTDIR is removed (podman's own mounts
 # first, then the store).
-cleanup_podman() {
-	local PR=$TESTDIR/podman
-
-	pm rm -a -f || true
-	pm rmi -a -f || true
-	umount -R "$PR/root/overlay" || true
-	imgfs umount "$STORE" || true
-}
-defer cleanup_podman
+defer imgfs umount "$STORE"
+defer podman_leave "$PR"
 
 store_log() { cat "$IMGFS_ROOT"/mounts/*/log; }
-layers_file() { cat "$IMGFS_ROOT"/mounts/*/layers; }
-b64() { printf '%s' "$1" | base64 -w0; }
 
 # additional_layers IMAGE: how many of IMAGE's layers podman took from the store, then
 # how many it has.
@@ -219,14 +204,7 @@ start_faultproxy "$REGISTRY_URL"
 # podman's storage of its own, without the layers it already took from the store.
 PR_MAIN=$PR
 PR=$TESTDIR/podman2
-cleanup_podman2() {
-	local PR=$TESTDIR/podman2
-
-	pm rm -a -f || true
-	pm rmi -a -f || true
-	umount -R "$PR/root/overlay" || true
-}
-defer cleanup_podman2
+defer podman_leave "$PR"
 # podman GETs the manifest once, then imgfs resolves the reference: refuse imgfs.
 proxy_rules '[{"match": "GET /v2/ml/manifests/", "skip": 1, "action": "status", "status": 503}]'
 pm pull -q --tls-verify=false "$PROXY/ml:1" >/dev/null || fail "podman did not fall back"

@@ -23,25 +23,12 @@ STORE=$TESTDIR/als
 # podman refuses a runroot path longer than 50 characters.
 PR=$(mktemp -d /tmp/als-pm.XXXXXX)
 LOAD="$HELPERS/takeover_load.py"
-RUN_LIMITS=(--ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
-
-pm() {
-	podman --root "$PR/root" --runroot "$PR/run" --storage-driver overlay \
-		--storage-opt "overlay.additionallayerstore=$STORE:ref" "$@"
-}
+. "$(dirname "$0")/als_lib.sh"
 # What podman left goes before the store, then podman's directory.
-cleanup_podman() {
-	pm rm -a -f -t 0
-	pm rmi -a -f
-	umount -R "$PR/root/overlay"
-	imgfs umount "$STORE"
-	umount -R "$PR" 2>/dev/null
-	rm -rf "$PR"
-}
-defer cleanup_podman
-
-layers_file() { cat "$IMGFS_ROOT"/mounts/*/layers; }
-b64() { printf '%s' "$1" | base64 -w0; }
+defer rm -rf "$PR"
+defer umount -R "$PR"
+defer imgfs umount "$STORE"
+defer podman_leave "$PR"
 
 # The image's regular files and their sha256 (EXPECTED.json for the load, and a list for
 # sha256sum -c in the container).
