@@ -8,7 +8,7 @@ build-essential pkg-config clang clang-format git
 libfuse3-dev fuse3 libarchive-dev libcurl4-openssl-dev libcmocka-dev
 libjansson-dev libssl-dev zlib1g-dev libisal-dev libzstd-dev libseccomp-dev
 docker-registry skopeo umoci busybox-static runc bubblewrap fuse-overlayfs podman
-archivemount hyperfine valgrind apache2-utils openssl python3 attr curl
+archivemount hyperfine valgrind apache2-utils openssl python3 perl attr curl
 debootstrap gnuplot-nox util-linux bsdutils time iproute2 procps psmisc zstd xz-utils jq
 "
 
