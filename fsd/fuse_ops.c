@@ -624,11 +624,13 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		valid |= IMGFS_SET_ATIME_NOW;
 	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
 		valid |= IMGFS_SET_MTIME_NOW;
-	if (valid == 0) {
-		/* ctime alone: nothing we can set; answer with the attributes. */
+	/* The change time alone (chown to -1, -1): overlayfs copies up and sets the upper's
+	 * ctime, a local disk sets its ctime; a read-only view only answers. */
+	if (valid == 0 && imgfs_is_ro(req_fs(req)))
 		r = imgfs_getattr(req_fs(req), ino, &st);
-	} else
-		r = imgfs_setattr(req_fs(req), ino, fi ? file_of(req, fi) : NULL, attr, valid, &st);
+	else
+		r = imgfs_setattr(req_fs(req), ino, fi ? file_of(req, fi) : NULL, attr,
+		                  valid ? valid : IMGFS_SET_CTIME, &st);
 	log_debug("setattr %llu 0x%x: %d", (unsigned long long)ino, (unsigned)to_set, r);
 	reply_attr(req, r, &st);
 }

@@ -185,6 +185,9 @@ int imgfs_rename(struct imgfs *fs, uint64_t parent, const char *name, uint64_t n
 #define IMGFS_SET_MTIME (1u << 5)
 #define IMGFS_SET_ATIME_NOW (1u << 6)
 #define IMGFS_SET_MTIME_NOW (1u << 7)
+/* No attribute, only the change time (chown to -1, -1): copied up and the upper's ctime
+ * set, as overlayfs does. */
+#define IMGFS_SET_CTIME (1u << 8)
 
 /* Changes the attributes named by valid (IMGFS_SET_*) from st; f (may be NULL) is the open
  * file of an ftruncate/fchmod. Returns the new attributes in *ret. */

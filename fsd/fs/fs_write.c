@@ -798,7 +798,8 @@ int imgfs_setattr(struct imgfs *fs, uint64_t ino, struct imgfs_file *f, const st
 	if (r < 0)
 		goto out;
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", dfd);
-	if (valid & (IMGFS_SET_UID | IMGFS_SET_GID)) {
+	/* A chown to -1, -1 changes nothing but the change time, which is what it asks. */
+	if (valid & (IMGFS_SET_UID | IMGFS_SET_GID | IMGFS_SET_CTIME)) {
 		uid_t uid = valid & IMGFS_SET_UID ? st->st_uid : (uid_t)-1;
 		gid_t gid = valid & IMGFS_SET_GID ? st->st_gid : (gid_t)-1;
 
