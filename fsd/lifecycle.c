@@ -733,14 +733,14 @@ static void handle_ctl(struct supervisor *sv)
 		if (sv->conn_fd < 0)
 			sv->conn_fd = TAKE_FD(fd);
 		sv->serving = true;
-		/* The state names the first worker: nothing to write, at the moment the waiting
-		 * command wakes up. */
-		if (sv->ever_ready)
+		/* A later worker: named in ROOT/mounts/NAME/worker, and logged. The first one
+		 * is named in the state and tells the waiting parent itself: nothing to write at
+		 * the moment the waiting command wakes up. */
+		if (sv->ever_ready) {
 			write_worker_file(sv);
-		/* The first worker tells the waiting parent itself. */
-		if (sv->ever_ready)
 			log_msg(LOG_INFO, "daemon %d took over '%s' (restart %u)", (int)sv->worker,
 			        sv->o->mountpoint, sv->restarts);
+		}
 		sv->ever_ready = true;
 	}
 	if (fd >= 0)

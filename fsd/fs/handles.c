@@ -23,9 +23,9 @@ _Static_assert(sizeof(struct handles_header) == sizeof(struct handle_rec), "one 
 /* The open objects, in chunks of CHUNK slots allocated when a slot in them is first used:
  * a table sized for a million handles costs nothing until they are used. */
 #define CHUNK_SHIFT 12
+#define CHUNK (1u << CHUNK_SHIFT)
 /* Records a new table's file has room for at first (64 KiB). */
 #define FILE_RECS_MIN 4096u
-#define CHUNK (1u << CHUNK_SHIFT)
 
 struct handles {
 	struct handle_rec *recs; /* the mapping: recs[0] is the header */

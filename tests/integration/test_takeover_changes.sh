@@ -18,7 +18,6 @@ ref="oci:$TESTDIR/images:img"
 mnt=$TESTDIR/mnt
 mkdir -p "$mnt"
 
-
 # change KIND CMD...: mounts with the first daemon set to die after a change of KIND, runs
 # CMD (which must succeed), and checks that exactly one daemon took over.
 change() {
